@@ -1,0 +1,678 @@
+//! Tenet's built-in `file` provider: files, directories and symlinks.
+//!
+//! Kinds (addressed as `file.<kind>` in manifests):
+//! - `file`: `path`, `content`, `mode`, `ensure`. Content is compared by sha256; writes
+//!   are atomic (a temporary file in the same directory, then a rename), so a crash never
+//!   leaves a half-written file at `path`.
+//! - `directory`: `path`, `mode`, `ensure`. Never removed when not empty.
+//! - `symlink`: `path`, `target`, `ensure`. A changed target replaces the link, again
+//!   through an atomic rename.
+//!
+//! Parent directories are never created implicitly: declare them as `file.directory`
+//! resources (Tenet orders them first). Everything the provider touches goes through WASI
+//! and the host's `fs-ext` interface, so it can only reach the directories the operator
+//! granted, and only read them outside `apply`/`delete`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+use tenet_sdk::fs::{self as fsx, FileKind};
+use tenet_sdk::{Diagnostic, Diff, Error, FieldChange, KindInfo, Provider, ProviderInfo};
+
+/// Largest file content returned inline in the observed state (and so shown as a unified
+/// diff in plans). Larger or binary files are compared by sha256 only: the state must stay
+/// small enough to store and print.
+pub const MAX_INLINE_CONTENT: u64 = 64 * 1024;
+
+/// The provider.
+pub struct FileProvider;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Ensure {
+    #[default]
+    Present,
+    Absent,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProps {
+    path: String,
+    content: Option<String>,
+    mode: Option<String>,
+    #[serde(default)]
+    ensure: Ensure,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DirectoryProps {
+    path: String,
+    mode: Option<String>,
+    #[serde(default)]
+    ensure: Ensure,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SymlinkProps {
+    path: String,
+    target: Option<String>,
+    #[serde(default)]
+    ensure: Ensure,
+}
+
+/// What `read` returns for any kind: what is at the path, whatever it is.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+struct Observed {
+    path: String,
+    ensure: Ensure,
+    /// `file`, `directory`, `symlink` or `other`.
+    kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content_sha256: Option<String>,
+    /// Present only for UTF-8 files up to [`MAX_INLINE_CONTENT`] bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+}
+
+const MODE_PATTERN: &str = "^0?[0-7]{3,4}$";
+
+fn schema(kind: &str) -> Value {
+    let ensure = json!({"enum": ["present", "absent"], "default": "present",
+        "description": "whether the object exists"});
+    let path = json!({"type": "string", "minLength": 1,
+        "description": "where the object lives; relative paths are relative to the manifest"});
+    let mode = json!({"type": "string", "pattern": MODE_PATTERN,
+        "description": "permission bits in octal, as a quoted string such as \"0644\""});
+    let (props, required) = match kind {
+        "file" => (
+            json!({"path": path, "ensure": ensure, "mode": mode,
+                "content": {"type": "string", "description": "the file's full content"}}),
+            json!(["path"]),
+        ),
+        "directory" => (
+            json!({"path": path, "ensure": ensure, "mode": mode}),
+            json!(["path"]),
+        ),
+        _ => (
+            json!({"path": path, "ensure": ensure,
+                "target": {"type": "string", "minLength": 1,
+                    "description": "what the link points to, stored as written"}}),
+            json!(["path"]),
+        ),
+    };
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": props,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+impl Provider for FileProvider {
+    fn describe() -> ProviderInfo {
+        ProviderInfo::new(
+            "file",
+            env!("CARGO_PKG_VERSION"),
+            "files, directories and symlinks on the local file system",
+        )
+        .kind(
+            KindInfo::new("file", "a regular file with content and mode", schema("file"), "path")
+                .path_properties(&["path"]),
+        )
+        .kind(
+            KindInfo::new("directory", "a directory with mode", schema("directory"), "path")
+                .path_properties(&["path"]),
+        )
+        .kind(
+            KindInfo::new("symlink", "a symbolic link", schema("symlink"), "path")
+                .force_new(&["target"])
+                .path_properties(&["path"]),
+        )
+    }
+
+    fn validate(kind: &str, properties: &Value) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        let ensure = properties.get("ensure").and_then(Value::as_str);
+        if kind == "symlink" && ensure != Some("absent") && properties.get("target").is_none() {
+            out.push(Diagnostic::error(
+                "",
+                "a symlink that should be present needs a `target`",
+            ));
+        }
+        if let Some(p) = properties.get("path").and_then(Value::as_str)
+            && Path::new(p).file_name().is_none()
+        {
+            out.push(Diagnostic::error(
+                "/path",
+                format!("`{p}` does not name a file system object"),
+            ));
+        }
+        out
+    }
+
+    fn read(kind: &str, properties: &Value) -> Result<Option<Value>, Error> {
+        check_kind(kind)?;
+        let path = properties
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::InvalidInput("`path` is required".into()))?;
+        observe(path)?.map(|o| tenet_sdk::to_value(&o)).transpose()
+    }
+
+    fn diff(kind: &str, desired: &Value, current: Option<&Value>) -> Result<Diff, Error> {
+        check_kind(kind)?;
+        let current: Option<Observed> = current.map(tenet_sdk::from_value).transpose()?;
+        let (ensure, want_kind) = match kind {
+            "file" => (tenet_sdk::from_value::<FileProps>(desired)?.ensure, "file"),
+            "directory" => (
+                tenet_sdk::from_value::<DirectoryProps>(desired)?.ensure,
+                "directory",
+            ),
+            _ => (
+                tenet_sdk::from_value::<SymlinkProps>(desired)?.ensure,
+                "symlink",
+            ),
+        };
+        let Some(current) = current else {
+            return Ok(match ensure {
+                Ensure::Absent => Diff::none(),
+                Ensure::Present => Diff::create(desired),
+            });
+        };
+        if ensure == Ensure::Absent {
+            return Ok(Diff::delete(&tenet_sdk::to_value(&current)?));
+        }
+        if current.kind != want_kind {
+            return Ok(Diff::from_changes(vec![
+                FieldChange::new("kind", Some(json!(current.kind)), Some(json!(want_kind)))
+                    .forcing_replacement(),
+            ]));
+        }
+        let mut changes = Vec::new();
+        match kind {
+            "file" => {
+                let want: FileProps = tenet_sdk::from_value(desired)?;
+                if let Some(content) = &want.content
+                    && current.content_sha256.as_deref() != Some(sha256_hex(content).as_str())
+                {
+                    let before = match &current.content {
+                        Some(text) => json!(text),
+                        None => json!({"sha256": current.content_sha256, "size": current.size}),
+                    };
+                    changes.push(FieldChange::new("content", Some(before), Some(json!(content))));
+                }
+                mode_change(&mut changes, want.mode.as_deref(), &current)?;
+            }
+            "directory" => {
+                let want: DirectoryProps = tenet_sdk::from_value(desired)?;
+                mode_change(&mut changes, want.mode.as_deref(), &current)?;
+            }
+            _ => {
+                let want: SymlinkProps = tenet_sdk::from_value(desired)?;
+                if want.target != current.target {
+                    changes.push(
+                        FieldChange::new(
+                            "target",
+                            current.target.as_ref().map(|t| json!(t)),
+                            want.target.as_ref().map(|t| json!(t)),
+                        )
+                        .forcing_replacement(),
+                    );
+                }
+            }
+        }
+        Ok(Diff::from_changes(changes))
+    }
+
+    fn apply(kind: &str, desired: &Value, current: Option<&Value>) -> Result<Value, Error> {
+        check_kind(kind)?;
+        let current: Option<Observed> = current.map(tenet_sdk::from_value).transpose()?;
+        let path = match kind {
+            "file" => {
+                let want: FileProps = tenet_sdk::from_value(desired)?;
+                apply_file(&want, current.as_ref())?;
+                want.path
+            }
+            "directory" => {
+                let want: DirectoryProps = tenet_sdk::from_value(desired)?;
+                apply_directory(&want, current.as_ref())?;
+                want.path
+            }
+            _ => {
+                let want: SymlinkProps = tenet_sdk::from_value(desired)?;
+                apply_symlink(&want)?;
+                want.path
+            }
+        };
+        let observed = observe(&path)?.ok_or_else(|| {
+            Error::Internal(format!("`{path}` is missing right after it was written"))
+        })?;
+        tenet_sdk::to_value(&observed)
+    }
+
+    fn delete(kind: &str, current: &Value) -> Result<(), Error> {
+        check_kind(kind)?;
+        let current: Observed = tenet_sdk::from_value(current)?;
+        let path = current.path.as_str();
+        let result = match fsx::stat(path)? {
+            None => return Ok(()),
+            Some(s) if s.kind == FileKind::Directory => std::fs::remove_dir(path),
+            Some(_) => std::fs::remove_file(path),
+        };
+        result.map_err(|e| match e.kind() {
+            ErrorKind::DirectoryNotEmpty => Error::Conflict(format!(
+                "directory `{path}` is not empty; Tenet removes only empty directories"
+            )),
+            _ => io_error(path, &e),
+        })
+    }
+}
+
+tenet_sdk::export_provider!(FileProvider);
+
+fn check_kind(kind: &str) -> Result<(), Error> {
+    match kind {
+        "file" | "directory" | "symlink" => Ok(()),
+        other => Err(Error::unknown_kind(other)),
+    }
+}
+
+fn io_error(path: &str, e: &std::io::Error) -> Error {
+    match e.kind() {
+        ErrorKind::NotFound => Error::NotFound(format!("`{path}`: {e}")),
+        ErrorKind::PermissionDenied => Error::CapabilityDenied(format!("`{path}`: {e}")),
+        _ => Error::Internal(format!("`{path}`: {e}")),
+    }
+}
+
+/// `"644"`, `"0644"` → `0o644`.
+fn parse_mode(text: &str) -> Result<u32, Error> {
+    u32::from_str_radix(text, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| Error::InvalidInput(format!("mode `{text}` is not an octal mode")))
+}
+
+fn format_mode(mode: u32) -> String {
+    format!("{:04o}", mode & 0o7777)
+}
+
+fn mode_change(
+    changes: &mut Vec<FieldChange>,
+    want: Option<&str>,
+    current: &Observed,
+) -> Result<(), Error> {
+    if let Some(want) = want {
+        let want = format_mode(parse_mode(want)?);
+        if current.mode.as_deref() != Some(want.as_str()) {
+            changes.push(FieldChange::new(
+                "mode",
+                current.mode.as_ref().map(|m| json!(m)),
+                Some(json!(want)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
+    hex::encode(Sha256::digest(bytes.as_ref()))
+}
+
+/// What is at `path`, or `None`.
+fn observe(path: &str) -> Result<Option<Observed>, Error> {
+    let Some(stat) = fsx::stat(path)? else {
+        return Ok(None);
+    };
+    let mut o = Observed {
+        path: path.to_owned(),
+        ensure: Ensure::Present,
+        kind: match stat.kind {
+            FileKind::File => "file",
+            FileKind::Directory => "directory",
+            FileKind::Symlink => "symlink",
+            FileKind::Other => "other",
+        }
+        .to_owned(),
+        ..Observed::default()
+    };
+    match stat.kind {
+        FileKind::File => {
+            let bytes = std::fs::read(path).map_err(|e| io_error(path, &e))?;
+            o.mode = Some(format_mode(stat.mode));
+            o.size = Some(bytes.len() as u64);
+            o.content_sha256 = Some(sha256_hex(&bytes));
+            if bytes.len() as u64 <= MAX_INLINE_CONTENT {
+                o.content = String::from_utf8(bytes).ok();
+            }
+        }
+        FileKind::Directory => o.mode = Some(format_mode(stat.mode)),
+        FileKind::Symlink => {
+            let target = std::fs::read_link(path).map_err(|e| io_error(path, &e))?;
+            o.target = Some(target.to_string_lossy().into_owned());
+        }
+        FileKind::Other => {}
+    }
+    Ok(Some(o))
+}
+
+fn parent_of(path: &str) -> Result<&Path, Error> {
+    let parent = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| Error::InvalidInput(format!("`{path}` has no parent directory")))?;
+    match fsx::stat(&parent.to_string_lossy())? {
+        Some(s) if s.kind == FileKind::Directory => Ok(parent),
+        Some(s) => Err(Error::Conflict(format!(
+            "parent of `{path}` is a {}, not a directory",
+            s.kind.name()
+        ))),
+        None => Err(Error::NotFound(format!(
+            "parent directory `{}` does not exist; declare it as a file.directory resource",
+            parent.display()
+        ))),
+    }
+}
+
+/// A fresh name beside `path` for an atomic write.
+fn temp_path(path: &str, attempt: u32) -> PathBuf {
+    let p = Path::new(path);
+    let name = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    p.with_file_name(format!(".{name}.tenet-{nanos:x}-{attempt}.tmp"))
+}
+
+/// Run `create` on a fresh temporary path beside `path`, then rename it over `path`.
+/// On any failure the temporary is removed and `path` is untouched.
+fn atomically(
+    path: &str,
+    create: impl Fn(&Path) -> std::io::Result<()>,
+    finish: impl Fn(&str) -> Result<(), Error>,
+) -> Result<(), Error> {
+    parent_of(path)?;
+    let mut attempt = 0;
+    let tmp = loop {
+        let tmp = temp_path(path, attempt);
+        match create(&tmp) {
+            Ok(()) => break tmp,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+            Err(e) => return Err(io_error(path, &e)),
+        }
+    };
+    let tmp_str = tmp.to_string_lossy().into_owned();
+    let result = finish(&tmp_str)
+        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| io_error(path, &e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn apply_file(want: &FileProps, current: Option<&Observed>) -> Result<(), Error> {
+    let path = want.path.as_str();
+    let mode = want.mode.as_deref().map(parse_mode).transpose()?;
+    let existing_file = current.filter(|c| c.kind == "file");
+    let content_ok = match (&want.content, existing_file) {
+        (None, Some(_)) => true,
+        (Some(c), Some(cur)) => cur.content_sha256.as_deref() == Some(sha256_hex(c).as_str()),
+        (_, None) => false,
+    };
+    if content_ok {
+        if let Some(mode) = mode {
+            fsx::chmod(path, mode)?;
+        }
+        return Ok(());
+    }
+    // Keep the mode of a file we overwrite unless a new one is asked for.
+    let keep_mode = existing_file
+        .and_then(|c| c.mode.as_deref())
+        .map(parse_mode)
+        .transpose()?;
+    let content = want.content.as_deref().unwrap_or("");
+    atomically(
+        path,
+        |tmp| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(tmp)?;
+            f.write_all(content.as_bytes())?;
+            f.flush()
+        },
+        |tmp| match mode.or(keep_mode) {
+            Some(m) => Ok(fsx::chmod(tmp, m)?),
+            None => Ok(()),
+        },
+    )
+}
+
+fn apply_directory(want: &DirectoryProps, current: Option<&Observed>) -> Result<(), Error> {
+    let path = want.path.as_str();
+    if current.is_none_or(|c| c.kind != "directory") {
+        parent_of(path)?;
+        std::fs::create_dir(path).map_err(|e| io_error(path, &e))?;
+    }
+    if let Some(mode) = want.mode.as_deref() {
+        fsx::chmod(path, parse_mode(mode)?)?;
+    }
+    Ok(())
+}
+
+fn apply_symlink(want: &SymlinkProps) -> Result<(), Error> {
+    let path = want.path.as_str();
+    let target = want
+        .target
+        .as_deref()
+        .ok_or_else(|| Error::InvalidInput("a symlink needs a `target`".into()))?;
+    atomically(path, |tmp| symlink(target, tmp), |_| Ok(()))
+}
+
+/// Create a symlink through the preopened directory that contains `link` (std's
+/// `symlink_path` is still unstable on WASI).
+#[cfg(target_os = "wasi")]
+fn symlink(target: &str, link: &Path) -> std::io::Result<()> {
+    use wasip2::filesystem::{preopens, types::ErrorCode};
+    let dirs = preopens::get_directories();
+    let (dir, rel) = dirs
+        .iter()
+        .filter_map(|(d, root)| link.strip_prefix(root).ok().map(|rel| (d, rel, root.len())))
+        .max_by_key(|(_, _, len)| *len)
+        .map(|(d, rel, _)| (d, rel))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                ErrorKind::PermissionDenied,
+                format!("{} is outside every granted directory", link.display()),
+            )
+        })?;
+    dir.symlink_at(target, &rel.to_string_lossy())
+        .map_err(|e| {
+            let kind = match e {
+                ErrorCode::Exist => ErrorKind::AlreadyExists,
+                ErrorCode::NoEntry => ErrorKind::NotFound,
+                ErrorCode::Access | ErrorCode::NotPermitted | ErrorCode::ReadOnly => {
+                    ErrorKind::PermissionDenied
+                }
+                _ => ErrorKind::Other,
+            };
+            std::io::Error::new(kind, format!("symlink: {e:?}"))
+        })
+}
+
+#[cfg(unix)]
+fn symlink(target: &str, link: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, link)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The provider's logic, natively against a temporary directory.
+    use super::*;
+    use tenet_sdk::Action;
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::tempdir().expect("temp dir")
+    }
+
+    fn p(dir: &tempfile::TempDir, name: &str) -> String {
+        dir.path().join(name).to_string_lossy().into_owned()
+    }
+
+    fn plan_apply(kind: &str, desired: &Value) -> (Diff, Option<Value>) {
+        let current = FileProvider::read(kind, desired).expect("read");
+        let diff = FileProvider::diff(kind, desired, current.as_ref()).expect("diff");
+        let after = match diff.action {
+            Action::None => current,
+            Action::Delete => {
+                FileProvider::delete(kind, current.as_ref().expect("current")).expect("delete");
+                None
+            }
+            Action::Replace => {
+                FileProvider::delete(kind, current.as_ref().expect("current")).expect("delete");
+                Some(FileProvider::apply(kind, desired, None).expect("apply"))
+            }
+            _ => Some(FileProvider::apply(kind, desired, current.as_ref()).expect("apply")),
+        };
+        (diff, after)
+    }
+
+    #[test]
+    fn file_create_update_converge_delete() {
+        let d = tmp();
+        let path = p(&d, "a.txt");
+        let want = json!({"path": path, "content": "hello\n", "mode": "0640"});
+        let (diff, state) = plan_apply("file", &want);
+        assert_eq!(diff.action, Action::Create);
+        let state = state.expect("state");
+        assert_eq!(state["content"], "hello\n");
+        assert_eq!(state["mode"], "0640");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "hello\n");
+
+        let (diff, _) = plan_apply("file", &want);
+        assert_eq!(diff, Diff::none(), "second run must change nothing");
+
+        let want2 = json!({"path": path, "content": "bye\n", "mode": "0600"});
+        let (diff, _) = plan_apply("file", &want2);
+        assert_eq!(diff.action, Action::Update);
+        let paths: Vec<_> = diff.changes.iter().map(|c| c.path.as_str()).collect();
+        assert_eq!(paths, ["/content", "/mode"]);
+        assert_eq!(diff.changes[0].before, Some(json!("hello\n")));
+        assert_eq!(diff.changes[1].after, Some(json!("0600")));
+
+        let gone = json!({"path": path, "ensure": "absent"});
+        let (diff, _) = plan_apply("file", &gone);
+        assert_eq!(diff.action, Action::Delete);
+        assert!(!Path::new(&path).exists());
+        let (diff, _) = plan_apply("file", &gone);
+        assert_eq!(diff.action, Action::None);
+    }
+
+    #[test]
+    fn overwrite_keeps_mode_and_leaves_no_temporaries() {
+        let d = tmp();
+        let path = p(&d, "b");
+        plan_apply("file", &json!({"path": path, "content": "1", "mode": "0600"}));
+        plan_apply("file", &json!({"path": path, "content": "2"}));
+        let state = FileProvider::read("file", &json!({"path": path}))
+            .expect("read")
+            .expect("present");
+        assert_eq!(state["mode"], "0600");
+        let names: Vec<_> = std::fs::read_dir(d.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "only the file itself: {names:?}");
+    }
+
+    #[test]
+    fn missing_parent_is_a_clear_error() {
+        let d = tmp();
+        let path = p(&d, "no/such/file");
+        let err = FileProvider::apply("file", &json!({"path": path, "content": "x"}), None)
+            .expect_err("must fail");
+        assert!(matches!(&err, Error::NotFound(m) if m.contains("declare it as a file.directory")));
+    }
+
+    #[test]
+    fn directory_over_file_is_a_replacement() {
+        let d = tmp();
+        let path = p(&d, "x");
+        std::fs::write(&path, "data").expect("write");
+        let want = json!({"path": path});
+        let current = FileProvider::read("directory", &want).expect("read");
+        let diff = FileProvider::diff("directory", &want, current.as_ref()).expect("diff");
+        assert_eq!(diff.action, Action::Replace);
+        assert_eq!(diff.changes[0].path, "/kind");
+    }
+
+    #[test]
+    fn non_empty_directory_is_not_deleted() {
+        let d = tmp();
+        let dir = p(&d, "dir");
+        plan_apply("directory", &json!({"path": dir}));
+        std::fs::write(Path::new(&dir).join("keep"), "x").expect("write");
+        let current = FileProvider::read("directory", &json!({"path": dir}))
+            .expect("read")
+            .expect("present");
+        let err = FileProvider::delete("directory", &current).expect_err("conflict");
+        assert!(matches!(err, Error::Conflict(_)));
+        assert!(Path::new(&dir).join("keep").exists());
+    }
+
+    #[test]
+    fn symlink_target_change_forces_replacement() {
+        let d = tmp();
+        let link = p(&d, "link");
+        let (diff, _) = plan_apply("symlink", &json!({"path": link, "target": "a"}));
+        assert_eq!(diff.action, Action::Create);
+        let (diff, state) = plan_apply("symlink", &json!({"path": link, "target": "b"}));
+        assert_eq!(diff.action, Action::Replace);
+        assert_eq!(state.expect("state")["target"], "b");
+        assert_eq!(std::fs::read_link(&link).expect("link"), Path::new("b"));
+    }
+
+    #[test]
+    fn validate_reports_missing_symlink_target() {
+        let diags = FileProvider::validate("symlink", &json!({"path": "/x"}));
+        assert_eq!(diags.len(), 1);
+        assert!(diags[0].message.contains("target"));
+    }
+
+    #[test]
+    fn binary_content_is_compared_by_digest() {
+        let d = tmp();
+        let path = p(&d, "bin");
+        std::fs::write(&path, [0xff_u8, 0xfe, 0x00]).expect("write");
+        let want = json!({"path": path, "content": "text"});
+        let current = FileProvider::read("file", &want).expect("read").expect("present");
+        assert!(current.get("content").is_none());
+        let diff = FileProvider::diff("file", &want, Some(&current)).expect("diff");
+        assert_eq!(diff.action, Action::Update);
+        assert_eq!(
+            diff.changes[0].before.as_ref().and_then(|b| b.get("size")),
+            Some(&json!(3))
+        );
+    }
+
+    #[test]
+    fn unknown_kind_is_invalid_input() {
+        assert!(matches!(
+            FileProvider::read("socket", &json!({"path": "/x"})),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+}

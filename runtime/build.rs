@@ -1,0 +1,95 @@
+//! Builds the built-in providers (`plugins/*`) for `wasm32-wasip2` from source, so that
+//! `cargo build` / `cargo run` / `cargo test` need no extra step. The guests are built by
+//! a nested cargo with its own target directory (`target/guests`, shared by every profile
+//! so debug, test, clippy and release builds reuse one guest build) and embedded into the
+//! `tenet` binary with `include_bytes!`.
+
+use anyhow::{Context, bail};
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Built-in providers: (cargo package, env var the runtime reads the component path from).
+const BUILTINS: &[(&str, &str)] = &[("tenet-plugin-file", "TENET_PLUGIN_FILE_WASM")];
+
+fn main() -> anyhow::Result<()> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let root = manifest_dir
+        .parent()
+        .context("runtime/ has no parent directory")?
+        .to_path_buf();
+    for input in [
+        "plugins",
+        "sdk/src",
+        "sdk/Cargo.toml",
+        "wit",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(input).display());
+    }
+    println!("cargo:rerun-if-env-changed=TENET_GUEST_TARGET_DIR");
+
+    let target_dir = match env::var_os("TENET_GUEST_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"))
+            .join("guests"),
+    };
+    build_guests(&root, &target_dir)?;
+    for (package, var) in BUILTINS {
+        let wasm = target_dir
+            .join("wasm32-wasip2")
+            .join("guest")
+            .join(format!("{}.wasm", package.replace('-', "_")));
+        if !wasm.is_file() {
+            bail!("guest build succeeded but {} is missing", wasm.display());
+        }
+        println!("cargo:rustc-env={var}={}", wasm.display());
+    }
+    Ok(())
+}
+
+fn build_guests(root: &Path, target_dir: &Path) -> anyhow::Result<()> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root)
+        .args([
+            "build",
+            "--locked",
+            "--profile",
+            "guest",
+            "--target",
+            "wasm32-wasip2",
+        ])
+        .arg("--target-dir")
+        .arg(target_dir);
+    for (package, _) in BUILTINS {
+        cmd.args(["-p", package]);
+    }
+    // The outer build's flags and wrappers (clippy-driver, coverage, sanitizers) are for
+    // the host; they must not leak into the guest build.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_LLVM_COV",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd
+        .status()
+        .context("cannot run cargo to build the built-in providers")?;
+    if !status.success() {
+        bail!(
+            "building the built-in providers for wasm32-wasip2 failed ({status}); \
+             the target comes from rust-toolchain.toml (`rustup target add wasm32-wasip2`)"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,137 @@
+//! The command line. Each subcommand is its own module with an `execute` function;
+//! [`main`] parses arguments, sets up logging, runs the command on a tokio runtime and
+//! maps the result to a documented exit code, printing errors with their cause chain.
+
+mod apply;
+mod plan;
+mod providers;
+mod render;
+mod session;
+mod validate;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code: something failed (invalid manifest, provider error, failed resource).
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code of `plan --detailed-exitcode` when there are changes.
+pub const EXIT_CHANGES: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tenet",
+    version,
+    about = "Desired-state configuration with sandboxed WebAssembly providers",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). `TENET_LOG` overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a manifest and report every problem at once, without reading the system.
+    Validate(validate::ValidateArgs),
+    /// Show what apply would change. Never changes the system.
+    Plan(plan::PlanArgs),
+    /// Converge the system to the manifest (or apply a saved plan).
+    Apply(apply::ApplyArgs),
+    /// List the manifest's providers: kinds, grants and limits.
+    Providers(providers::ProvidersArgs),
+}
+
+/// The manifest to work on and its variables.
+#[derive(Debug, Clone, Args)]
+pub struct ManifestArgs {
+    /// Manifest file, or directory whose *.yaml files are merged.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Set a variable: --var name=value (repeatable; wins over values files).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// YAML file of variable values (repeatable; later files win).
+    #[arg(long = "values", value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+}
+
+impl ManifestArgs {
+    fn load_options(&self) -> anyhow::Result<crate::manifest::LoadOptions> {
+        let vars = self
+            .vars
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+                    .ok_or_else(|| anyhow::anyhow!("--var `{kv}` is not NAME=VALUE"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(crate::manifest::LoadOptions {
+            vars,
+            values_files: self.values.clone(),
+        })
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TENET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Run the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Validate(a) => validate::execute(a).await,
+            Command::Plan(a) => plan::execute(a).await,
+            Command::Apply(a) => apply::execute(a).await,
+            Command::Providers(a) => providers::execute(a).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            if let Some(v) = e.downcast_ref::<crate::diag::ValidationFailed>() {
+                eprint!("{v}");
+                eprintln!();
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

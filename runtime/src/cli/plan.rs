@@ -1,0 +1,64 @@
+//! `tenet plan`: read every resource and show what apply would change. The providers
+//! run with read-only access, so a plan never changes the system.
+
+use super::session::Session;
+use super::{EXIT_CHANGES, EXIT_ERROR, ManifestArgs, render};
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    manifest: ManifestArgs,
+    /// Print the plan as JSON (the format `--out` writes; see README).
+    #[arg(long)]
+    json: bool,
+    /// Save the plan to FILE for a later `tenet apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Exit 0 when there is nothing to change, 2 when there are changes, 1 on error.
+    #[arg(long)]
+    detailed_exitcode: bool,
+}
+
+pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
+    let session = Session::open(&args.manifest).await?;
+    session.print_warnings();
+    let plan = session
+        .engine()
+        .plan(&session.manifest, &session.graph, session.pins())
+        .await;
+    if let Some(out) = &args.out {
+        let text = serde_json::to_string_pretty(&plan)?;
+        write_atomically(out, text.as_bytes())
+            .with_context(|| format!("cannot write plan to {}", out.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else {
+        render::plan(&plan)?;
+        if let Some(out) = &args.out {
+            println!("\nSaved the plan to {}; apply it with `tenet apply {}`.", out.display(), out.display());
+        }
+    }
+    Ok(if plan.has_errors() {
+        EXIT_ERROR
+    } else if args.detailed_exitcode && plan.has_changes() {
+        EXIT_CHANGES
+    } else {
+        0
+    })
+}
+
+/// Write via a temporary file in the same directory and a rename.
+pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}

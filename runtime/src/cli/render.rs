@@ -1,0 +1,247 @@
+//! Human output: plans in Terraform's spirit (`+` create, `~` update, `-` delete, `-/+`
+//! replace, field-level before → after, unified diffs for text) and apply progress.
+//! Colour only when stdout is a terminal (and `NO_COLOR` is unset).
+
+use crate::engine::{ApplyReport, Outcome, ResourceResult};
+use crate::plan::{Plan, PlannedResource};
+use crate::provider::{Action, FieldChange};
+use anstyle::{AnsiColor, Style};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::io::Write as _;
+
+/// Most lines of a unified diff (or multi-line value) shown per field; a plan must stay
+/// readable when a file of a million lines changes.
+pub const MAX_DIFF_LINES: usize = 200;
+
+fn color(c: AnsiColor) -> Style {
+    Style::new().fg_color(Some(c.into()))
+}
+
+fn symbol(action: Action) -> (&'static str, Style) {
+    match action {
+        Action::Create => ("+", color(AnsiColor::Green)),
+        Action::Update => ("~", color(AnsiColor::Yellow)),
+        Action::Replace => ("-/+", color(AnsiColor::Magenta)),
+        Action::Delete => ("-", color(AnsiColor::Red)),
+        Action::None => (" ", Style::new()),
+    }
+}
+
+fn verb(action: Action) -> &'static str {
+    match action {
+        Action::Create => "will be created",
+        Action::Update => "will be updated in place",
+        Action::Replace => "must be replaced",
+        Action::Delete => "will be deleted",
+        Action::None => "is unchanged",
+    }
+}
+
+/// The plan as text.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let bold = Style::new().bold();
+    let red = color(AnsiColor::Red);
+    let changing: Vec<&PlannedResource> = plan
+        .resources
+        .iter()
+        .filter(|r| r.action != Action::None || r.error.is_some())
+        .collect();
+    if changing.is_empty() {
+        let _ = writeln!(
+            out,
+            "{bold}No changes.{bold:#} The system matches the manifest ({} resources).",
+            plan.resources.len()
+        );
+        return out;
+    }
+    let _ = writeln!(out, "Tenet will perform the following actions:\n");
+    for r in changing {
+        if let Some(e) = &r.error {
+            let _ = writeln!(out, "  {red}!{red:#} {bold}{}{bold:#} ({}) cannot be planned:", r.id, r.type_name);
+            let _ = writeln!(out, "      {e}\n");
+            continue;
+        }
+        let (sym, style) = symbol(r.action);
+        let _ = writeln!(
+            out,
+            "  {style}{sym}{style:#} {bold}{}{bold:#} ({}) {}",
+            r.id,
+            r.type_name,
+            verb(r.action)
+        );
+        let width = r.changes.iter().map(|c| field(c).len()).max().unwrap_or(0);
+        for c in &r.changes {
+            render_change(&mut out, c, r.action, width);
+        }
+        out.push('\n');
+    }
+    let s = plan.summary;
+    let _ = write!(
+        out,
+        "{bold}Plan:{bold:#} {} to create, {} to update, {} to replace, {} to delete, {} unchanged.",
+        s.create, s.update, s.replace, s.delete, s.unchanged
+    );
+    if s.errors > 0 {
+        let _ = write!(out, " {red}{} could not be planned.{red:#}", s.errors);
+    }
+    out.push('\n');
+    out
+}
+
+/// Print the plan to stdout.
+pub fn plan(plan: &Plan) -> std::io::Result<()> {
+    let mut stdout = anstream::stdout();
+    stdout.write_all(plan_text(plan).as_bytes())?;
+    stdout.flush()
+}
+
+/// `/mode` → `mode`; nested pointers stay pointers.
+fn field(c: &FieldChange) -> String {
+    let p = c.path.strip_prefix('/').unwrap_or(&c.path);
+    if p.contains('/') {
+        c.path.clone()
+    } else {
+        p.replace("~1", "/").replace("~0", "~")
+    }
+}
+
+fn render_change(out: &mut String, c: &FieldChange, action: Action, width: usize) {
+    let name = format!("{:width$}", field(c));
+    let forces = if c.forces_replacement {
+        let m = color(AnsiColor::Magenta);
+        format!(" {m}# forces replacement{m:#}")
+    } else {
+        String::new()
+    };
+    let (sym, style) = match (&c.before, &c.after) {
+        (None, Some(_)) => symbol(Action::Create),
+        (Some(_), None) => symbol(Action::Delete),
+        _ if action == Action::Create => symbol(Action::Create),
+        _ => symbol(Action::Update),
+    };
+    let sym = if sym == "-/+" { "~" } else { sym };
+    match (&c.before, &c.after) {
+        (Some(Value::String(b)), Some(Value::String(a)))
+            if action != Action::Create && (b.contains('\n') || a.contains('\n')) =>
+        {
+            let _ = writeln!(out, "      {style}{sym}{style:#} {name} ={forces}");
+            unified_diff(out, b, a);
+        }
+        (Some(before), Some(after)) if action != Action::Create => {
+            let _ = writeln!(
+                out,
+                "      {style}{sym}{style:#} {name} = {} -> {}{forces}",
+                value(before, 10),
+                value(after, 10)
+            );
+        }
+        (_, Some(after)) => {
+            let _ = writeln!(out, "      {style}{sym}{style:#} {name} = {}{forces}", value(after, 10));
+        }
+        (Some(before), None) => {
+            let _ = writeln!(out, "      {style}{sym}{style:#} {name} = {}{forces}", value(before, 10));
+        }
+        (None, None) => {}
+    }
+}
+
+/// A value for display: JSON, with multi-line strings as an indented block.
+fn value(v: &Value, indent: usize) -> String {
+    match v {
+        Value::String(s) if s.contains('\n') => {
+            let pad = " ".repeat(indent);
+            let mut text = String::from("<<EOT\n");
+            let lines: Vec<&str> = s.lines().collect();
+            for line in lines.iter().take(MAX_DIFF_LINES) {
+                let _ = writeln!(text, "{pad}  {line}");
+            }
+            if lines.len() > MAX_DIFF_LINES {
+                let _ = writeln!(
+                    text,
+                    "{pad}  … ({} more lines not shown)",
+                    lines.len() - MAX_DIFF_LINES
+                );
+            }
+            let _ = write!(text, "{pad}EOT");
+            text
+        }
+        Value::Object(m) if m.contains_key("sha256") && m.contains_key("size") => format!(
+            "(binary or large content: {} bytes, sha256 {})",
+            m["size"],
+            m["sha256"].as_str().unwrap_or_default()
+        ),
+        other => other.to_string(),
+    }
+}
+
+fn unified_diff(out: &mut String, before: &str, after: &str) {
+    let diff = similar::TextDiff::from_lines(before, after);
+    let text = diff
+        .unified_diff()
+        .context_radius(3)
+        .header("current", "desired")
+        .to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let (green, red, cyan) = (
+        color(AnsiColor::Green),
+        color(AnsiColor::Red),
+        color(AnsiColor::Cyan),
+    );
+    for line in lines.iter().take(MAX_DIFF_LINES) {
+        let style = if line.starts_with("+++") || line.starts_with("---") {
+            Style::new().bold()
+        } else if line.starts_with('+') {
+            green
+        } else if line.starts_with('-') {
+            red
+        } else if line.starts_with("@@") {
+            cyan
+        } else {
+            Style::new()
+        };
+        let _ = writeln!(out, "          {style}{line}{style:#}");
+    }
+    if lines.len() > MAX_DIFF_LINES {
+        let _ = writeln!(
+            out,
+            "          … ({} more diff lines not shown)",
+            lines.len() - MAX_DIFF_LINES
+        );
+    }
+}
+
+/// One line per resource that changed, failed or was skipped.
+pub fn result_line(r: &ResourceResult) -> Option<String> {
+    let ms = r.duration.as_secs_f64() * 1000.0;
+    let (sym, style, text) = match &r.outcome {
+        Outcome::Unchanged => return None,
+        Outcome::Created => ("+", color(AnsiColor::Green), format!("created in {ms:.1} ms")),
+        Outcome::Updated => ("~", color(AnsiColor::Yellow), format!("updated in {ms:.1} ms")),
+        Outcome::Replaced => ("-/+", color(AnsiColor::Magenta), format!("replaced in {ms:.1} ms")),
+        Outcome::Deleted => ("-", color(AnsiColor::Red), format!("deleted in {ms:.1} ms")),
+        Outcome::Failed { error } => ("!", color(AnsiColor::Red), format!("failed: {error}")),
+        Outcome::Skipped { upstream } => (
+            "·",
+            color(AnsiColor::Yellow),
+            format!("skipped: it depends on `{upstream}`, which failed"),
+        ),
+    };
+    Some(format!("  {style}{sym}{style:#} {} ({}) {text}\n", r.id, r.type_name))
+}
+
+/// The closing summary of an apply.
+pub fn apply_summary(report: &ApplyReport) -> String {
+    let c = report.counts();
+    let bold = Style::new().bold();
+    let head = if report.succeeded() {
+        "Apply complete:"
+    } else {
+        "Apply finished with errors:"
+    };
+    format!(
+        "{bold}{head}{bold:#} {} created, {} updated, {} replaced, {} deleted, {} unchanged, {} failed, {} skipped.\n",
+        c.created, c.updated, c.replaced, c.deleted, c.unchanged, c.failed, c.skipped
+    )
+}

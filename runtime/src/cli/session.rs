@@ -1,0 +1,127 @@
+//! What every command starts with: load the manifest, load its providers, and validate
+//! everything (structure, kinds, schemas, provider checks, grants, graph), reporting every
+//! problem at once before any resource is read.
+
+use super::ManifestArgs;
+use crate::diag::{Diagnostics, ValidationFailed};
+use crate::engine::Engine;
+use crate::graph::Graph;
+use crate::manifest::{self, Manifest, check};
+use crate::plan::ProviderPin;
+use crate::plugin::{CompileCache, PluginHost, WasmProvider};
+use crate::provider::{CallContext, Provider, ProviderInfo};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub struct Session {
+    pub manifest: Manifest,
+    pub graph: Graph,
+    pub providers: BTreeMap<String, Arc<WasmProvider>>,
+    pub warnings: Diagnostics,
+    // Keeps the engine and deadline ticker alive for the providers.
+    _host: PluginHost,
+}
+
+impl Session {
+    /// Load the manifest and its providers; `Err` carries every problem found.
+    pub async fn open(args: &ManifestArgs) -> anyhow::Result<Session> {
+        let (mut manifest, mut diags) = manifest::load(&args.path, &args.load_options()?)?;
+        let host = PluginHost::new(CompileCache::new(CompileCache::default_dir()))?;
+
+        let mut providers = BTreeMap::new();
+        for decl in manifest.providers.values() {
+            match host.load(decl).await {
+                Ok(p) => {
+                    providers.insert(decl.name.clone(), p);
+                }
+                Err(e) => diags.error(Some(decl.location.clone()), e.to_string()),
+            }
+        }
+        let infos: BTreeMap<String, &ProviderInfo> = providers
+            .iter()
+            .map(|(n, p)| (n.clone(), p.info()))
+            .collect();
+        diags.extend(check::check(&mut manifest, &infos));
+
+        // The providers' own checks, for resources the schema accepted.
+        if !diags.has_errors() {
+            for r in &manifest.resources {
+                let Some(p) = providers.get(&r.provider) else { continue };
+                let cx = CallContext { resource: &r.id };
+                match p.validate(cx, &r.kind, &r.properties).await {
+                    Ok(found) => {
+                        for d in found {
+                            let msg = format!(
+                                "resource `{}` ({}): {}{}",
+                                r.id,
+                                r.type_name,
+                                if d.path.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!("property `{}`: ", d.path)
+                                },
+                                d.message
+                            );
+                            let loc = Some(r.property_location(&d.path));
+                            if d.is_error {
+                                diags.error(loc, msg);
+                            } else {
+                                diags.warning(loc, msg);
+                            }
+                        }
+                    }
+                    Err(e) => diags.error(Some(r.location.clone()), e.to_string()),
+                }
+            }
+        }
+
+        let graph = match Graph::build(&manifest.resources) {
+            Ok(g) => Some(g),
+            Err(d) => {
+                diags.extend(d);
+                None
+            }
+        };
+        let warnings = diags.into_result()?;
+        let graph = graph.ok_or_else(|| ValidationFailed(Diagnostics::new()))?;
+        Ok(Session {
+            manifest,
+            graph,
+            providers,
+            warnings,
+            _host: host,
+        })
+    }
+
+    pub fn engine(&self) -> Engine {
+        Engine::new(
+            self.providers
+                .iter()
+                .map(|(n, p)| (n.clone(), p.clone() as Arc<dyn Provider>))
+                .collect(),
+        )
+    }
+
+    /// The exact providers in use, for the plan.
+    pub fn pins(&self) -> BTreeMap<String, ProviderPin> {
+        self.providers
+            .iter()
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    ProviderPin {
+                        source: p.source().to_owned(),
+                        version: p.info().version.clone(),
+                        component_sha256: p.sha256().to_owned(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    pub fn print_warnings(&self) {
+        if !self.warnings.is_empty() {
+            eprint!("{}", self.warnings.clone().sorted());
+        }
+    }
+}

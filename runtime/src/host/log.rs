@@ -1,0 +1,36 @@
+//! `tenet:host/log`: guest messages become `tracing` events tagged with provider,
+//! resource and operation, within [`MAX_LOG_LINES_PER_CALL`] and
+//! [`MAX_LOG_MESSAGE_BYTES`].
+
+use super::{HostState, MAX_LOG_LINES_PER_CALL, MAX_LOG_MESSAGE_BYTES};
+use crate::plugin::bindings::tenet::host::log::{Host, Level};
+
+impl Host for HostState {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.logs_this_call += 1;
+        if self.logs_this_call > MAX_LOG_LINES_PER_CALL {
+            self.logs_dropped += 1;
+            return Ok(());
+        }
+        let mut msg = message;
+        if msg.len() > MAX_LOG_MESSAGE_BYTES {
+            let mut cut = MAX_LOG_MESSAGE_BYTES;
+            while !msg.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            msg.truncate(cut);
+            msg.push_str("… (truncated)");
+        }
+        let provider = self.provider();
+        let resource = &self.call.resource;
+        let operation = self.call.operation;
+        match level {
+            Level::Trace => tracing::trace!(%provider, %resource, %operation, "{msg}"),
+            Level::Debug => tracing::debug!(%provider, %resource, %operation, "{msg}"),
+            Level::Info => tracing::info!(%provider, %resource, %operation, "{msg}"),
+            Level::Warn => tracing::warn!(%provider, %resource, %operation, "{msg}"),
+            Level::Error => tracing::error!(%provider, %resource, %operation, "{msg}"),
+        }
+        Ok(())
+    }
+}

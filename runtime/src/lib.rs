@@ -1,0 +1,21 @@
+//! Tenet: a desired-state configuration runtime whose resource providers are sandboxed
+//! WebAssembly components.
+//!
+//! The modules follow the data: [`manifest`] (parse + validate) → [`graph`] (dependency
+//! order) → [`plan`] (the resolved artifact) → [`engine`] (walk the graph, call
+//! providers). The engine sees providers only through the [`provider::Provider`] trait;
+//! [`plugin`] implements it with wasmtime, [`host`] provides the `tenet:host` interfaces
+//! to guests, and [`grants`] turns the operator's grants into sandbox contexts. [`cli`]
+//! is the command line on top.
+#![deny(unsafe_code)]
+
+pub mod cli;
+pub mod diag;
+pub mod engine;
+pub mod grants;
+pub mod graph;
+pub mod host;
+pub mod manifest;
+pub mod plan;
+pub mod plugin;
+pub mod provider;

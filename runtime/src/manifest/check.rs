@@ -1,0 +1,149 @@
+//! Validation that needs the providers' descriptions: unknown providers and kinds, JSON
+//! Schema violations, relative paths resolved against the manifest, and paths outside
+//! every fs grant. Pure: takes descriptions, not providers, and calls nothing.
+
+use super::{Manifest, ResourceDecl, load::absolute};
+use crate::diag::Diagnostics;
+use crate::provider::{KindInfo, ProviderInfo};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Check every resource against its provider's description, resolving relative path
+/// properties in place. `described` holds the providers that loaded; a declared provider
+/// missing from it failed to load (already reported), so its resources are not checked
+/// further.
+pub fn check(manifest: &mut Manifest, described: &BTreeMap<String, &ProviderInfo>) -> Diagnostics {
+    let mut diags = Diagnostics::new();
+    let mut validators: BTreeMap<(String, String), Option<jsonschema::Validator>> =
+        BTreeMap::new();
+    let declared: BTreeSet<String> = manifest.providers.keys().cloned().collect();
+    for r in &mut manifest.resources {
+        if !declared.contains(&r.provider) {
+            let known: Vec<_> = declared.iter().map(String::as_str).collect();
+            diags.error(
+                Some(r.spans_type_location()),
+                format!(
+                    "resource `{}` uses provider `{}`, which is not declared under `providers` (declared: {})",
+                    r.id,
+                    r.provider,
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                ),
+            );
+            continue;
+        }
+        let Some(info) = described.get(&r.provider) else {
+            continue;
+        };
+        let Some(kind) = info.kinds.get(&r.kind) else {
+            let kinds: Vec<_> = info.kinds.keys().map(|k| format!("{}.{k}", r.provider)).collect();
+            diags.error(
+                Some(r.spans_type_location()),
+                format!(
+                    "resource `{}`: provider `{}` has no kind `{}` (it has: {})",
+                    r.id,
+                    r.provider,
+                    r.kind,
+                    kinds.join(", ")
+                ),
+            );
+            continue;
+        };
+        resolve_paths(r, kind);
+        let validator = validators
+            .entry((r.provider.clone(), r.kind.clone()))
+            .or_insert_with(|| jsonschema::validator_for(&kind.schema).ok());
+        match validator {
+            Some(v) => {
+                for e in v.iter_errors(&r.properties) {
+                    let pointer = e.instance_path().as_str().to_owned();
+                    let mut message = format!(
+                        "resource `{}` ({}): {}: {e}",
+                        r.id,
+                        r.type_name,
+                        field_name(&pointer)
+                    );
+                    if let jsonschema::error::ValidationErrorKind::Type { .. } = e.kind()
+                        && e.instance().is_number()
+                    {
+                        message.push_str(" (quote the value to keep it a string, e.g. \"0644\")");
+                    }
+                    diags.error(Some(r.property_location(&pointer)), message);
+                }
+            }
+            None => diags.error(
+                Some(r.location.clone()),
+                format!(
+                    "provider `{}` describes kind `{}` with an invalid JSON Schema",
+                    r.provider, r.kind
+                ),
+            ),
+        }
+        check_grants(r, kind, manifest.providers.get(&r.provider), &mut diags);
+    }
+    diags
+}
+
+fn field_name(pointer: &str) -> String {
+    if pointer.is_empty() {
+        "properties".to_owned()
+    } else {
+        format!("property `{pointer}`")
+    }
+}
+
+/// Relative paths in path properties become absolute, relative to the declaring file.
+fn resolve_paths(r: &mut ResourceDecl, kind: &KindInfo) {
+    let base = r.base_dir.clone();
+    for prop in &kind.path_properties {
+        if let Some(Value::String(p)) = r.properties.get_mut(prop.as_str())
+            && !p.is_empty()
+        {
+            *p = absolute(&base, Path::new(p.as_str()))
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+}
+
+/// A path property outside every fs grant can never work: say so before running.
+fn check_grants(
+    r: &ResourceDecl,
+    kind: &KindInfo,
+    decl: Option<&super::ProviderDecl>,
+    diags: &mut Diagnostics,
+) {
+    let Some(decl) = decl else { return };
+    for prop in &kind.path_properties {
+        let Some(p) = r.properties.get(prop.as_str()).and_then(Value::as_str) else {
+            continue;
+        };
+        let path = Path::new(p);
+        if decl.grants.fs.iter().any(|g| path.starts_with(&g.path)) {
+            continue;
+        }
+        let granted: Vec<String> = decl
+            .grants
+            .fs
+            .iter()
+            .map(|g| format!("{} ({})", g.path.display(), g.access))
+            .collect();
+        diags.error(
+            Some(r.property_location(&format!("/{prop}"))),
+            format!(
+                "resource `{}`: `{prop}` {p} is outside every fs grant of provider `{}` (granted: {}); add an fs grant for it under providers.{}.grants",
+                r.id,
+                r.provider,
+                if granted.is_empty() { "nothing".to_owned() } else { granted.join(", ") },
+                r.provider
+            ),
+        );
+    }
+}
+
+impl ResourceDecl {
+    /// Where the resource's `type` was written (falls back to the resource).
+    fn spans_type_location(&self) -> crate::diag::Location {
+        self.type_location.clone().unwrap_or_else(|| self.location.clone())
+    }
+}

@@ -1,0 +1,645 @@
+//! Reading manifest files into a [`Manifest`]: structure, variables, providers and
+//! resources. Every problem found is collected; nothing stops at the first one.
+
+use super::vars::{self, VarDecl};
+use super::yaml::{self, Spans};
+use super::{
+    Access, Dependency, FsGrant, Grants, Limits, Manifest, ProviderDecl, ProviderSource,
+    ResourceDecl,
+};
+use crate::diag::{Diagnostics, Location, ValidationFailed};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Variable values from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--var name=value`, in order; later wins.
+    pub vars: Vec<(String, String)>,
+    /// `--values FILE`: YAML mappings of variable names to values, in order.
+    pub values_files: Vec<PathBuf>,
+}
+
+struct Doc {
+    file: PathBuf,
+    text: String,
+    value: Value,
+    spans: Spans,
+}
+
+/// Load and structurally validate the manifest at `path` (a file or a directory).
+/// Returns the manifest and any warnings, or every error found.
+pub fn load(
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<(Manifest, Diagnostics), ValidationFailed> {
+    let mut diags = Diagnostics::new();
+    let (files, base_dir) = manifest_files(path, &mut diags);
+
+    let mut docs = Vec::new();
+    for file in &files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.error(Some(Location::file(file)), format!("cannot read: {e}"));
+                continue;
+            }
+        };
+        match yaml::parse(file, &text) {
+            Ok((value, spans)) => docs.push(Doc {
+                file: file.clone(),
+                text,
+                value,
+                spans,
+            }),
+            Err(e) => diags.error(Some(e.location), e.message),
+        }
+    }
+
+    // Top-level structure and variable declarations first: everything else needs them.
+    let mut decls = BTreeMap::new();
+    for doc in &docs {
+        if let Some(map) = doc.value.as_object() {
+            for key in map.keys() {
+                if !["vars", "providers", "resources"].contains(&key.as_str()) {
+                    diags.error(
+                        Some(doc.spans.key(&format!("/{key}"))),
+                        format!(
+                            "unknown top-level key `{key}` (expected `vars`, `providers`, `resources`)"
+                        ),
+                    );
+                }
+            }
+            if let Some(v) = map.get("vars") {
+                vars::declarations(v, &doc.spans, &mut decls, &mut diags);
+            }
+        }
+    }
+    let values = resolve_vars(&decls, options, &mut diags);
+
+    let mut providers = BTreeMap::new();
+    let mut resources: Vec<ResourceDecl> = Vec::new();
+    let mut seen_ids: BTreeMap<String, Location> = BTreeMap::new();
+    for doc in &mut docs {
+        let dir = doc
+            .file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| base_dir.clone());
+        let Some(map) = doc.value.as_object_mut() else {
+            continue;
+        };
+        for key in ["providers", "resources"] {
+            if let Some(v) = map.get_mut(key) {
+                vars::interpolate(v, &format!("/{key}"), &doc.spans, &values, &mut diags);
+            }
+        }
+        if let Some(v) = map.get("providers") {
+            parse_providers(v, &doc.spans, &dir, &mut providers, &mut diags);
+        }
+        if let Some(v) = map.get("resources") {
+            for r in parse_resources(v, &doc.spans, &dir, &mut diags) {
+                if let Some(first) = seen_ids.get(&r.id) {
+                    diags.error(
+                        Some(r.location.clone()),
+                        format!("duplicate resource id `{}` (first declared at {first})", r.id),
+                    );
+                    continue;
+                }
+                seen_ids.insert(r.id.clone(), r.location.clone());
+                resources.push(r);
+            }
+        }
+    }
+
+    let sha256 = digest(&docs, &values);
+    let manifest = Manifest {
+        path: path.to_path_buf(),
+        base_dir,
+        files,
+        sha256,
+        vars: values,
+        providers,
+        resources,
+    };
+    diags.into_result().map(|warnings| (manifest, warnings))
+}
+
+fn manifest_files(path: &Path, diags: &mut Diagnostics) -> (Vec<PathBuf>, PathBuf) {
+    let abs = absolute(Path::new("."), path);
+    if abs.is_dir() {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&abs) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file()
+                        && matches!(
+                            p.extension().and_then(|e| e.to_str()),
+                            Some("yaml" | "yml")
+                        )
+                })
+                .collect(),
+            Err(e) => {
+                diags.error(Some(Location::file(path)), format!("cannot read directory: {e}"));
+                Vec::new()
+            }
+        };
+        files.sort();
+        if files.is_empty() && !diags.has_errors() {
+            diags.error(
+                Some(Location::file(path)),
+                "no manifest here: the directory has no *.yaml or *.yml files",
+            );
+        }
+        (files, abs)
+    } else if abs.is_file() {
+        let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
+        (vec![abs], dir)
+    } else {
+        diags.error(
+            Some(Location::file(path)),
+            "no such manifest file or directory",
+        );
+        (Vec::new(), abs)
+    }
+}
+
+/// `base.join(p)`, made absolute and lexically normalised (`.` and `..` removed).
+pub fn absolute(base: &Path, p: &Path) -> PathBuf {
+    let joined = base.join(p);
+    let abs = std::path::absolute(&joined).unwrap_or(joined);
+    path_clean::clean(abs)
+}
+
+fn resolve_vars(
+    decls: &BTreeMap<String, VarDecl>,
+    options: &LoadOptions,
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, Value> {
+    let mut given: BTreeMap<String, Value> = BTreeMap::new();
+    for file in &options.values_files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.error(
+                    Some(Location::file(file)),
+                    format!("cannot read values file: {e}"),
+                );
+                continue;
+            }
+        };
+        match yaml::parse(file, &text) {
+            Ok((Value::Object(map), spans)) => {
+                for (k, v) in map {
+                    if !decls.contains_key(&k) {
+                        diags.error(
+                            Some(spans.key(&format!("/{k}"))),
+                            format!("values file sets undeclared variable `{k}`"),
+                        );
+                    }
+                    given.insert(k, v);
+                }
+            }
+            Ok(_) => diags.error(
+                Some(Location::file(file)),
+                "a values file must be a mapping of variable names to values",
+            ),
+            Err(e) => diags.error(Some(e.location), e.message),
+        }
+    }
+    for (k, raw) in &options.vars {
+        if !decls.contains_key(k) {
+            diags.error(None, format!("--var sets undeclared variable `{k}`"));
+        }
+        // Type the value as a YAML scalar would be: `--var replicas=3` is a number.
+        let typed = yaml::parse(Path::new("--var"), &format!("v: {raw}"))
+            .ok()
+            .and_then(|(v, _)| v.get("v").cloned())
+            .unwrap_or_else(|| Value::String(raw.clone()));
+        given.insert(k.clone(), typed);
+    }
+    let mut out = BTreeMap::new();
+    for (name, decl) in decls {
+        match given.get(name).or(decl.default.as_ref()) {
+            Some(v) => {
+                out.insert(name.clone(), v.clone());
+            }
+            None => diags.error(
+                Some(decl.location.clone()),
+                format!(
+                    "variable `{name}` has no default and no value: pass --var {name}=VALUE or a values file"
+                ),
+            ),
+        }
+    }
+    out
+}
+
+fn digest(docs: &[Doc], vars: &BTreeMap<String, Value>) -> String {
+    let mut h = Sha256::new();
+    for doc in docs {
+        let name = doc.file.file_name().map(|n| n.to_string_lossy());
+        h.update(name.unwrap_or_default().as_bytes());
+        h.update([0]);
+        h.update(doc.text.as_bytes());
+        h.update([0]);
+    }
+    h.update(serde_json::to_string(vars).unwrap_or_default().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Check that `value` at `pointer` is a mapping with only `allowed` keys.
+fn object<'a>(
+    value: &'a Value,
+    pointer: &str,
+    spans: &Spans,
+    what: &str,
+    allowed: &[&str],
+    diags: &mut Diagnostics,
+) -> Option<&'a Map<String, Value>> {
+    let Some(map) = value.as_object() else {
+        diags.error(
+            Some(spans.value(pointer)),
+            format!("{what} must be a mapping, found {}", type_name(value)),
+        );
+        return None;
+    };
+    for key in map.keys() {
+        if !allowed.contains(&key.as_str()) {
+            let expected: Vec<String> = allowed.iter().map(|a| format!("`{a}`")).collect();
+            diags.error(
+                Some(spans.key(&format!("{pointer}/{key}"))),
+                format!(
+                    "unknown field `{key}` in {what} (expected {})",
+                    expected.join(", ")
+                ),
+            );
+        }
+    }
+    Some(map)
+}
+
+pub(crate) fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+fn string<'a>(
+    map: &'a Map<String, Value>,
+    key: &str,
+    pointer: &str,
+    spans: &Spans,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Option<&'a str> {
+    match map.get(key) {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            diags.error(
+                Some(spans.value(&format!("{pointer}/{key}"))),
+                format!(
+                    "`{key}` of {what} must be a string, found {}",
+                    type_name(other)
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn parse_providers(
+    value: &Value,
+    spans: &Spans,
+    dir: &Path,
+    out: &mut BTreeMap<String, ProviderDecl>,
+    diags: &mut Diagnostics,
+) {
+    let Some(map) = value.as_object() else {
+        diags.error(
+            Some(spans.value("/providers")),
+            format!(
+                "`providers` must be a mapping of provider names to declarations, found {}",
+                type_name(value)
+            ),
+        );
+        return;
+    };
+    for (name, decl) in map {
+        let pointer = format!("/providers/{name}");
+        let location = spans.key(&pointer);
+        if !vars::valid_name(name) {
+            diags.error(
+                Some(location.clone()),
+                format!("invalid provider name `{name}`: use letters, digits, `_` and `-`"),
+            );
+        }
+        if let Some(prev) = out.get(name) {
+            diags.error(
+                Some(location),
+                format!(
+                    "provider `{name}` is declared twice (first at {})",
+                    prev.location
+                ),
+            );
+            continue;
+        }
+        let what = format!("provider `{name}`");
+        let empty = Map::new();
+        let fields = if decl.is_null() {
+            Some(&empty)
+        } else {
+            object(
+                decl,
+                &pointer,
+                spans,
+                &what,
+                &["source", "grants", "limits"],
+                diags,
+            )
+        };
+        let Some(fields) = fields else { continue };
+        let source = match string(fields, "source", &pointer, spans, &what, diags) {
+            None => ProviderSource::Builtin(name.clone()),
+            Some(s) => match s.strip_prefix("builtin:") {
+                Some(b) => ProviderSource::Builtin(b.to_owned()),
+                None => ProviderSource::Path(absolute(dir, Path::new(s))),
+            },
+        };
+        let grants = fields
+            .get("grants")
+            .map(|g| parse_grants(g, &format!("{pointer}/grants"), spans, &what, dir, diags))
+            .unwrap_or_default();
+        let limits = fields
+            .get("limits")
+            .map(|l| parse_limits(l, &format!("{pointer}/limits"), spans, &what, diags))
+            .unwrap_or_default();
+        out.insert(
+            name.clone(),
+            ProviderDecl {
+                name: name.clone(),
+                source,
+                grants,
+                limits,
+                location,
+            },
+        );
+    }
+}
+
+fn parse_grants(
+    value: &Value,
+    pointer: &str,
+    spans: &Spans,
+    what: &str,
+    dir: &Path,
+    diags: &mut Diagnostics,
+) -> Grants {
+    let mut grants = Grants::default();
+    let Some(map) = object(
+        value,
+        pointer,
+        spans,
+        &format!("grants of {what}"),
+        &["fs"],
+        diags,
+    ) else {
+        return grants;
+    };
+    let Some(fs) = map.get("fs") else {
+        return grants;
+    };
+    let Some(items) = fs.as_array() else {
+        diags.error(
+            Some(spans.value(&format!("{pointer}/fs"))),
+            format!(
+                "`fs` grants of {what} must be a list like `[{{path: ./out, access: rw}}]`"
+            ),
+        );
+        return grants;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let p = format!("{pointer}/fs/{i}");
+        let Some(m) = object(item, &p, spans, "an fs grant", &["path", "access"], diags) else {
+            continue;
+        };
+        let path = string(m, "path", &p, spans, "an fs grant", diags);
+        let access = match string(m, "access", &p, spans, "an fs grant", diags) {
+            None | Some("ro") => Some(Access::ReadOnly),
+            Some("rw") => Some(Access::ReadWrite),
+            Some(other) => {
+                diags.error(
+                    Some(spans.value(&format!("{p}/access"))),
+                    format!("fs grant access must be `ro` or `rw`, found `{other}`"),
+                );
+                None
+            }
+        };
+        match (path, access) {
+            (Some(path), Some(access)) => grants.fs.push(FsGrant {
+                path: absolute(dir, Path::new(path)),
+                access,
+            }),
+            (None, _) => diags.error(
+                Some(spans.value(&p)),
+                format!("an fs grant of {what} needs a `path`"),
+            ),
+            _ => {}
+        }
+    }
+    grants
+}
+
+fn parse_limits(
+    value: &Value,
+    pointer: &str,
+    spans: &Spans,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Limits {
+    let mut limits = Limits::default();
+    let Some(map) = object(
+        value,
+        pointer,
+        spans,
+        &format!("limits of {what}"),
+        &["memory", "timeout"],
+        diags,
+    ) else {
+        return limits;
+    };
+    match map.get("memory") {
+        None => {}
+        Some(Value::Number(n)) if n.as_u64().is_some() => {
+            limits.memory_bytes = n.as_u64().unwrap_or_default();
+        }
+        Some(Value::String(s)) => match s.parse::<bytesize::ByteSize>() {
+            Ok(b) => limits.memory_bytes = b.as_u64(),
+            Err(e) => diags.error(
+                Some(spans.value(&format!("{pointer}/memory"))),
+                format!("invalid memory limit `{s}` (e.g. `256MiB`): {e}"),
+            ),
+        },
+        Some(other) => diags.error(
+            Some(spans.value(&format!("{pointer}/memory"))),
+            format!(
+                "memory limit must be a size like `256MiB`, found {}",
+                type_name(other)
+            ),
+        ),
+    }
+    if let Some(t) = string(map, "timeout", pointer, spans, "limits", diags) {
+        match humantime::parse_duration(t) {
+            Ok(d) if !d.is_zero() => limits.call_timeout = d,
+            Ok(_) => diags.error(
+                Some(spans.value(&format!("{pointer}/timeout"))),
+                "timeout must be longer than zero",
+            ),
+            Err(e) => diags.error(
+                Some(spans.value(&format!("{pointer}/timeout"))),
+                format!("invalid timeout `{t}` (e.g. `30s`): {e}"),
+            ),
+        }
+    }
+    limits
+}
+
+fn parse_resources(
+    value: &Value,
+    spans: &Spans,
+    dir: &Path,
+    diags: &mut Diagnostics,
+) -> Vec<ResourceDecl> {
+    let Some(items) = value.as_array() else {
+        diags.error(
+            Some(spans.value("/resources")),
+            format!(
+                "`resources` must be a list of resources, found {}",
+                type_name(value)
+            ),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let pointer = format!("/resources/{i}");
+        let location = spans.value(&pointer);
+        let Some(map) = object(
+            item,
+            &pointer,
+            spans,
+            "a resource",
+            &["id", "type", "properties", "depends_on"],
+            diags,
+        ) else {
+            continue;
+        };
+        let id = string(map, "id", &pointer, spans, "a resource", diags);
+        let what = match id {
+            Some(id) => format!("resource `{id}`"),
+            None => "a resource".to_owned(),
+        };
+        if map.get("id").is_none() {
+            diags.error(Some(location.clone()), "resource has no `id`");
+        }
+        if let Some(id) = id
+            && !valid_id(id)
+        {
+            diags.error(
+                Some(spans.value(&format!("{pointer}/id"))),
+                format!(
+                    "invalid resource id `{id}`: use letters, digits, `_`, `-` and `.`, starting with a letter or digit"
+                ),
+            );
+        }
+        let type_str = string(map, "type", &pointer, spans, &what, diags);
+        if map.get("type").is_none() {
+            diags.error(
+                Some(location.clone()),
+                format!("{what} has no `type` (e.g. `file.file`)"),
+            );
+        }
+        let split = type_str.and_then(|t| {
+            let parts = t.split_once('.');
+            if parts.is_none_or(|(p, k)| p.is_empty() || k.is_empty()) {
+                diags.error(
+                    Some(spans.value(&format!("{pointer}/type"))),
+                    format!("invalid type `{t}`: expected `<provider>.<kind>`, e.g. `file.file`"),
+                );
+            }
+            parts
+        });
+        let properties = match map.get("properties") {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(other) => {
+                diags.error(
+                    Some(spans.value(&format!("{pointer}/properties"))),
+                    format!(
+                        "properties of {what} must be a mapping, found {}",
+                        type_name(other)
+                    ),
+                );
+                Value::Object(Map::new())
+            }
+        };
+        let mut depends_on = Vec::new();
+        match map.get("depends_on") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(deps)) => {
+                for (j, d) in deps.iter().enumerate() {
+                    let loc = spans.value(&format!("{pointer}/depends_on/{j}"));
+                    match d.as_str() {
+                        Some(dep) => depends_on.push(Dependency {
+                            id: dep.to_owned(),
+                            location: loc,
+                        }),
+                        None => diags.error(
+                            Some(loc),
+                            format!("depends_on entries must be resource ids, found {}", type_name(d)),
+                        ),
+                    }
+                }
+            }
+            Some(other) => diags.error(
+                Some(spans.value(&format!("{pointer}/depends_on"))),
+                format!(
+                    "depends_on of {what} must be a list of resource ids, found {}",
+                    type_name(other)
+                ),
+            ),
+        }
+        let (Some(id), Some(t), Some((provider, kind))) = (id, type_str, split) else {
+            continue;
+        };
+        out.push(ResourceDecl {
+            id: id.to_owned(),
+            type_name: t.to_owned(),
+            provider: provider.to_owned(),
+            kind: kind.to_owned(),
+            properties,
+            depends_on,
+            location,
+            type_location: Some(spans.value(&format!("{pointer}/type"))),
+            spans: spans.subtree(&format!("{pointer}/properties")),
+            base_dir: dir.to_path_buf(),
+        });
+    }
+    out
+}
+
+fn valid_id(id: &str) -> bool {
+    id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}

@@ -1,0 +1,170 @@
+//! Manifests: parse the operator's YAML into typed declarations, resolve variables, and
+//! validate everything that can be checked without a provider — then, given the
+//! providers' descriptions, everything else ([`check`]). No I/O beyond reading the
+//! manifest and values files; nothing here knows about Wasm.
+//!
+//! A manifest is a YAML file, or a directory whose `*.yaml` / `*.yml` files are merged
+//! (in name order). Top-level keys: `vars`, `providers`, `resources`. Every problem is
+//! collected and reported at once with `file:line:col`.
+
+pub mod check;
+mod load;
+mod vars;
+pub mod yaml;
+
+use crate::diag::Location;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use load::{LoadOptions, load};
+
+/// Default memory cap per provider instance: generous for a JSON-and-files provider,
+/// small enough that a runaway guest cannot hurt the host.
+pub const DEFAULT_MEMORY_LIMIT: u64 = 256 * 1024 * 1024;
+/// Default deadline for one provider call (describe, read, diff, apply or delete).
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A loaded manifest: every declaration, variables already substituted.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// What the operator named: a file or a directory.
+    pub path: PathBuf,
+    /// Directory that relative paths are resolved against.
+    pub base_dir: PathBuf,
+    /// The YAML files read, in merge order.
+    pub files: Vec<PathBuf>,
+    /// sha256 over the files' names and contents and the resolved variables.
+    pub sha256: String,
+    pub vars: BTreeMap<String, Value>,
+    pub providers: BTreeMap<String, ProviderDecl>,
+    pub resources: Vec<ResourceDecl>,
+}
+
+/// Where a provider's component comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderSource {
+    /// Embedded in the `tenet` binary (`builtin:file`, or no `source` at all).
+    Builtin(String),
+    /// A `.wasm` component on disk (absolute after loading).
+    Path(PathBuf),
+}
+
+impl std::fmt::Display for ProviderSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProviderSource::Builtin(n) => write!(f, "builtin:{n}"),
+            ProviderSource::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// File-system access granted to a provider for one directory tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Access {
+    #[serde(rename = "ro")]
+    ReadOnly,
+    #[serde(rename = "rw")]
+    ReadWrite,
+}
+
+impl std::fmt::Display for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Access::ReadOnly => "ro",
+            Access::ReadWrite => "rw",
+        })
+    }
+}
+
+/// `fs: [{path: ./out, access: rw}]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsGrant {
+    /// Absolute, lexically normalised.
+    pub path: PathBuf,
+    pub access: Access,
+}
+
+/// Everything an operator grants to one provider. Nothing is granted by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    pub fs: Vec<FsGrant>,
+}
+
+/// Resource limits per provider instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    #[serde(with = "humantime_serde_compat")]
+    pub call_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: DEFAULT_MEMORY_LIMIT,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+        }
+    }
+}
+
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One entry of `providers:`.
+#[derive(Debug, Clone)]
+pub struct ProviderDecl {
+    pub name: String,
+    pub source: ProviderSource,
+    pub grants: Grants,
+    pub limits: Limits,
+    pub location: Location,
+}
+
+/// One `depends_on` entry.
+#[derive(Debug, Clone)]
+pub struct Dependency {
+    pub id: String,
+    pub location: Location,
+}
+
+/// One entry of `resources:`.
+#[derive(Debug, Clone)]
+pub struct ResourceDecl {
+    pub id: String,
+    /// `provider.kind` as written.
+    pub type_name: String,
+    pub provider: String,
+    pub kind: String,
+    /// Desired properties (variables substituted; relative paths resolved by [`check`]).
+    pub properties: Value,
+    pub depends_on: Vec<Dependency>,
+    pub location: Location,
+    /// Where `type` was written.
+    pub type_location: Option<Location>,
+    /// Places of the properties, by JSON pointer relative to `properties`.
+    pub spans: yaml::Spans,
+    /// Directory of the file that declared the resource.
+    pub base_dir: PathBuf,
+}
+
+impl ResourceDecl {
+    /// Where the property at `pointer` (relative to `properties`) was written.
+    pub fn property_location(&self, pointer: &str) -> Location {
+        self.spans.value(pointer)
+    }
+}

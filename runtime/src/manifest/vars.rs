@@ -1,0 +1,209 @@
+//! Variables: `vars:` declarations with defaults, values files and `--var k=v`, and the
+//! `${var.NAME}` substitution in strings. One manifest serves dev, staging and prod.
+//!
+//! A string that is exactly `${var.NAME}` takes the variable's value with its type
+//! (number, bool, list…); inside a longer string the value is formatted as text.
+//! `$${` writes a literal `${`.
+
+use super::yaml::Spans;
+use crate::diag::{Diagnostics, Location};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A declared variable.
+#[derive(Debug, Clone)]
+pub struct VarDecl {
+    pub default: Option<Value>,
+    pub location: Location,
+}
+
+/// Read a `vars:` mapping. Shorthand `name: value` declares a default; the long form is
+/// `name: {default: value, description: text}`.
+pub fn declarations(
+    vars: &Value,
+    spans: &Spans,
+    out: &mut BTreeMap<String, VarDecl>,
+    diags: &mut Diagnostics,
+) {
+    let Some(map) = vars.as_object() else {
+        diags.error(
+            Some(spans.value("/vars")),
+            "`vars` must be a mapping of variable names to defaults",
+        );
+        return;
+    };
+    for (name, v) in map {
+        let pointer = format!("/vars/{name}");
+        let location = spans.key(&pointer);
+        if !valid_name(name) {
+            diags.error(
+                Some(location.clone()),
+                format!("invalid variable name `{name}`: use letters, digits, `_` and `-`"),
+            );
+        }
+        let default = match v.as_object() {
+            Some(decl) if decl.contains_key("default") || decl.contains_key("description") => {
+                for key in decl.keys() {
+                    if key != "default" && key != "description" {
+                        diags.error(
+                            Some(spans.key(&format!("{pointer}/{key}"))),
+                            format!(
+                                "unknown field `{key}` in variable `{name}` (expected `default`, `description`)"
+                            ),
+                        );
+                    }
+                }
+                decl.get("default").cloned()
+            }
+            _ => Some(v.clone()),
+        };
+        if let Some(prev) = out.get(name) {
+            diags.error(
+                Some(location.clone()),
+                format!(
+                    "variable `{name}` is declared twice (first at {})",
+                    prev.location
+                ),
+            );
+            continue;
+        }
+        out.insert(name.clone(), VarDecl { default, location });
+    }
+}
+
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Replace `${var.NAME}` in every string of `value`; `pointer` is where `value` sits in
+/// the document described by `spans`.
+pub fn interpolate(
+    value: &mut Value,
+    pointer: &str,
+    spans: &Spans,
+    vars: &BTreeMap<String, Value>,
+    diags: &mut Diagnostics,
+) {
+    match value {
+        Value::String(s) => {
+            if !s.contains("${") {
+                return;
+            }
+            match substitute(s, vars) {
+                Ok(v) => *value = v,
+                Err(msg) => diags.error(Some(spans.value(pointer)), msg),
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate(item, &format!("{pointer}/{i}"), spans, vars, diags);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                let child = format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1"));
+                interpolate(item, &child, spans, vars, diags);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Substitute one string. Errors name every unknown variable in it.
+fn substitute(text: &str, vars: &BTreeMap<String, Value>) -> Result<Value, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    let mut problems = Vec::new();
+    let mut whole: Option<Value> = None;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+            continue;
+        }
+        let Some(body) = tail.strip_prefix("${") else {
+            out.push('$');
+            rest = &tail[1..];
+            continue;
+        };
+        let Some(end) = body.find('}') else {
+            problems.push(format!("unterminated `${{` in `{text}`"));
+            break;
+        };
+        let expr = body[..end].trim();
+        rest = &body[end + 1..];
+        match expr.strip_prefix("var.") {
+            Some(name) => match vars.get(name) {
+                Some(v) => {
+                    if text.trim() == format!("${{{}}}", &body[..end]) {
+                        whole = Some(v.clone());
+                    }
+                    match v {
+                        Value::String(s) => out.push_str(s),
+                        other => out.push_str(&other.to_string()),
+                    }
+                }
+                None => {
+                    let known: Vec<_> = vars.keys().map(String::as_str).collect();
+                    problems.push(format!(
+                        "unknown variable `{name}` (declared: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ));
+                }
+            },
+            None => problems.push(format!(
+                "unsupported expression `${{{expr}}}`: only `${{var.NAME}}` is supported"
+            )),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    out.push_str(rest);
+    Ok(whole.unwrap_or(Value::String(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vars() -> BTreeMap<String, Value> {
+        BTreeMap::from([
+            ("env".to_owned(), json!("prod")),
+            ("port".to_owned(), json!(8080)),
+        ])
+    }
+
+    #[test]
+    fn substitutes_typed_and_in_text() {
+        assert_eq!(substitute("${var.port}", &vars()), Ok(json!(8080)));
+        assert_eq!(
+            substitute("/srv/${var.env}/${var.port}", &vars()),
+            Ok(json!("/srv/prod/8080"))
+        );
+        assert_eq!(substitute("cost: $$${x}", &vars()), Ok(json!("cost: $${x}")));
+    }
+
+    #[test]
+    fn reports_every_unknown_variable() {
+        let err = substitute("${var.a}-${var.b}", &vars()).expect_err("unknown");
+        assert!(err.contains("`a`") && err.contains("`b`"), "{err}");
+        assert!(err.contains("declared: env, port"), "{err}");
+    }
+
+    #[test]
+    fn rejects_other_expressions() {
+        let err = substitute("${resources.x.path}", &vars()).expect_err("unsupported");
+        assert!(err.contains("unsupported expression"), "{err}");
+    }
+}

@@ -1,0 +1,281 @@
+//! Loading providers: read the component (embedded or from a path), check it is a
+//! component speaking a supported `tenet:provider` ABI and importing only what the host
+//! provides, compile it through the on-disk cache, pre-instantiate it once, and ask it to
+//! `describe` itself. The result implements the engine's [`Provider`] trait.
+//!
+//! One [`PluginHost`] per process owns the wasmtime `Engine`, the `Linker`, the epoch
+//! ticker that enforces deadlines, and the compile cache.
+
+pub(crate) mod bindings;
+mod cache;
+mod wasm;
+
+pub use cache::CompileCache;
+pub use wasm::WasmProvider;
+
+use crate::grants::FsGrants;
+use crate::host::HostState;
+use crate::manifest::{ProviderDecl, ProviderSource};
+use crate::provider::{KindInfo, ProviderInfo};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine};
+
+/// Providers embedded in the `tenet` binary, built from `plugins/` by the build script.
+pub const BUILTINS: &[(&str, &[u8])] = &[(
+    "file",
+    include_bytes!(env!("TENET_PLUGIN_FILE_WASM")),
+)];
+
+/// The provider ABI this host implements: `tenet:provider/resources@0.1.x`.
+pub const ABI_INTERFACE: &str = "tenet:provider/resources";
+/// Semver range of `tenet:provider` versions this host can run.
+pub const SUPPORTED_ABI: &str = ">=0.1.0, <0.2.0";
+/// Interfaces (by prefix) a provider may import: WASI (constrained by its grants) and the
+/// Tenet host interfaces.
+const PROVIDED_IMPORTS: &[&str] = &["wasi:", "tenet:host/log@0.1", "tenet:host/fs-ext@0.1"];
+
+/// Period of the epoch ticker; deadlines are counted in these ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// Largest component accepted, before any parsing: a provider is a few MB (a Python one
+/// about 20 MB), and reading an arbitrary file into memory must be bounded.
+pub const MAX_COMPONENT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Why a provider could not be loaded. Every case names the plugin.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("provider `{plugin}`: no built-in provider `{name}` (built-in: {available})")]
+    UnknownBuiltin {
+        plugin: String,
+        name: String,
+        available: String,
+    },
+    #[error("provider `{plugin}`: cannot read {path}: {message}")]
+    Read {
+        plugin: String,
+        path: String,
+        message: String,
+    },
+    #[error("provider `{plugin}`: {source_desc} is not a Tenet provider: expected a WebAssembly component exporting {ABI_INTERFACE}@0.1.x, found {found}")]
+    NotAComponent {
+        plugin: String,
+        source_desc: String,
+        found: String,
+    },
+    #[error("provider `{plugin}`: unsupported ABI version {found} of {ABI_INTERFACE}; this Tenet supports {SUPPORTED_ABI}")]
+    Abi { plugin: String, found: String },
+    #[error("provider `{plugin}` imports `{import}`, which no grant allows (Tenet provides: wasi:*, tenet:host/log@0.1, tenet:host/fs-ext@0.1)")]
+    UnsupportedImport { plugin: String, import: String },
+    #[error("provider `{plugin}`: cannot compile component: {message}")]
+    Compile { plugin: String, message: String },
+    #[error("provider `{plugin}`: cannot instantiate: {message}")]
+    Instantiate { plugin: String, message: String },
+    #[error("provider `{plugin}`: describe failed: {message}")]
+    Describe { plugin: String, message: String },
+}
+
+/// Owns the wasmtime engine, linker, deadline ticker and compile cache.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: CompileCache,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for PluginHost {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginHost {
+    /// A host with the given compile cache.
+    pub fn new(cache: CompileCache) -> Result<Self, anyhow::Error> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)?;
+        let mut linker: Linker<HostState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Provider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let stop = ticker_stop.clone();
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("tenet-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })?;
+        Ok(PluginHost {
+            engine,
+            linker,
+            cache,
+            ticker_stop,
+        })
+    }
+
+    pub fn cache(&self) -> &CompileCache {
+        &self.cache
+    }
+
+    /// The component bytes for a provider source, and a description of where they came from.
+    fn read_source(decl: &ProviderDecl) -> Result<(Vec<u8>, String), PluginError> {
+        match &decl.source {
+            ProviderSource::Builtin(name) => BUILTINS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, b)| (b.to_vec(), format!("builtin:{name}")))
+                .ok_or_else(|| PluginError::UnknownBuiltin {
+                    plugin: decl.name.clone(),
+                    name: name.clone(),
+                    available: BUILTINS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+                }),
+            ProviderSource::Path(path) => {
+                let read_err = |message: String| PluginError::Read {
+                    plugin: decl.name.clone(),
+                    path: path.display().to_string(),
+                    message,
+                };
+                let len = std::fs::metadata(path).map_err(|e| read_err(e.to_string()))?.len();
+                if len > MAX_COMPONENT_BYTES {
+                    return Err(read_err(format!(
+                        "{len} bytes is larger than the {MAX_COMPONENT_BYTES}-byte limit"
+                    )));
+                }
+                let bytes = std::fs::read(path).map_err(|e| read_err(e.to_string()))?;
+                Ok((bytes, path.display().to_string()))
+            }
+        }
+    }
+
+    /// Load, verify, compile and describe the provider `decl` declares.
+    pub async fn load(&self, decl: &ProviderDecl) -> Result<Arc<WasmProvider>, PluginError> {
+        let plugin = decl.name.clone();
+        let (bytes, source_desc) = Self::read_source(decl)?;
+        check_header(&plugin, &source_desc, &bytes)?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let component = self
+            .cache
+            .load(&self.engine, &sha256, &bytes)
+            .map_err(|e| PluginError::Compile {
+                plugin: plugin.clone(),
+                message: format!("{e:#}"),
+            })?;
+        check_abi(&self.engine, &component, &plugin, &source_desc)?;
+        check_imports(&self.engine, &component, &plugin)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(bindings::ProviderPre::new)
+            .map_err(|e| PluginError::Instantiate {
+                plugin: plugin.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let grants = FsGrants::new(&plugin, &decl.grants).map_err(|e| PluginError::Instantiate {
+            plugin: plugin.clone(),
+            message: e.to_string(),
+        })?;
+        let provider = WasmProvider::new(
+            plugin.clone(),
+            decl.source.to_string(),
+            sha256,
+            pre,
+            Arc::new(grants),
+            decl.limits,
+        );
+        let info = provider.describe().await.map_err(|e| PluginError::Describe {
+            plugin: plugin.clone(),
+            message: e.to_string(),
+        })?;
+        validate_info(&plugin, &info)?;
+        Ok(Arc::new(provider.with_info(info)))
+    }
+}
+
+/// Refuse non-Wasm files and core modules before handing bytes to the compiler.
+fn check_header(plugin: &str, source_desc: &str, bytes: &[u8]) -> Result<(), PluginError> {
+    let found = match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 0x0d, 0, 1, 0]) => return Ok(()),
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => {
+            "a core WebAssembly module (build a component: target wasm32-wasip2, or wrap it with `wasm-tools component new`)".to_owned()
+        }
+        Some([0, b'a', b's', b'm', ..]) => "a WebAssembly binary of an unknown version".to_owned(),
+        _ => format!("{} bytes that are not WebAssembly", bytes.len()),
+    };
+    Err(PluginError::NotAComponent {
+        plugin: plugin.to_owned(),
+        source_desc: source_desc.to_owned(),
+        found,
+    })
+}
+
+fn check_abi(
+    engine: &Engine,
+    component: &Component,
+    plugin: &str,
+    source_desc: &str,
+) -> Result<(), PluginError> {
+    let ty = component.component_type();
+    let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
+    let prefix = format!("{ABI_INTERFACE}@");
+    let Some(version) = exports.iter().find_map(|e| e.strip_prefix(&prefix)) else {
+        return Err(PluginError::NotAComponent {
+            plugin: plugin.to_owned(),
+            source_desc: source_desc.to_owned(),
+            found: if exports.is_empty() {
+                "a component with no exports".to_owned()
+            } else {
+                format!("a component exporting {}", exports.join(", "))
+            },
+        });
+    };
+    let supported = semver::VersionReq::parse(SUPPORTED_ABI).map_err(|e| PluginError::Abi {
+        plugin: plugin.to_owned(),
+        found: e.to_string(),
+    })?;
+    match semver::Version::parse(version) {
+        Ok(v) if supported.matches(&v) => Ok(()),
+        _ => Err(PluginError::Abi {
+            plugin: plugin.to_owned(),
+            found: version.to_owned(),
+        }),
+    }
+}
+
+fn check_imports(engine: &Engine, component: &Component, plugin: &str) -> Result<(), PluginError> {
+    let ty = component.component_type();
+    for (name, _) in ty.imports(engine) {
+        if !PROVIDED_IMPORTS.iter().any(|p| name.starts_with(p)) {
+            return Err(PluginError::UnsupportedImport {
+                plugin: plugin.to_owned(),
+                import: name.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn validate_info(plugin: &str, info: &ProviderInfo) -> Result<(), PluginError> {
+    let bad = |message: String| PluginError::Describe {
+        plugin: plugin.to_owned(),
+        message,
+    };
+    if info.kinds.is_empty() {
+        return Err(bad("the provider declares no resource kinds".into()));
+    }
+    for KindInfo { name, schema, .. } in info.kinds.values() {
+        jsonschema::validator_for(schema)
+            .map_err(|e| bad(format!("kind `{name}` has an invalid JSON Schema: {e}")))?;
+    }
+    Ok(())
+}

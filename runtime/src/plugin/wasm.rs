@@ -1,0 +1,431 @@
+//! A loaded Wasm provider: pools of instances (one pool per access mode, since the WASI
+//! context — and so what the guest may write — is fixed per instance), per-call deadline
+//! and memory cap, trap isolation, and the conversion between WIT and engine types.
+//!
+//! A call takes an instance from the pool (or instantiates one from the `InstancePre`),
+//! runs under an epoch deadline and a tokio timeout, and returns the instance to the
+//! pool only if the call completed: a trapped or timed-out instance is dropped, never
+//! reused.
+
+use super::bindings::{self, tenet::provider::types as wit};
+use crate::grants::{FsGrants, Mode};
+use crate::host::HostState;
+use crate::manifest::Limits;
+use crate::provider::{
+    Action, CallContext, Diff, ErrorKind, FieldChange, KindInfo, Operation, PropertyDiagnostic,
+    Provider, ProviderError, ProviderInfo,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use wasmtime::{Store, Trap};
+
+/// Largest JSON document (state, diff value, schema) accepted from a provider. The
+/// guest's memory cap bounds what it can build; this bounds what the host keeps, stores
+/// and prints.
+pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
+/// Most diagnostics accepted from one `validate` call, and field changes from one `diff`.
+pub const MAX_ITEMS: usize = 10_000;
+/// Most idle instances kept per access mode.
+const MAX_POOLED: usize = 8;
+
+struct Instance {
+    store: Store<HostState>,
+    exports: bindings::Provider,
+}
+
+/// A provider running as a Wasm component.
+pub struct WasmProvider {
+    name: String,
+    source: String,
+    sha256: String,
+    pre: bindings::ProviderPre<HostState>,
+    grants: Arc<FsGrants>,
+    limits: Limits,
+    info: ProviderInfo,
+    /// Idle instances: `[read-only, read-write]`.
+    pools: [Mutex<Vec<Instance>>; 2],
+}
+
+impl WasmProvider {
+    pub(super) fn new(
+        name: String,
+        source: String,
+        sha256: String,
+        pre: bindings::ProviderPre<HostState>,
+        grants: Arc<FsGrants>,
+        limits: Limits,
+    ) -> Self {
+        WasmProvider {
+            info: ProviderInfo {
+                name: name.clone(),
+                version: String::new(),
+                description: String::new(),
+                kinds: BTreeMap::new(),
+            },
+            name,
+            source,
+            sha256,
+            pre,
+            grants,
+            limits,
+            pools: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
+        }
+    }
+
+    pub(super) fn with_info(mut self, info: ProviderInfo) -> Self {
+        self.info = info;
+        self
+    }
+
+    /// The manifest's name for this provider.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where the component came from (`builtin:file` or a path).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// sha256 of the component bytes.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    pub fn grants(&self) -> &FsGrants {
+        &self.grants
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    fn error(&self, resource: &str, operation: Operation, kind: ErrorKind, message: String) -> ProviderError {
+        ProviderError {
+            provider: self.name.clone(),
+            resource: resource.to_owned(),
+            operation,
+            kind,
+            message,
+        }
+    }
+
+    fn mode(operation: Operation) -> Mode {
+        if operation.mutates() {
+            Mode::ReadWrite
+        } else {
+            Mode::ReadOnly
+        }
+    }
+
+    fn pool(&self, mode: Mode) -> &Mutex<Vec<Instance>> {
+        &self.pools[usize::from(mode == Mode::ReadWrite)]
+    }
+
+    fn deadline_ticks(&self) -> u64 {
+        let ticks = self.limits.call_timeout.as_millis() / super::EPOCH_TICK.as_millis().max(1);
+        u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
+    }
+
+    /// An idle instance for `operation`'s mode, or a new one.
+    async fn checkout(&self, resource: &str, operation: Operation) -> Result<Instance, ProviderError> {
+        let mode = Self::mode(operation);
+        let pooled = self.pool(mode).lock().ok().and_then(|mut p| p.pop());
+        let mut inst = match pooled {
+            Some(i) => i,
+            None => {
+                let state = HostState::new(self.grants.clone(), mode, self.limits.memory_bytes)
+                    .map_err(|e| self.error(resource, operation, ErrorKind::Host, e.to_string()))?;
+                let mut store = Store::new(self.pre.engine(), state);
+                store.limiter(|s| &mut s.limits);
+                store.epoch_deadline_trap();
+                store.set_epoch_deadline(self.deadline_ticks());
+                let exports = self
+                    .pre
+                    .instantiate_async(&mut store)
+                    .await
+                    .map_err(|e| {
+                        self.error(resource, operation, ErrorKind::Host, format!("cannot instantiate: {e:#}"))
+                    })?;
+                Instance { store, exports }
+            }
+        };
+        inst.store.data_mut().begin_call(resource, operation);
+        inst.store.set_epoch_deadline(self.deadline_ticks());
+        Ok(inst)
+    }
+
+    /// Finish a call: keep a healthy instance, drop a trapped or timed-out one, and map
+    /// the failure to an error naming provider, resource and operation.
+    fn checkin<T>(
+        &self,
+        mut inst: Instance,
+        resource: &str,
+        operation: Operation,
+        result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, ProviderError> {
+        let timeout = humantime::format_duration(self.limits.call_timeout);
+        match result {
+            Err(_) => Err(self.error(
+                resource,
+                operation,
+                ErrorKind::Timeout,
+                format!("did not finish within {timeout}"),
+            )),
+            Ok(Err(e)) => {
+                let data = inst.store.data_mut();
+                let stderr = data.unread_stderr();
+                data.flush_stdio();
+                if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                    return Err(self.error(
+                        resource,
+                        operation,
+                        ErrorKind::Timeout,
+                        format!("did not finish within {timeout} (interrupted)"),
+                    ));
+                }
+                let mut message = format!("{e:#}");
+                if let Some(trap) = e.downcast_ref::<Trap>() {
+                    message = format!("{trap}: {message}");
+                }
+                if !stderr.trim().is_empty() {
+                    message.push_str(&format!("; provider stderr: {}", stderr.trim()));
+                }
+                Err(self.error(resource, operation, ErrorKind::Trap, message))
+            }
+            Ok(Ok(value)) => {
+                let data = inst.store.data_mut();
+                if data.logs_dropped > 0 {
+                    tracing::warn!(
+                        provider = %self.name,
+                        resource,
+                        %operation,
+                        "{} log messages dropped (limit {} per call)",
+                        data.logs_dropped,
+                        crate::host::MAX_LOG_LINES_PER_CALL
+                    );
+                }
+                if data.flush_stdio()
+                    && let Ok(mut pool) = self.pool(Self::mode(operation)).lock()
+                    && pool.len() < MAX_POOLED
+                {
+                    pool.push(inst);
+                }
+                Ok(value)
+            }
+        }
+    }
+
+    fn guest_error(&self, resource: &str, operation: Operation, e: wit::Error) -> ProviderError {
+        let (kind, message) = match e {
+            wit::Error::InvalidInput(m) => (ErrorKind::InvalidInput, m),
+            wit::Error::NotFound(m) => (ErrorKind::NotFound, m),
+            wit::Error::Conflict(m) => (ErrorKind::Conflict, m),
+            wit::Error::CapabilityDenied(m) => (ErrorKind::CapabilityDenied, m),
+            wit::Error::Transient(m) => (ErrorKind::Transient, m),
+            wit::Error::Internal(m) => (ErrorKind::Internal, m),
+        };
+        self.error(resource, operation, kind, message)
+    }
+
+    fn parse_doc(&self, resource: &str, operation: Operation, what: &str, text: &str) -> Result<Value, ProviderError> {
+        if text.len() > MAX_DOCUMENT_BYTES {
+            return Err(self.error(
+                resource,
+                operation,
+                ErrorKind::Protocol,
+                format!("{what} is {} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit", text.len()),
+            ));
+        }
+        serde_json::from_str(text).map_err(|e| {
+            self.error(resource, operation, ErrorKind::Protocol, format!("{what} is not valid JSON: {e}"))
+        })
+    }
+
+    /// Call `describe` and convert the result.
+    pub(super) async fn describe(&self) -> Result<ProviderInfo, ProviderError> {
+        let op = Operation::Describe;
+        let mut inst = self.checkout("", op).await?;
+        let res = tokio::time::timeout(
+            self.limits.call_timeout,
+            inst.exports.tenet_provider_resources().call_describe(&mut inst.store),
+        )
+        .await;
+        let info = self.checkin(inst, "", op, res)?;
+        let mut kinds = BTreeMap::new();
+        for k in info.kinds {
+            let schema = self.parse_doc("", op, &format!("schema of kind `{}`", k.name), &k.schema)?;
+            kinds.insert(
+                k.name.clone(),
+                KindInfo {
+                    name: k.name,
+                    description: k.description,
+                    schema,
+                    identity: k.identity,
+                    force_new: k.force_new,
+                    path_properties: k.path_properties,
+                },
+            );
+        }
+        Ok(ProviderInfo {
+            name: info.name,
+            version: info.version,
+            description: info.description,
+            kinds,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for WasmProvider {
+    fn info(&self) -> &ProviderInfo {
+        &self.info
+    }
+
+    async fn validate(
+        &self,
+        cx: CallContext<'_>,
+        kind: &str,
+        properties: &Value,
+    ) -> Result<Vec<PropertyDiagnostic>, ProviderError> {
+        let op = Operation::Validate;
+        let props = properties.to_string();
+        let mut inst = self.checkout(cx.resource, op).await?;
+        let res = tokio::time::timeout(
+            self.limits.call_timeout,
+            inst.exports.tenet_provider_resources().call_validate(&mut inst.store, kind, &props),
+        )
+        .await;
+        let diags = self.checkin(inst, cx.resource, op, res)?;
+        if diags.len() > MAX_ITEMS {
+            return Err(self.error(cx.resource, op, ErrorKind::Protocol, format!("{} diagnostics, over the limit of {MAX_ITEMS}", diags.len())));
+        }
+        Ok(diags
+            .into_iter()
+            .map(|d| PropertyDiagnostic {
+                is_error: matches!(d.severity, wit::Severity::Error),
+                path: d.path,
+                message: d.message,
+            })
+            .collect())
+    }
+
+    async fn read(
+        &self,
+        cx: CallContext<'_>,
+        kind: &str,
+        properties: &Value,
+    ) -> Result<Option<Value>, ProviderError> {
+        let op = Operation::Read;
+        let props = properties.to_string();
+        let mut inst = self.checkout(cx.resource, op).await?;
+        let res = tokio::time::timeout(
+            self.limits.call_timeout,
+            inst.exports.tenet_provider_resources().call_read(&mut inst.store, kind, &props),
+        )
+        .await;
+        match self.checkin(inst, cx.resource, op, res)? {
+            Ok(Some(text)) => Ok(Some(self.parse_doc(cx.resource, op, "the observed state", &text)?)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.guest_error(cx.resource, op, e)),
+        }
+    }
+
+    async fn diff(
+        &self,
+        cx: CallContext<'_>,
+        kind: &str,
+        desired: &Value,
+        current: Option<&Value>,
+    ) -> Result<Diff, ProviderError> {
+        let op = Operation::Diff;
+        let desired = desired.to_string();
+        let current = current.map(Value::to_string);
+        let mut inst = self.checkout(cx.resource, op).await?;
+        let res = tokio::time::timeout(
+            self.limits.call_timeout,
+            inst.exports
+                .tenet_provider_resources()
+                .call_diff(&mut inst.store, kind, &desired, current.as_deref()),
+        )
+        .await;
+        let d = match self.checkin(inst, cx.resource, op, res)? {
+            Ok(d) => d,
+            Err(e) => return Err(self.guest_error(cx.resource, op, e)),
+        };
+        if d.changes.len() > MAX_ITEMS {
+            return Err(self.error(cx.resource, op, ErrorKind::Protocol, format!("{} field changes, over the limit of {MAX_ITEMS}", d.changes.len())));
+        }
+        let action = match d.action {
+            wit::Action::None => Action::None,
+            wit::Action::Create => Action::Create,
+            wit::Action::Update => Action::Update,
+            wit::Action::Replace => Action::Replace,
+            wit::Action::Delete => Action::Delete,
+        };
+        let mut changes = Vec::with_capacity(d.changes.len());
+        for c in d.changes {
+            let what = format!("the value of {}", c.path);
+            let before = c.before.map(|t| self.parse_doc(cx.resource, op, &what, &t)).transpose()?;
+            let after = c.after.map(|t| self.parse_doc(cx.resource, op, &what, &t)).transpose()?;
+            changes.push(FieldChange {
+                path: c.path,
+                before,
+                after,
+                forces_replacement: c.forces_replacement,
+            });
+        }
+        if (action == Action::None) != changes.is_empty() {
+            return Err(self.error(
+                cx.resource,
+                op,
+                ErrorKind::Protocol,
+                format!("diff returned action `{action}` with {} field changes", changes.len()),
+            ));
+        }
+        Ok(Diff { action, changes })
+    }
+
+    async fn apply(
+        &self,
+        cx: CallContext<'_>,
+        kind: &str,
+        desired: &Value,
+        current: Option<&Value>,
+    ) -> Result<Value, ProviderError> {
+        let op = Operation::Apply;
+        let desired = desired.to_string();
+        let current = current.map(Value::to_string);
+        let mut inst = self.checkout(cx.resource, op).await?;
+        let res = tokio::time::timeout(
+            self.limits.call_timeout,
+            inst.exports
+                .tenet_provider_resources()
+                .call_apply(&mut inst.store, kind, &desired, current.as_deref()),
+        )
+        .await;
+        match self.checkin(inst, cx.resource, op, res)? {
+            Ok(text) => self.parse_doc(cx.resource, op, "the new state", &text),
+            Err(e) => Err(self.guest_error(cx.resource, op, e)),
+        }
+    }
+
+    async fn delete(
+        &self,
+        cx: CallContext<'_>,
+        kind: &str,
+        current: &Value,
+    ) -> Result<(), ProviderError> {
+        let op = Operation::Delete;
+        let current = current.to_string();
+        let mut inst = self.checkout(cx.resource, op).await?;
+        let res = tokio::time::timeout(
+            self.limits.call_timeout,
+            inst.exports.tenet_provider_resources().call_delete(&mut inst.store, kind, &current),
+        )
+        .await;
+        self.checkin(inst, cx.resource, op, res)?
+            .map_err(|e| self.guest_error(cx.resource, op, e))
+    }
+}

@@ -1,0 +1,221 @@
+//! The provider contract as the engine sees it: plain Rust types and an async trait.
+//! The Wasm implementation lives in `plugin`; [`mock`] implements the same trait in
+//! memory so the engine is tested without Wasm. Nothing here knows about wasmtime.
+
+pub mod mock;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// One resource kind of a provider.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KindInfo {
+    pub name: String,
+    pub description: String,
+    /// JSON Schema of the desired properties.
+    pub schema: Value,
+    /// The property that identifies the resource on the system.
+    pub identity: String,
+    /// Properties whose change forces replacement.
+    pub force_new: Vec<String>,
+    /// Properties holding file-system paths (resolved against the manifest).
+    pub path_properties: Vec<String>,
+}
+
+/// What a provider says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub kinds: BTreeMap<String, KindInfo>,
+}
+
+/// What applying the desired state would do to one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    None,
+    Create,
+    Update,
+    Replace,
+    Delete,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::None => "none",
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Replace => "replace",
+            Action::Delete => "delete",
+        })
+    }
+}
+
+/// One field that differs between current and desired state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldChange {
+    /// JSON pointer into the properties.
+    pub path: String,
+    pub before: Option<Value>,
+    pub after: Option<Value>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forces_replacement: bool,
+}
+
+/// The outcome of `diff`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diff {
+    pub action: Action,
+    pub changes: Vec<FieldChange>,
+}
+
+/// A problem `validate` found in a resource's properties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertyDiagnostic {
+    pub is_error: bool,
+    /// JSON pointer into the properties.
+    pub path: String,
+    pub message: String,
+}
+
+/// The provider operation in progress; tags logs and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Describe,
+    Validate,
+    Read,
+    Diff,
+    Apply,
+    Delete,
+}
+
+impl Operation {
+    /// Whether the operation may change the system (and so gets write access).
+    pub fn mutates(self) -> bool {
+        matches!(self, Operation::Apply | Operation::Delete)
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Operation::Describe => "describe",
+            Operation::Validate => "validate",
+            Operation::Read => "read",
+            Operation::Diff => "diff",
+            Operation::Apply => "apply",
+            Operation::Delete => "delete",
+        })
+    }
+}
+
+/// Why a provider call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    // Reported by the provider itself (the WIT `error` variant).
+    InvalidInput,
+    NotFound,
+    Conflict,
+    CapabilityDenied,
+    Transient,
+    Internal,
+    // Detected by the host.
+    /// The guest trapped (a panic, an out-of-bounds access, a memory limit).
+    Trap,
+    /// The call ran past its deadline.
+    Timeout,
+    /// The guest broke the contract (invalid JSON, oversized output, wrong shape).
+    Protocol,
+    /// The host could not run the call (instantiation failed, …).
+    Host,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::CapabilityDenied => "capability denied",
+            ErrorKind::Transient => "transient error",
+            ErrorKind::Internal => "provider error",
+            ErrorKind::Trap => "provider trapped",
+            ErrorKind::Timeout => "deadline exceeded",
+            ErrorKind::Protocol => "contract violation",
+            ErrorKind::Host => "host error",
+        })
+    }
+}
+
+/// A failed provider call, naming provider, resource and operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("provider `{provider}` failed to {operation} resource `{resource}`: {kind}: {message}")]
+pub struct ProviderError {
+    pub provider: String,
+    pub resource: String,
+    pub operation: Operation,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+/// Which resource a call is for; tags the provider's logs and errors.
+#[derive(Debug, Clone, Copy)]
+pub struct CallContext<'a> {
+    pub resource: &'a str,
+}
+
+/// A provider as the engine uses it. Implementations must be safe to call concurrently.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// What `describe` returned when the provider was loaded.
+    fn info(&self) -> &ProviderInfo;
+
+    /// Checks the schema cannot express.
+    async fn validate(
+        &self,
+        cx: CallContext<'_>,
+        kind: &str,
+        properties: &Value,
+    ) -> Result<Vec<PropertyDiagnostic>, ProviderError>;
+
+    /// Current state, or `None` when absent. Must not change the system.
+    async fn read(
+        &self,
+        cx: CallContext<'_>,
+        kind: &str,
+        properties: &Value,
+    ) -> Result<Option<Value>, ProviderError>;
+
+    /// Compare desired properties with the current state. Must not change the system.
+    async fn diff(
+        &self,
+        cx: CallContext<'_>,
+        kind: &str,
+        desired: &Value,
+        current: Option<&Value>,
+    ) -> Result<Diff, ProviderError>;
+
+    /// Converge; returns the new current state.
+    async fn apply(
+        &self,
+        cx: CallContext<'_>,
+        kind: &str,
+        desired: &Value,
+        current: Option<&Value>,
+    ) -> Result<Value, ProviderError>;
+
+    /// Remove the resource.
+    async fn delete(
+        &self,
+        cx: CallContext<'_>,
+        kind: &str,
+        current: &Value,
+    ) -> Result<(), ProviderError>;
+}

@@ -1,0 +1,356 @@
+//! Write Tenet providers in Rust.
+//!
+//! A provider is one type implementing [`Provider`] and one call to
+//! [`export_provider!`]. Built for `wasm32-wasip2` it becomes a component exporting the
+//! `tenet:provider` world; built natively (for `cargo test`) the same code runs against
+//! the host's real file system through native stand-ins for the host interfaces, so a
+//! provider's logic is unit-tested without Wasm.
+//!
+//! The SDK owns the conversion between the WIT types and plain Rust types: a provider
+//! never sees generated bindings, and an operation it does not implement returns a clear
+//! [`Error`] instead of panicking.
+//!
+//! ```
+//! use serde_json::{json, Value};
+//! use tenet_sdk::{Error, KindInfo, Provider, ProviderInfo};
+//!
+//! struct Hello;
+//!
+//! impl Provider for Hello {
+//!     fn describe() -> ProviderInfo {
+//!         ProviderInfo::new("hello", "0.1.0", "says hello").kind(
+//!             KindInfo::new("greeting", "a greeting", json!({"type": "object"}), "name"),
+//!         )
+//!     }
+//!
+//!     fn read(_kind: &str, properties: &Value) -> Result<Option<Value>, Error> {
+//!         Ok(Some(properties.clone()))
+//!     }
+//! }
+//!
+//! // In the provider crate: `tenet_sdk::export_provider!(Hello);`
+//! assert_eq!(Hello::describe().kinds[0].name, "greeting");
+//! let diff = Hello::diff("greeting", &json!({"name": "a"}), None).unwrap();
+//! assert_eq!(diff.action, tenet_sdk::Action::Create);
+//! ```
+#![deny(missing_docs)]
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub mod diff;
+pub mod fs;
+pub mod log;
+
+pub use diff::{Action, Diff, FieldChange};
+
+#[doc(hidden)]
+pub mod __adapter;
+
+/// Generated WIT bindings. Private to the SDK: providers use the plain Rust types.
+#[doc(hidden)]
+#[allow(unsafe_code, missing_docs, clippy::all)]
+pub mod __bindings {
+    wit_bindgen::generate!({
+        path: "../wit/provider",
+        world: "tenet:provider/provider",
+        pub_export_macro: true,
+        export_macro_name: "__export_provider_world",
+        default_bindings_module: "tenet_sdk::__bindings",
+        generate_all,
+    });
+}
+
+/// Why an operation failed. Mirrors the WIT `error` variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The properties are wrong in a way the schema cannot express.
+    InvalidInput(String),
+    /// Something the operation needs does not exist.
+    NotFound(String),
+    /// The system is in a state that blocks the change.
+    Conflict(String),
+    /// The sandbox refused an operation the provider needed.
+    CapabilityDenied(String),
+    /// A failure that may go away when retried.
+    Transient(String),
+    /// A bug in the provider.
+    Internal(String),
+}
+
+impl Error {
+    /// The error returned for an operation the provider does not implement.
+    pub fn unimplemented(operation: &str, kind: &str) -> Self {
+        Error::Internal(format!(
+            "operation `{operation}` is not implemented for kind `{kind}`"
+        ))
+    }
+
+    /// The error returned for a kind the provider does not manage.
+    pub fn unknown_kind(kind: &str) -> Self {
+        Error::InvalidInput(format!("unknown resource kind `{kind}`"))
+    }
+
+    /// The message, whatever the case.
+    pub fn message(&self) -> &str {
+        match self {
+            Error::InvalidInput(m)
+            | Error::NotFound(m)
+            | Error::Conflict(m)
+            | Error::CapabilityDenied(m)
+            | Error::Transient(m)
+            | Error::Internal(m) => m,
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let case = match self {
+            Error::InvalidInput(_) => "invalid input",
+            Error::NotFound(_) => "not found",
+            Error::Conflict(_) => "conflict",
+            Error::CapabilityDenied(_) => "capability denied",
+            Error::Transient(_) => "transient",
+            Error::Internal(_) => "internal",
+        };
+        write!(f, "{case}: {}", self.message())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// One resource kind, addressed in manifests as `<provider>.<name>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindInfo {
+    /// Kind name, e.g. `file`.
+    pub name: String,
+    /// One line for `tenet providers`.
+    pub description: String,
+    /// JSON Schema of the desired properties.
+    pub schema: Value,
+    /// The property that identifies the resource on the system.
+    pub identity: String,
+    /// Properties whose change forces replacement.
+    pub force_new: Vec<String>,
+    /// Properties holding file-system paths, resolved by the host against the manifest.
+    pub path_properties: Vec<String>,
+}
+
+impl KindInfo {
+    /// A kind with no replacement-forcing and no path properties.
+    pub fn new(name: &str, description: &str, schema: Value, identity: &str) -> Self {
+        KindInfo {
+            name: name.to_owned(),
+            description: description.to_owned(),
+            schema,
+            identity: identity.to_owned(),
+            force_new: Vec::new(),
+            path_properties: Vec::new(),
+        }
+    }
+
+    /// Declare properties whose change forces replacement.
+    pub fn force_new(mut self, properties: &[&str]) -> Self {
+        self.force_new = properties.iter().map(|p| (*p).to_owned()).collect();
+        self
+    }
+
+    /// Declare properties that hold file-system paths.
+    pub fn path_properties(mut self, properties: &[&str]) -> Self {
+        self.path_properties = properties.iter().map(|p| (*p).to_owned()).collect();
+        self
+    }
+}
+
+/// What `describe` returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProviderInfo {
+    /// Provider name, the prefix of its kinds in manifests.
+    pub name: String,
+    /// Semantic version of the provider.
+    pub version: String,
+    /// One line for `tenet providers`.
+    pub description: String,
+    /// The kinds it manages.
+    pub kinds: Vec<KindInfo>,
+}
+
+impl ProviderInfo {
+    /// A provider with no kinds yet.
+    pub fn new(name: &str, version: &str, description: &str) -> Self {
+        ProviderInfo {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            description: description.to_owned(),
+            kinds: Vec::new(),
+        }
+    }
+
+    /// Add a kind.
+    pub fn kind(mut self, kind: KindInfo) -> Self {
+        self.kinds.push(kind);
+        self
+    }
+
+    /// The kind called `name`, if the provider has it.
+    pub fn find_kind(&self, name: &str) -> Option<&KindInfo> {
+        self.kinds.iter().find(|k| k.name == name)
+    }
+}
+
+/// How serious a [`Diagnostic`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// Blocks the run.
+    Error,
+    /// Shown, does not block.
+    Warning,
+}
+
+/// A problem found by [`Provider::validate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// How serious it is.
+    pub severity: Severity,
+    /// JSON pointer into the properties.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// An error at `path`.
+    pub fn error(path: &str, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Error,
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// A warning at `path`.
+    pub fn warning(path: &str, message: impl Into<String>) -> Self {
+        Diagnostic {
+            severity: Severity::Warning,
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A Tenet provider. Every operation has a default: `validate` finds nothing, `diff`
+/// compares fields generically ([`Diff::between`]), and `read`, `apply` and `delete`
+/// return [`Error::unimplemented`].
+///
+/// Property documents arrive already validated against the kind's schema; use
+/// [`from_value`] to turn them into typed structs.
+pub trait Provider {
+    /// Name, version and kinds.
+    fn describe() -> ProviderInfo;
+
+    /// Checks the schema cannot express.
+    fn validate(kind: &str, properties: &Value) -> Vec<Diagnostic> {
+        let _ = (kind, properties);
+        Vec::new()
+    }
+
+    /// The current state, or `None` when the resource does not exist.
+    fn read(kind: &str, properties: &Value) -> Result<Option<Value>, Error> {
+        let _ = properties;
+        Err(Error::unimplemented("read", kind))
+    }
+
+    /// Compare desired properties with the current state.
+    fn diff(kind: &str, desired: &Value, current: Option<&Value>) -> Result<Diff, Error> {
+        let force_new = Self::describe()
+            .find_kind(kind)
+            .map(|k| k.force_new.clone())
+            .unwrap_or_default();
+        Ok(Diff::between(desired, current, &force_new))
+    }
+
+    /// Make the system match `desired`; return the new current state.
+    fn apply(kind: &str, desired: &Value, current: Option<&Value>) -> Result<Value, Error> {
+        let _ = (desired, current);
+        Err(Error::unimplemented("apply", kind))
+    }
+
+    /// Remove the resource.
+    fn delete(kind: &str, current: &Value) -> Result<(), Error> {
+        let _ = current;
+        Err(Error::unimplemented("delete", kind))
+    }
+}
+
+/// Deserialize a property document into a typed struct; a mismatch is
+/// [`Error::InvalidInput`] naming the field.
+pub fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, Error> {
+    T::deserialize(value).map_err(|e| Error::InvalidInput(format!("invalid properties: {e}")))
+}
+
+/// Serialize a typed state into a JSON document.
+pub fn to_value<T: Serialize>(value: &T) -> Result<Value, Error> {
+    serde_json::to_value(value).map_err(|e| Error::Internal(format!("cannot encode state: {e}")))
+}
+
+/// Export `$provider` (a type implementing [`Provider`]) as the component's
+/// `tenet:provider/resources` interface. Use once per provider crate.
+#[macro_export]
+macro_rules! export_provider {
+    ($provider:ty) => {
+        #[doc(hidden)]
+        pub struct __TenetExport;
+
+        impl $crate::__bindings::exports::tenet::provider::resources::Guest for __TenetExport {
+            fn describe() -> $crate::__bindings::exports::tenet::provider::resources::ProviderInfo {
+                $crate::__adapter::describe::<$provider>()
+            }
+            fn validate(
+                kind: ::std::string::String,
+                properties: ::std::string::String,
+            ) -> ::std::vec::Vec<$crate::__bindings::exports::tenet::provider::resources::Diagnostic> {
+                $crate::__adapter::validate::<$provider>(&kind, &properties)
+            }
+            fn read(
+                kind: ::std::string::String,
+                properties: ::std::string::String,
+            ) -> ::std::result::Result<
+                ::std::option::Option<::std::string::String>,
+                $crate::__bindings::exports::tenet::provider::resources::Error,
+            > {
+                $crate::__adapter::read::<$provider>(&kind, &properties)
+            }
+            fn diff(
+                kind: ::std::string::String,
+                desired: ::std::string::String,
+                current: ::std::option::Option<::std::string::String>,
+            ) -> ::std::result::Result<
+                $crate::__bindings::exports::tenet::provider::resources::DiffResult,
+                $crate::__bindings::exports::tenet::provider::resources::Error,
+            > {
+                $crate::__adapter::diff::<$provider>(&kind, &desired, current.as_deref())
+            }
+            fn apply(
+                kind: ::std::string::String,
+                desired: ::std::string::String,
+                current: ::std::option::Option<::std::string::String>,
+            ) -> ::std::result::Result<
+                ::std::string::String,
+                $crate::__bindings::exports::tenet::provider::resources::Error,
+            > {
+                $crate::__adapter::apply::<$provider>(&kind, &desired, current.as_deref())
+            }
+            fn delete(
+                kind: ::std::string::String,
+                current: ::std::string::String,
+            ) -> ::std::result::Result<(), $crate::__bindings::exports::tenet::provider::resources::Error>
+            {
+                $crate::__adapter::delete::<$provider>(&kind, &current)
+            }
+        }
+
+        $crate::__bindings::__export_provider_world!(__TenetExport with_types_in $crate::__bindings);
+    };
+}
