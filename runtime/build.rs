@@ -52,44 +52,50 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn build_guests(root: &Path, target_dir: &Path) -> anyhow::Result<()> {
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(root)
-        .args([
-            "build",
-            "--locked",
-            "--profile",
-            "guest",
-            "--target",
-            "wasm32-wasip2",
-        ])
-        .arg("--target-dir")
-        .arg(target_dir);
     for (package, _) in BUILTINS {
-        cmd.args(["-p", package]);
-    }
-    // The outer build's flags and wrappers (clippy-driver, coverage, sanitizers) are for
-    // the host; they must not leak into the guest build.
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_LLVM_COV",
-    ] {
-        cmd.env_remove(var);
-    }
-    let status = cmd
-        .status()
-        .context("cannot run cargo to build the built-in providers")?;
-    if !status.success() {
-        bail!(
-            "building the built-in providers for wasm32-wasip2 failed ({status}); \
-             the target comes from rust-toolchain.toml (`rustup target add wasm32-wasip2`)"
-        );
+        let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        // `cargo rustc --crate-type cdylib`: the crate stays an rlib for native builds
+        // (a native cdylib cannot export component symbol names).
+        cmd.current_dir(root)
+            .args([
+                "rustc",
+                "--locked",
+                "--lib",
+                "--crate-type",
+                "cdylib",
+                "--profile",
+                "guest",
+                "--target",
+                "wasm32-wasip2",
+                "-p",
+                package,
+            ])
+            .arg("--target-dir")
+            .arg(target_dir);
+        // The outer build's flags and wrappers (clippy-driver, coverage, sanitizers) are
+        // for the host; they must not leak into the guest build.
+        for var in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "CARGO_TARGET_DIR",
+            "CARGO_BUILD_TARGET",
+            "CARGO_BUILD_RUSTFLAGS",
+            "CARGO_LLVM_COV",
+        ] {
+            cmd.env_remove(var);
+        }
+        let status = cmd
+            .status()
+            .with_context(|| format!("cannot run cargo to build {package}"))?;
+        if !status.success() {
+            bail!(
+                "building {package} for wasm32-wasip2 failed ({status}); the target comes from \
+                 rust-toolchain.toml (`rustup target add wasm32-wasip2`)"
+            );
+        }
     }
     Ok(())
 }

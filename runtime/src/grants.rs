@@ -148,7 +148,8 @@ impl FsGrants {
             }
         }
         // Symlinks in the directories above must not lead out of the grant.
-        if let Some(parent) = path.parent()
+        if path != grant.path
+            && let Some(parent) = path.parent()
             && let Ok(real_parent) = parent.canonicalize()
         {
             let real_root = grant.path.canonicalize().unwrap_or_else(|_| grant.path.clone());

@@ -77,6 +77,8 @@ pub fn parse(file: &Path, text: &str) -> Result<(Value, Spans), YamlError> {
     }
     let options = LoaderOptions::default()
         .error_on_duplicate_keys(true)
+        // Quoted scalars must stay strings: `mode: "0644"` is not the number 644.
+        .prevent_coercion(true)
         .toplevel_mapping();
     let node = marked_yaml::parse_yaml_with_options(0, text, options)
         .map_err(|e| load_error(file, e))?;

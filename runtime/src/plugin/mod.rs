@@ -36,7 +36,13 @@ pub const ABI_INTERFACE: &str = "tenet:provider/resources";
 pub const SUPPORTED_ABI: &str = ">=0.1.0, <0.2.0";
 /// Interfaces (by prefix) a provider may import: WASI (constrained by its grants) and the
 /// Tenet host interfaces.
-const PROVIDED_IMPORTS: &[&str] = &["wasi:", "tenet:host/log@0.1", "tenet:host/fs-ext@0.1"];
+const PROVIDED_IMPORTS: &[&str] = &[
+    "wasi:",
+    "tenet:host/log@0.1",
+    "tenet:host/fs-ext@0.1",
+    // Type-only interface the world pulls in; it has no functions.
+    "tenet:provider/types@0.1",
+];
 
 /// Period of the epoch ticker; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
