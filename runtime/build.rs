@@ -9,8 +9,16 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Built-in providers: (cargo package, env var the runtime reads the component path from).
-const BUILTINS: &[(&str, &str)] = &[("tenet-plugin-file", "TENET_PLUGIN_FILE_WASM")];
+/// Guests to build: (cargo package, env var the runtime reads the component path from).
+/// The built-in providers are embedded in the binary; the test guests (hostile or
+/// misbehaving providers) are only referenced by path from the integration tests.
+const GUESTS: &[(&str, &str)] = &[
+    ("tenet-plugin-file", "TENET_PLUGIN_FILE_WASM"),
+    (
+        "tenet-test-guest-misbehave",
+        "TENET_TEST_GUEST_MISBEHAVE_WASM",
+    ),
+];
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
@@ -20,6 +28,7 @@ fn main() -> anyhow::Result<()> {
         .to_path_buf();
     for input in [
         "plugins",
+        "tests/guests",
         "sdk/src",
         "sdk/Cargo.toml",
         "wit",
@@ -38,7 +47,7 @@ fn main() -> anyhow::Result<()> {
             .join("guests"),
     };
     build_guests(&root, &target_dir)?;
-    for (package, var) in BUILTINS {
+    for (package, var) in GUESTS {
         let wasm = target_dir
             .join("wasm32-wasip2")
             .join("guest")
@@ -52,7 +61,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn build_guests(root: &Path, target_dir: &Path) -> anyhow::Result<()> {
-    for (package, _) in BUILTINS {
+    for (package, _) in GUESTS {
         let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         // `cargo rustc --crate-type cdylib`: the crate stays an rlib for native builds

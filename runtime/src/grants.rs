@@ -32,9 +32,7 @@ pub enum Mode {
 pub enum Denied {
     #[error("`{path}` is outside every directory granted to provider `{provider}`")]
     OutsideGrants { provider: String, path: String },
-    #[error(
-        "provider `{provider}` has no write access to `{path}` now: {reason}"
-    )]
+    #[error("provider `{provider}` has no write access to `{path}` now: {reason}")]
     ReadOnly {
         provider: String,
         path: String,
@@ -152,7 +150,10 @@ impl FsGrants {
             && let Some(parent) = path.parent()
             && let Ok(real_parent) = parent.canonicalize()
         {
-            let real_root = grant.path.canonicalize().unwrap_or_else(|_| grant.path.clone());
+            let real_root = grant
+                .path
+                .canonicalize()
+                .unwrap_or_else(|_| grant.path.clone());
             if !real_parent.starts_with(&real_root) {
                 return Err(Denied::Escapes {
                     provider: self.provider.clone(),

@@ -158,7 +158,11 @@ mod tests {
         );
         assert_eq!(diff.action, Action::Replace);
         assert_eq!(diff.changes.len(), 2);
-        assert!(diff.changes.iter().any(|c| c.path == "/t" && c.forces_replacement));
+        assert!(
+            diff.changes
+                .iter()
+                .any(|c| c.path == "/t" && c.forces_replacement)
+        );
     }
 
     #[test]

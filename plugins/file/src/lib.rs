@@ -128,12 +128,22 @@ impl Provider for FileProvider {
             "files, directories and symlinks on the local file system",
         )
         .kind(
-            KindInfo::new("file", "a regular file with content and mode", schema("file"), "path")
-                .path_properties(&["path"]),
+            KindInfo::new(
+                "file",
+                "a regular file with content and mode",
+                schema("file"),
+                "path",
+            )
+            .path_properties(&["path"]),
         )
         .kind(
-            KindInfo::new("directory", "a directory with mode", schema("directory"), "path")
-                .path_properties(&["path"]),
+            KindInfo::new(
+                "directory",
+                "a directory with mode",
+                schema("directory"),
+                "path",
+            )
+            .path_properties(&["path"]),
         )
         .kind(
             KindInfo::new("symlink", "a symbolic link", schema("symlink"), "path")
@@ -211,7 +221,11 @@ impl Provider for FileProvider {
                         Some(text) => json!(text),
                         None => json!({"sha256": current.content_sha256, "size": current.size}),
                     };
-                    changes.push(FieldChange::new("content", Some(before), Some(json!(content))));
+                    changes.push(FieldChange::new(
+                        "content",
+                        Some(before),
+                        Some(json!(content)),
+                    ));
                 }
                 mode_change(&mut changes, want.mode.as_deref(), &current)?;
             }
@@ -389,7 +403,10 @@ fn parent_of(path: &str) -> Result<&Path, Error> {
 /// A fresh name beside `path` for an atomic write.
 fn temp_path(path: &str, attempt: u32) -> PathBuf {
     let p = Path::new(path);
-    let name = p.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -415,8 +432,8 @@ fn atomically(
         }
     };
     let tmp_str = tmp.to_string_lossy().into_owned();
-    let result = finish(&tmp_str)
-        .and_then(|()| std::fs::rename(&tmp, path).map_err(|e| io_error(path, &e)));
+    let result =
+        finish(&tmp_str).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| io_error(path, &e)));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -499,18 +516,17 @@ fn symlink(target: &str, link: &Path) -> std::io::Result<()> {
                 format!("{} is outside every granted directory", link.display()),
             )
         })?;
-    dir.symlink_at(target, &rel.to_string_lossy())
-        .map_err(|e| {
-            let kind = match e {
-                ErrorCode::Exist => ErrorKind::AlreadyExists,
-                ErrorCode::NoEntry => ErrorKind::NotFound,
-                ErrorCode::Access | ErrorCode::NotPermitted | ErrorCode::ReadOnly => {
-                    ErrorKind::PermissionDenied
-                }
-                _ => ErrorKind::Other,
-            };
-            std::io::Error::new(kind, format!("symlink: {e:?}"))
-        })
+    dir.symlink_at(target, &rel.to_string_lossy()).map_err(|e| {
+        let kind = match e {
+            ErrorCode::Exist => ErrorKind::AlreadyExists,
+            ErrorCode::NoEntry => ErrorKind::NotFound,
+            ErrorCode::Access | ErrorCode::NotPermitted | ErrorCode::ReadOnly => {
+                ErrorKind::PermissionDenied
+            }
+            _ => ErrorKind::Other,
+        };
+        std::io::Error::new(kind, format!("symlink: {e:?}"))
+    })
 }
 
 #[cfg(unix)]
@@ -585,7 +601,10 @@ mod tests {
     fn overwrite_keeps_mode_and_leaves_no_temporaries() {
         let d = tmp();
         let path = p(&d, "b");
-        plan_apply("file", &json!({"path": path, "content": "1", "mode": "0600"}));
+        plan_apply(
+            "file",
+            &json!({"path": path, "content": "1", "mode": "0600"}),
+        );
         plan_apply("file", &json!({"path": path, "content": "2"}));
         let state = FileProvider::read("file", &json!({"path": path}))
             .expect("read")
@@ -658,7 +677,9 @@ mod tests {
         let path = p(&d, "bin");
         std::fs::write(&path, [0xff_u8, 0xfe, 0x00]).expect("write");
         let want = json!({"path": path, "content": "text"});
-        let current = FileProvider::read("file", &want).expect("read").expect("present");
+        let current = FileProvider::read("file", &want)
+            .expect("read")
+            .expect("present");
         assert!(current.get("content").is_none());
         let diff = FileProvider::diff("file", &want, Some(&current)).expect("diff");
         assert_eq!(diff.action, Action::Update);

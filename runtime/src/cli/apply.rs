@@ -26,14 +26,17 @@ fn read_saved_plan(path: &Path) -> anyhow::Result<Option<Plan>> {
     if !path.is_file() {
         return Ok(None);
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     if !text.trim_start().starts_with('{') {
         return Ok(None);
     }
     let raw: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is neither a manifest nor a saved plan", path.display()))?;
-    match raw.get("format_version").and_then(serde_json::Value::as_u64) {
+    match raw
+        .get("format_version")
+        .and_then(serde_json::Value::as_u64)
+    {
         Some(v) if v == u64::from(FORMAT_VERSION) => {}
         Some(v) => bail!(
             "{} is a plan in format {v}; this Tenet reads format {FORMAT_VERSION}: run `tenet plan` again",
@@ -97,12 +100,17 @@ async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
                 now.component_sha256,
                 now.source
             ),
-            None => bail!("refusing to apply a stale plan: provider `{name}` is no longer declared"),
+            None => {
+                bail!("refusing to apply a stale plan: provider `{name}` is no longer declared")
+            }
         }
     }
     let stale = session.engine().stale(&plan).await;
     if !stale.is_empty() {
-        let list: Vec<String> = stale.iter().map(|s| format!("  {}: {}", s.id, s.reason)).collect();
+        let list: Vec<String> = stale
+            .iter()
+            .map(|s| format!("  {}: {}", s.id, s.reason))
+            .collect();
         bail!(
             "refusing to apply a stale plan: the system changed since the plan was made:\n{}\nrun `tenet plan` again",
             list.join("\n")
@@ -121,7 +129,9 @@ async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
 fn confirm() -> anyhow::Result<bool> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        bail!("apply needs confirmation and standard input is not a terminal: pass --yes to apply without asking");
+        bail!(
+            "apply needs confirmation and standard input is not a terminal: pass --yes to apply without asking"
+        );
     }
     print!("\nDo you want to apply these changes? Only 'yes' is accepted: ");
     std::io::stdout().flush()?;

@@ -6,7 +6,7 @@ mod apply;
 mod plan;
 mod providers;
 mod render;
-mod session;
+pub mod session;
 mod validate;
 
 use clap::{Args, Parser, Subcommand};
@@ -97,7 +97,10 @@ fn init_tracing(verbose: u8) {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -39,7 +39,11 @@ pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
     } else {
         render::plan(&plan)?;
         if let Some(out) = &args.out {
-            println!("\nSaved the plan to {}; apply it with `tenet apply {}`.", out.display(), out.display());
+            println!(
+                "\nSaved the plan to {}; apply it with `tenet apply {}`.",
+                out.display(),
+                out.display()
+            );
         }
     }
     Ok(if plan.has_errors() {

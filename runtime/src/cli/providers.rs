@@ -15,7 +15,8 @@ pub struct ProvidersArgs {
 }
 
 pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
-    let (m, _) = manifest::load(&args.manifest.path, &args.manifest.load_options()?)?;
+    let (m, diags) = manifest::load(&args.manifest.path, &args.manifest.load_options()?);
+    diags.into_result()?;
     let host = PluginHost::new(CompileCache::new(CompileCache::default_dir()))?;
     let mut out = String::new();
     let mut failed = false;
@@ -33,7 +34,11 @@ pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
                     if !k.force_new.is_empty() {
                         write!(extra, "; replaced when changed: {}", k.force_new.join(", "))?;
                     }
-                    writeln!(out, "    {}.{}  {}  ({extra})", decl.name, k.name, k.description)?;
+                    writeln!(
+                        out,
+                        "    {}.{}  {}  ({extra})",
+                        decl.name, k.name, k.description
+                    )?;
                 }
             }
             Err(e) => {
@@ -51,7 +56,9 @@ pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
         writeln!(
             out,
             "  limits:  memory {}, {} per call",
-            bytesize::ByteSize::b(decl.limits.memory_bytes).display().iec(),
+            bytesize::ByteSize::b(decl.limits.memory_bytes)
+                .display()
+                .iec(),
             humantime::format_duration(decl.limits.call_timeout)
         )?;
     }

@@ -59,7 +59,11 @@ pub fn plan_text(plan: &Plan) -> String {
     let _ = writeln!(out, "Tenet will perform the following actions:\n");
     for r in changing {
         if let Some(e) = &r.error {
-            let _ = writeln!(out, "  {red}!{red:#} {bold}{}{bold:#} ({}) cannot be planned:", r.id, r.type_name);
+            let _ = writeln!(
+                out,
+                "  {red}!{red:#} {bold}{}{bold:#} ({}) cannot be planned:",
+                r.id, r.type_name
+            );
             let _ = writeln!(out, "      {e}\n");
             continue;
         }
@@ -138,10 +142,18 @@ fn render_change(out: &mut String, c: &FieldChange, action: Action, width: usize
             );
         }
         (_, Some(after)) => {
-            let _ = writeln!(out, "      {style}{sym}{style:#} {name} = {}{forces}", value(after, 10));
+            let _ = writeln!(
+                out,
+                "      {style}{sym}{style:#} {name} = {}{forces}",
+                value(after, 10)
+            );
         }
         (Some(before), None) => {
-            let _ = writeln!(out, "      {style}{sym}{style:#} {name} = {}{forces}", value(before, 10));
+            let _ = writeln!(
+                out,
+                "      {style}{sym}{style:#} {name} = {}{forces}",
+                value(before, 10)
+            );
         }
         (None, None) => {}
     }
@@ -217,9 +229,21 @@ pub fn result_line(r: &ResourceResult) -> Option<String> {
     let ms = r.duration.as_secs_f64() * 1000.0;
     let (sym, style, text) = match &r.outcome {
         Outcome::Unchanged => return None,
-        Outcome::Created => ("+", color(AnsiColor::Green), format!("created in {ms:.1} ms")),
-        Outcome::Updated => ("~", color(AnsiColor::Yellow), format!("updated in {ms:.1} ms")),
-        Outcome::Replaced => ("-/+", color(AnsiColor::Magenta), format!("replaced in {ms:.1} ms")),
+        Outcome::Created => (
+            "+",
+            color(AnsiColor::Green),
+            format!("created in {ms:.1} ms"),
+        ),
+        Outcome::Updated => (
+            "~",
+            color(AnsiColor::Yellow),
+            format!("updated in {ms:.1} ms"),
+        ),
+        Outcome::Replaced => (
+            "-/+",
+            color(AnsiColor::Magenta),
+            format!("replaced in {ms:.1} ms"),
+        ),
         Outcome::Deleted => ("-", color(AnsiColor::Red), format!("deleted in {ms:.1} ms")),
         Outcome::Failed { error } => ("!", color(AnsiColor::Red), format!("failed: {error}")),
         Outcome::Skipped { upstream } => (
@@ -228,7 +252,10 @@ pub fn result_line(r: &ResourceResult) -> Option<String> {
             format!("skipped: it depends on `{upstream}`, which failed"),
         ),
     };
-    Some(format!("  {style}{sym}{style:#} {} ({}) {text}\n", r.id, r.type_name))
+    Some(format!(
+        "  {style}{sym}{style:#} {} ({}) {text}\n",
+        r.id, r.type_name
+    ))
 }
 
 /// The closing summary of an apply.

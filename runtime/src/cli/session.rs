@@ -25,8 +25,16 @@ pub struct Session {
 impl Session {
     /// Load the manifest and its providers; `Err` carries every problem found.
     pub async fn open(args: &ManifestArgs) -> anyhow::Result<Session> {
-        let (mut manifest, mut diags) = manifest::load(&args.path, &args.load_options()?)?;
-        let host = PluginHost::new(CompileCache::new(CompileCache::default_dir()))?;
+        Self::open_with_cache(args, CompileCache::new(CompileCache::default_dir())).await
+    }
+
+    /// [`Session::open`] with a given compile cache.
+    pub async fn open_with_cache(
+        args: &ManifestArgs,
+        cache: CompileCache,
+    ) -> anyhow::Result<Session> {
+        let (mut manifest, mut diags) = manifest::load(&args.path, &args.load_options()?);
+        let host = PluginHost::new(cache)?;
 
         let mut providers = BTreeMap::new();
         for decl in manifest.providers.values() {
@@ -41,12 +49,15 @@ impl Session {
             .iter()
             .map(|(n, p)| (n.clone(), p.info()))
             .collect();
-        diags.extend(check::check(&mut manifest, &infos));
+        let (found, passed) = check::check(&mut manifest, &infos);
+        diags.extend(found);
 
-        // The providers' own checks, for resources the schema accepted.
-        if !diags.has_errors() {
-            for r in &manifest.resources {
-                let Some(p) = providers.get(&r.provider) else { continue };
+        // The providers' own checks, for resources that passed the host's.
+        {
+            for r in manifest.resources.iter().filter(|r| passed.contains(&r.id)) {
+                let Some(p) = providers.get(&r.provider) else {
+                    continue;
+                };
                 let cx = CallContext { resource: &r.id };
                 match p.validate(cx, &r.kind, &r.properties).await {
                     Ok(found) => {
@@ -91,6 +102,11 @@ impl Session {
             warnings,
             _host: host,
         })
+    }
+
+    /// The plugin host (engine, compile cache) the providers run on.
+    pub fn host(&self) -> &PluginHost {
+        &self._host
     }
 
     pub fn engine(&self) -> Engine {

@@ -189,10 +189,7 @@ impl Engine {
     ) -> Result<(Option<Value>, crate::provider::Diff), String> {
         let p = self.provider(provider)?;
         let cx = CallContext { resource: id };
-        let current = p
-            .read(cx, kind, desired)
-            .await
-            .map_err(|e| e.to_string())?;
+        let current = p.read(cx, kind, desired).await.map_err(|e| e.to_string())?;
         let diff = p
             .diff(cx, kind, desired, current.as_ref())
             .await
@@ -206,7 +203,10 @@ impl Engine {
         for r in &plan.resources {
             let cx = CallContext { resource: &r.id };
             let now = match self.provider(&r.provider) {
-                Ok(p) => p.read(cx, &r.kind, &r.desired).await.map_err(|e| e.to_string()),
+                Ok(p) => p
+                    .read(cx, &r.kind, &r.desired)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
             match now {
@@ -327,8 +327,13 @@ mod tests {
 
     fn manifest(dir: &tempfile::TempDir, body: &str) -> (Manifest, Graph) {
         let path = dir.path().join("m.yaml");
-        std::fs::write(&path, format!("providers:\n  mock: {{}}\nresources:\n{body}")).expect("write");
-        let (m, _) = manifest::load(&path, &LoadOptions::default()).expect("valid manifest");
+        std::fs::write(
+            &path,
+            format!("providers:\n  mock: {{}}\nresources:\n{body}"),
+        )
+        .expect("write");
+        let (m, diags) = manifest::load(&path, &LoadOptions::default());
+        assert!(diags.is_empty(), "{diags}");
         let g = Graph::build(&m.resources).expect("valid graph");
         (m, g)
     }
@@ -338,8 +343,7 @@ mod tests {
         Engine::new(BTreeMap::from([("mock".to_owned(), p)]))
     }
 
-    const THREE: &str = "\
-  - {id: c, type: mock.item, properties: {name: c, value: 3}, depends_on: [b]}
+    const THREE: &str = r"  - {id: c, type: mock.item, properties: {name: c, value: 3}, depends_on: [b]}
   - {id: a, type: mock.item, properties: {name: a, value: 1}}
   - {id: b, type: mock.item, properties: {name: b, value: 2}, depends_on: [a]}
   - {id: z, type: mock.item, properties: {name: z, value: 9}}
@@ -366,7 +370,11 @@ mod tests {
         assert_eq!(applies, ["a", "b", "c", "z"]);
 
         let again = e.plan(&m, &g, BTreeMap::new()).await;
-        assert!(!again.has_changes(), "second plan must be empty: {:?}", again.summary);
+        assert!(
+            !again.has_changes(),
+            "second plan must be empty: {:?}",
+            again.summary
+        );
         assert_eq!(again.summary.unchanged, 4);
     }
 
@@ -385,8 +393,18 @@ mod tests {
             .map(|r| (r.id.as_str(), r.outcome.clone()))
             .collect();
         assert!(matches!(by_id["a"], Outcome::Failed { .. }));
-        assert_eq!(by_id["b"], Outcome::Skipped { upstream: "a".into() });
-        assert_eq!(by_id["c"], Outcome::Skipped { upstream: "a".into() });
+        assert_eq!(
+            by_id["b"],
+            Outcome::Skipped {
+                upstream: "a".into()
+            }
+        );
+        assert_eq!(
+            by_id["c"],
+            Outcome::Skipped {
+                upstream: "a".into()
+            }
+        );
         assert_eq!(by_id["z"], Outcome::Created);
         assert!(!report.succeeded());
         let c = report.counts();

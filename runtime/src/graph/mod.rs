@@ -187,7 +187,12 @@ mod tests {
 
     #[test]
     fn orders_dependencies_first_then_manifest_order() {
-        let rs = [res("c", &["b"], 1), res("a", &[], 2), res("b", &["a"], 3), res("d", &[], 4)];
+        let rs = [
+            res("c", &["b"], 1),
+            res("a", &[], 2),
+            res("b", &["a"], 3),
+            res("d", &[], 4),
+        ];
         let g = Graph::build(&rs).expect("valid");
         let ids: Vec<_> = g.order().iter().map(|&i| rs[i].id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c", "d"]);
@@ -203,9 +208,18 @@ mod tests {
         ];
         let diags = Graph::build(&rs).expect_err("invalid").sorted();
         let text = diags.to_string();
-        assert!(text.contains("m.yaml:1:3: error: dependency cycle: a -> b -> c -> a"), "{text}");
-        assert!(text.contains("m.yaml:4:20: error: resource `d` depends on itself"), "{text}");
-        assert!(text.contains("depends on `nope`, which is not declared"), "{text}");
+        assert!(
+            text.contains("m.yaml:1:3: error: dependency cycle: a -> b -> c -> a"),
+            "{text}"
+        );
+        assert!(
+            text.contains("m.yaml:4:20: error: resource `d` depends on itself"),
+            "{text}"
+        );
+        assert!(
+            text.contains("depends on `nope`, which is not declared"),
+            "{text}"
+        );
         assert_eq!(diags.len(), 3);
     }
 }

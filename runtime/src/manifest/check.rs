@@ -12,11 +12,15 @@ use std::path::Path;
 /// Check every resource against its provider's description, resolving relative path
 /// properties in place. `described` holds the providers that loaded; a declared provider
 /// missing from it failed to load (already reported), so its resources are not checked
-/// further.
-pub fn check(manifest: &mut Manifest, described: &BTreeMap<String, &ProviderInfo>) -> Diagnostics {
+/// further. Returns the problems and the ids of the resources that passed every check
+/// (those a provider's own `validate` may then look at).
+pub fn check(
+    manifest: &mut Manifest,
+    described: &BTreeMap<String, &ProviderInfo>,
+) -> (Diagnostics, BTreeSet<String>) {
     let mut diags = Diagnostics::new();
-    let mut validators: BTreeMap<(String, String), Option<jsonschema::Validator>> =
-        BTreeMap::new();
+    let mut passed = BTreeSet::new();
+    let mut validators: BTreeMap<(String, String), Option<jsonschema::Validator>> = BTreeMap::new();
     let declared: BTreeSet<String> = manifest.providers.keys().cloned().collect();
     for r in &mut manifest.resources {
         if !declared.contains(&r.provider) {
@@ -36,7 +40,11 @@ pub fn check(manifest: &mut Manifest, described: &BTreeMap<String, &ProviderInfo
             continue;
         };
         let Some(kind) = info.kinds.get(&r.kind) else {
-            let kinds: Vec<_> = info.kinds.keys().map(|k| format!("{}.{k}", r.provider)).collect();
+            let kinds: Vec<_> = info
+                .kinds
+                .keys()
+                .map(|k| format!("{}.{k}", r.provider))
+                .collect();
             diags.error(
                 Some(r.spans_type_location()),
                 format!(
@@ -49,6 +57,7 @@ pub fn check(manifest: &mut Manifest, described: &BTreeMap<String, &ProviderInfo
             );
             continue;
         };
+        let errors_before = diags.len();
         resolve_paths(r, kind);
         let validator = validators
             .entry((r.provider.clone(), r.kind.clone()))
@@ -80,8 +89,11 @@ pub fn check(manifest: &mut Manifest, described: &BTreeMap<String, &ProviderInfo
             ),
         }
         check_grants(r, kind, manifest.providers.get(&r.provider), &mut diags);
+        if diags.len() == errors_before {
+            passed.insert(r.id.clone());
+        }
     }
-    diags
+    (diags, passed)
 }
 
 fn field_name(pointer: &str) -> String {
@@ -144,6 +156,8 @@ fn check_grants(
 impl ResourceDecl {
     /// Where the resource's `type` was written (falls back to the resource).
     fn spans_type_location(&self) -> crate::diag::Location {
-        self.type_location.clone().unwrap_or_else(|| self.location.clone())
+        self.type_location
+            .clone()
+            .unwrap_or_else(|| self.location.clone())
     }
 }

@@ -7,7 +7,7 @@ use super::{
     Access, Dependency, FsGrant, Grants, Limits, Manifest, ProviderDecl, ProviderSource,
     ResourceDecl,
 };
-use crate::diag::{Diagnostics, Location, ValidationFailed};
+use crate::diag::{Diagnostics, Location};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -30,11 +30,9 @@ struct Doc {
 }
 
 /// Load and structurally validate the manifest at `path` (a file or a directory).
-/// Returns the manifest and any warnings, or every error found.
-pub fn load(
-    path: &Path,
-    options: &LoadOptions,
-) -> Result<(Manifest, Diagnostics), ValidationFailed> {
+/// Returns what could be read — declarations with errors are left out — and every
+/// problem found, so later checks can add theirs and all are reported together.
+pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     let mut diags = Diagnostics::new();
     let (files, base_dir) = manifest_files(path, &mut diags);
 
@@ -83,11 +81,8 @@ pub fn load(
     let mut resources: Vec<ResourceDecl> = Vec::new();
     let mut seen_ids: BTreeMap<String, Location> = BTreeMap::new();
     for doc in &mut docs {
-        let dir = doc
-            .file
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| base_dir.clone());
+        // Every file of a manifest sits in `base_dir`.
+        let dir = base_dir.clone();
         let Some(map) = doc.value.as_object_mut() else {
             continue;
         };
@@ -104,7 +99,10 @@ pub fn load(
                 if let Some(first) = seen_ids.get(&r.id) {
                     diags.error(
                         Some(r.location.clone()),
-                        format!("duplicate resource id `{}` (first declared at {first})", r.id),
+                        format!(
+                            "duplicate resource id `{}` (first declared at {first})",
+                            r.id
+                        ),
                     );
                     continue;
                 }
@@ -124,26 +122,28 @@ pub fn load(
         providers,
         resources,
     };
-    diags.into_result().map(|warnings| (manifest, warnings))
+    (manifest, diags)
 }
 
+/// The YAML files of a manifest (named as the operator named the manifest, so messages
+/// show the paths they typed) and the absolute directory relative paths start from.
 fn manifest_files(path: &Path, diags: &mut Diagnostics) -> (Vec<PathBuf>, PathBuf) {
     let abs = absolute(Path::new("."), path);
     if abs.is_dir() {
-        let mut files: Vec<PathBuf> = match std::fs::read_dir(&abs) {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(path) {
             Ok(rd) => rd
                 .filter_map(Result::ok)
                 .map(|e| e.path())
                 .filter(|p| {
                     p.is_file()
-                        && matches!(
-                            p.extension().and_then(|e| e.to_str()),
-                            Some("yaml" | "yml")
-                        )
+                        && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
                 })
                 .collect(),
             Err(e) => {
-                diags.error(Some(Location::file(path)), format!("cannot read directory: {e}"));
+                diags.error(
+                    Some(Location::file(path)),
+                    format!("cannot read directory: {e}"),
+                );
                 Vec::new()
             }
         };
@@ -157,7 +157,7 @@ fn manifest_files(path: &Path, diags: &mut Diagnostics) -> (Vec<PathBuf>, PathBu
         (files, abs)
     } else if abs.is_file() {
         let dir = abs.parent().map(Path::to_path_buf).unwrap_or_default();
-        (vec![abs], dir)
+        (vec![path.to_path_buf()], dir)
     } else {
         diags.error(
             Some(Location::file(path)),
@@ -421,9 +421,7 @@ fn parse_grants(
     let Some(items) = fs.as_array() else {
         diags.error(
             Some(spans.value(&format!("{pointer}/fs"))),
-            format!(
-                "`fs` grants of {what} must be a list like `[{{path: ./out, access: rw}}]`"
-            ),
+            format!("`fs` grants of {what} must be a list like `[{{path: ./out, access: rw}}]`"),
         );
         return grants;
     };
@@ -605,7 +603,10 @@ fn parse_resources(
                         }),
                         None => diags.error(
                             Some(loc),
-                            format!("depends_on entries must be resource ids, found {}", type_name(d)),
+                            format!(
+                                "depends_on entries must be resource ids, found {}",
+                                type_name(d)
+                            ),
                         ),
                     }
                 }

@@ -191,7 +191,10 @@ mod tests {
             substitute("/srv/${var.env}/${var.port}", &vars()),
             Ok(json!("/srv/prod/8080"))
         );
-        assert_eq!(substitute("cost: $$${x}", &vars()), Ok(json!("cost: $${x}")));
+        assert_eq!(
+            substitute("cost: $$${x}", &vars()),
+            Ok(json!("cost: $${x}"))
+        );
     }
 
     #[test]

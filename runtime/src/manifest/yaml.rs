@@ -80,8 +80,8 @@ pub fn parse(file: &Path, text: &str) -> Result<(Value, Spans), YamlError> {
         // Quoted scalars must stay strings: `mode: "0644"` is not the number 644.
         .prevent_coercion(true)
         .toplevel_mapping();
-    let node = marked_yaml::parse_yaml_with_options(0, text, options)
-        .map_err(|e| load_error(file, e))?;
+    let node =
+        marked_yaml::parse_yaml_with_options(0, text, options).map_err(|e| load_error(file, e))?;
     let value = convert(&node, String::new(), &mut spans);
     Ok((value, spans))
 }
@@ -227,7 +227,11 @@ mod tests {
     fn duplicate_keys_are_errors_naming_both_places() {
         let err = parse(Path::new("m.yaml"), "a: 1\nb: 2\na: 3\n").expect_err("dup");
         assert_eq!(err.location.to_string(), "m.yaml:3:1");
-        assert!(err.message.contains("first defined at m.yaml:1:1"), "{}", err.message);
+        assert!(
+            err.message.contains("first defined at m.yaml:1:1"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -25,10 +25,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 /// Providers embedded in the `tenet` binary, built from `plugins/` by the build script.
-pub const BUILTINS: &[(&str, &[u8])] = &[(
-    "file",
-    include_bytes!(env!("TENET_PLUGIN_FILE_WASM")),
-)];
+pub const BUILTINS: &[(&str, &[u8])] = &[("file", include_bytes!(env!("TENET_PLUGIN_FILE_WASM")))];
 
 /// The provider ABI this host implements: `tenet:provider/resources@0.1.x`.
 pub const ABI_INTERFACE: &str = "tenet:provider/resources";
@@ -65,15 +62,21 @@ pub enum PluginError {
         path: String,
         message: String,
     },
-    #[error("provider `{plugin}`: {source_desc} is not a Tenet provider: expected a WebAssembly component exporting {ABI_INTERFACE}@0.1.x, found {found}")]
+    #[error(
+        "provider `{plugin}`: {source_desc} is not a Tenet provider: expected a WebAssembly component exporting {ABI_INTERFACE}@0.1.x, found {found}"
+    )]
     NotAComponent {
         plugin: String,
         source_desc: String,
         found: String,
     },
-    #[error("provider `{plugin}`: unsupported ABI version {found} of {ABI_INTERFACE}; this Tenet supports {SUPPORTED_ABI}")]
+    #[error(
+        "provider `{plugin}`: unsupported ABI version {found} of {ABI_INTERFACE}; this Tenet supports {SUPPORTED_ABI}"
+    )]
     Abi { plugin: String, found: String },
-    #[error("provider `{plugin}` imports `{import}`, which no grant allows (Tenet provides: wasi:*, tenet:host/log@0.1, tenet:host/fs-ext@0.1)")]
+    #[error(
+        "provider `{plugin}` imports `{import}`, which no grant allows (Tenet provides: wasi:*, tenet:host/log@0.1, tenet:host/fs-ext@0.1)"
+    )]
     UnsupportedImport { plugin: String, import: String },
     #[error("provider `{plugin}`: cannot compile component: {message}")]
     Compile { plugin: String, message: String },
@@ -144,7 +147,11 @@ impl PluginHost {
                 .ok_or_else(|| PluginError::UnknownBuiltin {
                     plugin: decl.name.clone(),
                     name: name.clone(),
-                    available: BUILTINS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+                    available: BUILTINS
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 }),
             ProviderSource::Path(path) => {
                 let read_err = |message: String| PluginError::Read {
@@ -152,7 +159,9 @@ impl PluginHost {
                     path: path.display().to_string(),
                     message,
                 };
-                let len = std::fs::metadata(path).map_err(|e| read_err(e.to_string()))?.len();
+                let len = std::fs::metadata(path)
+                    .map_err(|e| read_err(e.to_string()))?
+                    .len();
                 if len > MAX_COMPONENT_BYTES {
                     return Err(read_err(format!(
                         "{len} bytes is larger than the {MAX_COMPONENT_BYTES}-byte limit"
@@ -187,10 +196,11 @@ impl PluginHost {
                 plugin: plugin.clone(),
                 message: format!("{e:#}"),
             })?;
-        let grants = FsGrants::new(&plugin, &decl.grants).map_err(|e| PluginError::Instantiate {
-            plugin: plugin.clone(),
-            message: e.to_string(),
-        })?;
+        let grants =
+            FsGrants::new(&plugin, &decl.grants).map_err(|e| PluginError::Instantiate {
+                plugin: plugin.clone(),
+                message: e.to_string(),
+            })?;
         let provider = WasmProvider::new(
             plugin.clone(),
             decl.source.to_string(),
@@ -199,10 +209,13 @@ impl PluginHost {
             Arc::new(grants),
             decl.limits,
         );
-        let info = provider.describe().await.map_err(|e| PluginError::Describe {
-            plugin: plugin.clone(),
-            message: e.to_string(),
-        })?;
+        let info = provider
+            .describe()
+            .await
+            .map_err(|e| PluginError::Describe {
+                plugin: plugin.clone(),
+                message: e.to_string(),
+            })?;
         validate_info(&plugin, &info)?;
         Ok(Arc::new(provider.with_info(info)))
     }

@@ -101,7 +101,13 @@ impl WasmProvider {
         self.limits
     }
 
-    fn error(&self, resource: &str, operation: Operation, kind: ErrorKind, message: String) -> ProviderError {
+    fn error(
+        &self,
+        resource: &str,
+        operation: Operation,
+        kind: ErrorKind,
+        message: String,
+    ) -> ProviderError {
         ProviderError {
             provider: self.name.clone(),
             resource: resource.to_owned(),
@@ -129,7 +135,11 @@ impl WasmProvider {
     }
 
     /// An idle instance for `operation`'s mode, or a new one.
-    async fn checkout(&self, resource: &str, operation: Operation) -> Result<Instance, ProviderError> {
+    async fn checkout(
+        &self,
+        resource: &str,
+        operation: Operation,
+    ) -> Result<Instance, ProviderError> {
         let mode = Self::mode(operation);
         let pooled = self.pool(mode).lock().ok().and_then(|mut p| p.pop());
         let mut inst = match pooled {
@@ -141,13 +151,14 @@ impl WasmProvider {
                 store.limiter(|s| &mut s.limits);
                 store.epoch_deadline_trap();
                 store.set_epoch_deadline(self.deadline_ticks());
-                let exports = self
-                    .pre
-                    .instantiate_async(&mut store)
-                    .await
-                    .map_err(|e| {
-                        self.error(resource, operation, ErrorKind::Host, format!("cannot instantiate: {e:#}"))
-                    })?;
+                let exports = self.pre.instantiate_async(&mut store).await.map_err(|e| {
+                    self.error(
+                        resource,
+                        operation,
+                        ErrorKind::Host,
+                        format!("cannot instantiate: {e:#}"),
+                    )
+                })?;
                 Instance { store, exports }
             }
         };
@@ -229,17 +240,31 @@ impl WasmProvider {
         self.error(resource, operation, kind, message)
     }
 
-    fn parse_doc(&self, resource: &str, operation: Operation, what: &str, text: &str) -> Result<Value, ProviderError> {
+    fn parse_doc(
+        &self,
+        resource: &str,
+        operation: Operation,
+        what: &str,
+        text: &str,
+    ) -> Result<Value, ProviderError> {
         if text.len() > MAX_DOCUMENT_BYTES {
             return Err(self.error(
                 resource,
                 operation,
                 ErrorKind::Protocol,
-                format!("{what} is {} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit", text.len()),
+                format!(
+                    "{what} is {} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit",
+                    text.len()
+                ),
             ));
         }
         serde_json::from_str(text).map_err(|e| {
-            self.error(resource, operation, ErrorKind::Protocol, format!("{what} is not valid JSON: {e}"))
+            self.error(
+                resource,
+                operation,
+                ErrorKind::Protocol,
+                format!("{what} is not valid JSON: {e}"),
+            )
         })
     }
 
@@ -249,13 +274,16 @@ impl WasmProvider {
         let mut inst = self.checkout("", op).await?;
         let res = tokio::time::timeout(
             self.limits.call_timeout,
-            inst.exports.tenet_provider_resources().call_describe(&mut inst.store),
+            inst.exports
+                .tenet_provider_resources()
+                .call_describe(&mut inst.store),
         )
         .await;
         let info = self.checkin(inst, "", op, res)?;
         let mut kinds = BTreeMap::new();
         for k in info.kinds {
-            let schema = self.parse_doc("", op, &format!("schema of kind `{}`", k.name), &k.schema)?;
+            let schema =
+                self.parse_doc("", op, &format!("schema of kind `{}`", k.name), &k.schema)?;
             kinds.insert(
                 k.name.clone(),
                 KindInfo {
@@ -294,12 +322,19 @@ impl Provider for WasmProvider {
         let mut inst = self.checkout(cx.resource, op).await?;
         let res = tokio::time::timeout(
             self.limits.call_timeout,
-            inst.exports.tenet_provider_resources().call_validate(&mut inst.store, kind, &props),
+            inst.exports
+                .tenet_provider_resources()
+                .call_validate(&mut inst.store, kind, &props),
         )
         .await;
         let diags = self.checkin(inst, cx.resource, op, res)?;
         if diags.len() > MAX_ITEMS {
-            return Err(self.error(cx.resource, op, ErrorKind::Protocol, format!("{} diagnostics, over the limit of {MAX_ITEMS}", diags.len())));
+            return Err(self.error(
+                cx.resource,
+                op,
+                ErrorKind::Protocol,
+                format!("{} diagnostics, over the limit of {MAX_ITEMS}", diags.len()),
+            ));
         }
         Ok(diags
             .into_iter()
@@ -322,11 +357,18 @@ impl Provider for WasmProvider {
         let mut inst = self.checkout(cx.resource, op).await?;
         let res = tokio::time::timeout(
             self.limits.call_timeout,
-            inst.exports.tenet_provider_resources().call_read(&mut inst.store, kind, &props),
+            inst.exports
+                .tenet_provider_resources()
+                .call_read(&mut inst.store, kind, &props),
         )
         .await;
         match self.checkin(inst, cx.resource, op, res)? {
-            Ok(Some(text)) => Ok(Some(self.parse_doc(cx.resource, op, "the observed state", &text)?)),
+            Ok(Some(text)) => Ok(Some(self.parse_doc(
+                cx.resource,
+                op,
+                "the observed state",
+                &text,
+            )?)),
             Ok(None) => Ok(None),
             Err(e) => Err(self.guest_error(cx.resource, op, e)),
         }
@@ -345,9 +387,12 @@ impl Provider for WasmProvider {
         let mut inst = self.checkout(cx.resource, op).await?;
         let res = tokio::time::timeout(
             self.limits.call_timeout,
-            inst.exports
-                .tenet_provider_resources()
-                .call_diff(&mut inst.store, kind, &desired, current.as_deref()),
+            inst.exports.tenet_provider_resources().call_diff(
+                &mut inst.store,
+                kind,
+                &desired,
+                current.as_deref(),
+            ),
         )
         .await;
         let d = match self.checkin(inst, cx.resource, op, res)? {
@@ -355,7 +400,15 @@ impl Provider for WasmProvider {
             Err(e) => return Err(self.guest_error(cx.resource, op, e)),
         };
         if d.changes.len() > MAX_ITEMS {
-            return Err(self.error(cx.resource, op, ErrorKind::Protocol, format!("{} field changes, over the limit of {MAX_ITEMS}", d.changes.len())));
+            return Err(self.error(
+                cx.resource,
+                op,
+                ErrorKind::Protocol,
+                format!(
+                    "{} field changes, over the limit of {MAX_ITEMS}",
+                    d.changes.len()
+                ),
+            ));
         }
         let action = match d.action {
             wit::Action::None => Action::None,
@@ -367,8 +420,14 @@ impl Provider for WasmProvider {
         let mut changes = Vec::with_capacity(d.changes.len());
         for c in d.changes {
             let what = format!("the value of {}", c.path);
-            let before = c.before.map(|t| self.parse_doc(cx.resource, op, &what, &t)).transpose()?;
-            let after = c.after.map(|t| self.parse_doc(cx.resource, op, &what, &t)).transpose()?;
+            let before = c
+                .before
+                .map(|t| self.parse_doc(cx.resource, op, &what, &t))
+                .transpose()?;
+            let after = c
+                .after
+                .map(|t| self.parse_doc(cx.resource, op, &what, &t))
+                .transpose()?;
             changes.push(FieldChange {
                 path: c.path,
                 before,
@@ -381,7 +440,10 @@ impl Provider for WasmProvider {
                 cx.resource,
                 op,
                 ErrorKind::Protocol,
-                format!("diff returned action `{action}` with {} field changes", changes.len()),
+                format!(
+                    "diff returned action `{action}` with {} field changes",
+                    changes.len()
+                ),
             ));
         }
         Ok(Diff { action, changes })
@@ -400,9 +462,12 @@ impl Provider for WasmProvider {
         let mut inst = self.checkout(cx.resource, op).await?;
         let res = tokio::time::timeout(
             self.limits.call_timeout,
-            inst.exports
-                .tenet_provider_resources()
-                .call_apply(&mut inst.store, kind, &desired, current.as_deref()),
+            inst.exports.tenet_provider_resources().call_apply(
+                &mut inst.store,
+                kind,
+                &desired,
+                current.as_deref(),
+            ),
         )
         .await;
         match self.checkin(inst, cx.resource, op, res)? {
@@ -422,7 +487,9 @@ impl Provider for WasmProvider {
         let mut inst = self.checkout(cx.resource, op).await?;
         let res = tokio::time::timeout(
             self.limits.call_timeout,
-            inst.exports.tenet_provider_resources().call_delete(&mut inst.store, kind, &current),
+            inst.exports
+                .tenet_provider_resources()
+                .call_delete(&mut inst.store, kind, &current),
         )
         .await;
         self.checkin(inst, cx.resource, op, res)?

@@ -102,7 +102,10 @@ impl Provider for MockProvider {
         properties: &Value,
     ) -> Result<Option<Value>, ProviderError> {
         self.record(Operation::Read, cx);
-        let state = self.state.lock().map_err(|_| self.fail(cx, Operation::Read, "poisoned"))?;
+        let state = self
+            .state
+            .lock()
+            .map_err(|_| self.fail(cx, Operation::Read, "poisoned"))?;
         Ok(state.get(&Self::identity(properties)).cloned())
     }
 

@@ -1,0 +1,48 @@
+//! Invalid manifests under tests/fixtures/invalid/<case>/ with the exact error text
+//! `tenet validate <case>` must print (expected.stderr; `$DIR` stands for the fixture
+//! directory). Set TENET_BLESS=1 to rewrite the expectations after a deliberate change.
+
+use crate::support::{stderr, tenet};
+use std::path::PathBuf;
+
+#[test]
+fn invalid_manifests_report_every_problem_with_its_place() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/invalid");
+    let root = root.canonicalize().expect("fixtures dir");
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_dir())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 4, "fixtures missing: {cases:?}");
+    let bless = std::env::var_os("TENET_BLESS").is_some();
+    let mut failures = Vec::new();
+    for case in cases {
+        let name = case
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let o = tenet(&root, &["validate", &name]);
+        assert_eq!(o.status.code(), Some(1), "{name} must fail validation");
+        let actual = stderr(&o).replace(&case.display().to_string(), "$DIR");
+        let expected_path = case.join("expected.stderr");
+        if bless {
+            std::fs::write(&expected_path, &actual).expect("bless");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+            panic!(
+                "{} missing (run with TENET_BLESS=1)",
+                expected_path.display()
+            )
+        });
+        if actual != expected {
+            failures.push(format!(
+                "--- {name}: expected\n{expected}--- actual\n{actual}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
