@@ -18,6 +18,10 @@ const GUESTS: &[(&str, &str)] = &[
         "tenet-test-guest-misbehave",
         "TENET_TEST_GUEST_MISBEHAVE_WASM",
     ),
+    (
+        "tenet-test-guest-future-abi",
+        "TENET_TEST_GUEST_FUTURE_ABI_WASM",
+    ),
 ];
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| root.join("target"))
             .join("guests"),
     };
+    ensure_wasm_target()?;
     build_guests(&root, &target_dir)?;
     for (package, var) in GUESTS {
         let wasm = target_dir
@@ -56,6 +61,33 @@ fn main() -> anyhow::Result<()> {
             bail!("guest build succeeded but {} is missing", wasm.display());
         }
         println!("cargo:rustc-env={var}={}", wasm.display());
+    }
+    Ok(())
+}
+
+/// rustup installs the targets of rust-toolchain.toml only when it installs the
+/// toolchain; on a machine that already had the toolchain, add the target here so a
+/// fresh checkout needs no manual step.
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let libdir = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output()
+        .context("cannot run rustc")?;
+    let dir = String::from_utf8_lossy(&libdir.stdout).trim().to_owned();
+    if libdir.status.success() && Path::new(&dir).is_dir() {
+        return Ok(());
+    }
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", "wasm32-wasip2"]);
+    if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
+        cmd.arg("--toolchain").arg(toolchain);
+    }
+    let status = cmd
+        .status()
+        .context("the wasm32-wasip2 target is missing and rustup is not available to add it")?;
+    if !status.success() {
+        bail!("`rustup target add wasm32-wasip2` failed ({status})");
     }
     Ok(())
 }

@@ -81,8 +81,7 @@ impl FsGrants {
             .stderr(stderr)
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .allow_blocking_current_thread(true);
+            .allow_ip_name_lookup(false);
         for g in &self.grants {
             let writable = mode == Mode::ReadWrite && g.access == Access::ReadWrite;
             if writable && !g.path.exists() {
@@ -101,7 +100,13 @@ impl FsGrants {
             };
             let host: &Path = if g.path.is_dir() {
                 &g.path
+            } else if g.path.exists() {
+                return Err(io::Error::other(format!(
+                    "granted path {} is not a directory",
+                    g.path.display()
+                )));
             } else {
+                // Only ever read-only: a missing `ro` grant, or any grant during a plan.
                 self.empty.path()
             };
             b.preopened_dir(host, guest.as_ref(), perms).map_err(|e| {
@@ -145,20 +150,26 @@ impl FsGrants {
                 });
             }
         }
-        // Symlinks in the directories above must not lead out of the grant.
+        // Symlinks in the directories above must not lead out of the grant. A parent that
+        // does not exist cannot lead anywhere; any other failure to resolve it is a denial.
+        // (Checked, then used by path: a process outside the sandbox racing to swap a
+        // directory for a symlink in between is not defended against yet.)
         if path != grant.path
             && let Some(parent) = path.parent()
-            && let Ok(real_parent) = parent.canonicalize()
         {
-            let real_root = grant
-                .path
-                .canonicalize()
-                .unwrap_or_else(|_| grant.path.clone());
-            if !real_parent.starts_with(&real_root) {
-                return Err(Denied::Escapes {
-                    provider: self.provider.clone(),
-                    path: guest.to_owned(),
-                });
+            let escapes = || Denied::Escapes {
+                provider: self.provider.clone(),
+                path: guest.to_owned(),
+            };
+            match parent.canonicalize() {
+                Ok(real_parent) => {
+                    let real_root = grant.path.canonicalize().map_err(|_| escapes())?;
+                    if !real_parent.starts_with(&real_root) {
+                        return Err(escapes());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(_) => return Err(escapes()),
             }
         }
         Ok(path)

@@ -79,22 +79,30 @@ impl Diff {
         Diff { action, changes }
     }
 
-    /// A creation: every desired top-level property appears as a change from nothing.
+    /// A creation: every desired top-level property appears as a change from nothing
+    /// (the whole document, at pointer `""`, when it has no properties).
     pub fn create(desired: &Value) -> Self {
-        let changes = fields(desired)
+        let mut changes: Vec<FieldChange> = fields(desired)
             .map(|(k, v)| FieldChange::new(k, None, Some(v.clone())))
             .collect();
+        if changes.is_empty() {
+            changes.push(whole(None, Some(desired.clone())));
+        }
         Diff {
             action: Action::Create,
             changes,
         }
     }
 
-    /// A deletion: every current top-level field appears as a change to nothing.
+    /// A deletion: every current top-level field appears as a change to nothing (the
+    /// whole document when it has no fields).
     pub fn delete(current: &Value) -> Self {
-        let changes = fields(current)
+        let mut changes: Vec<FieldChange> = fields(current)
             .map(|(k, v)| FieldChange::new(k, Some(v.clone()), None))
             .collect();
+        if changes.is_empty() {
+            changes.push(whole(Some(current.clone()), None));
+        }
         Diff {
             action: Action::Delete,
             changes,
@@ -123,6 +131,16 @@ impl Diff {
             })
             .collect();
         Diff::from_changes(changes)
+    }
+}
+
+/// A change of the whole document: an action is never reported without a change.
+fn whole(before: Option<Value>, after: Option<Value>) -> FieldChange {
+    FieldChange {
+        path: String::new(),
+        before,
+        after,
+        forces_replacement: false,
     }
 }
 
@@ -163,6 +181,12 @@ mod tests {
                 .iter()
                 .any(|c| c.path == "/t" && c.forces_replacement)
         );
+    }
+
+    #[test]
+    fn empty_documents_still_carry_a_change() {
+        assert_eq!(Diff::create(&json!({})).changes.len(), 1);
+        assert_eq!(Diff::delete(&json!({})).changes[0].path, "");
     }
 
     #[test]

@@ -193,7 +193,8 @@ fn failures_are_isolated_and_reported_with_a_non_zero_exit() {
          \x20 - {{id: fine, type: file.file, properties: {{path: ./out/fine, content: ok}}}}\n"
     );
     write_manifest(dir, &body);
-    // The misbehaving provider writes during read: the plan reports it and applies nothing.
+    // The misbehaving provider writes during read: the sandbox refuses, that resource
+    // fails, and the independent one is still applied.
     let o = tenet(dir, &["apply", "--yes"]);
     assert_eq!(code(&o), 1);
     let out = stdout(&o);
@@ -205,7 +206,18 @@ fn failures_are_isolated_and_reported_with_a_non_zero_exit() {
         out.contains("provider `bad` failed to read resource `writer`"),
         "{out}"
     );
+    assert!(out.contains("+ fine (file.file) created"), "{out}");
+    assert!(
+        out.contains(
+            "1 created, 0 updated, 0 replaced, 0 deleted, 0 unchanged, 1 failed, 0 skipped"
+        ),
+        "{out}"
+    );
     assert!(!dir.join("out/x").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/fine")).expect("read"),
+        "ok"
+    );
 }
 
 #[test]

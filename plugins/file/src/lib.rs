@@ -5,8 +5,8 @@
 //!   are atomic (a temporary file in the same directory, then a rename), so a crash never
 //!   leaves a half-written file at `path`.
 //! - `directory`: `path`, `mode`, `ensure`. Never removed when not empty.
-//! - `symlink`: `path`, `target`, `ensure`. A changed target replaces the link, again
-//!   through an atomic rename.
+//! - `symlink`: `path`, `target`, `ensure`. A changed target forces replacement (the
+//!   engine deletes the old link, then creates the new one through an atomic rename).
 //!
 //! Parent directories are never created implicitly: declare them as `file.directory`
 //! resources (Tenet orders them first). Everything the provider touches goes through WASI
@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use tenet_sdk::fs::{self as fsx, FileKind};
 use tenet_sdk::{Diagnostic, Diff, Error, FieldChange, KindInfo, Provider, ProviderInfo};
@@ -202,6 +202,12 @@ impl Provider for FileProvider {
             });
         };
         if ensure == Ensure::Absent {
+            if current.kind != want_kind {
+                return Err(Error::Conflict(format!(
+                    "`{}` is a {}, not a {want_kind}; refusing to delete it as a {kind}",
+                    current.path, current.kind
+                )));
+            }
             return Ok(Diff::delete(&tenet_sdk::to_value(&current)?));
         }
         if current.kind != want_kind {
@@ -282,6 +288,13 @@ impl Provider for FileProvider {
         let path = current.path.as_str();
         let result = match fsx::stat(path)? {
             None => return Ok(()),
+            Some(s) if kind_name(s.kind) != current.kind => {
+                return Err(Error::Conflict(format!(
+                    "`{path}` is now a {}, not the {} that was planned; refusing to delete it",
+                    kind_name(s.kind),
+                    current.kind
+                )));
+            }
             Some(s) if s.kind == FileKind::Directory => std::fs::remove_dir(path),
             Some(_) => std::fs::remove_file(path),
         };
@@ -303,9 +316,21 @@ fn check_kind(kind: &str) -> Result<(), Error> {
     }
 }
 
+fn kind_name(kind: FileKind) -> &'static str {
+    match kind {
+        FileKind::File => "file",
+        FileKind::Directory => "directory",
+        FileKind::Symlink => "symlink",
+        FileKind::Other => "other",
+    }
+}
+
 fn io_error(path: &str, e: &std::io::Error) -> Error {
     match e.kind() {
         ErrorKind::NotFound => Error::NotFound(format!("`{path}`: {e}")),
+        ErrorKind::AlreadyExists | ErrorKind::NotADirectory | ErrorKind::IsADirectory => {
+            Error::Conflict(format!("`{path}`: {e}"))
+        }
         ErrorKind::PermissionDenied => Error::CapabilityDenied(format!("`{path}`: {e}")),
         _ => Error::Internal(format!("`{path}`: {e}")),
     }
@@ -353,23 +378,33 @@ fn observe(path: &str) -> Result<Option<Observed>, Error> {
     let mut o = Observed {
         path: path.to_owned(),
         ensure: Ensure::Present,
-        kind: match stat.kind {
-            FileKind::File => "file",
-            FileKind::Directory => "directory",
-            FileKind::Symlink => "symlink",
-            FileKind::Other => "other",
-        }
-        .to_owned(),
+        kind: kind_name(stat.kind).to_owned(),
         ..Observed::default()
     };
     match stat.kind {
         FileKind::File => {
-            let bytes = std::fs::read(path).map_err(|e| io_error(path, &e))?;
+            // Stream the digest: a file may be far larger than the provider's memory.
+            let mut file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
+            let mut hasher = Sha256::new();
+            let mut inline = Vec::new();
+            let mut size: u64 = 0;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = file.read(&mut buf).map_err(|e| io_error(path, &e))?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                size += n as u64;
+                if size <= MAX_INLINE_CONTENT {
+                    inline.extend_from_slice(&buf[..n]);
+                }
+            }
             o.mode = Some(format_mode(stat.mode));
-            o.size = Some(bytes.len() as u64);
-            o.content_sha256 = Some(sha256_hex(&bytes));
-            if bytes.len() as u64 <= MAX_INLINE_CONTENT {
-                o.content = String::from_utf8(bytes).ok();
+            o.size = Some(size);
+            o.content_sha256 = Some(hex::encode(hasher.finalize()));
+            if size <= MAX_INLINE_CONTENT {
+                o.content = String::from_utf8(inline).ok();
             }
         }
         FileKind::Directory => o.mode = Some(format_mode(stat.mode)),
@@ -455,25 +490,44 @@ fn apply_file(want: &FileProps, current: Option<&Observed>) -> Result<(), Error>
         }
         return Ok(());
     }
-    // Keep the mode of a file we overwrite unless a new one is asked for.
+    // Keep the mode and owner of a file we overwrite unless a new mode is asked for.
     let keep_mode = existing_file
         .and_then(|c| c.mode.as_deref())
         .map(parse_mode)
         .transpose()?;
+    let owner = match existing_file {
+        Some(_) => fsx::stat(path)?.map(|s| (s.uid, s.gid)),
+        None => None,
+    };
     let content = want.content.as_deref().unwrap_or("");
     atomically(
         path,
         |tmp| {
-            let mut f = std::fs::OpenOptions::new()
+            std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
-                .open(tmp)?;
-            f.write_all(content.as_bytes())?;
-            f.flush()
+                .open(tmp)
+                .map(drop)
         },
-        |tmp| match mode.or(keep_mode) {
-            Some(m) => Ok(fsx::chmod(tmp, m)?),
-            None => Ok(()),
+        |tmp| {
+            // Permissions and owner first, so the content is never readable under a
+            // looser mode; then the content, synced before the rename.
+            if let Some(m) = mode.or(keep_mode) {
+                fsx::chmod(tmp, m)?;
+            }
+            if let (Some((uid, gid)), Some(now)) = (owner, fsx::stat(tmp)?)
+                && (now.uid, now.gid) != (uid, gid)
+                && let Err(e) = fsx::chown(tmp, Some(uid), Some(gid))
+            {
+                tenet_sdk::log::warn(&format!("cannot keep the owner of `{path}`: {e}"));
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(tmp)
+                .map_err(|e| io_error(path, &e))?;
+            f.write_all(content.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| io_error(path, &e))
         },
     )
 }
@@ -482,7 +536,14 @@ fn apply_directory(want: &DirectoryProps, current: Option<&Observed>) -> Result<
     let path = want.path.as_str();
     if current.is_none_or(|c| c.kind != "directory") {
         parent_of(path)?;
-        std::fs::create_dir(path).map_err(|e| io_error(path, &e))?;
+        match std::fs::create_dir(path) {
+            Ok(()) => {}
+            // Already there (e.g. the host created a granted directory): converge its mode.
+            Err(e)
+                if e.kind() == ErrorKind::AlreadyExists
+                    && fsx::stat(path)?.is_some_and(|s| s.kind == FileKind::Directory) => {}
+            Err(e) => return Err(io_error(path, &e)),
+        }
     }
     if let Some(mode) = want.mode.as_deref() {
         fsx::chmod(path, parse_mode(mode)?)?;

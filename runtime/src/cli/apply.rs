@@ -60,12 +60,9 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
         .plan(&session.manifest, &session.graph, session.pins())
         .await;
     render::plan(&plan)?;
-    if plan.has_errors() {
-        eprintln!("error: the plan has errors; nothing was applied");
-        return Ok(EXIT_ERROR);
-    }
     if !plan.has_changes() {
-        return Ok(0);
+        // Resources that could not be planned make the run fail; there is nothing to do.
+        return Ok(if plan.has_errors() { EXIT_ERROR } else { 0 });
     }
     if !args.yes && !confirm()? {
         println!("Apply cancelled; nothing was changed.");
@@ -116,12 +113,9 @@ async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
             list.join("\n")
         );
     }
-    if plan.has_errors() {
-        bail!("the saved plan has errors; it cannot be applied");
-    }
     render::plan(&plan)?;
     if !plan.has_changes() {
-        return Ok(0);
+        return Ok(if plan.has_errors() { EXIT_ERROR } else { 0 });
     }
     run(&session, &plan).await
 }

@@ -13,6 +13,13 @@ use std::io::Write as _;
 /// Most lines of a unified diff (or multi-line value) shown per field; a plan must stay
 /// readable when a file of a million lines changes.
 pub const MAX_DIFF_LINES: usize = 200;
+/// Largest pair of texts diffed line by line; past it the plan shows sizes only (diffing
+/// is superlinear, and values come from providers).
+pub const MAX_DIFF_INPUT_BYTES: usize = 1024 * 1024;
+/// Longest single-line value shown in full.
+pub const MAX_VALUE_CHARS: usize = 200;
+/// Time budget for one text diff; past it `similar` falls back to a coarser diff.
+const DIFF_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn color(c: AnsiColor) -> Style {
     Style::new().fg_color(Some(c.into()))
@@ -184,12 +191,29 @@ fn value(v: &Value, indent: usize) -> String {
             m["size"],
             m["sha256"].as_str().unwrap_or_default()
         ),
-        other => other.to_string(),
+        other => {
+            let text = other.to_string();
+            match text.char_indices().nth(MAX_VALUE_CHARS) {
+                Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], text.len()),
+                None => text,
+            }
+        }
     }
 }
 
 fn unified_diff(out: &mut String, before: &str, after: &str) {
-    let diff = similar::TextDiff::from_lines(before, after);
+    if before.len() + after.len() > MAX_DIFF_INPUT_BYTES {
+        let _ = writeln!(
+            out,
+            "          (too large to show as a diff: {} bytes -> {} bytes)",
+            before.len(),
+            after.len()
+        );
+        return;
+    }
+    let diff = similar::TextDiff::configure()
+        .timeout(DIFF_TIMEOUT)
+        .diff_lines(before, after);
     let text = diff
         .unified_diff()
         .context_radius(3)
@@ -271,4 +295,97 @@ pub fn apply_summary(report: &ApplyReport) -> String {
         "{bold}{head}{bold:#} {} created, {} updated, {} replaced, {} deleted, {} unchanged, {} failed, {} skipped.\n",
         c.created, c.updated, c.replaced, c.deleted, c.unchanged, c.failed, c.skipped
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{ManifestRef, Summary};
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn plan_with(changes: Vec<FieldChange>, action: Action) -> Plan {
+        let resources = vec![PlannedResource {
+            id: "f".into(),
+            type_name: "file.file".into(),
+            provider: "file".into(),
+            kind: "file".into(),
+            action,
+            changes,
+            desired: json!({}),
+            current: None,
+            current_sha256: None,
+            depends_on: vec![],
+            error: None,
+        }];
+        Plan {
+            format_version: 1,
+            tenet_version: "test".into(),
+            manifest: ManifestRef {
+                path: "m".into(),
+                sha256: "0".into(),
+            },
+            providers: BTreeMap::new(),
+            summary: Summary::of(&resources),
+            resources,
+        }
+    }
+
+    #[test]
+    fn long_text_diffs_are_truncated_past_the_limit() {
+        let before: String = (0..1000).map(|i| format!("old {i}\n")).collect();
+        let after: String = (0..1000).map(|i| format!("new {i}\n")).collect();
+        let plan = plan_with(
+            vec![FieldChange {
+                path: "/content".into(),
+                before: Some(json!(before)),
+                after: Some(json!(after)),
+                forces_replacement: false,
+            }],
+            Action::Update,
+        );
+        let text = anstream::adapter::strip_str(&plan_text(&plan)).to_string();
+        assert!(
+            text.contains("~ f (file.file) will be updated in place"),
+            "{text}"
+        );
+        assert!(
+            text.contains("-old 0") && !text.contains("+new 999"),
+            "{text}"
+        );
+        assert!(text.contains("more diff lines not shown"), "{text}");
+        assert!(
+            text.lines().count() < MAX_DIFF_LINES + 20,
+            "{} lines",
+            text.lines().count()
+        );
+    }
+
+    #[test]
+    fn scalar_changes_show_before_and_after_and_replacement() {
+        let plan = plan_with(
+            vec![FieldChange {
+                path: "/target".into(),
+                before: Some(json!("a")),
+                after: Some(json!("b")),
+                forces_replacement: true,
+            }],
+            Action::Replace,
+        );
+        let text = anstream::adapter::strip_str(&plan_text(&plan)).to_string();
+        assert!(
+            text.contains("-/+ f (file.file) must be replaced"),
+            "{text}"
+        );
+        assert!(
+            text.contains("~ target = \"a\" -> \"b\" # forces replacement"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Plan: 0 to create, 0 to update, 1 to replace, 0 to delete, 0 unchanged."
+            ),
+            "{text}"
+        );
+    }
 }

@@ -53,40 +53,38 @@ impl Session {
         diags.extend(found);
 
         // The providers' own checks, for resources that passed the host's.
-        {
-            for r in manifest.resources.iter().filter(|r| passed.contains(&r.id)) {
-                let Some(p) = providers.get(&r.provider) else {
-                    continue;
-                };
-                let cx = CallContext { resource: &r.id };
-                match p.validate(cx, &r.kind, &r.properties).await {
-                    Ok(found) => {
-                        for d in found {
-                            let msg = format!(
-                                "resource `{}` ({}): {}{}",
-                                r.id,
-                                r.type_name,
-                                if d.path.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!("property `{}`: ", d.path)
-                                },
-                                d.message
-                            );
-                            let loc = Some(r.property_location(&d.path));
-                            if d.is_error {
-                                diags.error(loc, msg);
+        for r in manifest.resources.iter().filter(|r| passed.contains(&r.id)) {
+            let Some(p) = providers.get(&r.provider) else {
+                continue;
+            };
+            let cx = CallContext { resource: &r.id };
+            match p.validate(cx, &r.kind, &r.properties).await {
+                Ok(found) => {
+                    for d in found {
+                        let msg = format!(
+                            "resource `{}` ({}): {}{}",
+                            r.id,
+                            r.type_name,
+                            if d.path.is_empty() {
+                                String::new()
                             } else {
-                                diags.warning(loc, msg);
-                            }
+                                format!("property `{}`: ", d.path)
+                            },
+                            d.message
+                        );
+                        let loc = Some(r.property_location(&d.path));
+                        if d.is_error {
+                            diags.error(loc, msg);
+                        } else {
+                            diags.warning(loc, msg);
                         }
                     }
-                    Err(e) => diags.error(Some(r.location.clone()), e.to_string()),
                 }
+                Err(e) => diags.error(Some(r.location.clone()), e.to_string()),
             }
         }
 
-        let graph = match Graph::build(&manifest.resources) {
+        let graph = match Graph::build(&manifest.resources, &manifest.rejected_ids) {
             Ok(g) => Some(g),
             Err(d) => {
                 diags.extend(d);

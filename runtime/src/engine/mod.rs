@@ -254,6 +254,15 @@ impl Engine {
             let (outcome, state) = if let Some(upstream) = upstream {
                 blocked.insert(&r.id, upstream.clone());
                 (Outcome::Skipped { upstream }, None)
+            } else if let Some(e) = &r.error {
+                // Could not be planned: it fails, its dependents are skipped, the rest runs.
+                blocked.insert(&r.id, r.id.clone());
+                (
+                    Outcome::Failed {
+                        error: format!("could not be planned: {e}"),
+                    },
+                    None,
+                )
             } else if r.action == Action::None {
                 (Outcome::Unchanged, r.current.clone())
             } else {
@@ -281,9 +290,6 @@ impl Engine {
     }
 
     async fn apply_one(&self, r: &PlannedResource) -> Result<(Outcome, Option<Value>), String> {
-        if let Some(e) = &r.error {
-            return Err(format!("not planned: {e}"));
-        }
         let p = self.provider(&r.provider)?;
         let cx = CallContext { resource: &r.id };
         let err = |e: ProviderError| e.to_string();
@@ -334,7 +340,7 @@ mod tests {
         .expect("write");
         let (m, diags) = manifest::load(&path, &LoadOptions::default());
         assert!(diags.is_empty(), "{diags}");
-        let g = Graph::build(&m.resources).expect("valid graph");
+        let g = Graph::build(&m.resources, &m.rejected_ids).expect("valid graph");
         (m, g)
     }
 
@@ -409,6 +415,40 @@ mod tests {
         assert!(!report.succeeded());
         let c = report.counts();
         assert_eq!((c.failed, c.skipped, c.created), (1, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn a_resource_that_could_not_be_planned_fails_and_blocks_only_its_dependents() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (m, g) = manifest(&dir, THREE);
+        let mock = Arc::new(MockProvider::new());
+        let e = engine(&mock);
+        let mut plan = e.plan(&m, &g, BTreeMap::new()).await;
+        let b = plan.resources.iter_mut().find(|r| r.id == "b").expect("b");
+        b.error = Some("read failed".into());
+        b.action = Action::None;
+        let report = e.apply(&plan, &mut |_| {}).await;
+        let by_id: BTreeMap<_, _> = report
+            .results
+            .iter()
+            .map(|r| (r.id.as_str(), r.outcome.clone()))
+            .collect();
+        assert_eq!(
+            by_id["b"],
+            Outcome::Failed {
+                error: "could not be planned: read failed".into()
+            }
+        );
+        assert_eq!(
+            by_id["c"],
+            Outcome::Skipped {
+                upstream: "b".into()
+            }
+        );
+        assert_eq!(
+            (&by_id["a"], &by_id["z"]),
+            (&Outcome::Created, &Outcome::Created)
+        );
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use crate::diag::Diagnostics;
 use crate::manifest::ResourceDecl;
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 /// Resources (by index into the manifest's list) and their dependencies.
 #[derive(Debug, Clone)]
@@ -19,8 +19,12 @@ pub struct Graph {
 }
 
 impl Graph {
-    /// Build and validate the graph.
-    pub fn build(resources: &[ResourceDecl]) -> Result<Graph, Diagnostics> {
+    /// Build and validate the graph. References to `rejected` ids (resources left out for
+    /// errors already reported) are dropped silently.
+    pub fn build(
+        resources: &[ResourceDecl],
+        rejected: &BTreeSet<String>,
+    ) -> Result<Graph, Diagnostics> {
         let mut diags = Diagnostics::new();
         let index: BTreeMap<&str, usize> = resources
             .iter()
@@ -39,6 +43,7 @@ impl Graph {
                 }
                 match index.get(d.id.as_str()) {
                     Some(&j) => deps[i].push(j),
+                    None if rejected.contains(&d.id) => {}
                     None => diags.error(
                         Some(d.location.clone()),
                         format!(
@@ -193,7 +198,7 @@ mod tests {
             res("b", &["a"], 3),
             res("d", &[], 4),
         ];
-        let g = Graph::build(&rs).expect("valid");
+        let g = Graph::build(&rs, &BTreeSet::new()).expect("valid");
         let ids: Vec<_> = g.order().iter().map(|&i| rs[i].id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c", "d"]);
     }
@@ -206,7 +211,9 @@ mod tests {
             res("c", &["a"], 3),
             res("d", &["d", "nope"], 4),
         ];
-        let diags = Graph::build(&rs).expect_err("invalid").sorted();
+        let diags = Graph::build(&rs, &BTreeSet::new())
+            .expect_err("invalid")
+            .sorted();
         let text = diags.to_string();
         assert!(
             text.contains("m.yaml:1:3: error: dependency cycle: a -> b -> c -> a"),

@@ -33,10 +33,14 @@ impl HostState {
     }
 }
 
+/// An operating-system failure. `denied` is reserved for the sandbox's refusals, so an
+/// OS permission error (EACCES, EPERM) is reported as `io`, saying so.
 fn io_error(path: &str, e: &std::io::Error) -> FsError {
     match e.kind() {
         ErrorKind::NotFound => FsError::NotFound(format!("{path}: {e}")),
-        ErrorKind::PermissionDenied => FsError::Denied(format!("{path}: {e}")),
+        ErrorKind::PermissionDenied => {
+            FsError::Io(format!("{path}: the operating system refused: {e}"))
+        }
         _ => FsError::Io(format!("{path}: {e}")),
     }
 }

@@ -7,9 +7,9 @@ use crate::plugin::bindings::tenet::host::log::{Host, Level};
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        self.logs_this_call += 1;
+        self.logs_this_call = self.logs_this_call.saturating_add(1);
         if self.logs_this_call > MAX_LOG_LINES_PER_CALL {
-            self.logs_dropped += 1;
+            self.logs_dropped = self.logs_dropped.saturating_add(1);
             return Ok(());
         }
         let mut msg = message;

@@ -9,7 +9,6 @@ mod log;
 use crate::grants::{FsGrants, Mode};
 use crate::provider::Operation;
 use std::sync::Arc;
-use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -24,6 +23,63 @@ pub const MAX_LOG_MESSAGE_BYTES: usize = 4 * 1024;
 pub const MAX_STDIO_BYTES: usize = 256 * 1024;
 /// Longest path accepted by an `fs-ext` call (Linux's PATH_MAX).
 pub const MAX_PATH_BYTES: usize = 4096;
+/// Most lines of captured stdout/stderr turned into log events per call (they count
+/// apart from `tenet:host/log` messages; the byte cap above bounds them too).
+pub const MAX_STDIO_LINES_PER_CALL: usize = 1_000;
+/// Most elements in one table: tables hold function references, a few thousand at most in
+/// real components; the cap keeps a hostile `table.grow` from eating host memory.
+pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+/// The memory a provider instance may use, summed over all its linear memories (a
+/// component has several core instances, each of which may have its own). Exceeding it
+/// traps with a message naming the limit.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    used: usize,
+}
+
+impl wasmtime::ResourceLimiter for MemoryBudget {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.limit {
+            return Err(wasmtime::format_err!(
+                "memory limit exceeded: the provider asked for {} MiB in all, its limit is {} MiB",
+                total / (1024 * 1024),
+                self.limit / (1024 * 1024)
+            ));
+        }
+        self.used = total;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        // A component holds several core instances (the guest, adapters, shims).
+        64
+    }
+
+    fn tables(&self) -> usize {
+        64
+    }
+
+    fn memories(&self) -> usize {
+        16
+    }
+}
 
 /// Which call an instance is serving; tags logs and denials.
 #[derive(Debug, Clone)]
@@ -36,7 +92,7 @@ pub struct CallInfo {
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    pub(crate) limits: StoreLimits,
+    pub(crate) limits: MemoryBudget,
     grants: Arc<FsGrants>,
     mode: Mode,
     pub(crate) call: CallInfo,
@@ -53,14 +109,10 @@ impl HostState {
         let stdout = MemoryOutputPipe::new(MAX_STDIO_BYTES);
         let stderr = MemoryOutputPipe::new(MAX_STDIO_BYTES);
         let wasi = grants.wasi_ctx(mode, stdout.clone(), stderr.clone())?;
-        let limits = wasmtime::StoreLimitsBuilder::new()
-            .memory_size(usize::try_from(memory_bytes).unwrap_or(usize::MAX))
-            // A component holds several core instances, tables and memories.
-            .instances(64)
-            .tables(64)
-            .memories(16)
-            .trap_on_grow_failure(true)
-            .build();
+        let limits = MemoryBudget {
+            limit: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+            used: 0,
+        };
         Ok(HostState {
             wasi,
             table: ResourceTable::new(),
@@ -111,7 +163,17 @@ impl HostState {
             let bytes = pipe.contents();
             if bytes.len() > *seen {
                 let text = String::from_utf8_lossy(&bytes[*seen..]);
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                if lines.len() > MAX_STDIO_LINES_PER_CALL {
+                    tracing::warn!(
+                        provider = %self.grants.provider(),
+                        resource = %self.call.resource,
+                        stream,
+                        "{} lines of output dropped (limit {MAX_STDIO_LINES_PER_CALL} per call)",
+                        lines.len() - MAX_STDIO_LINES_PER_CALL
+                    );
+                }
+                for line in lines.into_iter().take(MAX_STDIO_LINES_PER_CALL) {
                     tracing::info!(
                         provider = %self.grants.provider(),
                         resource = %self.call.resource,

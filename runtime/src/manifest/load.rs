@@ -80,6 +80,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     let mut providers = BTreeMap::new();
     let mut resources: Vec<ResourceDecl> = Vec::new();
     let mut seen_ids: BTreeMap<String, Location> = BTreeMap::new();
+    let mut rejected_ids = std::collections::BTreeSet::new();
     for doc in &mut docs {
         // Every file of a manifest sits in `base_dir`.
         let dir = base_dir.clone();
@@ -95,7 +96,9 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
             parse_providers(v, &doc.spans, &dir, &mut providers, &mut diags);
         }
         if let Some(v) = map.get("resources") {
-            for r in parse_resources(v, &doc.spans, &dir, &mut diags) {
+            let (parsed, rejected) = parse_resources(v, &doc.spans, &dir, &mut diags);
+            rejected_ids.extend(rejected);
+            for r in parsed {
                 if let Some(first) = seen_ids.get(&r.id) {
                     diags.error(
                         Some(r.location.clone()),
@@ -114,13 +117,14 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
 
     let sha256 = digest(&docs, &values);
     let manifest = Manifest {
-        path: path.to_path_buf(),
+        path: absolute(Path::new("."), path),
         base_dir,
         files,
         sha256,
         vars: values,
         providers,
         resources,
+        rejected_ids,
     };
     (manifest, diags)
 }
@@ -214,11 +218,16 @@ fn resolve_vars(
         if !decls.contains_key(k) {
             diags.error(None, format!("--var sets undeclared variable `{k}`"));
         }
-        // Type the value as a YAML scalar would be: `--var replicas=3` is a number.
-        let typed = yaml::parse(Path::new("--var"), &format!("v: {raw}"))
-            .ok()
-            .and_then(|(v, _)| v.get("v").cloned())
-            .unwrap_or_else(|| Value::String(raw.clone()));
+        // `--var replicas=3` is a number and `--var debug=true` a boolean; anything
+        // else is the string exactly as given.
+        let typed = match raw.as_str() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => raw
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::String(raw.clone())),
+        };
         given.insert(k.clone(), typed);
     }
     let mut out = BTreeMap::new();
@@ -454,6 +463,26 @@ fn parse_grants(
             _ => {}
         }
     }
+    // WASI cannot carve a read-only hole out of a writable preopen: the outer grant would
+    // still reach the inner directory. Refuse instead of pretending.
+    for inner in &grants.fs {
+        for outer in &grants.fs {
+            if inner.path != outer.path
+                && inner.path.starts_with(&outer.path)
+                && inner.access == Access::ReadOnly
+                && outer.access == Access::ReadWrite
+            {
+                diags.error(
+                    Some(spans.value(&format!("{pointer}/fs"))),
+                    format!(
+                        "{what}: read-only grant {} lies inside read-write grant {}, which cannot be enforced; grant the read-write directories separately",
+                        inner.path.display(),
+                        outer.path.display()
+                    ),
+                );
+            }
+        }
+    }
     grants
 }
 
@@ -511,12 +540,13 @@ fn parse_limits(
     limits
 }
 
+/// The resources that parsed, and the ids of those that did not.
 fn parse_resources(
     value: &Value,
     spans: &Spans,
     dir: &Path,
     diags: &mut Diagnostics,
-) -> Vec<ResourceDecl> {
+) -> (Vec<ResourceDecl>, Vec<String>) {
     let Some(items) = value.as_array() else {
         diags.error(
             Some(spans.value("/resources")),
@@ -525,9 +555,10 @@ fn parse_resources(
                 type_name(value)
             ),
         );
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let mut out = Vec::new();
+    let mut rejected = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let pointer = format!("/resources/{i}");
         let location = spans.value(&pointer);
@@ -549,9 +580,12 @@ fn parse_resources(
         if map.get("id").is_none() {
             diags.error(Some(location.clone()), "resource has no `id`");
         }
+        // False once an error makes further checks of this resource meaningless.
+        let mut sound = true;
         if let Some(id) = id
             && !valid_id(id)
         {
+            sound = false;
             diags.error(
                 Some(spans.value(&format!("{pointer}/id"))),
                 format!(
@@ -580,6 +614,7 @@ fn parse_resources(
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(v @ Value::Object(_)) => v.clone(),
             Some(other) => {
+                sound = false;
                 diags.error(
                     Some(spans.value(&format!("{pointer}/properties"))),
                     format!(
@@ -619,7 +654,8 @@ fn parse_resources(
                 ),
             ),
         }
-        let (Some(id), Some(t), Some((provider, kind))) = (id, type_str, split) else {
+        let (true, Some(id), Some(t), Some((provider, kind))) = (sound, id, type_str, split) else {
+            rejected.extend(id.map(str::to_owned));
             continue;
         };
         out.push(ResourceDecl {
@@ -635,7 +671,7 @@ fn parse_resources(
             base_dir: dir.to_path_buf(),
         });
     }
-    out
+    (out, rejected)
 }
 
 fn valid_id(id: &str) -> bool {

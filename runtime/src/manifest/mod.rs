@@ -15,7 +15,7 @@ pub mod yaml;
 use crate::diag::Location;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// A loaded manifest: every declaration, variables already substituted.
 #[derive(Debug, Clone)]
 pub struct Manifest {
-    /// What the operator named: a file or a directory.
+    /// What the operator named (a file or a directory), made absolute.
     pub path: PathBuf,
     /// Directory that relative paths are resolved against.
     pub base_dir: PathBuf,
@@ -41,6 +41,9 @@ pub struct Manifest {
     pub vars: BTreeMap<String, Value>,
     pub providers: BTreeMap<String, ProviderDecl>,
     pub resources: Vec<ResourceDecl>,
+    /// Ids of resources that were declared but left out because of errors already
+    /// reported; references to them are not reported again.
+    pub rejected_ids: BTreeSet<String>,
 }
 
 /// Where a provider's component comes from.

@@ -31,15 +31,23 @@ pub const BUILTINS: &[(&str, &[u8])] = &[("file", include_bytes!(env!("TENET_PLU
 pub const ABI_INTERFACE: &str = "tenet:provider/resources";
 /// Semver range of `tenet:provider` versions this host can run.
 pub const SUPPORTED_ABI: &str = ">=0.1.0, <0.2.0";
-/// Interfaces (by prefix) a provider may import: WASI (constrained by its grants) and the
-/// Tenet host interfaces.
-const PROVIDED_IMPORTS: &[&str] = &[
-    "wasi:",
-    "tenet:host/log@0.1",
-    "tenet:host/fs-ext@0.1",
+/// What a provider may import: (`package/interface` prefix, supported semver range).
+/// WASI 0.2 interfaces are constrained by the grants (no sockets, no env, only granted
+/// directories); `wasi:http` is not offered yet.
+const PROVIDED_IMPORTS: &[(&str, &str)] = &[
+    ("wasi:cli/", ">=0.2.0, <0.3.0"),
+    ("wasi:clocks/", ">=0.2.0, <0.3.0"),
+    ("wasi:filesystem/", ">=0.2.0, <0.3.0"),
+    ("wasi:io/", ">=0.2.0, <0.3.0"),
+    ("wasi:random/", ">=0.2.0, <0.3.0"),
+    ("wasi:sockets/", ">=0.2.0, <0.3.0"),
+    ("tenet:host/log", ">=0.1.0, <0.2.0"),
+    ("tenet:host/fs-ext", ">=0.1.0, <0.2.0"),
     // Type-only interface the world pulls in; it has no functions.
-    "tenet:provider/types@0.1",
+    ("tenet:provider/types", ">=0.1.0, <0.2.0"),
 ];
+/// Most resource kinds one provider may describe.
+pub const MAX_KINDS: usize = 256;
 
 /// Period of the epoch ticker; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -75,9 +83,11 @@ pub enum PluginError {
     )]
     Abi { plugin: String, found: String },
     #[error(
-        "provider `{plugin}` imports `{import}`, which no grant allows (Tenet provides: wasi:*, tenet:host/log@0.1, tenet:host/fs-ext@0.1)"
+        "provider `{plugin}` imports `{import}`, which this host does not provide (it provides wasi:cli, clocks, filesystem, io, random, sockets @0.2, and tenet:host/log, fs-ext @0.1)"
     )]
     UnsupportedImport { plugin: String, import: String },
+    #[error("cannot set up the WebAssembly engine: {message}")]
+    Engine { message: String },
     #[error("provider `{plugin}`: cannot compile component: {message}")]
     Compile { plugin: String, message: String },
     #[error("provider `{plugin}`: cannot instantiate: {message}")]
@@ -102,14 +112,18 @@ impl Drop for PluginHost {
 
 impl PluginHost {
     /// A host with the given compile cache.
-    pub fn new(cache: CompileCache) -> Result<Self, anyhow::Error> {
+    pub fn new(cache: CompileCache) -> Result<Self, PluginError> {
+        let engine_err = |e: &dyn std::fmt::Display| PluginError::Engine {
+            message: e.to_string(),
+        };
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&config).map_err(|e| engine_err(&e))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        bindings::Provider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| engine_err(&e))?;
+        bindings::Provider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| engine_err(&e))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let stop = ticker_stop.clone();
@@ -124,7 +138,8 @@ impl PluginHost {
                         None => break,
                     }
                 }
-            })?;
+            })
+            .map_err(|e| engine_err(&e))?;
         Ok(PluginHost {
             engine,
             linker,
@@ -274,7 +289,22 @@ fn check_abi(
 fn check_imports(engine: &Engine, component: &Component, plugin: &str) -> Result<(), PluginError> {
     let ty = component.component_type();
     for (name, _) in ty.imports(engine) {
-        if !PROVIDED_IMPORTS.iter().any(|p| name.starts_with(p)) {
+        let provided = name.split_once('@').is_some_and(|(iface, version)| {
+            PROVIDED_IMPORTS.iter().any(|(prefix, range)| {
+                let matches_iface = match prefix.strip_suffix('/') {
+                    Some(package) => {
+                        iface.starts_with(package) && iface[package.len()..].starts_with('/')
+                    }
+                    None => iface == *prefix,
+                };
+                matches_iface
+                    && semver::VersionReq::parse(range)
+                        .ok()
+                        .zip(semver::Version::parse(version).ok())
+                        .is_some_and(|(req, v)| req.matches(&v))
+            })
+        });
+        if !provided {
             return Err(PluginError::UnsupportedImport {
                 plugin: plugin.to_owned(),
                 import: name.to_owned(),
@@ -291,6 +321,12 @@ fn validate_info(plugin: &str, info: &ProviderInfo) -> Result<(), PluginError> {
     };
     if info.kinds.is_empty() {
         return Err(bad("the provider declares no resource kinds".into()));
+    }
+    if info.kinds.len() > MAX_KINDS {
+        return Err(bad(format!(
+            "{} resource kinds, over the limit of {MAX_KINDS}",
+            info.kinds.len()
+        )));
     }
     for KindInfo { name, schema, .. } in info.kinds.values() {
         jsonschema::validator_for(schema)

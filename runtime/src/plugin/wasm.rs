@@ -28,6 +28,22 @@ pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_ITEMS: usize = 10_000;
 /// Most idle instances kept per access mode.
 const MAX_POOLED: usize = 8;
+/// Longest message kept from a provider (errors, diagnostics): messages are printed and
+/// stored in plans, and one must not be megabytes.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
+
+/// `text` cut to [`MAX_MESSAGE_BYTES`] on a character boundary.
+fn bounded(mut text: String) -> String {
+    if text.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("… (truncated)");
+    }
+    text
+}
 
 struct Instance {
     store: Store<HostState>,
@@ -151,14 +167,26 @@ impl WasmProvider {
                 store.limiter(|s| &mut s.limits);
                 store.epoch_deadline_trap();
                 store.set_epoch_deadline(self.deadline_ticks());
-                let exports = self.pre.instantiate_async(&mut store).await.map_err(|e| {
-                    self.error(
-                        resource,
-                        operation,
-                        ErrorKind::Host,
-                        format!("cannot instantiate: {e:#}"),
-                    )
-                })?;
+                let exports = match self.pre.instantiate_async(&mut store).await {
+                    Ok(exports) => exports,
+                    Err(e) => {
+                        let stderr = store.data().unread_stderr();
+                        return Err(self.failure(
+                            resource,
+                            operation,
+                            &e,
+                            &stderr,
+                            "instantiating",
+                        ));
+                    }
+                };
+                if mode == Mode::ReadWrite
+                    && let Ok(mut ro) = self.pool(Mode::ReadOnly).lock()
+                {
+                    // A writable context may have just created granted directories that
+                    // idle read-only instances still see as empty stand-ins.
+                    ro.clear();
+                }
                 Instance { store, exports }
             }
         };
@@ -178,32 +206,20 @@ impl WasmProvider {
     ) -> Result<T, ProviderError> {
         let timeout = humantime::format_duration(self.limits.call_timeout);
         match result {
-            Err(_) => Err(self.error(
-                resource,
-                operation,
-                ErrorKind::Timeout,
-                format!("did not finish within {timeout}"),
-            )),
+            Err(_) => {
+                inst.store.data_mut().flush_stdio();
+                Err(self.error(
+                    resource,
+                    operation,
+                    ErrorKind::Timeout,
+                    format!("did not finish within {timeout}"),
+                ))
+            }
             Ok(Err(e)) => {
                 let data = inst.store.data_mut();
                 let stderr = data.unread_stderr();
                 data.flush_stdio();
-                if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                    return Err(self.error(
-                        resource,
-                        operation,
-                        ErrorKind::Timeout,
-                        format!("did not finish within {timeout} (interrupted)"),
-                    ));
-                }
-                let mut message = format!("{e:#}");
-                if let Some(trap) = e.downcast_ref::<Trap>() {
-                    message = format!("{trap}: {message}");
-                }
-                if !stderr.trim().is_empty() {
-                    message.push_str(&format!("; provider stderr: {}", stderr.trim()));
-                }
-                Err(self.error(resource, operation, ErrorKind::Trap, message))
+                Err(self.failure(resource, operation, &e, &stderr, "running"))
             }
             Ok(Ok(value)) => {
                 let data = inst.store.data_mut();
@@ -228,6 +244,39 @@ impl WasmProvider {
         }
     }
 
+    /// A trap (or interrupt) while instantiating or running a call.
+    fn failure(
+        &self,
+        resource: &str,
+        operation: Operation,
+        e: &wasmtime::Error,
+        stderr: &str,
+        doing: &str,
+    ) -> ProviderError {
+        if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+            let timeout = humantime::format_duration(self.limits.call_timeout);
+            return self.error(
+                resource,
+                operation,
+                ErrorKind::Timeout,
+                format!("did not finish within {timeout} (interrupted)"),
+            );
+        }
+        let mut message = format!("{e:#}");
+        if let Some(trap) = e.downcast_ref::<Trap>()
+            && !message.contains(&trap.to_string())
+        {
+            message = format!("{trap}: {message}");
+        }
+        if doing != "running" {
+            message = format!("while {doing}: {message}");
+        }
+        if !stderr.trim().is_empty() {
+            message.push_str(&format!("; provider stderr: {}", stderr.trim()));
+        }
+        self.error(resource, operation, ErrorKind::Trap, bounded(message))
+    }
+
     fn guest_error(&self, resource: &str, operation: Operation, e: wit::Error) -> ProviderError {
         let (kind, message) = match e {
             wit::Error::InvalidInput(m) => (ErrorKind::InvalidInput, m),
@@ -237,7 +286,7 @@ impl WasmProvider {
             wit::Error::Transient(m) => (ErrorKind::Transient, m),
             wit::Error::Internal(m) => (ErrorKind::Internal, m),
         };
-        self.error(resource, operation, kind, message)
+        self.error(resource, operation, kind, bounded(message))
     }
 
     fn parse_doc(
@@ -340,8 +389,8 @@ impl Provider for WasmProvider {
             .into_iter()
             .map(|d| PropertyDiagnostic {
                 is_error: matches!(d.severity, wit::Severity::Error),
-                path: d.path,
-                message: d.message,
+                path: bounded(d.path),
+                message: bounded(d.message),
             })
             .collect())
     }
