@@ -355,6 +355,26 @@ mod tests {
   - {id: z, type: mock.item, properties: {name: z, value: 9}}
 ";
 
+    fn outcomes(report: &ApplyReport) -> BTreeMap<&str, Outcome> {
+        report
+            .results
+            .iter()
+            .map(|r| (r.id.as_str(), r.outcome.clone()))
+            .collect()
+    }
+
+    /// Plan THREE against a fresh mock; `fail` lists resources whose apply fails.
+    async fn planned(dir: &tempfile::TempDir, fail: &[&str]) -> (Arc<MockProvider>, Engine, Plan) {
+        let (m, g) = manifest(dir, THREE);
+        let mock = Arc::new(MockProvider::new());
+        if let Ok(mut f) = mock.fail_apply.lock() {
+            f.extend(fail.iter().map(|s| (*s).to_owned()));
+        }
+        let e = engine(&mock);
+        let plan = e.plan(&m, &g, BTreeMap::new()).await;
+        (mock, e, plan)
+    }
+
     #[tokio::test]
     async fn applies_in_dependency_order_and_converges() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -387,17 +407,9 @@ mod tests {
     #[tokio::test]
     async fn failure_skips_dependents_and_spares_the_rest() {
         let dir = tempfile::tempdir().expect("tmp");
-        let (m, g) = manifest(&dir, THREE);
-        let mock = Arc::new(MockProvider::new());
-        mock.fail_apply.lock().expect("lock").insert("a".into());
-        let e = engine(&mock);
-        let plan = e.plan(&m, &g, BTreeMap::new()).await;
+        let (_mock, e, plan) = planned(&dir, &["a"]).await;
         let report = e.apply(&plan, &mut |_| {}).await;
-        let by_id: BTreeMap<_, _> = report
-            .results
-            .iter()
-            .map(|r| (r.id.as_str(), r.outcome.clone()))
-            .collect();
+        let by_id = outcomes(&report);
         assert!(matches!(by_id["a"], Outcome::Failed { .. }));
         assert_eq!(
             by_id["b"],
@@ -420,19 +432,12 @@ mod tests {
     #[tokio::test]
     async fn a_resource_that_could_not_be_planned_fails_and_blocks_only_its_dependents() {
         let dir = tempfile::tempdir().expect("tmp");
-        let (m, g) = manifest(&dir, THREE);
-        let mock = Arc::new(MockProvider::new());
-        let e = engine(&mock);
-        let mut plan = e.plan(&m, &g, BTreeMap::new()).await;
+        let (_mock, e, mut plan) = planned(&dir, &[]).await;
         let b = plan.resources.iter_mut().find(|r| r.id == "b").expect("b");
         b.error = Some("read failed".into());
         b.action = Action::None;
         let report = e.apply(&plan, &mut |_| {}).await;
-        let by_id: BTreeMap<_, _> = report
-            .results
-            .iter()
-            .map(|r| (r.id.as_str(), r.outcome.clone()))
-            .collect();
+        let by_id = outcomes(&report);
         assert_eq!(
             by_id["b"],
             Outcome::Failed {
@@ -454,10 +459,7 @@ mod tests {
     #[tokio::test]
     async fn saved_plan_goes_stale_when_the_system_moves() {
         let dir = tempfile::tempdir().expect("tmp");
-        let (m, g) = manifest(&dir, THREE);
-        let mock = Arc::new(MockProvider::new());
-        let e = engine(&mock);
-        let plan = e.plan(&m, &g, BTreeMap::new()).await;
+        let (mock, e, plan) = planned(&dir, &[]).await;
         assert!(e.stale(&plan).await.is_empty());
         mock.state
             .lock()

@@ -12,15 +12,7 @@ impl Host for HostState {
             self.logs_dropped = self.logs_dropped.saturating_add(1);
             return Ok(());
         }
-        let mut msg = message;
-        if msg.len() > MAX_LOG_MESSAGE_BYTES {
-            let mut cut = MAX_LOG_MESSAGE_BYTES;
-            while !msg.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            msg.truncate(cut);
-            msg.push_str("… (truncated)");
-        }
+        let msg = super::truncate(message, MAX_LOG_MESSAGE_BYTES);
         let provider = self.provider();
         let resource = &self.call.resource;
         let operation = self.call.operation;

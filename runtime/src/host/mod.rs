@@ -30,6 +30,20 @@ pub const MAX_STDIO_LINES_PER_CALL: usize = 1_000;
 /// real components; the cap keeps a hostile `table.grow` from eating host memory.
 pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
+/// `text` cut to at most `limit` bytes on a character boundary, marked as truncated.
+/// For guest-supplied strings that are printed or stored.
+pub fn truncate(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("… (truncated)");
+    }
+    text
+}
+
 /// The memory a provider instance may use, summed over all its linear memories (a
 /// component has several core instances, each of which may have its own). Exceeding it
 /// traps with a message naming the limit.

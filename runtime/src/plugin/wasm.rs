@@ -32,17 +32,9 @@ const MAX_POOLED: usize = 8;
 /// stored in plans, and one must not be megabytes.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
 
-/// `text` cut to [`MAX_MESSAGE_BYTES`] on a character boundary.
-fn bounded(mut text: String) -> String {
-    if text.len() > MAX_MESSAGE_BYTES {
-        let mut cut = MAX_MESSAGE_BYTES;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("… (truncated)");
-    }
-    text
+/// `text` cut to [`MAX_MESSAGE_BYTES`].
+fn bounded(text: String) -> String {
+    crate::host::truncate(text, MAX_MESSAGE_BYTES)
 }
 
 struct Instance {
