@@ -257,3 +257,56 @@ fn a_directory_of_manifests_is_merged_and_providers_are_listed() {
     assert_eq!(code(&o), 0);
     assert!(stdout(&o).contains("The manifest is valid: 1 resources, 1 providers."));
 }
+
+/// Run `tenet apply` on a pseudo-terminal (util-linux `script`), answering `answer`.
+fn apply_on_a_terminal(dir: &Path, answer: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let command = format!("{} apply", env!("CARGO_BIN_EXE_tenet"));
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(dir)
+        .env("TENET_CACHE_DIR", crate::support::cache_dir())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("util-linux `script` runs the command on a terminal");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(answer.as_bytes())
+        .expect("answer");
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn on_a_terminal_apply_asks_and_only_yes_applies() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(dir, SITE);
+
+    let o = apply_on_a_terminal(dir, "no\n");
+    assert_eq!(code(&o), 1, "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("Do you want to apply these changes? Only 'yes' is accepted:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Apply cancelled; nothing was changed."),
+        "{out}"
+    );
+    assert!(!dir.join("out/site").exists());
+
+    let o = apply_on_a_terminal(dir, "yes\n");
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("Apply complete: 2 created"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(dir.join("out/site/index.html").exists());
+}
