@@ -295,58 +295,6 @@ pub fn to_value<T: Serialize>(value: &T) -> Result<Value, Error> {
     serde_json::to_value(value).map_err(|e| Error::Internal(format!("cannot encode state: {e}")))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    struct DescribeOnly;
-
-    impl Provider for DescribeOnly {
-        fn describe() -> ProviderInfo {
-            ProviderInfo::new("d", "0.0.1", "describes only").kind(
-                KindInfo::new("k", "a kind", json!({"type": "object"}), "name")
-                    .force_new(&["name"]),
-            )
-        }
-    }
-
-    #[test]
-    fn unimplemented_operations_are_clear_errors_not_panics() {
-        let p = json!({"name": "x"});
-        assert_eq!(
-            DescribeOnly::read("k", &p),
-            Err(Error::Internal(
-                "operation `read` is not implemented for kind `k`".into()
-            ))
-        );
-        assert!(
-            matches!(DescribeOnly::apply("k", &p, None), Err(Error::Internal(m)) if m.contains("`apply`"))
-        );
-        assert!(
-            matches!(DescribeOnly::delete("k", &p), Err(Error::Internal(m)) if m.contains("`delete`"))
-        );
-        assert!(DescribeOnly::validate("k", &p).is_empty());
-        // The default diff honours the kind's force-new list.
-        let d = DescribeOnly::diff("k", &json!({"name": "y"}), Some(&p)).expect("diff");
-        assert_eq!(d.action, Action::Replace);
-    }
-
-    #[test]
-    fn from_value_names_the_bad_field() {
-        #[derive(Debug, serde::Deserialize)]
-        #[allow(dead_code)]
-        struct Props {
-            size: u32,
-        }
-        let err = from_value::<Props>(&json!({"size": "big"})).expect_err("type error");
-        assert!(
-            matches!(&err, Error::InvalidInput(m) if m.contains("invalid type")),
-            "{err}"
-        );
-    }
-}
-
 /// Export `$provider` (a type implementing [`Provider`]) as the component's
 /// `tenet:provider/resources` interface. Use once per provider crate.
 #[macro_export]
@@ -405,4 +353,56 @@ macro_rules! export_provider {
 
         $crate::__bindings::__export_provider_world!(__TenetExport with_types_in $crate::__bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    struct DescribeOnly;
+
+    impl Provider for DescribeOnly {
+        fn describe() -> ProviderInfo {
+            ProviderInfo::new("d", "0.0.1", "describes only").kind(
+                KindInfo::new("k", "a kind", json!({"type": "object"}), "name")
+                    .force_new(&["name"]),
+            )
+        }
+    }
+
+    #[test]
+    fn unimplemented_operations_are_clear_errors_not_panics() {
+        let p = json!({"name": "x"});
+        assert_eq!(
+            DescribeOnly::read("k", &p),
+            Err(Error::Internal(
+                "operation `read` is not implemented for kind `k`".into()
+            ))
+        );
+        assert!(
+            matches!(DescribeOnly::apply("k", &p, None), Err(Error::Internal(m)) if m.contains("`apply`"))
+        );
+        assert!(
+            matches!(DescribeOnly::delete("k", &p), Err(Error::Internal(m)) if m.contains("`delete`"))
+        );
+        assert!(DescribeOnly::validate("k", &p).is_empty());
+        // The default diff honours the kind's force-new list.
+        let d = DescribeOnly::diff("k", &json!({"name": "y"}), Some(&p)).expect("diff");
+        assert_eq!(d.action, Action::Replace);
+    }
+
+    #[test]
+    fn from_value_names_the_bad_field() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Props {
+            size: u32,
+        }
+        let err = from_value::<Props>(&json!({"size": "big"})).expect_err("type error");
+        assert!(
+            matches!(&err, Error::InvalidInput(m) if m.contains("invalid type")),
+            "{err}"
+        );
+    }
 }
