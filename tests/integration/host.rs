@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use tenet::cli::ManifestArgs;
 use tenet::cli::session::Session;
-use tenet::engine::Outcome;
+use tenet::engine::{Outcome, RunOptions};
 use tenet::manifest::{Access, FsGrant, Grants, Limits, ProviderDecl, ProviderSource};
 use tenet::plan::Plan;
 use tenet::plugin::{CompileCache, PluginError, PluginHost};
@@ -31,14 +31,20 @@ async fn open(dir: &Path) -> Session {
 
 async fn plan(dir: &Path) -> (Session, Plan) {
     let s = open(dir).await;
-    let p = s.engine().plan(&s.manifest, &s.graph, s.pins()).await;
+    let p = s
+        .engine()
+        .plan(&s.manifest, &s.graph, s.pins(), &RunOptions::default())
+        .await;
     assert!(!p.has_errors(), "plan errors: {:?}", p.resources);
     (s, p)
 }
 
 async fn apply(dir: &Path) -> BTreeMap<String, Outcome> {
     let (s, p) = plan(dir).await;
-    let report = s.engine().apply(&p, &mut |_| {}).await;
+    let report = s
+        .engine()
+        .apply(&p, &RunOptions::default(), &mut |_| {})
+        .await;
     report
         .results
         .into_iter()
@@ -317,7 +323,10 @@ async fn writes_during_a_plan_are_refused_by_the_host() {
     );
     let before = snapshot(&dir.join("out"));
     let s = open(dir).await;
-    let p = s.engine().plan(&s.manifest, &s.graph, s.pins()).await;
+    let p = s
+        .engine()
+        .plan(&s.manifest, &s.graph, s.pins(), &RunOptions::default())
+        .await;
     let err_of = |id: &str| {
         p.resources
             .iter()
@@ -418,7 +427,10 @@ async fn a_failing_resource_does_not_stop_independent_ones() {
         .expect("boom");
     boom.desired = json!({"action": "panic"});
     boom.action = Action::Create;
-    let report = s.engine().apply(&p, &mut |_| {}).await;
+    let report = s
+        .engine()
+        .apply(&p, &RunOptions::default(), &mut |_| {})
+        .await;
     let by_id: BTreeMap<_, _> = report
         .results
         .iter()
@@ -449,6 +461,7 @@ fn decl(name: &str, source: ProviderSource) -> ProviderDecl {
             }],
         },
         limits: Limits::default(),
+        max_concurrency: None,
         location: tenet::diag::Location::new("test.yaml", 1, 1),
     }
 }

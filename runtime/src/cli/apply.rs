@@ -1,24 +1,72 @@
-//! `tenet apply`: plan, show, confirm, converge. Given a saved plan (`plan --out`), apply
-//! exactly that plan — but only if the manifest, the providers and every resource's
-//! observed state are still what the plan was computed from.
+//! `tenet apply`: plan, show, confirm, converge — independent resources in parallel, with
+//! live progress on a terminal or a JSON event stream (`--json`). Given a saved plan
+//! (`plan --out`), apply exactly that plan, but only if the manifest, the providers and
+//! every resource's observed state are still what the plan was computed from.
+//!
+//! Ctrl-C once: start nothing new, let the calls in flight finish (they are bounded by
+//! their deadlines; writes are atomic), print what was and was not done. Twice: exit now.
 
+use super::progress::LiveProgress;
 use super::session::Session;
-use super::{EXIT_ERROR, ManifestArgs, render};
-use crate::engine::Event;
+use super::{EXIT_ERROR, ManifestArgs, RunArgs, render};
+use crate::engine::{Event, OutcomeCounts, RunOptions};
 use crate::plan::{FORMAT_VERSION, Plan};
 use anyhow::{Context, bail};
 use clap::Args;
+use serde::Serialize;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// How many of the slowest resources the summary names.
+const SLOWEST_SHOWN: usize = 5;
+/// Exit code after a second Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_ABORTED: i32 = 130;
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// Manifest file or directory, or a plan saved with `tenet plan --out FILE`.
     #[command(flatten)]
     manifest: ManifestArgs,
+    #[command(flatten)]
+    run: RunArgs,
     /// Apply without asking for confirmation.
     #[arg(long, short = 'y')]
     yes: bool,
+    /// Start nothing new after the first failure (resources in flight finish).
+    #[arg(long)]
+    fail_fast: bool,
+    /// Stream one JSON object per event on stdout instead of text (see README); needs
+    /// `--yes` or a saved plan.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The run-level events of `--json` (resource events come from the engine).
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum RunEvent {
+    RunStarted {
+        resources: usize,
+        changes: usize,
+        parallelism: usize,
+    },
+    RunFinished {
+        succeeded: bool,
+        interrupted: bool,
+        duration_ms: f64,
+        counts: OutcomeCounts,
+    },
+}
+
+fn emit(value: &impl Serialize) {
+    if let Ok(line) = serde_json::to_string(value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
 }
 
 /// A saved plan is a JSON file with a `format_version`.
@@ -53,22 +101,30 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
     if let Some(saved) = read_saved_plan(&args.manifest.path)? {
         return apply_saved(&args, saved).await;
     }
+    if args.json && !args.yes {
+        bail!("--json needs --yes: there is no one to ask for confirmation in a stream");
+    }
     let session = Session::open(&args.manifest).await?;
     session.print_warnings();
-    let engine = session.engine();
-    let plan = engine
-        .plan(&session.manifest, &session.graph, session.pins())
+    let options = session.run_options(args.run.parallelism, args.fail_fast);
+    let plan = session
+        .engine()
+        .plan(&session.manifest, &session.graph, session.pins(), &options)
         .await;
-    render::plan(&plan)?;
-    if !plan.has_changes() {
-        // Resources that could not be planned make the run fail; there is nothing to do.
-        return Ok(if plan.has_errors() { EXIT_ERROR } else { 0 });
+    if !args.json {
+        render::plan(&plan)?;
+    }
+    if !plan.has_changes() && !plan.has_errors() {
+        if args.json {
+            return run(&session, &plan, &args, options).await;
+        }
+        return Ok(0);
     }
     if !args.yes && !confirm()? {
         println!("Apply cancelled; nothing was changed.");
         return Ok(EXIT_ERROR);
     }
-    run(&session, &plan).await
+    run(&session, &plan, &args, options).await
 }
 
 async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
@@ -113,11 +169,14 @@ async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
             list.join("\n")
         );
     }
-    render::plan(&plan)?;
-    if !plan.has_changes() {
-        return Ok(if plan.has_errors() { EXIT_ERROR } else { 0 });
+    let options = session.run_options(args.run.parallelism, args.fail_fast);
+    if !args.json {
+        render::plan(&plan)?;
+        if !plan.has_changes() && !plan.has_errors() {
+            return Ok(0);
+        }
     }
-    run(&session, &plan).await
+    run(&session, &plan, args, options).await
 }
 
 fn confirm() -> anyhow::Result<bool> {
@@ -134,19 +193,80 @@ fn confirm() -> anyhow::Result<bool> {
     Ok(answer.trim() == "yes")
 }
 
-async fn run(session: &Session, plan: &Plan) -> anyhow::Result<u8> {
-    println!();
-    let mut out = anstream::stdout();
-    let mut on_event = |e: Event<'_>| {
-        if let Event::Finished(r) = e
-            && let Some(line) = render::result_line(r)
-        {
-            let _ = out.write_all(line.as_bytes());
+/// On Ctrl-C: stop starting work; on a second one: exit at once.
+fn watch_interrupts(cancel: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.store(true, Ordering::SeqCst);
+            eprintln!(
+                "\nInterrupted: starting nothing new, waiting for the resources in flight \
+                 (Ctrl-C again to abort at once)."
+            );
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("Aborted.");
+                std::process::exit(EXIT_ABORTED);
+            }
+        }
+    })
+}
+
+async fn run(
+    session: &Session,
+    plan: &Plan,
+    args: &ApplyArgs,
+    options: RunOptions,
+) -> anyhow::Result<u8> {
+    let interrupts = watch_interrupts(options.cancel.clone());
+    let started = Instant::now();
+    if args.json {
+        emit(&RunEvent::RunStarted {
+            resources: plan.resources.len(),
+            changes: plan.summary.changes(),
+            parallelism: options.parallelism,
+        });
+    } else {
+        println!();
+    }
+    let mut progress = LiveProgress::new(plan.resources.len(), !args.json);
+    let json = args.json;
+    let mut on_event = |e: Event| {
+        if json {
+            emit(&e);
+            return;
+        }
+        match &e {
+            Event::ResourceStarted { id, .. } => progress.started(id),
+            Event::ResourceFinished(r) => {
+                progress.finished(&r.id);
+                if let Some(line) = render::result_line(r) {
+                    progress.println(&line);
+                }
+            }
         }
     };
-    let report = session.engine().apply(plan, &mut on_event).await;
-    let mut out = anstream::stdout();
-    out.write_all(format!("\n{}", render::apply_summary(&report)).as_bytes())?;
-    out.flush()?;
+    let report = session.engine().apply(plan, &options, &mut on_event).await;
+    progress.finish();
+    interrupts.abort();
+    let interrupted = options.cancel.load(Ordering::SeqCst);
+    if args.json {
+        emit(&RunEvent::RunFinished {
+            succeeded: report.succeeded(),
+            interrupted,
+            duration_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            counts: report.counts(),
+        });
+    } else {
+        let mut out = anstream::stdout();
+        let mut text = format!("\n{}", render::apply_summary(&report));
+        text.push_str(&render::slowest(
+            &report.slowest(SLOWEST_SHOWN),
+            started.elapsed(),
+        ));
+        if interrupted {
+            text.push_str("Interrupted: resources marked not started were left as they were.\n");
+        }
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+    }
     Ok(if report.succeeded() { 0 } else { EXIT_ERROR })
 }

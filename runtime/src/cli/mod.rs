@@ -4,6 +4,7 @@
 
 mod apply;
 mod plan;
+mod progress;
 mod providers;
 mod render;
 pub mod session;
@@ -57,6 +58,23 @@ pub struct ManifestArgs {
     /// YAML file of variable values (repeatable; later files win).
     #[arg(long = "values", value_name = "FILE")]
     pub values: Vec<PathBuf>,
+}
+
+/// How a run walks the graph.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Most provider calls in flight at once (each provider's `max_concurrency` in the
+    /// manifest limits it further).
+    #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_PARALLELISM,
+          value_parser = parse_parallelism)]
+    pub parallelism: usize,
+}
+
+fn parse_parallelism(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number of at least 1")),
+    }
 }
 
 impl ManifestArgs {

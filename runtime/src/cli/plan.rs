@@ -2,7 +2,7 @@
 //! run with read-only access, so a plan never changes the system.
 
 use super::session::Session;
-use super::{EXIT_CHANGES, EXIT_ERROR, ManifestArgs, render};
+use super::{EXIT_CHANGES, EXIT_ERROR, ManifestArgs, RunArgs, render};
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -11,6 +11,8 @@ use std::path::PathBuf;
 pub struct PlanArgs {
     #[command(flatten)]
     manifest: ManifestArgs,
+    #[command(flatten)]
+    run: RunArgs,
     /// Print the plan as JSON (the format `--out` writes; see README).
     #[arg(long)]
     json: bool,
@@ -27,7 +29,12 @@ pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
     session.print_warnings();
     let plan = session
         .engine()
-        .plan(&session.manifest, &session.graph, session.pins())
+        .plan(
+            &session.manifest,
+            &session.graph,
+            session.pins(),
+            &session.run_options(args.run.parallelism, false),
+        )
         .await;
     if let Some(out) = &args.out {
         let text = serde_json::to_string_pretty(&plan)?;

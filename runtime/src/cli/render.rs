@@ -275,11 +275,30 @@ pub fn result_line(r: &ResourceResult) -> Option<String> {
             color(AnsiColor::Yellow),
             format!("skipped: it depends on `{upstream}`, which failed"),
         ),
+        Outcome::NotStarted { reason } => (
+            "·",
+            color(AnsiColor::Yellow),
+            format!("not started: {reason}"),
+        ),
     };
     Some(format!(
         "  {style}{sym}{style:#} {} ({}) {text}\n",
         r.id, r.type_name
     ))
+}
+
+/// The slowest changes and the run's wall time, one line.
+pub fn slowest(slowest: &[&ResourceResult], total: std::time::Duration) -> String {
+    let mut text = format!("Took {:.2} s", total.as_secs_f64());
+    if !slowest.is_empty() {
+        let list: Vec<String> = slowest
+            .iter()
+            .map(|r| format!("{} {:.1} ms", r.id, r.duration.as_secs_f64() * 1000.0))
+            .collect();
+        let _ = write!(text, "; slowest: {}", list.join(", "));
+    }
+    text.push_str(".\n");
+    text
 }
 
 /// The closing summary of an apply.

@@ -4,7 +4,7 @@
 
 use super::ManifestArgs;
 use crate::diag::{Diagnostics, ValidationFailed};
-use crate::engine::Engine;
+use crate::engine::{Engine, RunOptions};
 use crate::graph::Graph;
 use crate::manifest::{self, Manifest, check};
 use crate::plan::ProviderPin;
@@ -114,6 +114,21 @@ impl Session {
                 .map(|(n, p)| (n.clone(), p.clone() as Arc<dyn Provider>))
                 .collect(),
         )
+    }
+
+    /// Run options: `parallelism` overall, each provider's `max_concurrency`.
+    pub fn run_options(&self, parallelism: usize, fail_fast: bool) -> RunOptions {
+        RunOptions {
+            parallelism,
+            provider_limits: self
+                .manifest
+                .providers
+                .values()
+                .filter_map(|p| p.max_concurrency.map(|m| (p.name.clone(), m)))
+                .collect(),
+            fail_fast,
+            ..RunOptions::default()
+        }
     }
 
     /// The exact providers in use, for the plan.

@@ -1,35 +1,79 @@
-//! The engine: walks the resources in dependency order and calls providers through the
-//! [`Provider`] trait — `read` + `diff` to plan, `apply` / `delete` to converge. A failed
-//! resource does not stop the run: what depends on it is skipped (naming the failed
-//! upstream resource) and everything else still converges. Knows nothing of Wasm.
+//! The engine: walks the resources' dependency graph concurrently and calls providers
+//! through the [`Provider`] trait — `read` + `diff` to plan, `apply` / `delete` to
+//! converge. Independent resources run in parallel, bounded globally (`--parallelism`) and
+//! per provider (`max_concurrency`). A failed resource does not stop the run: what depends
+//! on it is skipped (naming the failed upstream resource) and everything else still
+//! converges, unless `fail_fast` asks to start nothing new. Knows nothing of Wasm.
 
 use crate::graph::Graph;
+use crate::graph::walk::{self, NotRun, Progress, Visited, WalkSpec};
 use crate::manifest::Manifest;
 use crate::plan::{self, ManifestRef, Plan, PlannedResource, ProviderPin, Summary};
-use crate::provider::{Action, CallContext, Provider, ProviderError};
+use crate::provider::{Action, CallContext, Diff, Provider, ProviderError};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use tracing::{Instrument, info_span};
 
+pub use crate::graph::walk::DEFAULT_PARALLELISM;
+
+/// How a run walks the graph.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Most provider calls in flight at once.
+    pub parallelism: usize,
+    /// Most calls in flight per provider (`max_concurrency` in the manifest); providers
+    /// not listed are limited by `parallelism` only.
+    pub provider_limits: BTreeMap<String, usize>,
+    /// Start nothing new after the first failure.
+    pub fail_fast: bool,
+    /// Set (e.g. on Ctrl-C) to start nothing new; calls in flight finish.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            parallelism: DEFAULT_PARALLELISM,
+            provider_limits: BTreeMap::new(),
+            fail_fast: false,
+            cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
 /// What happened to one resource during apply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", rename_all = "lowercase")]
+#[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     Created,
     Updated,
     Replaced,
     Deleted,
     Unchanged,
-    Failed { error: String },
-    Skipped { upstream: String },
+    Failed {
+        error: String,
+    },
+    /// Not run because a resource it depends on failed.
+    Skipped {
+        upstream: String,
+    },
+    /// Not run because the run stopped first (fail-fast or interruption); counted as
+    /// skipped.
+    NotStarted {
+        reason: String,
+    },
 }
 
 impl Outcome {
     pub fn is_success(&self) -> bool {
-        !matches!(self, Outcome::Failed { .. } | Outcome::Skipped { .. })
+        !matches!(
+            self,
+            Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::NotStarted { .. }
+        )
     }
 }
 
@@ -41,7 +85,7 @@ pub struct ResourceResult {
     pub type_name: String,
     #[serde(flatten)]
     pub outcome: Outcome,
-    #[serde(serialize_with = "ser_ms")]
+    #[serde(rename = "duration_ms", serialize_with = "ser_ms")]
     pub duration: Duration,
     /// The state after the change (none when absent or unknown).
     #[serde(skip)]
@@ -49,10 +93,10 @@ pub struct ResourceResult {
 }
 
 fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64() * 1000.0)
+    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
 }
 
-/// The result of an apply.
+/// The result of an apply, in plan order.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ApplyReport {
     pub results: Vec<ResourceResult>,
@@ -81,7 +125,7 @@ impl ApplyReport {
                 Outcome::Deleted => c.deleted += 1,
                 Outcome::Unchanged => c.unchanged += 1,
                 Outcome::Failed { .. } => c.failed += 1,
-                Outcome::Skipped { .. } => c.skipped += 1,
+                Outcome::Skipped { .. } | Outcome::NotStarted { .. } => c.skipped += 1,
             }
         }
         c
@@ -90,13 +134,38 @@ impl ApplyReport {
     pub fn succeeded(&self) -> bool {
         self.results.iter().all(|r| r.outcome.is_success())
     }
+
+    /// The `n` resources that took longest to change (unchanged ones excluded).
+    pub fn slowest(&self, n: usize) -> Vec<&ResourceResult> {
+        let mut changed: Vec<&ResourceResult> = self
+            .results
+            .iter()
+            .filter(|r| {
+                !matches!(
+                    r.outcome,
+                    Outcome::Unchanged | Outcome::NotStarted { .. } | Outcome::Skipped { .. }
+                )
+            })
+            .collect();
+        changed.sort_by(|a, b| b.duration.cmp(&a.duration).then_with(|| a.id.cmp(&b.id)));
+        changed.truncate(n);
+        changed
+    }
 }
 
-/// Progress reported while applying.
-#[derive(Debug)]
-pub enum Event<'a> {
-    Started(&'a PlannedResource),
-    Finished(&'a ResourceResult),
+/// Progress reported while applying, in the order things happen.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A provider call for the resource is starting.
+    ResourceStarted {
+        id: String,
+        #[serde(rename = "type")]
+        type_name: String,
+        action: Action,
+    },
+    /// The resource is done (including skipped and not started ones).
+    ResourceFinished(ResourceResult),
 }
 
 /// A resource whose observed state moved since the plan was computed.
@@ -111,61 +180,125 @@ pub struct Engine {
     providers: BTreeMap<String, Arc<dyn Provider>>,
 }
 
+/// The walk's groups: one per provider, in name order, with its limit.
+fn groups<'a>(
+    names: impl Iterator<Item = &'a str>,
+    options: &RunOptions,
+) -> (BTreeMap<String, usize>, Vec<usize>) {
+    let mut index = BTreeMap::new();
+    for n in names {
+        let next = index.len();
+        index.entry(n.to_owned()).or_insert(next);
+    }
+    let mut limits = vec![usize::MAX; index.len()];
+    for (name, &g) in &index {
+        if let Some(&limit) = options.provider_limits.get(name) {
+            limits[g] = limit.max(1);
+        }
+    }
+    (index, limits)
+}
+
 impl Engine {
     pub fn new(providers: BTreeMap<String, Arc<dyn Provider>>) -> Self {
         Engine { providers }
     }
 
-    fn provider(&self, name: &str) -> Result<&Arc<dyn Provider>, String> {
+    fn provider(&self, name: &str) -> Result<Arc<dyn Provider>, String> {
         self.providers
             .get(name)
+            .cloned()
             .ok_or_else(|| format!("provider `{name}` is not loaded"))
     }
 
-    /// Read and diff every resource of a validated manifest, in dependency order.
+    /// Read and diff every resource of a validated manifest, independent ones in
+    /// parallel. A resource that cannot be read carries its error; the rest is planned.
     pub async fn plan(
         &self,
         manifest: &Manifest,
         graph: &Graph,
         pins: BTreeMap<String, ProviderPin>,
+        options: &RunOptions,
     ) -> Plan {
-        let mut resources = Vec::with_capacity(manifest.resources.len());
-        for &i in graph.order() {
-            let r = &manifest.resources[i];
-            let span = info_span!("plan", resource = %r.id, r#type = %r.type_name);
-            let depends_on = graph
-                .dependencies(i)
-                .iter()
-                .map(|&d| manifest.resources[d].id.clone())
-                .collect();
-            let mut planned = PlannedResource {
-                id: r.id.clone(),
-                type_name: r.type_name.clone(),
-                provider: r.provider.clone(),
-                kind: r.kind.clone(),
-                action: Action::None,
-                changes: Vec::new(),
-                desired: r.properties.clone(),
-                current: None,
-                current_sha256: None,
-                depends_on,
-                error: None,
-            };
-            match self
-                .plan_one(&r.id, &r.provider, &r.kind, &r.properties)
-                .instrument(span)
-                .await
-            {
-                Ok((current, diff)) => {
-                    planned.current_sha256 = current.as_ref().map(plan::digest);
-                    planned.current = current;
-                    planned.action = diff.action;
-                    planned.changes = diff.changes;
+        let rs = &manifest.resources;
+        let (group_of, group_limits) = groups(rs.iter().map(|r| r.provider.as_str()), options);
+        let spec = WalkSpec {
+            deps: (0..rs.len())
+                .map(|i| graph.dependencies(i).to_vec())
+                .collect(),
+            group: rs.iter().map(|r| group_of[&r.provider]).collect(),
+            group_limits,
+            parallelism: options.parallelism,
+            skip_after_failure: false,
+            fail_fast: false,
+        };
+        let visited = walk::walk(
+            &spec,
+            &options.cancel,
+            |i| {
+                let r = &rs[i];
+                let provider = self.provider(&r.provider);
+                let (id, kind, desired) = (r.id.clone(), r.kind.clone(), r.properties.clone());
+                let span = info_span!("plan", resource = %r.id, r#type = %r.type_name);
+                async move {
+                    let result = match provider {
+                        Ok(p) => plan_one(p.as_ref(), &id, &kind, &desired).await,
+                        Err(e) => Err(e),
+                    };
+                    let failed = result.is_err();
+                    (result, failed)
                 }
-                Err(e) => planned.error = Some(e),
-            }
-            resources.push(planned);
-        }
+                .instrument(span)
+            },
+            |_| {},
+        )
+        .await;
+        let mut by_index: Vec<Option<PlannedResource>> = visited
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let r = &rs[i];
+                let mut planned = PlannedResource {
+                    id: r.id.clone(),
+                    type_name: r.type_name.clone(),
+                    provider: r.provider.clone(),
+                    kind: r.kind.clone(),
+                    action: Action::None,
+                    changes: Vec::new(),
+                    desired: r.properties.clone(),
+                    current: None,
+                    current_sha256: None,
+                    depends_on: graph
+                        .dependencies(i)
+                        .iter()
+                        .map(|&d| rs[d].id.clone())
+                        .collect(),
+                    error: None,
+                };
+                match v {
+                    Visited::Ran {
+                        value: Ok((current, diff)),
+                        ..
+                    } => {
+                        planned.current_sha256 = current.as_ref().map(plan::digest);
+                        planned.current = current;
+                        planned.action = diff.action;
+                        planned.changes = diff.changes;
+                    }
+                    Visited::Ran { value: Err(e), .. } => planned.error = Some(e),
+                    Visited::NotRun(_) => {
+                        planned.error = Some("not planned: the run was interrupted".into())
+                    }
+                }
+                Some(planned)
+            })
+            .collect();
+        // Execution order: the graph's (dependencies first, then manifest order).
+        let resources: Vec<PlannedResource> = graph
+            .order()
+            .iter()
+            .filter_map(|&i| by_index[i].take())
+            .collect();
         let summary = Summary::of(&resources);
         Plan {
             format_version: plan::FORMAT_VERSION,
@@ -178,23 +311,6 @@ impl Engine {
             resources,
             summary,
         }
-    }
-
-    async fn plan_one(
-        &self,
-        id: &str,
-        provider: &str,
-        kind: &str,
-        desired: &Value,
-    ) -> Result<(Option<Value>, crate::provider::Diff), String> {
-        let p = self.provider(provider)?;
-        let cx = CallContext { resource: id };
-        let current = p.read(cx, kind, desired).await.map_err(|e| e.to_string())?;
-        let diff = p
-            .diff(cx, kind, desired, current.as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((current, diff))
     }
 
     /// Re-read every resource of a saved plan; report those whose state changed since.
@@ -233,93 +349,161 @@ impl Engine {
         out
     }
 
-    /// Carry out a plan, in its order. A failure marks the resource failed and skips
-    /// everything that depends on it; independent resources still run.
+    /// Carry out a plan: every resource after what it depends on, independent ones in
+    /// parallel. A failure marks the resource failed and skips everything that depends
+    /// on it; independent resources still run (unless `fail_fast`).
     pub async fn apply(
         &self,
         plan: &Plan,
-        on_event: &mut (dyn FnMut(Event<'_>) + Send),
+        options: &RunOptions,
+        on_event: &mut (dyn FnMut(Event) + Send),
     ) -> ApplyReport {
-        let mut report = ApplyReport::default();
-        // id → the failed resource that blocks it (itself when it failed).
-        let mut blocked: BTreeMap<&str, String> = BTreeMap::new();
-        let ids: BTreeSet<&str> = plan.resources.iter().map(|r| r.id.as_str()).collect();
-        for r in &plan.resources {
-            let upstream = r
-                .depends_on
+        let rs = &plan.resources;
+        let index: BTreeMap<&str, usize> = rs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.as_str(), i))
+            .collect();
+        let (group_of, group_limits) = groups(rs.iter().map(|r| r.provider.as_str()), options);
+        let spec = WalkSpec {
+            deps: rs
                 .iter()
-                .filter(|d| ids.contains(d.as_str()))
-                .find_map(|d| blocked.get(d.as_str()).cloned());
-            let started = Instant::now();
-            let (outcome, state) = if let Some(upstream) = upstream {
-                blocked.insert(&r.id, upstream.clone());
-                (Outcome::Skipped { upstream }, None)
-            } else if let Some(e) = &r.error {
-                // Could not be planned: it fails, its dependents are skipped, the rest runs.
-                blocked.insert(&r.id, r.id.clone());
-                (
-                    Outcome::Failed {
-                        error: format!("could not be planned: {e}"),
-                    },
-                    None,
-                )
-            } else if r.action == Action::None {
-                (Outcome::Unchanged, r.current.clone())
-            } else {
-                on_event(Event::Started(r));
+                .map(|r| {
+                    r.depends_on
+                        .iter()
+                        .filter_map(|d| index.get(d.as_str()).copied())
+                        .collect()
+                })
+                .collect(),
+            group: rs.iter().map(|r| group_of[&r.provider]).collect(),
+            group_limits,
+            parallelism: options.parallelism,
+            skip_after_failure: true,
+            fail_fast: options.fail_fast,
+        };
+        let mut started: Vec<Option<Instant>> = vec![None; rs.len()];
+        let mut results: Vec<Option<ResourceResult>> = (0..rs.len()).map(|_| None).collect();
+        walk::walk(
+            &spec,
+            &options.cancel,
+            |i| {
+                let r = rs[i].clone();
+                let provider = self.provider(&r.provider);
                 let span = info_span!("apply", resource = %r.id, r#type = %r.type_name, action = %r.action);
-                match self.apply_one(r).instrument(span).await {
-                    Ok((outcome, state)) => (outcome, state),
-                    Err(e) => {
-                        blocked.insert(&r.id, r.id.clone());
-                        (Outcome::Failed { error: e }, None)
+                async move {
+                    let result = match provider {
+                        Ok(p) => apply_one(p.as_ref(), &r).await,
+                        Err(e) => Err(e),
+                    };
+                    let failed = result.is_err();
+                    (result, failed)
+                }
+                .instrument(span)
+            },
+            |progress| match progress {
+                Progress::Started(i) => {
+                    started[i] = Some(Instant::now());
+                    let r = &rs[i];
+                    if r.action != Action::None || r.error.is_some() {
+                        on_event(Event::ResourceStarted {
+                            id: r.id.clone(),
+                            type_name: r.type_name.clone(),
+                            action: r.action,
+                        });
                     }
                 }
-            };
-            let result = ResourceResult {
-                id: r.id.clone(),
-                type_name: r.type_name.clone(),
-                outcome,
-                duration: started.elapsed(),
-                state,
-            };
-            on_event(Event::Finished(&result));
-            report.results.push(result);
+                Progress::Finished(i, visited) => {
+                    let r = &rs[i];
+                    let (outcome, state) = match visited {
+                        Visited::Ran { value: Ok((outcome, state)), .. } => (outcome.clone(), state.clone()),
+                        Visited::Ran { value: Err(e), .. } => (Outcome::Failed { error: e.clone() }, None),
+                        Visited::NotRun(NotRun::UpstreamFailed(u)) => (
+                            Outcome::Skipped {
+                                upstream: rs[*u].id.clone(),
+                            },
+                            None,
+                        ),
+                        Visited::NotRun(NotRun::Stopped) => (
+                            Outcome::NotStarted {
+                                reason: if options.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                                    "the run was interrupted".into()
+                                } else {
+                                    "the run stopped after a failure (--fail-fast)".into()
+                                },
+                            },
+                            None,
+                        ),
+                    };
+                    let result = ResourceResult {
+                        id: r.id.clone(),
+                        type_name: r.type_name.clone(),
+                        outcome,
+                        duration: started[i].map(|s| s.elapsed()).unwrap_or_default(),
+                        state,
+                    };
+                    on_event(Event::ResourceFinished(result.clone()));
+                    results[i] = Some(result);
+                }
+            },
+        )
+        .await;
+        ApplyReport {
+            results: results.into_iter().flatten().collect(),
         }
-        report
     }
+}
 
-    async fn apply_one(&self, r: &PlannedResource) -> Result<(Outcome, Option<Value>), String> {
-        let p = self.provider(&r.provider)?;
-        let cx = CallContext { resource: &r.id };
-        let err = |e: ProviderError| e.to_string();
-        match r.action {
-            Action::None => Ok((Outcome::Unchanged, r.current.clone())),
-            Action::Create | Action::Update => {
-                let state = p
-                    .apply(cx, &r.kind, &r.desired, r.current.as_ref())
-                    .await
-                    .map_err(err)?;
-                let outcome = if r.action == Action::Create {
-                    Outcome::Created
-                } else {
-                    Outcome::Updated
-                };
-                Ok((outcome, Some(state)))
+async fn plan_one(
+    p: &dyn Provider,
+    id: &str,
+    kind: &str,
+    desired: &Value,
+) -> Result<(Option<Value>, Diff), String> {
+    let cx = CallContext { resource: id };
+    let current = p.read(cx, kind, desired).await.map_err(|e| e.to_string())?;
+    let diff = p
+        .diff(cx, kind, desired, current.as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((current, diff))
+}
+
+async fn apply_one(
+    p: &dyn Provider,
+    r: &PlannedResource,
+) -> Result<(Outcome, Option<Value>), String> {
+    if let Some(e) = &r.error {
+        // Could not be planned: it fails, its dependents are skipped, the rest runs.
+        return Err(format!("could not be planned: {e}"));
+    }
+    let cx = CallContext { resource: &r.id };
+    let err = |e: ProviderError| e.to_string();
+    match r.action {
+        Action::None => Ok((Outcome::Unchanged, r.current.clone())),
+        Action::Create | Action::Update => {
+            let state = p
+                .apply(cx, &r.kind, &r.desired, r.current.as_ref())
+                .await
+                .map_err(err)?;
+            let outcome = if r.action == Action::Create {
+                Outcome::Created
+            } else {
+                Outcome::Updated
+            };
+            Ok((outcome, Some(state)))
+        }
+        Action::Replace => {
+            if let Some(current) = &r.current {
+                p.delete(cx, &r.kind, current).await.map_err(err)?;
             }
-            Action::Replace => {
-                if let Some(current) = &r.current {
-                    p.delete(cx, &r.kind, current).await.map_err(err)?;
-                }
-                let state = p.apply(cx, &r.kind, &r.desired, None).await.map_err(err)?;
-                Ok((Outcome::Replaced, Some(state)))
+            let state = p.apply(cx, &r.kind, &r.desired, None).await.map_err(err)?;
+            Ok((Outcome::Replaced, Some(state)))
+        }
+        Action::Delete => {
+            if let Some(current) = &r.current {
+                p.delete(cx, &r.kind, current).await.map_err(err)?;
             }
-            Action::Delete => {
-                if let Some(current) = &r.current {
-                    p.delete(cx, &r.kind, current).await.map_err(err)?;
-                }
-                Ok((Outcome::Deleted, None))
-            }
+            Ok((Outcome::Deleted, None))
         }
     }
 }
@@ -371,7 +555,9 @@ mod tests {
             f.extend(fail.iter().map(|s| (*s).to_owned()));
         }
         let e = engine(&mock);
-        let plan = e.plan(&m, &g, BTreeMap::new()).await;
+        let plan = e
+            .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
+            .await;
         (mock, e, plan)
     }
 
@@ -381,9 +567,11 @@ mod tests {
         let (m, g) = manifest(&dir, THREE);
         let mock = Arc::new(MockProvider::new());
         let e = engine(&mock);
-        let plan = e.plan(&m, &g, BTreeMap::new()).await;
+        let plan = e
+            .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
+            .await;
         assert_eq!(plan.summary.create, 4);
-        let report = e.apply(&plan, &mut |_| {}).await;
+        let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
         assert!(report.succeeded());
         let applies: Vec<String> = mock
             .calls
@@ -393,9 +581,13 @@ mod tests {
             .filter(|(op, _)| *op == Operation::Apply)
             .map(|(_, id)| id.clone())
             .collect();
-        assert_eq!(applies, ["a", "b", "c", "z"]);
+        let pos = |id: &str| applies.iter().position(|a| a == id).expect("applied");
+        assert!(pos("a") < pos("b") && pos("b") < pos("c"), "{applies:?}");
+        assert_eq!(applies.len(), 4);
 
-        let again = e.plan(&m, &g, BTreeMap::new()).await;
+        let again = e
+            .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
+            .await;
         assert!(
             !again.has_changes(),
             "second plan must be empty: {:?}",
@@ -408,7 +600,7 @@ mod tests {
     async fn failure_skips_dependents_and_spares_the_rest() {
         let dir = tempfile::tempdir().expect("tmp");
         let (_mock, e, plan) = planned(&dir, &["a"]).await;
-        let report = e.apply(&plan, &mut |_| {}).await;
+        let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
         let by_id = outcomes(&report);
         assert!(matches!(by_id["a"], Outcome::Failed { .. }));
         assert_eq!(
@@ -436,7 +628,7 @@ mod tests {
         let b = plan.resources.iter_mut().find(|r| r.id == "b").expect("b");
         b.error = Some("read failed".into());
         b.action = Action::None;
-        let report = e.apply(&plan, &mut |_| {}).await;
+        let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
         let by_id = outcomes(&report);
         assert_eq!(
             by_id["b"],

@@ -3,6 +3,8 @@
 //! deterministic order in which every resource comes after what it depends on (ties
 //! broken by manifest order). Pure: no I/O, no providers.
 
+pub mod walk;
+
 use crate::diag::Diagnostics;
 use crate::manifest::ResourceDecl;
 use petgraph::graph::{DiGraph, NodeIndex};

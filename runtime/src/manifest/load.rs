@@ -372,7 +372,7 @@ fn parse_providers(
                 &pointer,
                 spans,
                 &what,
-                &["source", "grants", "limits"],
+                &["source", "grants", "limits", "max_concurrency"],
                 diags,
             )
         };
@@ -392,6 +392,19 @@ fn parse_providers(
             .get("limits")
             .map(|l| parse_limits(l, &format!("{pointer}/limits"), spans, &what, diags))
             .unwrap_or_default();
+        let max_concurrency = match fields.get("max_concurrency") {
+            None | Some(Value::Null) => None,
+            Some(v) => match v.as_u64().filter(|n| *n >= 1) {
+                Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                None => {
+                    diags.error(
+                        Some(spans.value(&format!("{pointer}/max_concurrency"))),
+                        format!("max_concurrency of {what} must be a whole number of at least 1, found {v}"),
+                    );
+                    None
+                }
+            },
+        };
         out.insert(
             name.clone(),
             ProviderDecl {
@@ -399,6 +412,7 @@ fn parse_providers(
                 source,
                 grants,
                 limits,
+                max_concurrency,
                 location,
             },
         );

@@ -135,6 +135,9 @@ pub struct ProviderDecl {
     pub source: ProviderSource,
     pub grants: Grants,
     pub limits: Limits,
+    /// Most calls in flight to this provider at once (`max_concurrency`); `None` leaves
+    /// it to the run's `--parallelism`.
+    pub max_concurrency: Option<usize>,
     pub location: Location,
 }
 
