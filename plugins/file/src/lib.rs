@@ -97,7 +97,11 @@ fn schema(kind: &str) -> Value {
     let (props, required) = match kind {
         "file" => (
             json!({"path": path, "ensure": ensure, "mode": mode,
-                "content": {"type": "string", "description": "the file's full content"}}),
+                "content": {"type": "string", "description": "the file's full content"},
+                "content_sha256": {"type": "string", "readOnly": true,
+                    "description": "sha256 of the content, as observed (known after apply)"},
+                "size": {"type": "integer", "readOnly": true,
+                    "description": "size in bytes, as observed (known after apply)"}}),
             json!(["path"]),
         ),
         "directory" => (

@@ -336,6 +336,7 @@ mod tests {
             current_sha256: None,
             depends_on: vec![],
             error: None,
+            unknown: vec![],
         }];
         Plan {
             format_version: 1,

@@ -5,7 +5,7 @@
 use super::ManifestArgs;
 use crate::diag::{Diagnostics, ValidationFailed};
 use crate::engine::{Engine, RunOptions};
-use crate::graph::Graph;
+use crate::graph::{Graph, GraphInput};
 use crate::manifest::{self, Manifest, check};
 use crate::plan::ProviderPin;
 use crate::plugin::{CompileCache, PluginHost, WasmProvider};
@@ -84,7 +84,31 @@ impl Session {
             }
         }
 
-        let graph = match Graph::build(&manifest.resources, &manifest.rejected_ids) {
+        let kinds: Vec<Option<&crate::provider::KindInfo>> = manifest
+            .resources
+            .iter()
+            .map(|r| {
+                providers
+                    .get(&r.provider)
+                    .and_then(|p| p.info().kinds.get(&r.kind))
+            })
+            .collect();
+        let fields: Vec<_> = kinds
+            .iter()
+            .map(|k| k.map(check::referable_fields))
+            .collect();
+        let paths: Vec<_> = manifest
+            .resources
+            .iter()
+            .zip(&kinds)
+            .map(|(r, k)| k.map(|k| check::managed_paths(r, k)).unwrap_or_default())
+            .collect();
+        let graph = match Graph::build(GraphInput {
+            resources: &manifest.resources,
+            rejected: &manifest.rejected_ids,
+            fields: &fields,
+            paths: &paths,
+        }) {
             Ok(g) => Some(g),
             Err(d) => {
                 diags.extend(d);

@@ -5,16 +5,16 @@
 //! on it is skipped (naming the failed upstream resource) and everything else still
 //! converges, unless `fail_fast` asks to start nothing new. Knows nothing of Wasm.
 
-use crate::graph::Graph;
 use crate::graph::walk::{self, NotRun, Progress, Visited, WalkSpec};
+use crate::graph::{Graph, refs};
 use crate::manifest::Manifest;
 use crate::plan::{self, ManifestRef, Plan, PlannedResource, ProviderPin, Summary};
-use crate::provider::{Action, CallContext, Diff, Provider, ProviderError};
+use crate::provider::{Action, CallContext, Diff, FieldChange, Provider, ProviderError};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{Instrument, info_span};
 
@@ -232,6 +232,14 @@ impl Engine {
             skip_after_failure: false,
             fail_fast: false,
         };
+        // What finished nodes offer to the resources that reference them.
+        let known: Shared = Arc::new(Mutex::new(vec![None; rs.len()]));
+        let index: Arc<BTreeMap<String, usize>> = Arc::new(
+            rs.iter()
+                .enumerate()
+                .map(|(i, r)| (r.id.clone(), i))
+                .collect(),
+        );
         let visited = walk::walk(
             &spec,
             &options.cancel,
@@ -239,14 +247,26 @@ impl Engine {
                 let r = &rs[i];
                 let provider = self.provider(&r.provider);
                 let (id, kind, desired) = (r.id.clone(), r.kind.clone(), r.properties.clone());
+                let (known, index) = (known.clone(), index.clone());
                 let span = info_span!("plan", resource = %r.id, r#type = %r.type_name);
                 async move {
+                    let resolved = {
+                        let known = known.lock().unwrap_or_else(|e| e.into_inner());
+                        refs::resolve(&desired, &|t, f| lookup(&known, &index, t, f))
+                    };
                     let result = match provider {
-                        Ok(p) => plan_one(p.as_ref(), &id, &kind, &desired).await,
+                        Ok(p) => plan_resolved(p.as_ref(), &id, &kind, &resolved).await,
                         Err(e) => Err(e),
                     };
+                    let entry = Known {
+                        desired: resolved.value.clone(),
+                        current: result.as_ref().ok().and_then(|(c, _)| c.clone()),
+                        settled: resolved.unknown.is_empty()
+                            && matches!(&result, Ok((_, d)) if d.action == Action::None),
+                    };
+                    known.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(entry);
                     let failed = result.is_err();
-                    (result, failed)
+                    ((resolved, result), failed)
                 }
                 .instrument(span)
             },
@@ -274,18 +294,25 @@ impl Engine {
                         .map(|&d| rs[d].id.clone())
                         .collect(),
                     error: None,
+                    unknown: Vec::new(),
                 };
                 match v {
                     Visited::Ran {
-                        value: Ok((current, diff)),
+                        value: (resolved, result),
                         ..
                     } => {
-                        planned.current_sha256 = current.as_ref().map(plan::digest);
-                        planned.current = current;
-                        planned.action = diff.action;
-                        planned.changes = diff.changes;
+                        planned.desired = resolved.value;
+                        planned.unknown = resolved.unknown;
+                        match result {
+                            Ok((current, diff)) => {
+                                planned.current_sha256 = current.as_ref().map(plan::digest);
+                                planned.current = current;
+                                planned.action = diff.action;
+                                planned.changes = diff.changes;
+                            }
+                            Err(e) => planned.error = Some(e),
+                        }
                     }
-                    Visited::Ran { value: Err(e), .. } => planned.error = Some(e),
                     Visited::NotRun(_) => {
                         planned.error = Some("not planned: the run was interrupted".into())
                     }
@@ -381,6 +408,25 @@ impl Engine {
             skip_after_failure: true,
             fail_fast: options.fail_fast,
         };
+        // Desired documents are known from the plan; states become known as resources
+        // are applied (unchanged ones: their current state).
+        let known: Shared = Arc::new(Mutex::new(
+            rs.iter()
+                .map(|r| {
+                    Some(Known {
+                        desired: r.desired.clone(),
+                        current: r.current.clone(),
+                        settled: r.action == Action::None && r.unknown.is_empty(),
+                    })
+                })
+                .collect(),
+        ));
+        let index: Arc<BTreeMap<String, usize>> = Arc::new(
+            rs.iter()
+                .enumerate()
+                .map(|(i, r)| (r.id.clone(), i))
+                .collect(),
+        );
         let mut started: Vec<Option<Instant>> = vec![None; rs.len()];
         let mut results: Vec<Option<ResourceResult>> = (0..rs.len()).map(|_| None).collect();
         walk::walk(
@@ -389,12 +435,20 @@ impl Engine {
             |i| {
                 let r = rs[i].clone();
                 let provider = self.provider(&r.provider);
+                let (known, index) = (known.clone(), index.clone());
                 let span = info_span!("apply", resource = %r.id, r#type = %r.type_name, action = %r.action);
                 async move {
                     let result = match provider {
-                        Ok(p) => apply_one(p.as_ref(), &r).await,
+                        Ok(p) => apply_one(p.as_ref(), &r, &known, &index).await,
                         Err(e) => Err(e),
                     };
+                    if let Ok((_, state)) = &result {
+                        let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(k) = known[i].as_mut() {
+                            k.current = state.clone();
+                            k.settled = true;
+                        }
+                    }
                     let failed = result.is_err();
                     (result, failed)
                 }
@@ -453,6 +507,38 @@ impl Engine {
     }
 }
 
+/// What a finished resource offers to the resources that reference it.
+#[derive(Debug, Clone)]
+struct Known {
+    desired: Value,
+    current: Option<Value>,
+    /// Its current state is final for this run (unchanged, or applied).
+    settled: bool,
+}
+
+type Shared = Arc<Mutex<Vec<Option<Known>>>>;
+
+/// The value of `${resources.<target>.<field>}`: the target's desired value when it sets
+/// the field (and it is not itself waiting for a reference), otherwise its observed value
+/// once settled; `None` while known only after apply.
+fn lookup(
+    known: &[Option<Known>],
+    index: &BTreeMap<String, usize>,
+    target: &str,
+    field: &str,
+) -> Option<Value> {
+    let k = known.get(*index.get(target)?)?.as_ref()?;
+    match k.desired.get(field) {
+        Some(Value::String(s)) if s.contains("${resources.") => None,
+        Some(v) => Some(v.clone()),
+        None if k.settled => k.current.as_ref()?.get(field).cloned(),
+        None => None,
+    }
+}
+
+/// The marker a plan shows for a value known only after apply.
+pub const KNOWN_AFTER_APPLY: &str = "(known after apply)";
+
 async fn plan_one(
     p: &dyn Provider,
     id: &str,
@@ -468,24 +554,96 @@ async fn plan_one(
     Ok((current, diff))
 }
 
+/// Plan a resource whose references are resolved as far as possible. With values known
+/// only after apply, the provider cannot diff: the plan shows a create (or an update of
+/// what exists) with those fields "known after apply", and apply diffs again.
+async fn plan_resolved(
+    p: &dyn Provider,
+    id: &str,
+    kind: &str,
+    resolved: &refs::Resolved,
+) -> Result<(Option<Value>, Diff), String> {
+    if resolved.unknown.is_empty() {
+        return plan_one(p, id, kind, &resolved.value).await;
+    }
+    let identity = p.info().kinds.get(kind).map(|k| format!("/{}", k.identity));
+    let current = if identity.is_some_and(|i| resolved.unknown.contains(&i)) {
+        None
+    } else {
+        p.read(CallContext { resource: id }, kind, &resolved.value)
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let changes = resolved
+        .unknown
+        .iter()
+        .map(|pointer| FieldChange {
+            path: pointer.clone(),
+            before: current.as_ref().and_then(|c| c.pointer(pointer)).cloned(),
+            after: Some(Value::String(KNOWN_AFTER_APPLY.to_owned())),
+            forces_replacement: false,
+        })
+        .collect();
+    let action = if current.is_some() {
+        Action::Update
+    } else {
+        Action::Create
+    };
+    Ok((current, Diff { action, changes }))
+}
+
 async fn apply_one(
     p: &dyn Provider,
     r: &PlannedResource,
+    known: &Shared,
+    index: &BTreeMap<String, usize>,
 ) -> Result<(Outcome, Option<Value>), String> {
     if let Some(e) = &r.error {
         // Could not be planned: it fails, its dependents are skipped, the rest runs.
         return Err(format!("could not be planned: {e}"));
     }
-    let cx = CallContext { resource: &r.id };
+    if r.unknown.is_empty() {
+        return act(p, &r.id, &r.kind, r.action, &r.desired, r.current.as_ref()).await;
+    }
+    // Values that were known only after apply are known now: resolve, then diff again.
+    let resolved = {
+        let known = known.lock().unwrap_or_else(|e| e.into_inner());
+        refs::resolve(&r.desired, &|t, f| lookup(&known, index, t, f))
+    };
+    if !resolved.unknown.is_empty() {
+        return Err(format!(
+            "values still unknown after the resources it references were applied: {}",
+            resolved.unknown.join(", ")
+        ));
+    }
+    let (current, diff) = plan_one(p, &r.id, &r.kind, &resolved.value).await?;
+    act(
+        p,
+        &r.id,
+        &r.kind,
+        diff.action,
+        &resolved.value,
+        current.as_ref(),
+    )
+    .await
+}
+
+/// Carry out one action.
+async fn act(
+    p: &dyn Provider,
+    id: &str,
+    kind: &str,
+    action: Action,
+    desired: &Value,
+    current: Option<&Value>,
+) -> Result<(Outcome, Option<Value>), String> {
+    let cx = CallContext { resource: id };
     let err = |e: ProviderError| e.to_string();
-    match r.action {
-        Action::None => Ok((Outcome::Unchanged, r.current.clone())),
+    match action {
+        Action::None => Ok((Outcome::Unchanged, current.cloned())),
         Action::Create | Action::Update => {
-            let state = p
-                .apply(cx, &r.kind, &r.desired, r.current.as_ref())
-                .await
-                .map_err(err)?;
-            let outcome = if r.action == Action::Create {
+            let state = p.apply(cx, kind, desired, current).await.map_err(err)?;
+            let outcome = if action == Action::Create {
                 Outcome::Created
             } else {
                 Outcome::Updated
@@ -493,15 +651,15 @@ async fn apply_one(
             Ok((outcome, Some(state)))
         }
         Action::Replace => {
-            if let Some(current) = &r.current {
-                p.delete(cx, &r.kind, current).await.map_err(err)?;
+            if let Some(current) = current {
+                p.delete(cx, kind, current).await.map_err(err)?;
             }
-            let state = p.apply(cx, &r.kind, &r.desired, None).await.map_err(err)?;
+            let state = p.apply(cx, kind, desired, None).await.map_err(err)?;
             Ok((Outcome::Replaced, Some(state)))
         }
         Action::Delete => {
-            if let Some(current) = &r.current {
-                p.delete(cx, &r.kind, current).await.map_err(err)?;
+            if let Some(current) = current {
+                p.delete(cx, kind, current).await.map_err(err)?;
             }
             Ok((Outcome::Deleted, None))
         }
@@ -524,7 +682,7 @@ mod tests {
         .expect("write");
         let (m, diags) = manifest::load(&path, &LoadOptions::default());
         assert!(diags.is_empty(), "{diags}");
-        let g = Graph::build(&m.resources, &m.rejected_ids).expect("valid graph");
+        let g = Graph::of(&m.resources).expect("valid graph");
         (m, g)
     }
 
@@ -645,6 +803,88 @@ mod tests {
         assert_eq!(
             (&by_id["a"], &by_id["z"]),
             (&Outcome::Created, &Outcome::Created)
+        );
+    }
+
+    #[tokio::test]
+    async fn references_resolve_from_desired_values_and_after_apply() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (m, g) = manifest(
+            &dir,
+            "  - {id: a, type: mock.item, properties: {name: a, value: 1}}\n  - {id: b, type: mock.item, properties: {name: b, value: '${resources.a.value}/${resources.a.serial}'}}\n  - {id: c, type: mock.item, properties: {name: c, value: '${resources.a.value}'}}\n",
+        );
+        let mock = Arc::new(MockProvider::new());
+        let e = engine(&mock);
+        let plan = e
+            .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
+            .await;
+        let b = plan.resources.iter().find(|r| r.id == "b").expect("b");
+        assert_eq!(b.unknown, vec!["/value".to_owned()]);
+        assert_eq!(b.action, Action::Create);
+        assert_eq!(
+            b.changes[0].after,
+            Some(serde_json::json!(KNOWN_AFTER_APPLY))
+        );
+        let c = plan.resources.iter().find(|r| r.id == "c").expect("c");
+        assert!(c.unknown.is_empty());
+        assert_eq!(
+            c.desired["value"], 1,
+            "a desired value is known at plan time, typed"
+        );
+        assert_eq!(b.depends_on, vec!["a".to_owned()]);
+
+        let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+        assert!(report.succeeded(), "{:?}", report.results);
+        let state = mock.state.lock().expect("state").clone();
+        let serial = state["a"]["serial"].as_str().expect("serial").to_owned();
+        assert_eq!(state["b"]["value"], format!("1/{serial}"));
+
+        // Converged: a's serial is now observed, so b plans with everything known.
+        let again = e
+            .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
+            .await;
+        assert!(!again.has_changes(), "{:?}", again.resources);
+    }
+
+    #[tokio::test]
+    async fn cancellation_starts_nothing_new_and_reports_what_was_not_done() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (_mock, e, plan) = planned(&dir, &[]).await;
+        let options = RunOptions::default();
+        options
+            .cancel
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let report = e.apply(&plan, &options, &mut |_| {}).await;
+        assert!(!report.succeeded());
+        assert_eq!(report.counts().skipped, 4);
+        assert!(report.results.iter().all(|r| r.outcome
+            == Outcome::NotStarted {
+                reason: "the run was interrupted".into()
+            }));
+    }
+
+    #[tokio::test]
+    async fn fail_fast_leaves_later_work_not_started() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (_mock, e, plan) = planned(&dir, &["a"]).await;
+        let options = RunOptions {
+            parallelism: 1,
+            fail_fast: true,
+            ..RunOptions::default()
+        };
+        let report = e.apply(&plan, &options, &mut |_| {}).await;
+        let by_id = outcomes(&report);
+        assert!(matches!(by_id["a"], Outcome::Failed { .. }));
+        assert_eq!(
+            by_id["b"],
+            Outcome::Skipped {
+                upstream: "a".into()
+            }
+        );
+        assert!(
+            matches!(by_id["z"], Outcome::NotStarted { .. }),
+            "{:?}",
+            by_id["z"]
         );
     }
 

@@ -64,8 +64,19 @@ pub fn check(
             .or_insert_with(|| jsonschema::validator_for(&kind.schema).ok());
         match validator {
             Some(v) => {
+                // Values built from references are checked by the provider once known.
+                let referencing: Vec<String> = crate::graph::refs::find(&r.properties)
+                    .into_iter()
+                    .map(|f| f.pointer)
+                    .collect();
                 for e in v.iter_errors(&r.properties) {
                     let pointer = e.instance_path().as_str().to_owned();
+                    if referencing
+                        .iter()
+                        .any(|p| pointer.starts_with(p.as_str()) && !p.is_empty())
+                    {
+                        continue;
+                    }
                     let mut message = format!(
                         "resource `{}` ({}): {}: {e}",
                         r.id,
@@ -88,6 +99,7 @@ pub fn check(
                 ),
             ),
         }
+        check_read_only(r, kind, &mut diags);
         check_grants(r, kind, manifest.providers.get(&r.provider), &mut diags);
         if diags.len() == errors_before {
             passed.insert(r.id.clone());
@@ -104,16 +116,57 @@ fn field_name(pointer: &str) -> String {
     }
 }
 
+/// The fields other resources may reference: the kind's schema properties.
+pub fn referable_fields(kind: &KindInfo) -> BTreeSet<String> {
+    kind.schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The file-system paths a resource manages: its path properties, when known before
+/// apply (a path built from a reference is not).
+pub fn managed_paths(r: &ResourceDecl, kind: &KindInfo) -> Vec<std::path::PathBuf> {
+    kind.path_properties
+        .iter()
+        .filter_map(|p| r.properties.get(p.as_str()).and_then(Value::as_str))
+        .filter(|p| !p.contains("${resources."))
+        .map(std::path::PathBuf::from)
+        .collect()
+}
+
 /// Relative paths in path properties become absolute, relative to the declaring file.
+/// A path that starts with a reference is left alone: the referenced value is absolute.
 fn resolve_paths(r: &mut ResourceDecl, kind: &KindInfo) {
     let base = r.base_dir.clone();
     for prop in &kind.path_properties {
         if let Some(Value::String(p)) = r.properties.get_mut(prop.as_str())
             && !p.is_empty()
+            && !p.starts_with("${resources.")
         {
             *p = absolute(&base, Path::new(p.as_str()))
                 .to_string_lossy()
                 .into_owned();
+        }
+    }
+}
+
+/// Fields the schema marks `readOnly` are observed, not desired: they may be referenced
+/// but not set.
+fn check_read_only(r: &ResourceDecl, kind: &KindInfo, diags: &mut Diagnostics) {
+    let Some(props) = kind.schema.get("properties").and_then(Value::as_object) else {
+        return;
+    };
+    for (name, schema) in props {
+        if schema.get("readOnly") == Some(&Value::Bool(true)) && r.properties.get(name).is_some() {
+            diags.error(
+                Some(r.property_location(&format!("/{name}"))),
+                format!(
+                    "resource `{}` ({}): `{name}` is computed by the provider and cannot be set; reference it as ${{resources.{}.{name}}}",
+                    r.id, r.type_name, r.id
+                ),
+            );
         }
     }
 }
@@ -130,6 +183,10 @@ fn check_grants(
         let Some(p) = r.properties.get(prop.as_str()).and_then(Value::as_str) else {
             continue;
         };
+        if p.contains("${resources.") {
+            // Known only once resolved; the sandbox still confines it.
+            continue;
+        }
         let path = Path::new(p);
         if decl.grants.fs.iter().any(|g| path.starts_with(&g.path)) {
             continue;

@@ -160,8 +160,12 @@ fn substitute(text: &str, vars: &BTreeMap<String, Value>) -> Result<Value, Strin
                     ));
                 }
             },
+            // Resource references are resolved later, by the engine.
+            None if expr.starts_with("resources.") => {
+                out.push_str(&format!("${{{}}}", &body[..end]));
+            }
             None => problems.push(format!(
-                "unsupported expression `${{{expr}}}`: only `${{var.NAME}}` is supported"
+                "unsupported expression `${{{expr}}}`: use `${{var.NAME}}` or `${{resources.ID.FIELD}}`"
             )),
         }
     }
@@ -205,8 +209,12 @@ mod tests {
     }
 
     #[test]
-    fn rejects_other_expressions() {
-        let err = substitute("${resources.x.path}", &vars()).expect_err("unsupported");
+    fn leaves_resource_references_and_rejects_other_expressions() {
+        assert_eq!(
+            substitute("${var.env}/${resources.x.path}", &vars()),
+            Ok(json!("prod/${resources.x.path}"))
+        );
+        let err = substitute("${env.HOME}", &vars()).expect_err("unsupported");
         assert!(err.contains("unsupported expression"), "{err}");
     }
 }

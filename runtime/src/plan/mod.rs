@@ -55,9 +55,13 @@ pub struct PlannedResource {
     /// sha256 of the canonical JSON of `current`; none when absent.
     pub current_sha256: Option<String>,
     pub depends_on: Vec<String>,
-    /// Why the resource could not be planned; such a plan cannot be applied.
+    /// Why the resource could not be planned; it fails when the plan is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// JSON pointers of desired properties known only after apply (they reference a
+    /// value another resource computes); `desired` holds their reference text.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<String>,
 }
 
 /// Counts per action.

@@ -1,5 +1,6 @@
 //! An in-memory provider for engine tests: kind `item` with properties `name` (identity)
-//! and `value`; state lives in a map. Calls are recorded, and applies can be made to fail,
+//! and `value`, and a computed `serial` (`<name>#<n>`, known after apply); state lives in
+//! a map. Calls are recorded, and applies can be made to fail,
 //! so tests can check ordering, idempotency and failure isolation without Wasm.
 
 use super::{
@@ -28,7 +29,11 @@ impl MockProvider {
             description: "an in-memory item".into(),
             schema: json!({
                 "type": "object",
-                "properties": {"name": {"type": "string"}, "value": {}},
+                "properties": {
+                    "name": {"type": "string"},
+                    "value": {},
+                    "serial": {"type": "string", "readOnly": true}
+                },
                 "required": ["name"],
                 "additionalProperties": false
             }),
@@ -165,8 +170,16 @@ impl Provider for MockProvider {
             .state
             .lock()
             .map_err(|_| self.fail(cx, Operation::Apply, "poisoned"))?;
-        state.insert(Self::identity(desired), desired.clone());
-        Ok(desired.clone())
+        let mut observed = desired.clone();
+        if let Some(map) = observed.as_object_mut() {
+            let n = state.len() + 1;
+            map.insert(
+                "serial".into(),
+                json!(format!("{}#{n}", Self::identity(desired))),
+            );
+        }
+        state.insert(Self::identity(desired), observed.clone());
+        Ok(observed)
     }
 
     async fn delete(
