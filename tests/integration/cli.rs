@@ -310,3 +310,48 @@ fn on_a_terminal_apply_asks_and_only_yes_applies() {
     );
     assert!(dir.join("out/site/index.html").exists());
 }
+
+#[test]
+fn apply_json_streams_one_event_per_line_and_graph_prints_dot() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(dir, SITE);
+    let o = tenet(dir, &["apply", "--yes", "--json", "--parallelism", "4"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let events: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(events[0]["event"], "run_started");
+    assert_eq!(events[0]["parallelism"], 4);
+    let finished: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "resource_finished")
+        .collect();
+    assert_eq!(finished.len(), 2);
+    assert!(
+        finished
+            .iter()
+            .all(|e| e["outcome"] == "created" && e["duration_ms"].is_number())
+    );
+    let last = events.last().expect("events");
+    assert_eq!(last["event"], "run_finished");
+    assert_eq!(last["succeeded"], true);
+    assert_eq!(last["counts"]["created"], 2);
+
+    let o = tenet(dir, &["apply", "--json"]);
+    assert_eq!(code(&o), 1, "--json without --yes is refused");
+
+    let o = tenet(dir, &["graph"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let dot = stdout(&o);
+    assert!(dot.starts_with("digraph tenet {"), "{dot}");
+    assert!(
+        dot.contains("\"site\" -> \"index\" [style=solid];"),
+        "{dot}"
+    );
+    let o = tenet(dir, &["graph", "--format", "json"]);
+    let g: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(g["edges"][0]["kind"], "explicit");
+    assert_eq!(g["order"], serde_json::json!(["site", "index"]));
+}

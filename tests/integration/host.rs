@@ -549,3 +549,80 @@ async fn non_providers_are_refused_with_what_was_expected_and_found() {
         "provider `nope`: no built-in provider `nope` (built-in: file)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_resources_apply_in_parallel_ordered_by_paths_and_references() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let mut body = String::new();
+    for d in 0..10 {
+        body.push_str(&format!(
+            "  - {{id: d{d}, type: file.directory, properties: {{path: ./out/d{d}}}}}\n"
+        ));
+        for f in 0..30 {
+            // No depends_on: each file is ordered after its directory by its path alone.
+            let content = if f == 0 {
+                format!("\"in ${{resources.d{d}.path}}\"")
+            } else {
+                format!("\"file {d}/{f}\"")
+            };
+            body.push_str(&format!(
+                "  - {{id: f{d}-{f}, type: file.file, properties: {{path: ./out/d{d}/f{f}.txt, content: {content}}}}}\n"
+            ));
+        }
+    }
+    // A value known only after apply: the digest another file ends up with.
+    body.push_str("  - {id: digest, type: file.file, properties: {path: ./out/digest, content: \"${resources.f3-7.content_sha256}\"}}\n");
+    write_manifest(dir, &file_manifest(&body));
+
+    let s = open(dir).await;
+    let count =
+        |kind: tenet::graph::EdgeKind| s.graph.edges().iter().filter(|e| e.kind == kind).count();
+    assert_eq!(
+        count(tenet::graph::EdgeKind::Auto),
+        290,
+        "files under a managed directory depend on it"
+    );
+    assert_eq!(count(tenet::graph::EdgeKind::Reference), 11);
+    let p = s
+        .engine()
+        .plan(&s.manifest, &s.graph, s.pins(), &RunOptions::default())
+        .await;
+    assert_eq!(p.summary.create, 311);
+    let digest = p
+        .resources
+        .iter()
+        .find(|r| r.id == "digest")
+        .expect("digest");
+    assert_eq!(digest.unknown, vec!["/content".to_owned()]);
+
+    let options = RunOptions {
+        parallelism: 16,
+        ..RunOptions::default()
+    };
+    let report = s.engine().apply(&p, &options, &mut |_| {}).await;
+    assert!(
+        report.succeeded(),
+        "{:?}",
+        report
+            .results
+            .iter()
+            .filter(|r| !r.outcome.is_success())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(report.counts().created, 311);
+    let out = dir.join("out");
+    assert_eq!(
+        std::fs::read_to_string(out.join("d4/f0.txt")).expect("read"),
+        format!("in {}", out.join("d4").display())
+    );
+    let bytes = std::fs::read(out.join("d3/f7.txt")).expect("read");
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    assert_eq!(
+        std::fs::read_to_string(out.join("digest")).expect("read"),
+        sha
+    );
+
+    let (_, again) = plan(dir).await;
+    assert!(!again.has_changes(), "converged: {:?}", again.summary);
+}

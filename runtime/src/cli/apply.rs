@@ -70,7 +70,7 @@ fn emit(value: &impl Serialize) {
 }
 
 /// A saved plan is a JSON file with a `format_version`.
-fn read_saved_plan(path: &Path) -> anyhow::Result<Option<Plan>> {
+pub(super) fn read_saved_plan(path: &Path) -> anyhow::Result<Option<Plan>> {
     if !path.is_file() {
         return Ok(None);
     }

@@ -3,6 +3,7 @@
 //! maps the result to a documented exit code, printing errors with their cause chain.
 
 mod apply;
+mod graph;
 mod plan;
 mod progress;
 mod providers;
@@ -44,6 +45,8 @@ enum Command {
     Apply(apply::ApplyArgs),
     /// List the manifest's providers: kinds, grants and limits.
     Providers(providers::ProvidersArgs),
+    /// Print the dependency graph (Graphviz DOT or JSON).
+    Graph(graph::GraphArgs),
 }
 
 /// The manifest to work on and its variables.
@@ -131,6 +134,7 @@ pub fn main() -> ExitCode {
             Command::Plan(a) => plan::execute(a).await,
             Command::Apply(a) => apply::execute(a).await,
             Command::Providers(a) => providers::execute(a).await,
+            Command::Graph(a) => graph::execute(a).await,
         }
     });
     match result {

@@ -91,9 +91,7 @@ impl Graph {
         b.explicit_edges();
         b.reference_edges();
         b.report_cycles();
-        if b.diags.has_errors() {
-            return Err(b.diags);
-        }
+        // Also reports resources that manage the same path, so run it even after errors.
         b.auto_edges();
         if b.diags.has_errors() {
             return Err(b.diags);
