@@ -81,7 +81,11 @@ impl FsGrants {
             .stderr(stderr)
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false);
+            .allow_ip_name_lookup(false)
+            // File I/O on the calling thread instead of a hop to the blocking pool per
+            // operation; each call runs on its own task, so a stuck one cannot hold the
+            // deadline (see `plugin::wasm`).
+            .allow_blocking_current_thread(true);
         for g in &self.grants {
             let writable = mode == Mode::ReadWrite && g.access == Access::ReadWrite;
             if writable && !g.path.exists() {

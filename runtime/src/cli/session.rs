@@ -52,15 +52,41 @@ impl Session {
         let (found, passed) = check::check(&mut manifest, &infos);
         diags.extend(found);
 
-        // The providers' own checks, for resources that passed the host's.
-        for r in manifest.resources.iter().filter(|r| passed.contains(&r.id)) {
-            let Some(p) = providers.get(&r.provider) else {
+        // The providers' own checks, for resources that passed the host's, in parallel.
+        let mut checks = tokio::task::JoinSet::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(
+            crate::engine::DEFAULT_PARALLELISM,
+        ));
+        for (i, r) in manifest.resources.iter().enumerate() {
+            let Some(p) = providers
+                .get(&r.provider)
+                .filter(|_| passed.contains(&r.id))
+            else {
                 continue;
             };
-            let cx = CallContext { resource: &r.id };
-            match p.validate(cx, &r.kind, &r.properties).await {
-                Ok(found) => {
-                    for d in found {
+            let (p, id, kind, props) = (
+                p.clone(),
+                r.id.clone(),
+                r.kind.clone(),
+                r.properties.clone(),
+            );
+            let slot = slots.clone().acquire_owned().await?;
+            checks.spawn(async move {
+                let _slot = slot;
+                (
+                    i,
+                    p.validate(CallContext { resource: &id }, &kind, &props)
+                        .await,
+                )
+            });
+        }
+        let mut found: Vec<_> = checks.join_all().await;
+        found.sort_by_key(|(i, _)| *i);
+        for (i, result) in found {
+            let r = &manifest.resources[i];
+            match result {
+                Ok(problems) => {
+                    for d in problems {
                         let msg = format!(
                             "resource `{}` ({}): {}{}",
                             r.id,

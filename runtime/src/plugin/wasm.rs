@@ -17,6 +17,8 @@ use crate::provider::{
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use wasmtime::{Store, Trap};
 
@@ -36,6 +38,9 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
 fn bounded(text: String) -> String {
     crate::host::truncate(text, MAX_MESSAGE_BYTES)
 }
+
+/// A guest call borrowing its instance, boxed so it can run on its own task.
+type GuestFuture<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 'a>>;
 
 struct Instance {
     store: Store<HostState>,
@@ -187,33 +192,63 @@ impl WasmProvider {
         Ok(inst)
     }
 
-    /// Finish a call: keep a healthy instance, drop a trapped or timed-out one, and map
-    /// the failure to an error naming provider, resource and operation.
+    /// Run `f` on `inst` on its own task under the call deadline. WASI file I/O runs on
+    /// the thread that calls into the guest (no hop to a blocking pool per operation);
+    /// because the call has its own task, a guest stuck inside a host call holds only
+    /// that task, and the deadline still fires for the caller. Such an instance is never
+    /// seen again: when it next runs guest code its epoch deadline traps it.
+    async fn call<T, F>(
+        &self,
+        mut inst: Instance,
+        resource: &str,
+        operation: Operation,
+        f: F,
+    ) -> Result<T, ProviderError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(&'a mut Instance) -> GuestFuture<'a, T> + Send + 'static,
+    {
+        let task = tokio::spawn(async move {
+            let result = f(&mut inst).await;
+            (inst, result)
+        });
+        match tokio::time::timeout(self.limits.call_timeout, task).await {
+            Err(_) => Err(self.error(
+                resource,
+                operation,
+                ErrorKind::Timeout,
+                format!(
+                    "did not finish within {}",
+                    humantime::format_duration(self.limits.call_timeout)
+                ),
+            )),
+            Ok(Err(join)) => Err(self.error(
+                resource,
+                operation,
+                ErrorKind::Host,
+                format!("the call's task failed: {join}"),
+            )),
+            Ok(Ok((inst, result))) => self.checkin(inst, resource, operation, result),
+        }
+    }
+
+    /// Finish a call: keep a healthy instance, drop a trapped one, and map the failure to
+    /// an error naming provider, resource and operation.
     fn checkin<T>(
         &self,
         mut inst: Instance,
         resource: &str,
         operation: Operation,
-        result: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+        result: wasmtime::Result<T>,
     ) -> Result<T, ProviderError> {
-        let timeout = humantime::format_duration(self.limits.call_timeout);
         match result {
-            Err(_) => {
-                inst.store.data_mut().flush_stdio();
-                Err(self.error(
-                    resource,
-                    operation,
-                    ErrorKind::Timeout,
-                    format!("did not finish within {timeout}"),
-                ))
-            }
-            Ok(Err(e)) => {
+            Err(e) => {
                 let data = inst.store.data_mut();
                 let stderr = data.unread_stderr();
                 data.flush_stdio();
                 Err(self.failure(resource, operation, &e, &stderr, "running"))
             }
-            Ok(Ok(value)) => {
+            Ok(value) => {
                 let data = inst.store.data_mut();
                 if data.logs_dropped > 0 {
                     tracing::warn!(
@@ -312,15 +347,16 @@ impl WasmProvider {
     /// Call `describe` and convert the result.
     pub(super) async fn describe(&self) -> Result<ProviderInfo, ProviderError> {
         let op = Operation::Describe;
-        let mut inst = self.checkout("", op).await?;
-        let res = tokio::time::timeout(
-            self.limits.call_timeout,
-            inst.exports
-                .tenet_provider_resources()
-                .call_describe(&mut inst.store),
-        )
-        .await;
-        let info = self.checkin(inst, "", op, res)?;
+        let inst = self.checkout("", op).await?;
+        let info = self
+            .call(inst, "", op, |i: &mut Instance| -> GuestFuture<'_, _> {
+                Box::pin(
+                    i.exports
+                        .tenet_provider_resources()
+                        .call_describe(&mut i.store),
+                )
+            })
+            .await?;
         let mut kinds = BTreeMap::new();
         for k in info.kinds {
             let schema =
@@ -360,15 +396,23 @@ impl Provider for WasmProvider {
     ) -> Result<Vec<PropertyDiagnostic>, ProviderError> {
         let op = Operation::Validate;
         let props = properties.to_string();
-        let mut inst = self.checkout(cx.resource, op).await?;
-        let res = tokio::time::timeout(
-            self.limits.call_timeout,
-            inst.exports
-                .tenet_provider_resources()
-                .call_validate(&mut inst.store, kind, &props),
-        )
-        .await;
-        let diags = self.checkin(inst, cx.resource, op, res)?;
+        let inst = self.checkout(cx.resource, op).await?;
+        let kind = kind.to_owned();
+        let diags = self
+            .call(
+                inst,
+                cx.resource,
+                op,
+                move |i: &mut Instance| -> GuestFuture<'_, _> {
+                    Box::pin(async move {
+                        i.exports
+                            .tenet_provider_resources()
+                            .call_validate(&mut i.store, &kind, &props)
+                            .await
+                    })
+                },
+            )
+            .await?;
         if diags.len() > MAX_ITEMS {
             return Err(self.error(
                 cx.resource,
@@ -395,15 +439,24 @@ impl Provider for WasmProvider {
     ) -> Result<Option<Value>, ProviderError> {
         let op = Operation::Read;
         let props = properties.to_string();
-        let mut inst = self.checkout(cx.resource, op).await?;
-        let res = tokio::time::timeout(
-            self.limits.call_timeout,
-            inst.exports
-                .tenet_provider_resources()
-                .call_read(&mut inst.store, kind, &props),
-        )
-        .await;
-        match self.checkin(inst, cx.resource, op, res)? {
+        let inst = self.checkout(cx.resource, op).await?;
+        let kind = kind.to_owned();
+        let read = self
+            .call(
+                inst,
+                cx.resource,
+                op,
+                move |i: &mut Instance| -> GuestFuture<'_, _> {
+                    Box::pin(async move {
+                        i.exports
+                            .tenet_provider_resources()
+                            .call_read(&mut i.store, &kind, &props)
+                            .await
+                    })
+                },
+            )
+            .await?;
+        match read {
             Ok(Some(text)) => Ok(Some(self.parse_doc(
                 cx.resource,
                 op,
@@ -425,18 +478,24 @@ impl Provider for WasmProvider {
         let op = Operation::Diff;
         let desired = desired.to_string();
         let current = current.map(Value::to_string);
-        let mut inst = self.checkout(cx.resource, op).await?;
-        let res = tokio::time::timeout(
-            self.limits.call_timeout,
-            inst.exports.tenet_provider_resources().call_diff(
-                &mut inst.store,
-                kind,
-                &desired,
-                current.as_deref(),
-            ),
-        )
-        .await;
-        let d = match self.checkin(inst, cx.resource, op, res)? {
+        let inst = self.checkout(cx.resource, op).await?;
+        let kind = kind.to_owned();
+        let diffed = self
+            .call(
+                inst,
+                cx.resource,
+                op,
+                move |i: &mut Instance| -> GuestFuture<'_, _> {
+                    Box::pin(async move {
+                        i.exports
+                            .tenet_provider_resources()
+                            .call_diff(&mut i.store, &kind, &desired, current.as_deref())
+                            .await
+                    })
+                },
+            )
+            .await?;
+        let d = match diffed {
             Ok(d) => d,
             Err(e) => return Err(self.guest_error(cx.resource, op, e)),
         };
@@ -500,18 +559,24 @@ impl Provider for WasmProvider {
         let op = Operation::Apply;
         let desired = desired.to_string();
         let current = current.map(Value::to_string);
-        let mut inst = self.checkout(cx.resource, op).await?;
-        let res = tokio::time::timeout(
-            self.limits.call_timeout,
-            inst.exports.tenet_provider_resources().call_apply(
-                &mut inst.store,
-                kind,
-                &desired,
-                current.as_deref(),
-            ),
-        )
-        .await;
-        match self.checkin(inst, cx.resource, op, res)? {
+        let inst = self.checkout(cx.resource, op).await?;
+        let kind = kind.to_owned();
+        let applied = self
+            .call(
+                inst,
+                cx.resource,
+                op,
+                move |i: &mut Instance| -> GuestFuture<'_, _> {
+                    Box::pin(async move {
+                        i.exports
+                            .tenet_provider_resources()
+                            .call_apply(&mut i.store, &kind, &desired, current.as_deref())
+                            .await
+                    })
+                },
+            )
+            .await?;
+        match applied {
             Ok(text) => self.parse_doc(cx.resource, op, "the new state", &text),
             Err(e) => Err(self.guest_error(cx.resource, op, e)),
         }
@@ -525,15 +590,22 @@ impl Provider for WasmProvider {
     ) -> Result<(), ProviderError> {
         let op = Operation::Delete;
         let current = current.to_string();
-        let mut inst = self.checkout(cx.resource, op).await?;
-        let res = tokio::time::timeout(
-            self.limits.call_timeout,
-            inst.exports
-                .tenet_provider_resources()
-                .call_delete(&mut inst.store, kind, &current),
+        let inst = self.checkout(cx.resource, op).await?;
+        let kind = kind.to_owned();
+        self.call(
+            inst,
+            cx.resource,
+            op,
+            move |i: &mut Instance| -> GuestFuture<'_, _> {
+                Box::pin(async move {
+                    i.exports
+                        .tenet_provider_resources()
+                        .call_delete(&mut i.store, &kind, &current)
+                        .await
+                })
+            },
         )
-        .await;
-        self.checkin(inst, cx.resource, op, res)?
-            .map_err(|e| self.guest_error(cx.resource, op, e))
+        .await?
+        .map_err(|e| self.guest_error(cx.resource, op, e))
     }
 }
