@@ -60,5 +60,7 @@ for n in "${sizes[@]}"; do
   done
   f="$work/floor$n"; mkdir -p "$f"
   measure "N=$n floor: write atomically (C)" 0 "$work/floor" write "$f" "$n"
+  rm -rf "$f"; mkdir -p "$f"
+  measure "N=$n floor: write atomically + fsync (C)" 0 "$work/floor" write-sync "$f" "$n"
   measure "N=$n floor: check (C)" 0 "$work/floor" check "$f" "$n"
 done

@@ -2,6 +2,8 @@
  * N files in 10 directories, with no engine, no sandbox and no Wasm.
  *   floor write DIR N  create/overwrite: for each file write a temporary beside it,
  *                      set its mode, rename it over the target (atomic, like Tenet)
+ *   floor write-sync DIR N  the same with an fsync per file before the rename (as
+ *                      Tenet's file provider does)
  *   floor check DIR N  the converged check: stat + read + compare each file
  * Build: cc -O2 -o floor bench/floor.c */
 #include <fcntl.h>
@@ -15,7 +17,8 @@ int main(int argc, char **argv) {
     if (argc != 4) { fprintf(stderr, "usage: floor write|check DIR N\n"); return 2; }
     const char *dir = argv[2];
     int n = atoi(argv[3]);
-    int write_mode = strcmp(argv[1], "write") == 0;
+    int sync_mode = strcmp(argv[1], "write-sync") == 0;
+    int write_mode = sync_mode || strcmp(argv[1], "write") == 0;
     char path[4096], tmp[4096], want[256], have[256];
     int changed = 0;
     for (int d = 0; d < 10; d++) {
@@ -30,6 +33,7 @@ int main(int argc, char **argv) {
                 if (fd < 0) { perror(tmp); return 1; }
                 fchmod(fd, 0644);
                 if (write(fd, want, len) != len) { perror("write"); return 1; }
+                if (sync_mode && fsync(fd) != 0) { perror("fsync"); return 1; }
                 close(fd);
                 if (rename(tmp, path) != 0) { perror("rename"); return 1; }
             } else {

@@ -355,3 +355,56 @@ fn apply_json_streams_one_event_per_line_and_graph_prints_dot() {
     assert_eq!(g["edges"][0]["kind"], "explicit");
     assert_eq!(g["order"], serde_json::json!(["site", "index"]));
 }
+
+#[test]
+fn ctrl_c_lets_the_call_in_flight_finish_and_starts_nothing_more() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let mut body = format!("providers:\n  bad:\n    source: {MISBEHAVE_WASM}\nresources:\n");
+    for i in 0..4 {
+        body.push_str(&format!(
+            "  - {{id: slow{i}, type: bad.probe, properties: {{action: slow-apply, value: {i}}}}}\n"
+        ));
+    }
+    write_manifest(dir, &body);
+    let child = Command::new(env!("CARGO_BIN_EXE_tenet"))
+        .args(["apply", "--yes", "--parallelism", "1"])
+        .current_dir(dir)
+        .env("TENET_CACHE_DIR", crate::support::cache_dir())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The first apply takes 1.5 s; interrupt while it runs.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let o = child.wait_with_output().expect("wait");
+    let out = stdout(&o);
+    assert_eq!(code(&o), 1, "{out}{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Interrupted: starting nothing new"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        out.contains("+ slow0 (bad.probe) created"),
+        "the call in flight finished: {out}"
+    );
+    assert!(
+        out.contains("not started: the run was interrupted"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "1 created, 0 updated, 0 replaced, 0 deleted, 0 unchanged, 0 failed, 3 skipped"
+        ),
+        "{out}"
+    );
+}

@@ -46,3 +46,34 @@ fn invalid_manifests_report_every_problem_with_its_place() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+#[test]
+fn graph_fixtures_print_the_expected_edges_and_order() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/graph");
+    let root = root.canonicalize().expect("fixtures dir");
+    let bless = std::env::var_os("TENET_BLESS").is_some();
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    cases.sort();
+    assert!(!cases.is_empty());
+    for case in cases {
+        let name = case
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let o = tenet(&root, &["graph", "--format", "json", &name]);
+        assert_eq!(o.status.code(), Some(0), "{name}: {}", stderr(&o));
+        let actual = String::from_utf8_lossy(&o.stdout).into_owned();
+        let expected_path = case.join("expected.json");
+        if bless {
+            std::fs::write(&expected_path, &actual).expect("bless");
+            continue;
+        }
+        let expected =
+            std::fs::read_to_string(&expected_path).expect("expected.json (TENET_BLESS=1)");
+        assert_eq!(actual, expected, "{name}");
+    }
+}

@@ -6,7 +6,8 @@
 //! - `loop`: spin forever (the deadline must stop it);
 //! - `panic`: panic (a trap; the message goes to stderr);
 //! - `alloc`: allocate 1 GiB (the memory cap must stop it);
-//! - `log-flood`: emit far more log lines than the host keeps.
+//! - `log-flood`: emit far more log lines than the host keeps;
+//! - `slow-apply`: absent on `read`, and `apply` takes 1.5 s (to interrupt a run).
 
 use serde_json::{Value, json};
 use tenet_sdk::{Error, KindInfo, Provider, ProviderInfo};
@@ -57,7 +58,7 @@ impl Provider for Misbehave {
                     "type": "object",
                     "properties": {
                         "path": {"type": "string"},
-                        "action": {"enum": ["ok", "write", "chmod", "loop", "panic", "alloc", "log-flood"]},
+                        "action": {"enum": ["ok", "write", "chmod", "loop", "panic", "alloc", "log-flood", "slow-apply"]},
                         "value": {}
                     },
                     "required": ["action"],
@@ -70,10 +71,17 @@ impl Provider for Misbehave {
     }
 
     fn read(_kind: &str, properties: &Value) -> Result<Option<Value>, Error> {
+        if properties.get("action").and_then(Value::as_str) == Some("slow-apply") {
+            return Ok(None);
+        }
         perform(properties)
     }
 
     fn apply(_kind: &str, desired: &Value, _current: Option<&Value>) -> Result<Value, Error> {
+        if desired.get("action").and_then(Value::as_str) == Some("slow-apply") {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            return Ok(desired.clone());
+        }
         perform(desired).map(|v| v.unwrap_or(Value::Null))
     }
 
