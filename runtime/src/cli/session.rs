@@ -86,7 +86,16 @@ impl Session {
             let r = &manifest.resources[i];
             match result {
                 Ok(problems) => {
-                    for d in problems {
+                    // Values built from references are checked once known, not as text.
+                    let referencing: Vec<String> = crate::graph::refs::find(&r.properties)
+                        .into_iter()
+                        .map(|f| f.pointer)
+                        .collect();
+                    for d in problems.into_iter().filter(|d| {
+                        !referencing
+                            .iter()
+                            .any(|p| !p.is_empty() && d.path.starts_with(p.as_str()))
+                    }) {
                         let msg = format!(
                             "resource `{}` ({}): {}{}",
                             r.id,

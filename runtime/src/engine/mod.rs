@@ -5,7 +5,7 @@
 //! on it is skipped (naming the failed upstream resource) and everything else still
 //! converges, unless `fail_fast` asks to start nothing new. Knows nothing of Wasm.
 
-use crate::graph::walk::{self, NotRun, Progress, Visited, WalkSpec};
+use crate::graph::walk::{self, NotRun, Progress, StopReason, Visited, WalkSpec};
 use crate::graph::{Graph, refs};
 use crate::manifest::Manifest;
 use crate::plan::{self, ManifestRef, Plan, PlannedResource, ProviderPin, Summary};
@@ -477,12 +477,13 @@ impl Engine {
                             },
                             None,
                         ),
-                        Visited::NotRun(NotRun::Stopped) => (
+                        Visited::NotRun(NotRun::Stopped(why)) => (
                             Outcome::NotStarted {
-                                reason: if options.cancel.load(std::sync::atomic::Ordering::Relaxed) {
-                                    "the run was interrupted".into()
-                                } else {
-                                    "the run stopped after a failure (--fail-fast)".into()
+                                reason: match why {
+                                    StopReason::Cancelled => "the run was interrupted".into(),
+                                    StopReason::FailFast => {
+                                        "the run stopped after a failure (--fail-fast)".into()
+                                    }
                                 },
                             },
                             None,
@@ -528,10 +529,16 @@ fn lookup(
     field: &str,
 ) -> Option<Value> {
     let k = known.get(*index.get(target)?)?.as_ref()?;
+    let observed = || {
+        k.settled
+            .then(|| k.current.as_ref()?.get(field).cloned())
+            .flatten()
+    };
     match k.desired.get(field) {
-        Some(Value::String(s)) if s.contains("${resources.") => None,
+        // Itself waiting for a reference: known once that resource is applied.
+        Some(Value::String(s)) if refs::has_reference(s) => observed(),
         Some(v) => Some(v.clone()),
-        None if k.settled => k.current.as_ref()?.get(field).cloned(),
+        None if k.settled => observed(),
         None => None,
     }
 }
@@ -617,6 +624,13 @@ async fn apply_one(
         ));
     }
     let (current, diff) = plan_one(p, &r.id, &r.kind, &resolved.value).await?;
+    // Never do more than the plan showed: it promised a create or an in-place update.
+    if matches!(diff.action, Action::Replace | Action::Delete) {
+        return Err(format!(
+            "with its values known, applying it would now {} it, which the plan did not show; run plan again",
+            diff.action
+        ));
+    }
     act(
         p,
         &r.id,
@@ -844,6 +858,30 @@ mod tests {
             .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
             .await;
         assert!(!again.has_changes(), "{:?}", again.resources);
+    }
+
+    #[tokio::test]
+    async fn references_chain_through_values_known_after_apply() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (m, g) = manifest(
+            &dir,
+            "  - {id: a, type: mock.item, properties: {name: a, value: 1}}\n  - {id: b, type: mock.item, properties: {name: b, value: '${resources.a.serial}'}}\n  - {id: c, type: mock.item, properties: {name: c, value: 'via ${resources.b.value}, not $${resources.b.value}'}}\n",
+        );
+        let mock = Arc::new(MockProvider::new());
+        let e = engine(&mock);
+        let plan = e
+            .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
+            .await;
+        let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+        assert!(report.succeeded(), "{:?}", report.results);
+        let state = mock.state.lock().expect("state").clone();
+        let serial = state["a"]["serial"].as_str().expect("serial").to_owned();
+        assert_eq!(state["b"]["value"], serial);
+        assert_eq!(
+            state["c"]["value"],
+            format!("via {serial}, not ${{resources.b.value}}"),
+            "an escaped reference reaches the provider as literal text"
+        );
     }
 
     #[tokio::test]

@@ -297,9 +297,10 @@ impl Builder<'_> {
                 .collect();
             let mut message = format!("dependency cycle: {}", names.join(" -> "));
             if members.len() + 1 > cycle.len() {
+                let on_cycle: BTreeSet<usize> = cycle.iter().copied().collect();
                 let others: Vec<&str> = members
                     .iter()
-                    .filter(|m| !cycle.contains(m))
+                    .filter(|m| !on_cycle.contains(m))
                     .map(|&i| self.resource(i).id.as_str())
                     .collect();
                 if !others.is_empty() {
@@ -351,9 +352,14 @@ impl Builder<'_> {
                     && j != i
                     && !related.contains(&(j, i))
                 {
+                    // Removing a directory: what lies under it goes first (Puppet does the
+                    // same), or the directory would not be empty.
+                    let absent = self.resource(j).properties.get("ensure")
+                        == Some(&serde_json::Value::String("absent".into()));
+                    let (from, to) = if absent { (i, j) } else { (j, i) };
                     auto.push(Edge {
-                        from: j,
-                        to: i,
+                        from,
+                        to,
                         kind: EdgeKind::Auto,
                     });
                 }

@@ -56,6 +56,11 @@ fn collect(value: &Value, pointer: String, out: &mut Vec<Reference>) {
     }
 }
 
+/// Whether `text` holds a (non-escaped) reference.
+pub fn has_reference(text: &str) -> bool {
+    !in_text(text).is_empty()
+}
+
 /// (target, field) of every reference in one string.
 fn in_text(text: &str) -> Vec<(&str, &str)> {
     let mut out = Vec::new();
@@ -134,6 +139,9 @@ fn resolve_in(
 /// Substitute the references of one string; `None` when any is not known yet.
 fn substitute(text: &str, lookup: &dyn Fn(&str, &str) -> Option<Value>) -> Option<Value> {
     let refs = in_text(text);
+    if refs.is_empty() && !text.contains("$${resources.") {
+        return Some(Value::String(text.to_owned()));
+    }
     if let [(target, field)] = refs.as_slice()
         && text.trim() == format!("{PREFIX}{target}.{field}}}")
     {
@@ -146,7 +154,9 @@ fn substitute(text: &str, lookup: &dyn Fn(&str, &str) -> Option<Value>) -> Optio
         let body = &rest[start + PREFIX.len()..];
         let end = body.find('}')?;
         if escaped {
-            out.push_str(&rest[..start + PREFIX.len() + end + 1]);
+            // `$${resources.…}` is the literal text `${resources.…}`.
+            out.push_str(&rest[..start - 1]);
+            out.push_str(&rest[start..start + PREFIX.len() + end + 1]);
         } else {
             out.push_str(&rest[..start]);
             let (target, field) = body[..end].rsplit_once('.')?;

@@ -44,8 +44,17 @@ pub struct WalkSpec {
 pub enum NotRun {
     /// A node it depends on (directly or not) failed: that node.
     UpstreamFailed(usize),
-    /// Work stopped (fail-fast or cancellation) before it could start.
-    Stopped,
+    /// Work stopped before it could start, for the first of these reasons.
+    Stopped(StopReason),
+}
+
+/// Why a walk stopped starting work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// A node failed and `fail_fast` was set.
+    FailFast,
+    /// The `cancel` flag was set.
+    Cancelled,
 }
 
 /// The outcome of one node.
@@ -99,7 +108,7 @@ where
         }
     }
     let mut set: JoinSet<(usize, T, bool)> = JoinSet::new();
-    let mut stopped = false;
+    let mut stopped: Option<StopReason> = None;
     let mut done = 0;
 
     // Record a finished node and release its dependents.
@@ -116,10 +125,10 @@ where
             outcomes[i] = Some(outcome);
             done += 1;
             for &j in &dependents[i] {
-                if let Some(root) = failed_root
-                    && blocked_by[j].is_none()
-                {
-                    blocked_by[j] = Some(root);
+                if let Some(root) = failed_root {
+                    // The lowest-numbered failed ancestor: the same whatever order
+                    // concurrent failures finish in.
+                    blocked_by[j] = Some(blocked_by[j].map_or(root, |b| b.min(root)));
                 }
                 waiting[j] -= 1;
                 if waiting[j] == 0 {
@@ -130,7 +139,9 @@ where
     }
 
     while done < n {
-        stopped |= cancel.load(Ordering::Relaxed);
+        if stopped.is_none() && cancel.load(Ordering::Relaxed) {
+            stopped = Some(StopReason::Cancelled);
+        }
         // Start (or settle) everything that may start now.
         loop {
             let pick = (0..groups)
@@ -140,7 +151,7 @@ where
                     let Some(Reverse(next)) = ready[g].peek() else {
                         return false;
                     };
-                    stopped
+                    stopped.is_some()
                         || blocked_by[*next].is_some()
                         || (running_in[g] < spec.group_limits[g].max(1)
                             && set.len() < spec.parallelism.max(1))
@@ -154,8 +165,8 @@ where
                 finish!(i, Visited::NotRun(NotRun::UpstreamFailed(root)));
                 continue;
             }
-            if stopped {
-                finish!(i, Visited::NotRun(NotRun::Stopped));
+            if let Some(reason) = stopped {
+                finish!(i, Visited::NotRun(NotRun::Stopped(reason)));
                 continue;
             }
             on_progress(Progress::Started(i));
@@ -177,8 +188,8 @@ where
         match joined {
             Ok((i, value, failed)) => {
                 running_in[spec.group[i]] -= 1;
-                if failed && spec.fail_fast {
-                    stopped = true;
+                if failed && spec.fail_fast && stopped.is_none() {
+                    stopped = Some(StopReason::FailFast);
                 }
                 finish!(i, Visited::Ran { value, failed });
             }
@@ -190,7 +201,7 @@ where
     }
     outcomes
         .into_iter()
-        .map(|o| o.unwrap_or(Visited::NotRun(NotRun::Stopped)))
+        .map(|o| o.unwrap_or(Visited::NotRun(NotRun::Stopped(StopReason::Cancelled))))
         .collect()
 }
 
@@ -370,7 +381,7 @@ mod tests {
         assert!(
             out[4..]
                 .iter()
-                .all(|o| *o == Visited::NotRun(NotRun::Stopped))
+                .all(|o| *o == Visited::NotRun(NotRun::Stopped(StopReason::FailFast)))
         );
         assert!(
             out[..3]
@@ -392,7 +403,7 @@ mod tests {
         );
         let not_run = out
             .iter()
-            .filter(|o| **o == Visited::NotRun(NotRun::Stopped))
+            .filter(|o| **o == Visited::NotRun(NotRun::Stopped(StopReason::Cancelled)))
             .count();
         assert_eq!(not_run, 50 - starts);
     }

@@ -122,7 +122,12 @@ fn substitute(text: &str, vars: &BTreeMap<String, Value>) -> Result<Value, Strin
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
         if let Some(after) = tail.strip_prefix("$${") {
-            out.push_str("${");
+            // An escaped resource reference stays escaped for the engine to unescape.
+            out.push_str(if after.trim_start().starts_with("resources.") {
+                "$${"
+            } else {
+                "${"
+            });
             rest = after;
             continue;
         }
@@ -162,7 +167,7 @@ fn substitute(text: &str, vars: &BTreeMap<String, Value>) -> Result<Value, Strin
             },
             // Resource references are resolved later, by the engine.
             None if expr.starts_with("resources.") => {
-                out.push_str(&format!("${{{}}}", &body[..end]));
+                out.push_str(&format!("${{{expr}}}"));
             }
             None => problems.push(format!(
                 "unsupported expression `${{{expr}}}`: use `${{var.NAME}}` or `${{resources.ID.FIELD}}`"

@@ -19,6 +19,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use wasmtime::{Store, Trap};
 
@@ -28,6 +29,9 @@ use wasmtime::{Store, Trap};
 pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 /// Most diagnostics accepted from one `validate` call, and field changes from one `diff`.
 pub const MAX_ITEMS: usize = 10_000;
+/// How much later than the epoch deadline the backstop timer fires: long enough for the
+/// epoch ticker to interrupt guest code first (a few ticks), short enough not to matter.
+const TIMER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 /// Most idle instances kept per access mode.
 const MAX_POOLED: usize = 8;
 /// Longest message kept from a provider (errors, diagnostics): messages are printed and
@@ -45,6 +49,8 @@ type GuestFuture<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Sen
 struct Instance {
     store: Store<HostState>,
     exports: bindings::Provider,
+    /// The read-only generation it was made in (see `WasmProvider::ro_generation`).
+    generation: u64,
 }
 
 /// A provider running as a Wasm component.
@@ -58,6 +64,9 @@ pub struct WasmProvider {
     info: ProviderInfo,
     /// Idle instances: `[read-only, read-write]`.
     pools: [Mutex<Vec<Instance>>; 2],
+    /// Bumped whenever a read-write instance is made; read-only instances from an older
+    /// generation are not pooled again.
+    ro_generation: AtomicU64,
 }
 
 impl WasmProvider {
@@ -83,6 +92,7 @@ impl WasmProvider {
             grants,
             limits,
             pools: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
+            ro_generation: AtomicU64::new(0),
         }
     }
 
@@ -158,6 +168,9 @@ impl WasmProvider {
         let mut inst = match pooled {
             Some(i) => i,
             None => {
+                // Read before the context is built: a read-write build in between makes
+                // this instance's generation stale, never a stale one look current.
+                let generation = self.ro_generation.load(Ordering::SeqCst);
                 let state = HostState::new(self.grants.clone(), mode, self.limits.memory_bytes)
                     .map_err(|e| self.error(resource, operation, ErrorKind::Host, e.to_string()))?;
                 let mut store = Store::new(self.pre.engine(), state);
@@ -177,14 +190,20 @@ impl WasmProvider {
                         ));
                     }
                 };
-                if mode == Mode::ReadWrite
-                    && let Ok(mut ro) = self.pool(Mode::ReadOnly).lock()
-                {
+                if mode == Mode::ReadWrite {
                     // A writable context may have just created granted directories that
-                    // idle read-only instances still see as empty stand-ins.
-                    ro.clear();
+                    // read-only instances made before still see as empty stand-ins:
+                    // retire them, idle or busy.
+                    self.ro_generation.fetch_add(1, Ordering::SeqCst);
+                    if let Ok(mut ro) = self.pool(Mode::ReadOnly).lock() {
+                        ro.clear();
+                    }
                 }
-                Instance { store, exports }
+                Instance {
+                    store,
+                    exports,
+                    generation,
+                }
             }
         };
         inst.store.data_mut().begin_call(resource, operation);
@@ -192,11 +211,11 @@ impl WasmProvider {
         Ok(inst)
     }
 
-    /// Run `f` on `inst` on its own task under the call deadline. WASI file I/O runs on
-    /// the thread that calls into the guest (no hop to a blocking pool per operation);
-    /// because the call has its own task, a guest stuck inside a host call holds only
-    /// that task, and the deadline still fires for the caller. Such an instance is never
-    /// seen again: when it next runs guest code its epoch deadline traps it.
+    /// Run `f` on `inst` on a thread of its own under the call deadline. WASI file I/O
+    /// runs on that thread (one hop per call, not one per file operation); a guest stuck
+    /// inside a host call holds only that thread, and the deadline still fires for the
+    /// caller. Such an instance is never seen again: when it next runs guest code its
+    /// epoch deadline (already passed) traps it, so it cannot go on changing the system.
     async fn call<T, F>(
         &self,
         mut inst: Instance,
@@ -208,17 +227,25 @@ impl WasmProvider {
         T: Send + 'static,
         F: for<'a> FnOnce(&'a mut Instance) -> GuestFuture<'a, T> + Send + 'static,
     {
-        let task = tokio::spawn(async move {
-            let result = f(&mut inst).await;
-            (inst, result)
+        // On the blocking pool: a guest stuck in file I/O holds a pool thread, never one
+        // of the runtime's workers, so timers, other calls and Ctrl-C keep running.
+        let runtime = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || {
+            runtime.block_on(async move {
+                let result = f(&mut inst).await;
+                (inst, result)
+            })
         });
-        match tokio::time::timeout(self.limits.call_timeout, task).await {
+        // Guest code is stopped by the epoch deadline; this timer is the backstop for a
+        // call blocked inside the host, so it fires a little later.
+        let backstop = self.limits.call_timeout + TIMER_GRACE;
+        match tokio::time::timeout(backstop, task).await {
             Err(_) => Err(self.error(
                 resource,
                 operation,
                 ErrorKind::Timeout,
                 format!(
-                    "did not finish within {}",
+                    "did not finish within {} (blocked in a host call)",
                     humantime::format_duration(self.limits.call_timeout)
                 ),
             )),
@@ -260,8 +287,13 @@ impl WasmProvider {
                         crate::host::MAX_LOG_LINES_PER_CALL
                     );
                 }
+                let mode = Self::mode(operation);
+                let current = mode == Mode::ReadWrite
+                    || inst.generation == self.ro_generation.load(Ordering::SeqCst);
+                let data = inst.store.data_mut();
                 if data.flush_stdio()
-                    && let Ok(mut pool) = self.pool(Self::mode(operation)).lock()
+                    && current
+                    && let Ok(mut pool) = self.pool(mode).lock()
                     && pool.len() < MAX_POOLED
                 {
                     pool.push(inst);
