@@ -358,6 +358,7 @@ fn apply_json_streams_one_event_per_line_and_graph_prints_dot() {
 
 #[test]
 fn ctrl_c_lets_the_call_in_flight_finish_and_starts_nothing_more() {
+    use std::io::{BufRead, Read};
     use std::process::{Command, Stdio};
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
@@ -368,7 +369,7 @@ fn ctrl_c_lets_the_call_in_flight_finish_and_starts_nothing_more() {
         ));
     }
     write_manifest(dir, &body);
-    let child = Command::new(env!("CARGO_BIN_EXE_tenet"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenet"))
         .args(["apply", "--yes", "--parallelism", "1"])
         .current_dir(dir)
         .env("TENET_CACHE_DIR", crate::support::cache_dir())
@@ -378,15 +379,28 @@ fn ctrl_c_lets_the_call_in_flight_finish_and_starts_nothing_more() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    // The first apply takes 1.5 s; interrupt while it runs.
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Wait until the plan is printed (the apply starts right after), then interrupt
+    // while the first 1.5 s apply runs.
+    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("read") == 0 {
+            panic!("tenet ended before applying: {out}");
+        }
+        out.push_str(&line);
+        if line.starts_with("Plan:") {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(400));
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(kill.success());
+    reader.read_to_string(&mut out).expect("read");
     let o = child.wait_with_output().expect("wait");
-    let out = stdout(&o);
     assert_eq!(code(&o), 1, "{out}{}", stderr(&o));
     assert!(
         stderr(&o).contains("Interrupted: starting nothing new"),
