@@ -218,7 +218,6 @@ impl WasmProvider {
     /// epoch deadline (already passed) traps it, so it cannot go on changing the system.
     async fn call<T, F>(
         &self,
-        mut inst: Instance,
         resource: &str,
         operation: Operation,
         f: F,
@@ -227,6 +226,7 @@ impl WasmProvider {
         T: Send + 'static,
         F: for<'a> FnOnce(&'a mut Instance) -> GuestFuture<'a, T> + Send + 'static,
     {
+        let mut inst = self.checkout(resource, operation).await?;
         // On the blocking pool: a guest stuck in file I/O holds a pool thread, never one
         // of the runtime's workers, so timers, other calls and Ctrl-C keep running.
         let runtime = tokio::runtime::Handle::current();
@@ -379,9 +379,8 @@ impl WasmProvider {
     /// Call `describe` and convert the result.
     pub(super) async fn describe(&self) -> Result<ProviderInfo, ProviderError> {
         let op = Operation::Describe;
-        let inst = self.checkout("", op).await?;
         let info = self
-            .call(inst, "", op, |i: &mut Instance| -> GuestFuture<'_, _> {
+            .call("", op, |i: &mut Instance| -> GuestFuture<'_, _> {
                 Box::pin(
                     i.exports
                         .tenet_provider_resources()
@@ -428,11 +427,9 @@ impl Provider for WasmProvider {
     ) -> Result<Vec<PropertyDiagnostic>, ProviderError> {
         let op = Operation::Validate;
         let props = properties.to_string();
-        let inst = self.checkout(cx.resource, op).await?;
         let kind = kind.to_owned();
         let diags = self
             .call(
-                inst,
                 cx.resource,
                 op,
                 move |i: &mut Instance| -> GuestFuture<'_, _> {
@@ -471,11 +468,9 @@ impl Provider for WasmProvider {
     ) -> Result<Option<Value>, ProviderError> {
         let op = Operation::Read;
         let props = properties.to_string();
-        let inst = self.checkout(cx.resource, op).await?;
         let kind = kind.to_owned();
         let read = self
             .call(
-                inst,
                 cx.resource,
                 op,
                 move |i: &mut Instance| -> GuestFuture<'_, _> {
@@ -510,11 +505,9 @@ impl Provider for WasmProvider {
         let op = Operation::Diff;
         let desired = desired.to_string();
         let current = current.map(Value::to_string);
-        let inst = self.checkout(cx.resource, op).await?;
         let kind = kind.to_owned();
         let diffed = self
             .call(
-                inst,
                 cx.resource,
                 op,
                 move |i: &mut Instance| -> GuestFuture<'_, _> {
@@ -591,11 +584,9 @@ impl Provider for WasmProvider {
         let op = Operation::Apply;
         let desired = desired.to_string();
         let current = current.map(Value::to_string);
-        let inst = self.checkout(cx.resource, op).await?;
         let kind = kind.to_owned();
         let applied = self
             .call(
-                inst,
                 cx.resource,
                 op,
                 move |i: &mut Instance| -> GuestFuture<'_, _> {
@@ -622,10 +613,8 @@ impl Provider for WasmProvider {
     ) -> Result<(), ProviderError> {
         let op = Operation::Delete;
         let current = current.to_string();
-        let inst = self.checkout(cx.resource, op).await?;
         let kind = kind.to_owned();
         self.call(
-            inst,
             cx.resource,
             op,
             move |i: &mut Instance| -> GuestFuture<'_, _> {
