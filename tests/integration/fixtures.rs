@@ -5,16 +5,25 @@
 use crate::support::{stderr, tenet};
 use std::path::PathBuf;
 
-#[test]
-fn invalid_manifests_report_every_problem_with_its_place() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/invalid");
-    let root = root.canonicalize().expect("fixtures dir");
+/// The fixture root `tests/fixtures/<kind>` and its case directories, sorted.
+fn cases(kind: &str) -> (PathBuf, Vec<PathBuf>) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(kind)
+        .canonicalize()
+        .expect("fixtures dir");
     let mut cases: Vec<_> = std::fs::read_dir(&root)
         .expect("fixtures")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.is_dir())
         .collect();
     cases.sort();
+    (root, cases)
+}
+
+#[test]
+fn invalid_manifests_report_every_problem_with_its_place() {
+    let (root, cases) = cases("invalid");
     assert!(cases.len() >= 4, "fixtures missing: {cases:?}");
     let bless = std::env::var_os("TENET_BLESS").is_some();
     let mut failures = Vec::new();
@@ -49,14 +58,8 @@ fn invalid_manifests_report_every_problem_with_its_place() {
 
 #[test]
 fn graph_fixtures_print_the_expected_edges_and_order() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/graph");
-    let root = root.canonicalize().expect("fixtures dir");
+    let (root, cases) = cases("graph");
     let bless = std::env::var_os("TENET_BLESS").is_some();
-    let mut cases: Vec<_> = std::fs::read_dir(&root)
-        .expect("fixtures")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    cases.sort();
     assert!(!cases.is_empty());
     for case in cases {
         let name = case

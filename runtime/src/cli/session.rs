@@ -87,15 +87,11 @@ impl Session {
             match result {
                 Ok(problems) => {
                     // Values built from references are checked once known, not as text.
-                    let referencing: Vec<String> = crate::graph::refs::find(&r.properties)
+                    let referencing = crate::graph::refs::Referencing::of(&r.properties);
+                    for d in problems
                         .into_iter()
-                        .map(|f| f.pointer)
-                        .collect();
-                    for d in problems.into_iter().filter(|d| {
-                        !referencing
-                            .iter()
-                            .any(|p| !p.is_empty() && d.path.starts_with(p.as_str()))
-                    }) {
+                        .filter(|d| !referencing.covers(&d.path))
+                    {
                         let msg = format!(
                             "resource `{}` ({}): {}{}",
                             r.id,

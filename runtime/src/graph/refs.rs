@@ -56,6 +56,24 @@ fn collect(value: &Value, pointer: String, out: &mut Vec<Reference>) {
     }
 }
 
+/// The properties of `value` whose values are built from references: problems a check
+/// finds at or under them are about reference text, not about the value it will be.
+#[derive(Debug, Clone, Default)]
+pub struct Referencing(Vec<String>);
+
+impl Referencing {
+    pub fn of(value: &Value) -> Self {
+        Referencing(find(value).into_iter().map(|r| r.pointer).collect())
+    }
+
+    /// Whether the JSON pointer `at` lies at or under a referencing property.
+    pub fn covers(&self, at: &str) -> bool {
+        self.0
+            .iter()
+            .any(|p| !p.is_empty() && at.starts_with(p.as_str()))
+    }
+}
+
 /// Whether `text` holds a (non-escaped) reference.
 pub fn has_reference(text: &str) -> bool {
     !in_text(text).is_empty()

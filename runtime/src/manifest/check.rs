@@ -65,16 +65,10 @@ pub fn check(
         match validator {
             Some(v) => {
                 // Values built from references are checked by the provider once known.
-                let referencing: Vec<String> = crate::graph::refs::find(&r.properties)
-                    .into_iter()
-                    .map(|f| f.pointer)
-                    .collect();
+                let referencing = crate::graph::refs::Referencing::of(&r.properties);
                 for e in v.iter_errors(&r.properties) {
                     let pointer = e.instance_path().as_str().to_owned();
-                    if referencing
-                        .iter()
-                        .any(|p| pointer.starts_with(p.as_str()) && !p.is_empty())
-                    {
+                    if referencing.covers(&pointer) {
                         continue;
                     }
                     let mut message = format!(
