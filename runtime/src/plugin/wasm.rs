@@ -32,8 +32,10 @@ pub const MAX_ITEMS: usize = 10_000;
 /// How much later than the epoch deadline the backstop timer fires: long enough for the
 /// epoch ticker to interrupt guest code first (a few ticks), short enough not to matter.
 const TIMER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
-/// Most idle instances kept per access mode.
-const MAX_POOLED: usize = 8;
+/// Most idle instances kept per access mode: enough for the default parallelism and
+/// then some, so a busy run reuses instances instead of instantiating per call; a Rust
+/// provider instance costs about 1–2 MiB.
+const MAX_POOLED: usize = 32;
 /// Longest message kept from a provider (errors, diagnostics): messages are printed and
 /// stored in plans, and one must not be megabytes.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
