@@ -289,7 +289,11 @@ pub fn result_line(r: &ResourceResult) -> Option<String> {
 
 /// The slowest changes and the run's wall time, one line.
 pub fn slowest(slowest: &[&ResourceResult], total: std::time::Duration) -> String {
-    let mut text = format!("Took {:.2} s", total.as_secs_f64());
+    let mut text = if total.as_secs() >= 1 {
+        format!("Took {:.2} s", total.as_secs_f64())
+    } else {
+        format!("Took {:.1} ms", total.as_secs_f64() * 1000.0)
+    };
     if !slowest.is_empty() {
         let list: Vec<String> = slowest
             .iter()
