@@ -462,6 +462,7 @@ fn decl(name: &str, source: ProviderSource) -> ProviderDecl {
         },
         limits: Limits::default(),
         max_concurrency: None,
+        consistency_check: true,
         location: tenet::diag::Location::new("test.yaml", 1, 1),
     }
 }

@@ -182,6 +182,13 @@ impl Session {
                 .filter_map(|p| p.max_concurrency.map(|m| (p.name.clone(), m)))
                 .collect(),
             fail_fast,
+            unchecked_providers: self
+                .manifest
+                .providers
+                .values()
+                .filter(|p| !p.consistency_check)
+                .map(|p| p.name.clone())
+                .collect(),
             ..RunOptions::default()
         }
     }

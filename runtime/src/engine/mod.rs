@@ -12,7 +12,7 @@ use crate::plan::{self, ManifestRef, Plan, PlannedResource, ProviderPin, Summary
 use crate::provider::{Action, CallContext, Diff, FieldChange, Provider, ProviderError};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +32,9 @@ pub struct RunOptions {
     pub fail_fast: bool,
     /// Set (e.g. on Ctrl-C) to start nothing new; calls in flight finish.
     pub cancel: Arc<AtomicBool>,
+    /// Providers whose results are not re-read after apply (`consistency_check: false`
+    /// in the manifest, for slow or eventually consistent APIs).
+    pub unchecked_providers: BTreeSet<String>,
 }
 
 impl Default for RunOptions {
@@ -41,6 +44,7 @@ impl Default for RunOptions {
             provider_limits: BTreeMap::new(),
             fail_fast: false,
             cancel: Arc::new(AtomicBool::new(false)),
+            unchecked_providers: BTreeSet::new(),
         }
     }
 }
@@ -436,10 +440,25 @@ impl Engine {
                 let r = rs[i].clone();
                 let provider = self.provider(&r.provider);
                 let (known, index) = (known.clone(), index.clone());
+                let check = !options.unchecked_providers.contains(&r.provider);
                 let span = info_span!("apply", resource = %r.id, r#type = %r.type_name, action = %r.action);
                 async move {
                     let result = match provider {
-                        Ok(p) => apply_one(p.as_ref(), &r, &known, &index).await,
+                        Ok(p) => match apply_one(p.as_ref(), &r, &known, &index).await {
+                            Ok((outcome, Some(state), desired))
+                                if check
+                                    && matches!(
+                                        outcome,
+                                        Outcome::Created | Outcome::Updated | Outcome::Replaced
+                                    ) =>
+                            {
+                                consistent(p.as_ref(), &r, &desired, &state)
+                                    .await
+                                    .map(|()| (outcome, Some(state)))
+                            }
+                            Ok((outcome, state, _)) => Ok((outcome, state)),
+                            Err(e) => Err(e),
+                        },
                         Err(e) => Err(e),
                     };
                     if let Ok((_, state)) = &result {
@@ -599,18 +618,22 @@ async fn plan_resolved(
     Ok((current, Diff { action, changes }))
 }
 
+/// Apply one planned resource; returns the outcome, the new state and the desired
+/// properties it was applied with (references resolved).
 async fn apply_one(
     p: &dyn Provider,
     r: &PlannedResource,
     known: &Shared,
     index: &BTreeMap<String, usize>,
-) -> Result<(Outcome, Option<Value>), String> {
+) -> Result<(Outcome, Option<Value>, Value), String> {
     if let Some(e) = &r.error {
         // Could not be planned: it fails, its dependents are skipped, the rest runs.
         return Err(format!("could not be planned: {e}"));
     }
     if r.unknown.is_empty() {
-        return act(p, &r.id, &r.kind, r.action, &r.desired, r.current.as_ref()).await;
+        let (outcome, state) =
+            act(p, &r.id, &r.kind, r.action, &r.desired, r.current.as_ref()).await?;
+        return Ok((outcome, state, r.desired.clone()));
     }
     // Values that were known only after apply are known now: resolve, then diff again.
     let resolved = {
@@ -631,7 +654,7 @@ async fn apply_one(
             diff.action
         ));
     }
-    act(
+    let (outcome, state) = act(
         p,
         &r.id,
         &r.kind,
@@ -639,7 +662,53 @@ async fn apply_one(
         &resolved.value,
         current.as_ref(),
     )
-    .await
+    .await?;
+    Ok((outcome, state, resolved.value))
+}
+
+/// The contract check after a change: a fresh `read` must return what `apply` returned.
+/// A provider whose `apply` reports a state the system does not have would make every
+/// later plan wrong; say so now, naming the fields that differ.
+async fn consistent(
+    p: &dyn Provider,
+    r: &PlannedResource,
+    desired: &Value,
+    applied: &Value,
+) -> Result<(), String> {
+    let fresh = p
+        .read(CallContext { resource: &r.id }, &r.kind, desired)
+        .await
+        .map_err(|e| format!("the read after apply failed: {e}"))?;
+    let Some(fresh) = fresh else {
+        return Err(format!(
+            "provider `{}` produced an inconsistent result: apply reported the resource, but a fresh read finds nothing",
+            r.provider
+        ));
+    };
+    if plan::digest(&fresh) == plan::digest(applied) {
+        return Ok(());
+    }
+    let empty = serde_json::Map::new();
+    let (a, b) = (
+        applied.as_object().unwrap_or(&empty),
+        fresh.as_object().unwrap_or(&empty),
+    );
+    let fields: BTreeSet<&String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .collect();
+    let fields: Vec<String> = fields.into_iter().map(|f| format!("/{f}")).collect();
+    Err(format!(
+        "provider `{}` produced an inconsistent result: a fresh read after apply differs in {} \
+         (set `consistency_check: false` on the provider for eventually consistent APIs)",
+        r.provider,
+        if fields.is_empty() {
+            "the document".to_owned()
+        } else {
+            fields.join(", ")
+        }
+    ))
 }
 
 /// Carry out one action.
@@ -882,6 +951,31 @@ mod tests {
             format!("via {serial}, not ${{resources.b.value}}"),
             "an escaped reference reaches the provider as literal text"
         );
+    }
+
+    #[tokio::test]
+    async fn an_inconsistent_apply_result_fails_the_resource_unless_unchecked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (mock, e, plan) = planned(&dir, &[]).await;
+        mock.inconsistent.lock().expect("lock").insert("z".into());
+        let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+        let by_id = outcomes(&report);
+        assert_eq!(
+            by_id["z"],
+            Outcome::Failed {
+                error: "provider `mock` produced an inconsistent result: a fresh read after apply differs in /ghost (set `consistency_check: false` on the provider for eventually consistent APIs)".into()
+            }
+        );
+        assert_eq!(by_id["a"], Outcome::Created);
+
+        let (mock, e, plan) = planned(&dir, &[]).await;
+        mock.inconsistent.lock().expect("lock").insert("z".into());
+        let options = RunOptions {
+            unchecked_providers: BTreeSet::from(["mock".to_owned()]),
+            ..RunOptions::default()
+        };
+        let report = e.apply(&plan, &options, &mut |_| {}).await;
+        assert!(report.succeeded(), "checks off: {:?}", report.results);
     }
 
     #[tokio::test]

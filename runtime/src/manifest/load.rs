@@ -372,7 +372,13 @@ fn parse_providers(
                 &pointer,
                 spans,
                 &what,
-                &["source", "grants", "limits", "max_concurrency"],
+                &[
+                    "source",
+                    "grants",
+                    "limits",
+                    "max_concurrency",
+                    "consistency_check",
+                ],
                 diags,
             )
         };
@@ -405,6 +411,20 @@ fn parse_providers(
                 }
             },
         };
+        let consistency_check = match fields.get("consistency_check") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => {
+                diags.error(
+                    Some(spans.value(&format!("{pointer}/consistency_check"))),
+                    format!(
+                        "consistency_check of {what} must be true or false, found {}",
+                        type_name(other)
+                    ),
+                );
+                true
+            }
+        };
         out.insert(
             name.clone(),
             ProviderDecl {
@@ -413,6 +433,7 @@ fn parse_providers(
                 grants,
                 limits,
                 max_concurrency,
+                consistency_check,
                 location,
             },
         );

@@ -138,6 +138,9 @@ pub struct ProviderDecl {
     /// Most calls in flight to this provider at once (`max_concurrency`); `None` leaves
     /// it to the run's `--parallelism`.
     pub max_concurrency: Option<usize>,
+    /// Re-read each resource after apply and fail it when the provider's result does not
+    /// match (`consistency_check`, default true).
+    pub consistency_check: bool,
     pub location: Location,
 }
 

@@ -20,6 +20,8 @@ pub struct MockProvider {
     pub calls: Mutex<Vec<(Operation, String)>>,
     /// Resource ids whose apply fails.
     pub fail_apply: Mutex<BTreeSet<String>>,
+    /// Resource ids whose apply reports a field (`ghost`) the system does not keep.
+    pub inconsistent: Mutex<BTreeSet<String>>,
 }
 
 impl MockProvider {
@@ -179,6 +181,14 @@ impl Provider for MockProvider {
             );
         }
         state.insert(Self::identity(desired), observed.clone());
+        let lies = self
+            .inconsistent
+            .lock()
+            .map(|f| f.contains(cx.resource))
+            .unwrap_or(false);
+        if lies && let Some(map) = observed.as_object_mut() {
+            map.insert("ghost".into(), json!(true));
+        }
         Ok(observed)
     }
 
