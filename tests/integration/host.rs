@@ -402,6 +402,23 @@ async fn traps_and_timeouts_fail_one_call_and_the_provider_recovers() {
         .await
         .expect("recovered after hitting the memory cap");
 
+    // Contract: a diff that reports a change where nothing differs is refused.
+    let noisy = json!({"action": "noisy-diff"});
+    let e = bad
+        .diff(
+            CallContext { resource: "noisy" },
+            "probe",
+            &noisy,
+            Some(&noisy),
+        )
+        .await
+        .expect_err("a change with equal before and after is a contract violation");
+    assert_eq!(e.kind, ErrorKind::Protocol, "{e}");
+    assert!(
+        e.to_string().starts_with("provider `bad` failed to diff resource `noisy`: contract violation: diff returned `update` although the current state equals the desired properties"),
+        "{e}"
+    );
+
     call("log-flood", "chatty")
         .await
         .expect("log flood is capped, not fatal");

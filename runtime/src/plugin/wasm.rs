@@ -505,6 +505,9 @@ impl Provider for WasmProvider {
         current: Option<&Value>,
     ) -> Result<Diff, ProviderError> {
         let op = Operation::Diff;
+        // Contract: when the current state is exactly the desired document, there is
+        // nothing to change.
+        let already = current == Some(desired);
         let desired = desired.to_string();
         let current = current.map(Value::to_string);
         let kind = kind.to_owned();
@@ -562,16 +565,25 @@ impl Provider for WasmProvider {
                 forces_replacement: c.forces_replacement,
             });
         }
-        if (action == Action::None) != changes.is_empty() {
-            return Err(self.error(
-                cx.resource,
-                op,
-                ErrorKind::Protocol,
+        let violation = if (action == Action::None) != changes.is_empty() {
+            Some(format!(
+                "diff returned action `{action}` with {} field changes",
+                changes.len()
+            ))
+        } else if already && action != Action::None {
+            Some(format!(
+                "diff returned `{action}` although the current state equals the desired properties"
+            ))
+        } else {
+            changes.iter().find(|c| c.before == c.after).map(|c| {
                 format!(
-                    "diff returned action `{action}` with {} field changes",
-                    changes.len()
-                ),
-            ));
+                    "diff reported a change of `{}` whose before and after are equal",
+                    c.path
+                )
+            })
+        };
+        if let Some(v) = violation {
+            return Err(self.error(cx.resource, op, ErrorKind::Protocol, v));
         }
         Ok(Diff { action, changes })
     }

@@ -7,10 +7,11 @@
 //! - `panic`: panic (a trap; the message goes to stderr);
 //! - `alloc`: allocate 1 GiB (the memory cap must stop it);
 //! - `log-flood`: emit far more log lines than the host keeps;
-//! - `slow-apply`: absent on `read`, and `apply` takes 1.5 s (to interrupt a run).
+//! - `slow-apply`: absent on `read`, and `apply` takes 1.5 s (to interrupt a run);
+//! - `noisy-diff`: `diff` reports a change whose before and after are equal.
 
 use serde_json::{Value, json};
-use tenet_sdk::{Error, KindInfo, Provider, ProviderInfo};
+use tenet_sdk::{Diff, Error, FieldChange, KindInfo, Provider, ProviderInfo};
 
 pub struct Misbehave;
 
@@ -58,7 +59,7 @@ impl Provider for Misbehave {
                     "type": "object",
                     "properties": {
                         "path": {"type": "string"},
-                        "action": {"enum": ["ok", "write", "chmod", "loop", "panic", "alloc", "log-flood", "slow-apply"]},
+                        "action": {"enum": ["ok", "write", "chmod", "loop", "panic", "alloc", "log-flood", "slow-apply", "noisy-diff"]},
                         "value": {}
                     },
                     "required": ["action"],
@@ -75,6 +76,18 @@ impl Provider for Misbehave {
             return Ok(None);
         }
         perform(properties)
+    }
+
+    fn diff(_kind: &str, desired: &Value, current: Option<&Value>) -> Result<Diff, Error> {
+        match desired.get("action").and_then(Value::as_str) {
+            // Reports a change although nothing differs: a contract violation.
+            Some("noisy-diff") => Ok(Diff::from_changes(vec![FieldChange::new(
+                "action",
+                Some(json!("noisy-diff")),
+                Some(json!("noisy-diff")),
+            )])),
+            _ => Ok(Diff::between(desired, current, &[])),
+        }
     }
 
     fn apply(_kind: &str, desired: &Value, _current: Option<&Value>) -> Result<Value, Error> {
