@@ -40,7 +40,7 @@ fn perform(properties: &Value) -> Result<Option<Value>, Error> {
             return Ok(Some(json!({"len": std::hint::black_box(big).len()})));
         }
         "log-flood" => {
-            for i in 0..100_000 {
+            for i in 0..5_000 {
                 tenet_sdk::log::info(&format!("flood {i}"));
             }
         }
