@@ -14,7 +14,7 @@
 
 use crate::manifest::{Access, FsGrant, Grants};
 use std::io;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
@@ -128,7 +128,9 @@ impl FsGrants {
     /// followed (calls act on a symlink itself), but every directory above it must
     /// resolve inside the grant.
     pub fn resolve(&self, guest: &str, write: bool, mode: Mode) -> Result<PathBuf, Denied> {
-        let path = normalize(Path::new(guest));
+        // Absolute (a relative guest path resolves against `/`), `.` and `..` removed
+        // lexically; a `..` never climbs above `/`.
+        let path = path_clean::clean(Path::new("/").join(guest));
         let grant = self
             .grants
             .iter()
@@ -178,21 +180,6 @@ impl FsGrants {
         }
         Ok(path)
     }
-}
-
-/// Absolute, with `.` and `..` removed lexically (a `..` never climbs above `/`).
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for c in p.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -48,6 +48,21 @@ fn bounded(text: String) -> String {
 /// A guest call borrowing its instance, boxed so it can run on its own task.
 type GuestFuture<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 'a>>;
 
+/// The boxed call `WasmProvider::call` runs: `guest_call!(call_read(&kind, &props))` calls
+/// that export on the instance it is handed. Arguments are captured by move.
+macro_rules! guest_call {
+    ($method:ident($($arg:expr),*)) => {
+        move |i: &mut Instance| -> GuestFuture<'_, _> {
+            Box::pin(async move {
+                i.exports
+                    .tenet_provider_resources()
+                    .$method(&mut i.store, $($arg),*)
+                    .await
+            })
+        }
+    };
+}
+
 struct Instance {
     store: Store<HostState>,
     exports: bindings::Provider,
@@ -381,15 +396,7 @@ impl WasmProvider {
     /// Call `describe` and convert the result.
     pub(super) async fn describe(&self) -> Result<ProviderInfo, ProviderError> {
         let op = Operation::Describe;
-        let info = self
-            .call("", op, |i: &mut Instance| -> GuestFuture<'_, _> {
-                Box::pin(
-                    i.exports
-                        .tenet_provider_resources()
-                        .call_describe(&mut i.store),
-                )
-            })
-            .await?;
+        let info = self.call("", op, guest_call!(call_describe())).await?;
         let mut kinds = BTreeMap::new();
         for k in info.kinds {
             let schema =
@@ -431,18 +438,7 @@ impl Provider for WasmProvider {
         let props = properties.to_string();
         let kind = kind.to_owned();
         let diags = self
-            .call(
-                cx.resource,
-                op,
-                move |i: &mut Instance| -> GuestFuture<'_, _> {
-                    Box::pin(async move {
-                        i.exports
-                            .tenet_provider_resources()
-                            .call_validate(&mut i.store, &kind, &props)
-                            .await
-                    })
-                },
-            )
+            .call(cx.resource, op, guest_call!(call_validate(&kind, &props)))
             .await?;
         if diags.len() > MAX_ITEMS {
             return Err(self.error(
@@ -472,18 +468,7 @@ impl Provider for WasmProvider {
         let props = properties.to_string();
         let kind = kind.to_owned();
         let read = self
-            .call(
-                cx.resource,
-                op,
-                move |i: &mut Instance| -> GuestFuture<'_, _> {
-                    Box::pin(async move {
-                        i.exports
-                            .tenet_provider_resources()
-                            .call_read(&mut i.store, &kind, &props)
-                            .await
-                    })
-                },
-            )
+            .call(cx.resource, op, guest_call!(call_read(&kind, &props)))
             .await?;
         match read {
             Ok(Some(text)) => Ok(Some(self.parse_doc(
@@ -515,14 +500,7 @@ impl Provider for WasmProvider {
             .call(
                 cx.resource,
                 op,
-                move |i: &mut Instance| -> GuestFuture<'_, _> {
-                    Box::pin(async move {
-                        i.exports
-                            .tenet_provider_resources()
-                            .call_diff(&mut i.store, &kind, &desired, current.as_deref())
-                            .await
-                    })
-                },
+                guest_call!(call_diff(&kind, &desired, current.as_deref())),
             )
             .await?;
         let d = match diffed {
@@ -603,14 +581,7 @@ impl Provider for WasmProvider {
             .call(
                 cx.resource,
                 op,
-                move |i: &mut Instance| -> GuestFuture<'_, _> {
-                    Box::pin(async move {
-                        i.exports
-                            .tenet_provider_resources()
-                            .call_apply(&mut i.store, &kind, &desired, current.as_deref())
-                            .await
-                    })
-                },
+                guest_call!(call_apply(&kind, &desired, current.as_deref())),
             )
             .await?;
         match applied {
@@ -628,19 +599,8 @@ impl Provider for WasmProvider {
         let op = Operation::Delete;
         let current = current.to_string();
         let kind = kind.to_owned();
-        self.call(
-            cx.resource,
-            op,
-            move |i: &mut Instance| -> GuestFuture<'_, _> {
-                Box::pin(async move {
-                    i.exports
-                        .tenet_provider_resources()
-                        .call_delete(&mut i.store, &kind, &current)
-                        .await
-                })
-            },
-        )
-        .await?
-        .map_err(|e| self.guest_error(cx.resource, op, e))
+        self.call(cx.resource, op, guest_call!(call_delete(&kind, &current)))
+            .await?
+            .map_err(|e| self.guest_error(cx.resource, op, e))
     }
 }
