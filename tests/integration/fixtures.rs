@@ -21,37 +21,36 @@ fn cases(kind: &str) -> (PathBuf, Vec<PathBuf>) {
     (root, cases)
 }
 
+/// Compare `actual` with the expectation file `expected` (or rewrite it when
+/// TENET_BLESS is set); the mismatch, if any, as a readable report.
+fn check(name: &str, expected: &std::path::Path, actual: &str) -> Option<String> {
+    if std::env::var_os("TENET_BLESS").is_some() {
+        std::fs::write(expected, actual).expect("bless");
+        return None;
+    }
+    let want = std::fs::read_to_string(expected)
+        .unwrap_or_else(|_| panic!("{} missing (run with TENET_BLESS=1)", expected.display()));
+    (want != actual).then(|| format!("--- {name}: expected\n{want}--- actual\n{actual}"))
+}
+
+fn name_of(case: &std::path::Path) -> String {
+    case.file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned()
+}
+
 #[test]
 fn invalid_manifests_report_every_problem_with_its_place() {
     let (root, cases) = cases("invalid");
     assert!(cases.len() >= 4, "fixtures missing: {cases:?}");
-    let bless = std::env::var_os("TENET_BLESS").is_some();
     let mut failures = Vec::new();
     for case in cases {
-        let name = case
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
+        let name = name_of(&case);
         let o = tenet(&root, &["validate", &name]);
         assert_eq!(o.status.code(), Some(1), "{name} must fail validation");
         let actual = stderr(&o).replace(&case.display().to_string(), "$DIR");
-        let expected_path = case.join("expected.stderr");
-        if bless {
-            std::fs::write(&expected_path, &actual).expect("bless");
-            continue;
-        }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
-            panic!(
-                "{} missing (run with TENET_BLESS=1)",
-                expected_path.display()
-            )
-        });
-        if actual != expected {
-            failures.push(format!(
-                "--- {name}: expected\n{expected}--- actual\n{actual}"
-            ));
-        }
+        failures.extend(check(&name, &case.join("expected.stderr"), &actual));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -59,24 +58,14 @@ fn invalid_manifests_report_every_problem_with_its_place() {
 #[test]
 fn graph_fixtures_print_the_expected_edges_and_order() {
     let (root, cases) = cases("graph");
-    let bless = std::env::var_os("TENET_BLESS").is_some();
     assert!(!cases.is_empty());
+    let mut failures = Vec::new();
     for case in cases {
-        let name = case
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .into_owned();
+        let name = name_of(&case);
         let o = tenet(&root, &["graph", "--format", "json", &name]);
         assert_eq!(o.status.code(), Some(0), "{name}: {}", stderr(&o));
         let actual = String::from_utf8_lossy(&o.stdout).into_owned();
-        let expected_path = case.join("expected.json");
-        if bless {
-            std::fs::write(&expected_path, &actual).expect("bless");
-            continue;
-        }
-        let expected =
-            std::fs::read_to_string(&expected_path).expect("expected.json (TENET_BLESS=1)");
-        assert_eq!(actual, expected, "{name}");
+        failures.extend(check(&name, &case.join("expected.json"), &actual));
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

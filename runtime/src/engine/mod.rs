@@ -789,28 +789,58 @@ mod tests {
     }
 
     /// Plan THREE against a fresh mock; `fail` lists resources whose apply fails.
-    async fn planned(dir: &tempfile::TempDir, fail: &[&str]) -> (Arc<MockProvider>, Engine, Plan) {
-        let (m, g) = manifest(dir, THREE);
-        let mock = Arc::new(MockProvider::new());
-        if let Ok(mut f) = mock.fail_apply.lock() {
-            f.extend(fail.iter().map(|s| (*s).to_owned()));
+    /// A manifest of mock resources, its graph, a fresh mock (whose apply fails for the
+    /// ids in `fail`), an engine on it, and the first plan.
+    struct Setup {
+        manifest: Manifest,
+        graph: Graph,
+        mock: Arc<MockProvider>,
+        engine: Engine,
+        plan: Plan,
+    }
+
+    impl Setup {
+        async fn new(dir: &tempfile::TempDir, body: &str, fail: &[&str]) -> Setup {
+            let (manifest, graph) = manifest(dir, body);
+            let mock = Arc::new(MockProvider::new());
+            if let Ok(mut f) = mock.fail_apply.lock() {
+                f.extend(fail.iter().map(|s| (*s).to_owned()));
+            }
+            let engine = engine(&mock);
+            let plan = engine
+                .plan(&manifest, &graph, BTreeMap::new(), &RunOptions::default())
+                .await;
+            Setup {
+                manifest,
+                graph,
+                mock,
+                engine,
+                plan,
+            }
         }
-        let e = engine(&mock);
-        let plan = e
-            .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
-            .await;
-        (mock, e, plan)
+
+        async fn replan(&self) -> Plan {
+            self.engine
+                .plan(
+                    &self.manifest,
+                    &self.graph,
+                    BTreeMap::new(),
+                    &RunOptions::default(),
+                )
+                .await
+        }
+    }
+
+    async fn planned(dir: &tempfile::TempDir, fail: &[&str]) -> (Arc<MockProvider>, Engine, Plan) {
+        let s = Setup::new(dir, THREE, fail).await;
+        (s.mock, s.engine, s.plan)
     }
 
     #[tokio::test]
     async fn applies_in_dependency_order_and_converges() {
         let dir = tempfile::tempdir().expect("tmp");
-        let (m, g) = manifest(&dir, THREE);
-        let mock = Arc::new(MockProvider::new());
-        let e = engine(&mock);
-        let plan = e
-            .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
-            .await;
+        let s = Setup::new(&dir, THREE, &[]).await;
+        let (mock, e, plan) = (&s.mock, &s.engine, s.plan.clone());
         assert_eq!(plan.summary.create, 4);
         let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
         assert!(report.succeeded());
@@ -826,9 +856,7 @@ mod tests {
         assert!(pos("a") < pos("b") && pos("b") < pos("c"), "{applies:?}");
         assert_eq!(applies.len(), 4);
 
-        let again = e
-            .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
-            .await;
+        let again = s.replan().await;
         assert!(
             !again.has_changes(),
             "second plan must be empty: {:?}",
@@ -892,15 +920,8 @@ mod tests {
     #[tokio::test]
     async fn references_resolve_from_desired_values_and_after_apply() {
         let dir = tempfile::tempdir().expect("tmp");
-        let (m, g) = manifest(
-            &dir,
-            "  - {id: a, type: mock.item, properties: {name: a, value: 1}}\n  - {id: b, type: mock.item, properties: {name: b, value: '${resources.a.value}/${resources.a.serial}'}}\n  - {id: c, type: mock.item, properties: {name: c, value: '${resources.a.value}'}}\n",
-        );
-        let mock = Arc::new(MockProvider::new());
-        let e = engine(&mock);
-        let plan = e
-            .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
-            .await;
+        let s = Setup::new(&dir, "  - {id: a, type: mock.item, properties: {name: a, value: 1}}\n  - {id: b, type: mock.item, properties: {name: b, value: '${resources.a.value}/${resources.a.serial}'}}\n  - {id: c, type: mock.item, properties: {name: c, value: '${resources.a.value}'}}\n", &[]).await;
+        let (mock, e, plan) = (&s.mock, &s.engine, s.plan.clone());
         let b = plan.resources.iter().find(|r| r.id == "b").expect("b");
         assert_eq!(b.unknown, vec!["/value".to_owned()]);
         assert_eq!(b.action, Action::Create);
@@ -923,24 +944,15 @@ mod tests {
         assert_eq!(state["b"]["value"], format!("1/{serial}"));
 
         // Converged: a's serial is now observed, so b plans with everything known.
-        let again = e
-            .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
-            .await;
+        let again = s.replan().await;
         assert!(!again.has_changes(), "{:?}", again.resources);
     }
 
     #[tokio::test]
     async fn references_chain_through_values_known_after_apply() {
         let dir = tempfile::tempdir().expect("tmp");
-        let (m, g) = manifest(
-            &dir,
-            "  - {id: a, type: mock.item, properties: {name: a, value: 1}}\n  - {id: b, type: mock.item, properties: {name: b, value: '${resources.a.serial}'}}\n  - {id: c, type: mock.item, properties: {name: c, value: 'via ${resources.b.value}, not $${resources.b.value}'}}\n",
-        );
-        let mock = Arc::new(MockProvider::new());
-        let e = engine(&mock);
-        let plan = e
-            .plan(&m, &g, BTreeMap::new(), &RunOptions::default())
-            .await;
+        let s = Setup::new(&dir, "  - {id: a, type: mock.item, properties: {name: a, value: 1}}\n  - {id: b, type: mock.item, properties: {name: b, value: '${resources.a.serial}'}}\n  - {id: c, type: mock.item, properties: {name: c, value: 'via ${resources.b.value}, not $${resources.b.value}'}}\n", &[]).await;
+        let (mock, e, plan) = (&s.mock, &s.engine, s.plan.clone());
         let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
         assert!(report.succeeded(), "{:?}", report.results);
         let state = mock.state.lock().expect("state").clone();
