@@ -1,7 +1,8 @@
 //! Capabilities: what the operator granted one provider, turned into a WASI context per
-//! access mode and checked again on every `fs-ext` host call.
+//! access mode and checked again on every host call (`fs-ext`, `exec`, outgoing HTTP).
 //!
-//! Nothing is granted by default (no env, no stdio, no network, no directories). Each fs
+//! Nothing is granted by default (no env, no stdio, no network, no directories, no
+//! programs). Each fs
 //! grant is mirrored into the guest at its own absolute path, so the provider sees the
 //! same paths the operator wrote. The access mode follows the operation, not just the
 //! grant: during `describe`, `validate`, `read` and `diff` every grant is read-only — a
@@ -12,7 +13,8 @@
 //! directory (so a plan honestly reports "create"), and is created by the host the first
 //! time a writable context is built for an `rw` grant.
 
-use crate::manifest::{Access, FsGrant, Grants};
+use crate::manifest::{Access, ExecGrant, FsGrant, Grants, NetGrant};
+use globset::{Glob, GlobMatcher};
 use std::io;
 use std::path::{Path, PathBuf};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -40,22 +42,99 @@ pub enum Denied {
     },
     #[error("`{path}` leaves the grant of provider `{provider}` through a symlink")]
     Escapes { provider: String, path: String },
+    #[error("program `{program}` is not granted to provider `{provider}`")]
+    ProgramNotGranted { provider: String, program: String },
+    #[error(
+        "provider `{provider}` may not run `{program}` with arguments {args:?}: no granted argument pattern matches"
+    )]
+    Arguments {
+        provider: String,
+        program: String,
+        args: Vec<String>,
+    },
+    #[error(
+        "provider `{provider}` may not run `{program}` during a plan or read: it is not granted with `mode: probe`"
+    )]
+    NotAProbe { provider: String, program: String },
+    #[error("environment variable `{name}` is not granted to provider `{provider}`")]
+    Env { provider: String, name: String },
+    #[error("provider `{provider}` has no net grant for {origin}")]
+    Net { provider: String, origin: String },
+    #[error(
+        "provider `{provider}` may not send {method} to {origin} during a plan or read: only GET and HEAD"
+    )]
+    Method {
+        provider: String,
+        method: String,
+        origin: String,
+    },
 }
 
-/// The fs grants of one provider.
+/// One exec grant, with its patterns compiled.
 #[derive(Debug)]
-pub struct FsGrants {
+struct ExecRule {
+    grant: ExecGrant,
+    /// The program with symlinks resolved, when it exists.
+    real: Option<PathBuf>,
+    /// Per allowed argument list: the patterns, and whether it ended in `**`.
+    args: Vec<(Vec<GlobMatcher>, bool)>,
+}
+
+impl ExecRule {
+    fn new(grant: &ExecGrant) -> Self {
+        let args = grant
+            .args
+            .iter()
+            .filter_map(|list| {
+                let rest = list.last().is_some_and(|p| p == "**");
+                let fixed = &list[..list.len() - usize::from(rest)];
+                // Patterns were checked when the manifest was loaded; a list with one
+                // that still fails to compile allows nothing.
+                let matchers: Option<Vec<GlobMatcher>> = fixed
+                    .iter()
+                    .map(|p| Glob::new(p).ok().map(|g| g.compile_matcher()))
+                    .collect();
+                Some((matchers?, rest))
+            })
+            .collect();
+        ExecRule {
+            real: grant.program.canonicalize().ok(),
+            grant: grant.clone(),
+            args,
+        }
+    }
+
+    fn allows_args(&self, args: &[String]) -> bool {
+        if self.grant.args.is_empty() {
+            return args.is_empty();
+        }
+        self.args.iter().any(|(patterns, rest)| {
+            (args.len() == patterns.len() || (*rest && args.len() >= patterns.len()))
+                && patterns.iter().zip(args).all(|(p, a)| p.is_match(a))
+        })
+    }
+}
+
+/// Everything granted to one provider, ready to check host calls against.
+#[derive(Debug)]
+pub struct Capabilities {
     provider: String,
     grants: Vec<FsGrant>,
+    exec: Vec<ExecRule>,
+    net: Vec<NetGrant>,
+    env: Vec<String>,
     /// Stands in for granted directories that do not exist yet, in read-only contexts.
     empty: tempfile::TempDir,
 }
 
-impl FsGrants {
+impl Capabilities {
     pub fn new(provider: &str, grants: &Grants) -> io::Result<Self> {
-        Ok(FsGrants {
+        Ok(Capabilities {
             provider: provider.to_owned(),
             grants: grants.fs.clone(),
+            exec: grants.exec.iter().map(ExecRule::new).collect(),
+            net: grants.net.clone(),
+            env: grants.env.clone(),
             empty: tempfile::Builder::new().prefix("tenet-empty-").tempdir()?,
         })
     }
@@ -68,6 +147,114 @@ impl FsGrants {
         &self.grants
     }
 
+    pub fn exec_grants(&self) -> impl Iterator<Item = &ExecGrant> {
+        self.exec.iter().map(|r| &r.grant)
+    }
+
+    pub fn net_grants(&self) -> &[NetGrant] {
+        &self.net
+    }
+
+    pub fn env_grants(&self) -> &[String] {
+        &self.env
+    }
+
+    /// The granted environment variables that are set in Tenet's own environment.
+    pub fn env_values(&self) -> Vec<(String, String)> {
+        self.env
+            .iter()
+            .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
+            .collect()
+    }
+
+    /// Check an `exec` request; on success the program to start (the granted path).
+    /// The program is matched by its real path, so a symlink cannot smuggle in another
+    /// binary, and a bare name matches a granted program of that file name.
+    pub fn check_exec(
+        &self,
+        program: &str,
+        args: &[String],
+        mode: Mode,
+    ) -> Result<PathBuf, Denied> {
+        let not_granted = || Denied::ProgramNotGranted {
+            provider: self.provider.clone(),
+            program: program.to_owned(),
+        };
+        let candidates: Vec<&ExecRule> = if program.contains('/') {
+            let path = Path::new(program);
+            if !path.is_absolute() {
+                return Err(not_granted());
+            }
+            let real = path.canonicalize().ok();
+            self.exec
+                .iter()
+                .filter(|r| r.grant.program == path || (real.is_some() && r.real == real))
+                .collect()
+        } else {
+            self.exec
+                .iter()
+                .filter(|r| r.grant.program.file_name().is_some_and(|n| n == program))
+                .collect()
+        };
+        if candidates.is_empty() {
+            return Err(not_granted());
+        }
+        let allowed: Vec<&&ExecRule> = candidates.iter().filter(|r| r.allows_args(args)).collect();
+        if allowed.is_empty() {
+            return Err(Denied::Arguments {
+                provider: self.provider.clone(),
+                program: program.to_owned(),
+                args: args.to_vec(),
+            });
+        }
+        allowed
+            .iter()
+            .find(|r| mode == Mode::ReadWrite || r.grant.probe)
+            .map(|r| r.grant.program.clone())
+            .ok_or_else(|| Denied::NotAProbe {
+                provider: self.provider.clone(),
+                program: program.to_owned(),
+            })
+    }
+
+    /// Check an environment variable a provider wants to pass to a program.
+    pub fn check_env(&self, name: &str) -> Result<(), Denied> {
+        if self.env.iter().any(|n| n == name) {
+            Ok(())
+        } else {
+            Err(Denied::Env {
+                provider: self.provider.clone(),
+                name: name.to_owned(),
+            })
+        }
+    }
+
+    /// Check an outgoing HTTP request. During a plan or read only GET and HEAD pass.
+    pub fn check_http(
+        &self,
+        method: &str,
+        scheme: &str,
+        host: &str,
+        port: u16,
+        mode: Mode,
+    ) -> Result<(), Denied> {
+        let origin = format!("{scheme}://{host}:{port}");
+        if !self.net.iter().any(|g| g.allows(scheme, host, port)) {
+            return Err(Denied::Net {
+                provider: self.provider.clone(),
+                origin,
+            });
+        }
+        if mode == Mode::ReadOnly && !matches!(method, "GET" | "HEAD") {
+            return Err(Denied::Method {
+                provider: self.provider.clone(),
+                method: method.to_owned(),
+                origin,
+            });
+        }
+        Ok(())
+    }
+
     /// A WASI context for one instance: the fs grants as preopens with the access the
     /// mode allows, stdout/stderr captured into `stdout`/`stderr`, nothing else.
     pub fn wasi_ctx(
@@ -77,6 +264,9 @@ impl FsGrants {
         stderr: MemoryOutputPipe,
     ) -> io::Result<WasiCtx> {
         let mut b = WasiCtx::builder();
+        for (name, value) in self.env_values() {
+            b.env(name, value);
+        }
         b.stdout(stdout)
             .stderr(stderr)
             .allow_tcp(false)
@@ -182,21 +372,258 @@ impl FsGrants {
     }
 }
 
+/// What a provider says it needs (`capabilities.requested`) plus its capability-bearing
+/// imports. Declaring grants nothing; it is shown beside the grants so the operator sees
+/// what is missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Requested {
+    pub directories: Vec<DirectoryRequest>,
+    pub programs: Vec<ProgramRequest>,
+    pub hosts: Vec<HostRequest>,
+    pub env: Vec<EnvRequest>,
+    /// Imports that need a grant (`tenet:host/exec`, `wasi:http/outgoing-handler`).
+    pub imports: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DirectoryRequest {
+    pub path: String,
+    pub write: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProgramRequest {
+    pub program: String,
+    pub probe: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostRequest {
+    pub origin: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EnvRequest {
+    pub name: String,
+    pub reason: String,
+}
+
+/// One line of the requested / granted / missing report.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Requirement {
+    /// `fs rw /etc/app`, `exec /usr/bin/systemctl (probe)`, `net https://api:443`, `env LANG`.
+    pub capability: String,
+    pub reason: String,
+    pub granted: bool,
+}
+
+impl Capabilities {
+    /// Each request of `requested`, and whether the grants cover it.
+    pub fn requirements(&self, requested: &Requested) -> Vec<Requirement> {
+        let mut out = Vec::new();
+        for d in &requested.directories {
+            let path = path_clean::clean(Path::new("/").join(&d.path));
+            let granted = self
+                .grants
+                .iter()
+                .any(|g| path.starts_with(&g.path) && (!d.write || g.access == Access::ReadWrite));
+            out.push(Requirement {
+                capability: format!("fs {} {}", if d.write { "rw" } else { "ro" }, d.path),
+                reason: d.reason.clone(),
+                granted,
+            });
+        }
+        for p in &requested.programs {
+            let path = Path::new(&p.program);
+            let real = path.canonicalize().ok();
+            let granted = self.exec.iter().any(|r| {
+                let same = if p.program.contains('/') {
+                    r.grant.program == path || (real.is_some() && r.real == real)
+                } else {
+                    r.grant
+                        .program
+                        .file_name()
+                        .is_some_and(|n| n == p.program.as_str())
+                };
+                same && (!p.probe || r.grant.probe)
+            });
+            out.push(Requirement {
+                capability: format!(
+                    "exec {}{}",
+                    p.program,
+                    if p.probe { " (probe)" } else { "" }
+                ),
+                reason: p.reason.clone(),
+                granted,
+            });
+        }
+        for h in &requested.hosts {
+            let granted = NetGrant::parse(&h.origin).is_ok_and(|want| {
+                want.port.is_some_and(|port| {
+                    self.net
+                        .iter()
+                        .any(|g| g.allows(&want.scheme, &want.host, port))
+                })
+            });
+            out.push(Requirement {
+                capability: format!("net {}", h.origin),
+                reason: h.reason.clone(),
+                granted,
+            });
+        }
+        for e in &requested.env {
+            out.push(Requirement {
+                capability: format!("env {}", e.name),
+                reason: e.reason.clone(),
+                granted: self.env.contains(&e.name),
+            });
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn grants(dir: &Path, access: Access) -> FsGrants {
-        FsGrants::new(
+    fn grants(dir: &Path, access: Access) -> Capabilities {
+        Capabilities::new(
             "file",
             &Grants {
                 fs: vec![FsGrant {
                     path: dir.to_path_buf(),
                     access,
                 }],
+                ..Grants::default()
             },
         )
         .expect("grants")
+    }
+
+    fn exec(program: &str, args: &[&[&str]], probe: bool) -> Capabilities {
+        Capabilities::new(
+            "svc",
+            &Grants {
+                exec: vec![ExecGrant {
+                    program: PathBuf::from(program),
+                    args: args
+                        .iter()
+                        .map(|l| l.iter().map(|a| (*a).to_owned()).collect())
+                        .collect(),
+                    probe,
+                }],
+                net: vec![NetGrant::parse("http://127.0.0.1:*").expect("net")],
+                env: vec!["LANG".into()],
+                ..Grants::default()
+            },
+        )
+        .expect("grants")
+    }
+
+    fn strings(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn exec_checks_program_arguments_and_mode() {
+        let c = exec("/bin/sh", &[&["-c", "echo *"], &["--version", "**"]], false);
+        let rw = Mode::ReadWrite;
+        assert!(
+            c.check_exec("/bin/sh", &strings(&["-c", "echo hi"]), rw)
+                .is_ok()
+        );
+        assert!(c.check_exec("sh", &strings(&["--version"]), rw).is_ok());
+        assert!(
+            c.check_exec("sh", &strings(&["--version", "a", "b"]), rw)
+                .is_ok()
+        );
+        assert!(matches!(
+            c.check_exec("/bin/sh", &strings(&["-c", "rm -rf /"]), rw),
+            Err(Denied::Arguments { .. })
+        ));
+        assert!(matches!(
+            c.check_exec("/bin/sh", &strings(&["-c", "echo hi", "extra"]), rw),
+            Err(Denied::Arguments { .. })
+        ));
+        assert!(matches!(
+            c.check_exec("/bin/rm", &strings(&[]), rw),
+            Err(Denied::ProgramNotGranted { .. })
+        ));
+        assert!(matches!(
+            c.check_exec("bin/sh", &strings(&["--version"]), rw),
+            Err(Denied::ProgramNotGranted { .. })
+        ));
+        assert!(matches!(
+            c.check_exec("/bin/sh", &strings(&["--version"]), Mode::ReadOnly),
+            Err(Denied::NotAProbe { .. })
+        ));
+        let probe = exec("/bin/sh", &[&["--version"]], true);
+        assert!(
+            probe
+                .check_exec("/bin/sh", &strings(&["--version"]), Mode::ReadOnly)
+                .is_ok()
+        );
+        // No argument lists granted: only a bare invocation.
+        let bare = exec("/bin/true", &[], false);
+        assert!(bare.check_exec("/bin/true", &[], rw).is_ok());
+        assert!(bare.check_exec("/bin/true", &strings(&["x"]), rw).is_err());
+    }
+
+    #[test]
+    fn exec_matches_by_real_path() {
+        let d = tempfile::tempdir().expect("tmp");
+        let link = d.path().join("true");
+        std::os::unix::fs::symlink("/bin/true", &link).expect("symlink");
+        let c = exec(link.to_str().expect("utf-8"), &[], false);
+        // The real program behind the granted symlink is the same program.
+        let real = Path::new("/bin/true").canonicalize().expect("real");
+        assert!(
+            c.check_exec(real.to_str().expect("utf-8"), &[], Mode::ReadWrite)
+                .is_ok()
+        );
+        // A symlink to another program does not pass for the granted one.
+        let other = d.path().join("other");
+        std::os::unix::fs::symlink("/bin/false", &other).expect("symlink");
+        assert!(
+            c.check_exec(other.to_str().expect("utf-8"), &[], Mode::ReadWrite)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn http_checks_origin_and_method() {
+        let c = exec("/bin/true", &[], false);
+        assert!(
+            c.check_http("POST", "http", "127.0.0.1", 8080, Mode::ReadWrite)
+                .is_ok()
+        );
+        assert!(
+            c.check_http("GET", "http", "127.0.0.1", 8080, Mode::ReadOnly)
+                .is_ok()
+        );
+        assert!(matches!(
+            c.check_http("DELETE", "http", "127.0.0.1", 8080, Mode::ReadOnly),
+            Err(Denied::Method { .. })
+        ));
+        assert!(matches!(
+            c.check_http("GET", "https", "127.0.0.1", 443, Mode::ReadWrite),
+            Err(Denied::Net { .. })
+        ));
+        assert!(matches!(
+            c.check_http("GET", "http", "example.com", 80, Mode::ReadWrite),
+            Err(Denied::Net { .. })
+        ));
+        let g = NetGrant::parse("https://*.example.com").expect("parse");
+        assert!(g.allows("https", "api.Example.com", 443));
+        assert!(!g.allows("https", "example.com", 443));
+        assert!(!g.allows("https", "evil-example.com", 443));
+        assert!(!g.allows("https", "api.example.com", 8443));
+        assert!(NetGrant::parse("ftp://x").is_err());
+        assert!(NetGrant::parse("https://x/path").is_err());
+        assert!(NetGrant::parse("https://a*b.com").is_err());
     }
 
     #[test]

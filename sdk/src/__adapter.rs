@@ -83,6 +83,42 @@ fn wit_diff(d: Diff) -> wit::DiffResult {
     }
 }
 
+pub fn requested<P: Provider>()
+-> crate::__bindings::exports::tenet::provider::capabilities::CapabilityRequest {
+    use crate::__bindings::exports::tenet::provider::capabilities as caps;
+    let c = P::capabilities();
+    caps::CapabilityRequest {
+        directories: c
+            .directories
+            .into_iter()
+            .map(|(path, write, reason)| caps::DirectoryRequest {
+                path,
+                write,
+                reason,
+            })
+            .collect(),
+        programs: c
+            .programs
+            .into_iter()
+            .map(|(program, probe, reason)| caps::ProgramRequest {
+                program,
+                probe,
+                reason,
+            })
+            .collect(),
+        hosts: c
+            .hosts
+            .into_iter()
+            .map(|(origin, reason)| caps::HostRequest { origin, reason })
+            .collect(),
+        env: c
+            .env
+            .into_iter()
+            .map(|(name, reason)| caps::EnvRequest { name, reason })
+            .collect(),
+    }
+}
+
 pub fn describe<P: Provider>() -> wit::ProviderInfo {
     wit_info(P::describe())
 }

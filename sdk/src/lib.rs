@@ -40,6 +40,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub mod diff;
+pub mod exec;
 pub mod fs;
 pub mod log;
 
@@ -200,6 +201,63 @@ impl ProviderInfo {
     }
 }
 
+/// What a provider needs from the operator, shown beside the manifest's grants by
+/// `tenet providers` and `tenet plan` (missing grants are flagged). Declaring grants
+/// nothing: the host enforces only what the manifest grants.
+///
+/// ```
+/// use tenet_sdk::Capabilities;
+/// let caps = Capabilities::new()
+///     .program("/usr/bin/systemctl", true, "reads unit state during plans")
+///     .host("https://api.example.com", "the service's API")
+///     .env("LANG", "messages in the operator's language");
+/// assert_eq!(caps.programs.len(), 1);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `(path, write, reason)`: directories it reads, or writes during apply.
+    pub directories: Vec<(String, bool, String)>,
+    /// `(program, probe, reason)`: programs it runs; `probe` ones during plans too.
+    pub programs: Vec<(String, bool, String)>,
+    /// `(origin, reason)`: `scheme://host[:port]` it sends HTTP requests to.
+    pub hosts: Vec<(String, String)>,
+    /// `(name, reason)`: environment variables it reads.
+    pub env: Vec<(String, String)>,
+}
+
+impl Capabilities {
+    /// Nothing requested.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A directory it reads (`write: false`) or changes during apply (`write: true`).
+    pub fn directory(mut self, path: &str, write: bool, reason: &str) -> Self {
+        self.directories
+            .push((path.to_owned(), write, reason.to_owned()));
+        self
+    }
+
+    /// A program it runs; `probe` when it runs during plans as a read-only check.
+    pub fn program(mut self, program: &str, probe: bool, reason: &str) -> Self {
+        self.programs
+            .push((program.to_owned(), probe, reason.to_owned()));
+        self
+    }
+
+    /// An origin it sends HTTP requests to.
+    pub fn host(mut self, origin: &str, reason: &str) -> Self {
+        self.hosts.push((origin.to_owned(), reason.to_owned()));
+        self
+    }
+
+    /// An environment variable it reads.
+    pub fn env(mut self, name: &str, reason: &str) -> Self {
+        self.env.push((name.to_owned(), reason.to_owned()));
+        self
+    }
+}
+
 /// How serious a [`Diagnostic`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -249,6 +307,12 @@ impl Diagnostic {
 pub trait Provider {
     /// Name, version and kinds.
     fn describe() -> ProviderInfo;
+
+    /// What it needs from the operator (directories, programs, hosts, env). Default:
+    /// nothing beyond what its imports show.
+    fn capabilities() -> Capabilities {
+        Capabilities::new()
+    }
 
     /// Checks the schema cannot express.
     fn validate(kind: &str, properties: &Value) -> Vec<Diagnostic> {
@@ -348,6 +412,12 @@ macro_rules! export_provider {
             ) -> ::std::result::Result<(), $crate::__bindings::exports::tenet::provider::resources::Error>
             {
                 $crate::__adapter::delete::<$provider>(&kind, &current)
+            }
+        }
+
+        impl $crate::__bindings::exports::tenet::provider::capabilities::Guest for __TenetExport {
+            fn requested() -> $crate::__bindings::exports::tenet::provider::capabilities::CapabilityRequest {
+                $crate::__adapter::requested::<$provider>()
             }
         }
 

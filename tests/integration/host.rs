@@ -2,7 +2,7 @@
 //! host and the engine: lifecycle, exact plans, idempotency, the sandbox's refusals,
 //! trap/timeout isolation and the compile cache.
 
-use crate::support::{MISBEHAVE_WASM, cache_dir, snapshot, write_manifest};
+use crate::support::{MISBEHAVE_GRANTS, MISBEHAVE_WASM, cache_dir, snapshot, write_manifest};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -303,7 +303,7 @@ async fn writes_outside_the_grant_are_refused_by_the_sandbox() {
 
 fn misbehave_manifest(limits: &str, resources: &str) -> String {
     format!(
-        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n    limits: {limits}\nresources:\n{resources}"
+        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n{MISBEHAVE_GRANTS}    limits: {limits}\nresources:\n{resources}"
     )
 }
 
@@ -429,7 +429,7 @@ async fn a_failing_resource_does_not_stop_independent_ones() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     let body = format!(
-        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n  file:\n    grants:\n      fs: [{{path: ./out, access: rw}}]\nresources:\n\
+        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    grants:\n{MISBEHAVE_GRANTS}  file:\n    grants:\n      fs: [{{path: ./out, access: rw}}]\nresources:\n\
          \x20 - {{id: boom, type: bad.probe, properties: {{action: ok}}}}\n\
          \x20 - {{id: after-boom, type: file.file, depends_on: [boom], properties: {{path: ./out/dependent, content: x}}}}\n\
          \x20 - {{id: independent, type: file.file, properties: {{path: ./out/independent, content: y}}}}\n"
@@ -476,6 +476,7 @@ fn decl(name: &str, source: ProviderSource) -> ProviderDecl {
                 path: "/nonexistent-grant".into(),
                 access: Access::ReadOnly,
             }],
+            ..Grants::default()
         },
         limits: Limits::default(),
         max_concurrency: None,

@@ -8,6 +8,10 @@ use std::process::{Command, Output, Stdio};
 /// The misbehaving test provider, built from tests/guests/misbehave by the build script.
 pub const MISBEHAVE_WASM: &str = env!("TENET_TEST_GUEST_MISBEHAVE_WASM");
 
+/// The grants the misbehaving provider needs to load at all (it imports `tenet:host/exec`
+/// and `wasi:http`), as YAML lines under `grants:` (6 spaces in).
+pub const MISBEHAVE_GRANTS: &str = "      exec: [{program: /bin/echo, args: [[\"**\"]], mode: probe}]\n      net: [\"http://127.0.0.1:*\"]\n";
+
 /// A compile cache shared by the tests of one run (compiling once keeps them fast).
 pub fn cache_dir() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tenet-compile-cache");

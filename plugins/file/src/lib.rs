@@ -94,27 +94,35 @@ fn schema(kind: &str) -> Value {
         "description": "where the object lives; relative paths are relative to the manifest"});
     let mode = json!({"type": "string", "pattern": MODE_PATTERN,
         "description": "permission bits in octal, as a quoted string such as \"0644\""});
-    let (props, required) = match kind {
-        "file" => (
-            json!({"path": path, "ensure": ensure, "mode": mode,
-                "content": {"type": "string", "description": "the file's full content"},
-                "content_sha256": {"type": "string", "readOnly": true,
-                    "description": "sha256 of the content, as observed (known after apply)"},
-                "size": {"type": "integer", "readOnly": true,
-                    "description": "size in bytes, as observed (known after apply)"}}),
-            json!(["path"]),
-        ),
-        "directory" => (
-            json!({"path": path, "ensure": ensure, "mode": mode}),
-            json!(["path"]),
-        ),
-        _ => (
-            json!({"path": path, "ensure": ensure,
-                "target": {"type": "string", "minLength": 1,
-                    "description": "what the link points to, stored as written"}}),
-            json!(["path"]),
-        ),
-    };
+    // `read` reports what is at the path whatever the kind (so a plan can show "a file
+    // where a directory should be"); every observed field is in every kind's schema, the
+    // ones a manifest may not set marked readOnly, so observed states match the schema.
+    let observed = |about: &str| json!({"readOnly": true, "description": about});
+    let mut props = json!({
+        "path": path,
+        "ensure": ensure,
+        "kind": {"enum": ["file", "directory", "symlink", "other"], "readOnly": true,
+            "description": "what is at the path, as observed"},
+        "mode": observed("permission bits, as observed"),
+        "content": observed("the file's content, as observed"),
+        "content_sha256": {"type": "string", "readOnly": true,
+            "description": "sha256 of the content, as observed (known after apply)"},
+        "size": {"type": "integer", "readOnly": true,
+            "description": "size in bytes, as observed (known after apply)"},
+        "target": observed("the link's target, as observed"),
+    });
+    match kind {
+        "file" => {
+            props["mode"] = mode;
+            props["content"] = json!({"type": "string", "description": "the file's full content"});
+        }
+        "directory" => props["mode"] = mode,
+        _ => {
+            props["target"] = json!({"type": "string", "minLength": 1,
+                "description": "what the link points to, stored as written"});
+        }
+    }
+    let required = json!(["path"]);
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",

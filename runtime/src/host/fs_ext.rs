@@ -10,25 +10,16 @@ use std::path::PathBuf;
 impl HostState {
     /// Resolve `path` for an fs-ext call, or produce the guest-visible denial (also
     /// logged, naming provider, resource, operation and capability).
-    fn fs_path(&self, call: &str, path: &str, write: bool) -> Result<PathBuf, FsError> {
+    fn fs_path(&mut self, call: &str, path: &str, write: bool) -> Result<PathBuf, FsError> {
         if path.len() > MAX_PATH_BYTES {
             return Err(FsError::Io(format!(
                 "path longer than {MAX_PATH_BYTES} bytes"
             )));
         }
-        self.grants.resolve(path, write, self.mode).map_err(|denied| {
+        let resolved = self.grants.resolve(path, write, self.mode);
+        resolved.map_err(|denied| {
             let capability = if write { "fs write" } else { "fs read" };
-            tracing::warn!(
-                provider = %self.provider(),
-                resource = %self.call.resource,
-                operation = %self.call.operation,
-                capability,
-                "denied {call}: {denied}"
-            );
-            FsError::Denied(format!(
-                "{call} {path}: {denied} (resource `{}`, operation {}, capability {capability})",
-                self.call.resource, self.call.operation
-            ))
+            FsError::Denied(self.deny(&format!("{call} {path}"), &denied, capability, write))
         })
     }
 }

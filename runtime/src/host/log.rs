@@ -1,14 +1,14 @@
 //! `tenet:host/log`: guest messages become `tracing` events tagged with provider,
-//! resource and operation, within [`MAX_LOG_LINES_PER_CALL`] and
+//! resource and operation, within the provider's `log_lines` limit and
 //! [`MAX_LOG_MESSAGE_BYTES`].
 
-use super::{HostState, MAX_LOG_LINES_PER_CALL, MAX_LOG_MESSAGE_BYTES};
+use super::{HostState, MAX_LOG_MESSAGE_BYTES};
 use crate::plugin::bindings::tenet::host::log::{Host, Level};
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         self.logs_this_call = self.logs_this_call.saturating_add(1);
-        if self.logs_this_call > MAX_LOG_LINES_PER_CALL {
+        if self.logs_this_call > self.log_lines() {
             self.logs_dropped = self.logs_dropped.saturating_add(1);
             return Ok(());
         }

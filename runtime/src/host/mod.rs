@@ -3,29 +3,28 @@
 //! a refusal is a typed WIT error the guest can handle and is logged naming provider,
 //! resource, operation and capability. Guest-controlled sizes have named limits.
 
+mod exec;
 mod fs_ext;
+mod http;
 mod log;
 
-use crate::grants::{FsGrants, Mode};
+use crate::grants::{Capabilities, Denied, Mode};
+use crate::manifest::Limits;
 use crate::provider::Operation;
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
-/// Most log messages one call may emit. A chatty or looping provider must not flood the
-/// operator's terminal or log store; the rest are counted and reported as dropped.
-pub const MAX_LOG_LINES_PER_CALL: u32 = 1_000;
 /// Longest log message kept; longer ones are truncated (one message must not be megabytes).
 pub const MAX_LOG_MESSAGE_BYTES: usize = 4 * 1024;
-/// Captured stdout/stderr per instance. A provider that writes more gets a closed stream
-/// and its instance is retired, so the buffer cannot grow without bound.
-pub const MAX_STDIO_BYTES: usize = 256 * 1024;
 /// Longest path accepted by an `fs-ext` call (Linux's PATH_MAX).
 pub const MAX_PATH_BYTES: usize = 4096;
-/// Most lines of captured stdout/stderr turned into log events per call (they count
-/// apart from `tenet:host/log` messages; the byte cap above bounds them too).
-pub const MAX_STDIO_LINES_PER_CALL: usize = 1_000;
+/// Most refusals remembered per call for the error report (each is also logged); a
+/// provider retrying a denied call in a loop must not grow the list without bound.
+pub const MAX_DENIALS_KEPT: usize = 8;
 /// Most elements in one table: tables hold function references, a few thousand at most in
 /// real components; the cap keeps a hostile `table.grow` from eating host memory.
 pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
@@ -100,16 +99,67 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
 pub struct CallInfo {
     pub resource: String,
     pub operation: Operation,
+    /// When the call's deadline passes; host calls that wait (exec) stop by then.
+    pub deadline: Instant,
+}
+
+/// A refusal by the sandbox during one call.
+#[derive(Debug, Clone)]
+pub struct Denial {
+    /// `fs write`, `exec`, `net`, `env`, …
+    pub capability: &'static str,
+    pub message: String,
+    /// Whether the provider tried to change the system while it may only look (a
+    /// mutation during `read` or `diff`): a provider defect, whatever it does next.
+    pub mutation_during_plan: bool,
+}
+
+/// The denials of one call, capped at [`MAX_DENIALS_KEPT`].
+#[derive(Debug, Default)]
+pub struct Denials {
+    pub kept: Vec<Denial>,
+    pub dropped: usize,
+}
+
+impl Denials {
+    fn record(&mut self, provider: &str, call: &CallInfo, denial: Denial) {
+        tracing::warn!(
+            provider,
+            resource = %call.resource,
+            operation = %call.operation,
+            capability = denial.capability,
+            "denied: {}",
+            denial.message
+        );
+        if self.kept.len() < MAX_DENIALS_KEPT {
+            self.kept.push(denial);
+        } else {
+            self.dropped += 1;
+        }
+    }
+}
+
+/// The guest-visible text of a denial: what was refused, naming the provider, resource,
+/// operation and capability.
+fn denial_text(what: &str, denied: &Denied, call: &CallInfo, capability: &str) -> String {
+    format!(
+        "{what}: {denied} (resource `{}`, operation {}, capability {capability})",
+        call.resource, call.operation
+    )
 }
 
 /// The data of one provider instance's `Store`.
 pub struct HostState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    http_hooks: http::Hooks,
     table: ResourceTable,
     pub(crate) limits: MemoryBudget,
-    grants: Arc<FsGrants>,
+    config: Limits,
+    grants: Arc<Capabilities>,
     mode: Mode,
     pub(crate) call: CallInfo,
+    denials: Denials,
     logs_this_call: u32,
     pub(crate) logs_dropped: u32,
     stdout: MemoryOutputPipe,
@@ -119,24 +169,31 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(grants: Arc<FsGrants>, mode: Mode, memory_bytes: u64) -> std::io::Result<Self> {
-        let stdout = MemoryOutputPipe::new(MAX_STDIO_BYTES);
-        let stderr = MemoryOutputPipe::new(MAX_STDIO_BYTES);
+    pub fn new(grants: Arc<Capabilities>, mode: Mode, config: Limits) -> std::io::Result<Self> {
+        let output = usize::try_from(config.output_bytes).unwrap_or(usize::MAX);
+        let stdout = MemoryOutputPipe::new(output);
+        let stderr = MemoryOutputPipe::new(output);
         let wasi = grants.wasi_ctx(mode, stdout.clone(), stderr.clone())?;
         let limits = MemoryBudget {
-            limit: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+            limit: usize::try_from(config.memory_bytes).unwrap_or(usize::MAX),
             used: 0,
+        };
+        let call = CallInfo {
+            resource: String::new(),
+            operation: Operation::Describe,
+            deadline: Instant::now() + config.call_timeout,
         };
         Ok(HostState {
             wasi,
+            http: WasiHttpCtx::new(),
+            http_hooks: http::Hooks::new(grants.clone(), mode, call.clone()),
             table: ResourceTable::new(),
             limits,
+            config,
             grants,
             mode,
-            call: CallInfo {
-                resource: String::new(),
-                operation: Operation::Describe,
-            },
+            call,
+            denials: Denials::default(),
             logs_this_call: 0,
             logs_dropped: 0,
             stdout,
@@ -155,11 +212,54 @@ impl HostState {
         self.call = CallInfo {
             resource: resource.to_owned(),
             operation,
+            deadline: Instant::now() + self.config.call_timeout,
         };
+        self.http_hooks.begin_call(self.call.clone());
+        self.denials = Denials::default();
         self.logs_this_call = 0;
         self.logs_dropped = 0;
     }
 
+    /// Record a refusal (logged now, reported with the call's result) and return the
+    /// text the guest gets.
+    fn deny(
+        &mut self,
+        what: &str,
+        denied: &Denied,
+        capability: &'static str,
+        mutation: bool,
+    ) -> String {
+        let message = denial_text(what, denied, &self.call, capability);
+        let provider = self.grants.provider().to_owned();
+        self.denials.record(
+            &provider,
+            &self.call,
+            Denial {
+                capability,
+                message: message.clone(),
+                mutation_during_plan: mutation && self.mode == Mode::ReadOnly,
+            },
+        );
+        message
+    }
+
+    /// The refusals of the call that just ended (host calls and outgoing HTTP).
+    pub fn take_denials(&mut self) -> Denials {
+        let mut all = std::mem::take(&mut self.denials);
+        for d in self.http_hooks.take_denials() {
+            if all.kept.len() < MAX_DENIALS_KEPT {
+                all.kept.push(d);
+            } else {
+                all.dropped += 1;
+            }
+        }
+        all
+    }
+
+    /// The most log lines one call may emit (`limits.log_lines`).
+    pub fn log_lines(&self) -> u32 {
+        self.config.log_lines
+    }
     /// What the guest wrote to stderr since the last flush (a panic message, typically).
     pub fn unread_stderr(&self) -> String {
         let bytes = self.stderr.contents();
@@ -178,16 +278,17 @@ impl HostState {
             if bytes.len() > *seen {
                 let text = String::from_utf8_lossy(&bytes[*seen..]);
                 let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-                if lines.len() > MAX_STDIO_LINES_PER_CALL {
+                let max = usize::try_from(self.config.log_lines).unwrap_or(usize::MAX);
+                if lines.len() > max {
                     tracing::warn!(
                         provider = %self.grants.provider(),
                         resource = %self.call.resource,
                         stream,
-                        "{} lines of output dropped (limit {MAX_STDIO_LINES_PER_CALL} per call)",
-                        lines.len() - MAX_STDIO_LINES_PER_CALL
+                        "{} lines of output dropped (limit {max} per call)",
+                        lines.len() - max
                     );
                 }
-                for line in lines.into_iter().take(MAX_STDIO_LINES_PER_CALL) {
+                for line in lines.into_iter().take(max) {
                     tracing::info!(
                         provider = %self.grants.provider(),
                         resource = %self.call.resource,
@@ -198,7 +299,7 @@ impl HostState {
                 }
                 *seen = bytes.len();
             }
-            room &= bytes.len() < MAX_STDIO_BYTES;
+            room &= (bytes.len() as u64) < self.config.output_bytes;
         }
         room
     }
@@ -212,6 +313,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
         }
     }
 }

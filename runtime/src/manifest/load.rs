@@ -4,8 +4,8 @@
 use super::vars::{self, VarDecl};
 use super::yaml::{self, Spans};
 use super::{
-    Access, Dependency, FsGrant, Grants, Limits, Manifest, ProviderDecl, ProviderSource,
-    ResourceDecl,
+    Access, Dependency, ExecGrant, FsGrant, Grants, Limits, MAX_LOG_LINES, MAX_OUTPUT_LIMIT,
+    Manifest, NetGrant, ProviderDecl, ProviderSource, ResourceDecl,
 };
 use crate::diag::{Diagnostics, Location};
 use serde_json::{Map, Value};
@@ -454,22 +454,67 @@ fn parse_grants(
         pointer,
         spans,
         &format!("grants of {what}"),
-        &["fs"],
+        &["fs", "exec", "net", "env"],
         diags,
     ) else {
         return grants;
     };
-    let Some(fs) = map.get("fs") else {
-        return grants;
+    let list = |key: &str, example: &str, diags: &mut Diagnostics| -> &[Value] {
+        match map.get(key) {
+            None | Some(Value::Null) => &[],
+            Some(Value::Array(items)) => items,
+            Some(_) => {
+                diags.error(
+                    Some(spans.value(&format!("{pointer}/{key}"))),
+                    format!("`{key}` grants of {what} must be a list like `{example}`"),
+                );
+                &[]
+            }
+        }
     };
-    let Some(items) = fs.as_array() else {
-        diags.error(
-            Some(spans.value(&format!("{pointer}/fs"))),
-            format!("`fs` grants of {what} must be a list like `[{{path: ./out, access: rw}}]`"),
-        );
-        return grants;
-    };
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in list(
+        "exec",
+        "[{program: /usr/bin/systemctl, args: [[status, \"*\"]]}]",
+        diags,
+    )
+    .iter()
+    .enumerate()
+    {
+        if let Some(g) = parse_exec_grant(item, &format!("{pointer}/exec/{i}"), spans, what, diags)
+        {
+            grants.exec.push(g);
+        }
+    }
+    for (i, item) in list("net", "[https://api.example.com]", diags)
+        .iter()
+        .enumerate()
+    {
+        let p = format!("{pointer}/net/{i}");
+        match item.as_str().map(NetGrant::parse) {
+            Some(Ok(g)) => grants.net.push(g),
+            Some(Err(message)) => diags.error(Some(spans.value(&p)), format!("net grant of {what}: {message}")),
+            None => diags.error(
+                Some(spans.value(&p)),
+                format!("a net grant of {what} must be a string like `https://api.example.com`, found {}", type_name(item)),
+            ),
+        }
+    }
+    for (i, item) in list("env", "[HOME, LANG]", diags).iter().enumerate() {
+        let p = format!("{pointer}/env/{i}");
+        match item.as_str() {
+            Some(name) if !name.is_empty() && !name.contains(['=', '\0']) => {
+                grants.env.push(name.to_owned())
+            }
+            _ => diags.error(
+                Some(spans.value(&p)),
+                format!("an env grant of {what} must be a variable name like `LANG`, found {item}"),
+            ),
+        }
+    }
+    for (i, item) in list("fs", "[{path: ./out, access: rw}]", diags)
+        .iter()
+        .enumerate()
+    {
         let p = format!("{pointer}/fs/{i}");
         let Some(m) = object(item, &p, spans, "an fs grant", &["path", "access"], diags) else {
             continue;
@@ -521,6 +566,132 @@ fn parse_grants(
     grants
 }
 
+fn parse_exec_grant(
+    item: &Value,
+    p: &str,
+    spans: &Spans,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Option<ExecGrant> {
+    let m = object(
+        item,
+        p,
+        spans,
+        "an exec grant",
+        &["program", "args", "mode"],
+        diags,
+    )?;
+    let program = string(m, "program", p, spans, "an exec grant", diags);
+    let probe = match string(m, "mode", p, spans, "an exec grant", diags) {
+        None | Some("apply") => false,
+        Some("probe") => true,
+        Some(other) => {
+            diags.error(
+                Some(spans.value(&format!("{p}/mode"))),
+                format!(
+                    "exec grant mode must be `apply` (the default) or `probe`, found `{other}`"
+                ),
+            );
+            false
+        }
+    };
+    let mut args = Vec::new();
+    let bad_args = |diags: &mut Diagnostics| {
+        diags.error(
+            Some(spans.value(&format!("{p}/args"))),
+            format!(
+                "`args` of an exec grant of {what} must be a list of argument lists of glob patterns, like `[[status, \"*\"], [--version]]`"
+            ),
+        );
+    };
+    match m.get("args") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(lists)) => {
+            for list in lists {
+                let patterns: Option<Vec<String>> = list
+                    .as_array()
+                    .and_then(|l| l.iter().map(|a| a.as_str().map(str::to_owned)).collect());
+                match patterns {
+                    Some(patterns) => {
+                        if let Some(bad) =
+                            patterns.iter().find(|pat| globset::Glob::new(pat).is_err())
+                        {
+                            diags.error(
+                                Some(spans.value(&format!("{p}/args"))),
+                                format!(
+                                    "invalid argument pattern `{bad}` in an exec grant of {what}"
+                                ),
+                            );
+                        }
+                        args.push(patterns);
+                    }
+                    None => {
+                        bad_args(diags);
+                        break;
+                    }
+                }
+            }
+        }
+        Some(_) => bad_args(diags),
+    }
+    match program {
+        Some(program) if Path::new(program).is_absolute() => Some(ExecGrant {
+            program: PathBuf::from(program),
+            args,
+            probe,
+        }),
+        Some(program) => {
+            diags.error(
+                Some(spans.value(&format!("{p}/program"))),
+                format!("exec grant program of {what} must be an absolute path (like `/usr/bin/systemctl`), found `{program}`"),
+            );
+            None
+        }
+        None => {
+            diags.error(
+                Some(spans.value(p)),
+                format!("an exec grant of {what} needs a `program`"),
+            );
+            None
+        }
+    }
+}
+
+/// A size like `1MiB` (or a plain number of bytes) at `key`, if present and valid.
+fn size(
+    map: &Map<String, Value>,
+    key: &str,
+    pointer: &str,
+    spans: &Spans,
+    diags: &mut Diagnostics,
+) -> Option<u64> {
+    let at = || Some(spans.value(&format!("{pointer}/{key}")));
+    match map.get(key) {
+        None => None,
+        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64(),
+        Some(Value::String(s)) => match s.parse::<bytesize::ByteSize>() {
+            Ok(b) => Some(b.as_u64()),
+            Err(e) => {
+                diags.error(
+                    at(),
+                    format!("invalid {key} limit `{s}` (e.g. `256MiB`): {e}"),
+                );
+                None
+            }
+        },
+        Some(other) => {
+            diags.error(
+                at(),
+                format!(
+                    "{key} limit must be a size like `256MiB`, found {}",
+                    type_name(other)
+                ),
+            );
+            None
+        }
+    }
+}
+
 fn parse_limits(
     value: &Value,
     pointer: &str,
@@ -534,30 +705,40 @@ fn parse_limits(
         pointer,
         spans,
         &format!("limits of {what}"),
-        &["memory", "timeout"],
+        &["memory", "timeout", "output", "log_lines"],
         diags,
     ) else {
         return limits;
     };
-    match map.get("memory") {
-        None => {}
-        Some(Value::Number(n)) if n.as_u64().is_some() => {
-            limits.memory_bytes = n.as_u64().unwrap_or_default();
+    if let Some(b) = size(map, "memory", pointer, spans, diags) {
+        limits.memory_bytes = b;
+    }
+    if let Some(b) = size(map, "output", pointer, spans, diags) {
+        if (1..=MAX_OUTPUT_LIMIT).contains(&b) {
+            limits.output_bytes = b;
+        } else {
+            diags.error(
+                Some(spans.value(&format!("{pointer}/output"))),
+                format!(
+                    "output limit must be between 1 byte and {}",
+                    bytesize::ByteSize(MAX_OUTPUT_LIMIT)
+                ),
+            );
         }
-        Some(Value::String(s)) => match s.parse::<bytesize::ByteSize>() {
-            Ok(b) => limits.memory_bytes = b.as_u64(),
-            Err(e) => diags.error(
-                Some(spans.value(&format!("{pointer}/memory"))),
-                format!("invalid memory limit `{s}` (e.g. `256MiB`): {e}"),
+    }
+    match map.get("log_lines") {
+        None => {}
+        Some(v) => match v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| (1..=MAX_LOG_LINES).contains(n))
+        {
+            Some(n) => limits.log_lines = n,
+            None => diags.error(
+                Some(spans.value(&format!("{pointer}/log_lines"))),
+                format!("log_lines must be a whole number from 1 to {MAX_LOG_LINES}, found {v}"),
             ),
         },
-        Some(other) => diags.error(
-            Some(spans.value(&format!("{pointer}/memory"))),
-            format!(
-                "memory limit must be a size like `256MiB`, found {}",
-                type_name(other)
-            ),
-        ),
     }
     if let Some(t) = string(map, "timeout", pointer, spans, "limits", diags) {
         match humantime::parse_duration(t) {

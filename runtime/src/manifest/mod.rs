@@ -91,11 +91,112 @@ pub struct FsGrant {
     pub access: Access,
 }
 
+/// A program the provider may run through `tenet:host/exec`.
+///
+/// `exec: [{program: /usr/bin/systemctl, args: [[is-active, "*"]], mode: probe}]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecGrant {
+    /// Absolute path as written (symlinks are resolved by the host when checking).
+    pub program: PathBuf,
+    /// Allowed argument lists: each is a list of glob patterns matched one-to-one against
+    /// the arguments; a final `**` matches any remaining arguments. Empty: the program
+    /// may only be run without arguments.
+    pub args: Vec<Vec<String>>,
+    /// `mode: probe`: also allowed during `read` and `diff` (plans, drift checks). The
+    /// operator vouches that these invocations change nothing.
+    pub probe: bool,
+}
+
+/// An origin the provider may send HTTP requests to: `scheme://host[:port]`, where the
+/// host may start with `*.` and the port may be `*`. Without a port, the scheme's default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetGrant {
+    /// As written, for messages and plans.
+    pub pattern: String,
+    pub scheme: String,
+    pub host: String,
+    /// `None`: any port.
+    pub port: Option<u16>,
+}
+
+impl NetGrant {
+    /// Parse `scheme://host[:port]`; the message says what is wrong.
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        let (scheme, rest) = pattern
+            .split_once("://")
+            .ok_or_else(|| format!("`{pattern}` needs a scheme, like `https://api.example.com`"))?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            other => {
+                return Err(format!(
+                    "unsupported scheme `{other}` in `{pattern}` (use http or https)"
+                ));
+            }
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "`{pattern}` must be an origin `scheme://host[:port]`, without path, query or user"
+            ));
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, "*")) => (h, None),
+            Some((h, p)) => (
+                h,
+                Some(
+                    p.parse::<u16>()
+                        .map_err(|_| format!("invalid port `{p}` in `{pattern}`"))?,
+                ),
+            ),
+            None => (rest, Some(default_port)),
+        };
+        let wildcard_ok = host.strip_prefix("*.").unwrap_or(host);
+        if host.is_empty() || wildcard_ok.contains('*') {
+            return Err(format!(
+                "invalid host `{host}` in `{pattern}` (a wildcard may only be a leading `*.`)"
+            ));
+        }
+        Ok(NetGrant {
+            pattern: pattern.to_owned(),
+            scheme,
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+
+    /// Whether a request to `scheme://host:port` is allowed by this grant.
+    pub fn allows(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        let host_ok = match self.host.strip_prefix("*.") {
+            Some(suffix) => host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}")),
+            None => host == self.host,
+        };
+        scheme.eq_ignore_ascii_case(&self.scheme) && host_ok && self.port.is_none_or(|p| p == port)
+    }
+}
+
 /// Everything an operator grants to one provider. Nothing is granted by default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     pub fs: Vec<FsGrant>,
+    pub exec: Vec<ExecGrant>,
+    pub net: Vec<NetGrant>,
+    /// Names of environment variables copied from Tenet's environment into the
+    /// provider's (and offered to the programs it runs).
+    pub env: Vec<String>,
 }
+
+/// Default cap on a provider's captured stdout/stderr per instance, and on each of a
+/// child program's stdout and stderr per `exec` call.
+pub const DEFAULT_OUTPUT_LIMIT: u64 = 1024 * 1024;
+/// Largest `output` limit accepted: the host holds this much per stream in memory.
+pub const MAX_OUTPUT_LIMIT: u64 = 64 * 1024 * 1024;
+/// Default cap on log messages per call (`tenet:host/log` and captured output lines).
+pub const DEFAULT_LOG_LINES: u32 = 1_000;
+/// Largest `log_lines` limit accepted.
+pub const MAX_LOG_LINES: u32 = 1_000_000;
 
 /// Resource limits per provider instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +204,10 @@ pub struct Limits {
     pub memory_bytes: u64,
     #[serde(with = "humantime_serde_compat")]
     pub call_timeout: Duration,
+    /// `output`: captured stdout/stderr bytes (see [`DEFAULT_OUTPUT_LIMIT`]).
+    pub output_bytes: u64,
+    /// `log_lines`: log messages kept per call.
+    pub log_lines: u32,
 }
 
 impl Default for Limits {
@@ -110,6 +215,8 @@ impl Default for Limits {
         Limits {
             memory_bytes: DEFAULT_MEMORY_LIMIT,
             call_timeout: DEFAULT_CALL_TIMEOUT,
+            output_bytes: DEFAULT_OUTPUT_LIMIT,
+            log_lines: DEFAULT_LOG_LINES,
         }
     }
 }

@@ -1,9 +1,16 @@
 //! Host bindings generated from `wit/provider`. Private to `plugin` and `host`: WIT types
 //! are converted to the engine's types at the plugin edge and never leave it.
+//!
+//! The world's exports are looked up per interface (`resources` required, `capabilities`
+//! optional) rather than through the generated world type, so a provider built against
+//! 0.1.0, which lacks `capabilities`, still loads.
 
 wasmtime::component::bindgen!({
     path: "../wit/provider",
     world: "tenet:provider/provider",
-    imports: { default: trappable },
+    imports: { "tenet:host/exec.run": async | trappable, default: trappable },
     exports: { default: async },
 });
+
+pub use exports::tenet::provider::capabilities as caps;
+pub use exports::tenet::provider::resources;

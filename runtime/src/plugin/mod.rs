@@ -13,15 +13,16 @@ mod wasm;
 pub use cache::CompileCache;
 pub use wasm::WasmProvider;
 
-use crate::grants::FsGrants;
+use crate::grants::Capabilities;
 use crate::host::HostState;
-use crate::manifest::{ProviderDecl, ProviderSource};
+use crate::manifest::{Grants, ProviderDecl, ProviderSource};
 use crate::provider::{KindInfo, ProviderInfo};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
+
 use wasmtime::{Config, Engine};
 
 /// Providers embedded in the `tenet` binary, built from `plugins/` by the build script.
@@ -32,9 +33,12 @@ pub const ABI_INTERFACE: &str = "tenet:provider/resources";
 /// Semver range of `tenet:provider` versions this host can run.
 pub const SUPPORTED_ABI: &str = ">=0.1.0, <0.2.0";
 /// What a provider may import: (`package/interface` prefix, supported semver range).
-/// WASI 0.2 interfaces are constrained by the grants (no sockets, no env, only granted
-/// directories); `wasi:http` is not offered yet.
+/// WASI 0.2 interfaces are constrained by the grants (sockets and DNS always off, env and
+/// directories only as granted, outgoing HTTP only to granted origins); imports that need
+/// a grant are listed in [`GRANT_NEEDED`].
 const PROVIDED_IMPORTS: &[(&str, &str)] = &[
+    ("wasi:http/", ">=0.2.0, <0.3.0"),
+    ("tenet:host/exec", ">=0.1.1, <0.2.0"),
     ("wasi:cli/", ">=0.2.0, <0.3.0"),
     ("wasi:clocks/", ">=0.2.0, <0.3.0"),
     ("wasi:filesystem/", ">=0.2.0, <0.3.0"),
@@ -46,6 +50,14 @@ const PROVIDED_IMPORTS: &[(&str, &str)] = &[
     // Type-only interface the world pulls in; it has no functions.
     ("tenet:provider/types", ">=0.1.0, <0.2.0"),
 ];
+/// Imports that are refused unless the manifest grants the matching capability:
+/// (interface, grant key in the manifest).
+const GRANT_NEEDED: &[(&str, &str)] = &[
+    ("tenet:host/exec", "exec"),
+    ("wasi:http/outgoing-handler", "net"),
+];
+/// Most entries of each list a provider's `capabilities.requested` may return.
+pub const MAX_REQUESTS: usize = 256;
 /// Most resource kinds one provider may describe.
 pub const MAX_KINDS: usize = 256;
 
@@ -83,9 +95,17 @@ pub enum PluginError {
     )]
     Abi { plugin: String, found: String },
     #[error(
-        "provider `{plugin}` imports `{import}`, which this host does not provide (it provides wasi:cli, clocks, filesystem, io, random, sockets @0.2, and tenet:host/log, fs-ext @0.1)"
+        "provider `{plugin}` imports `{import}`, which this host does not provide (it provides wasi:cli, clocks, filesystem, http, io, random, sockets @0.2, and tenet:host/log, fs-ext @0.1, exec @0.1.1)"
     )]
     UnsupportedImport { plugin: String, import: String },
+    #[error(
+        "provider `{plugin}` imports `{import}`, which needs the `{grant}` grant, and the manifest grants it none (add `grants: {{{grant}: [...]}}` to provider `{plugin}`)"
+    )]
+    NotGranted {
+        plugin: String,
+        import: String,
+        grant: &'static str,
+    },
     #[error("cannot set up the WebAssembly engine: {message}")]
     Engine { message: String },
     #[error("provider `{plugin}`: cannot compile component: {message}")]
@@ -122,6 +142,8 @@ impl PluginHost {
         let engine = Engine::new(&config).map_err(|e| engine_err(&e))?;
         let mut linker: Linker<HostState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| engine_err(&e))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| engine_err(&e))?;
         bindings::Provider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| engine_err(&e))?;
 
@@ -202,17 +224,20 @@ impl PluginHost {
                 message: format!("{e:#}"),
             })?;
         check_abi(&self.engine, &component, &plugin, &source_desc)?;
-        check_imports(&self.engine, &component, &plugin)?;
+        let imports = check_imports(&self.engine, &component, &plugin, &decl.grants)?;
+        let instantiate_err = |e: wasmtime::Error| PluginError::Instantiate {
+            plugin: plugin.clone(),
+            message: format!("{e:#}"),
+        };
         let pre = self
             .linker
             .instantiate_pre(&component)
-            .and_then(bindings::ProviderPre::new)
-            .map_err(|e| PluginError::Instantiate {
-                plugin: plugin.clone(),
-                message: format!("{e:#}"),
-            })?;
+            .map_err(instantiate_err)?;
+        let resources = bindings::resources::GuestIndices::new(&pre).map_err(instantiate_err)?;
+        // Optional: providers built against tenet:provider 0.1.0 do not export it.
+        let caps = bindings::caps::GuestIndices::new(&pre).ok();
         let grants =
-            FsGrants::new(&plugin, &decl.grants).map_err(|e| PluginError::Instantiate {
+            Capabilities::new(&plugin, &decl.grants).map_err(|e| PluginError::Instantiate {
                 plugin: plugin.clone(),
                 message: e.to_string(),
             })?;
@@ -220,7 +245,11 @@ impl PluginHost {
             plugin.clone(),
             decl.source.to_string(),
             sha256,
-            pre,
+            wasm::Exports {
+                pre,
+                resources,
+                caps,
+            },
             Arc::new(grants),
             decl.limits,
         );
@@ -232,7 +261,16 @@ impl PluginHost {
                 message: e.to_string(),
             })?;
         validate_info(&plugin, &info)?;
-        Ok(Arc::new(provider.with_info(info)))
+        let mut requested =
+            provider
+                .fetch_requested()
+                .await
+                .map_err(|e| PluginError::Describe {
+                    plugin: plugin.clone(),
+                    message: e.to_string(),
+                })?;
+        requested.imports = imports;
+        Ok(Arc::new(provider.with_info(info, requested)))
     }
 }
 
@@ -286,9 +324,32 @@ fn check_abi(
     }
 }
 
-fn check_imports(engine: &Engine, component: &Component, plugin: &str) -> Result<(), PluginError> {
+/// Refuse imports the host does not provide, and imports that need a grant the manifest
+/// does not give. Returns the capability-bearing imports (for the operator's report).
+fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    plugin: &str,
+    grants: &Grants,
+) -> Result<Vec<String>, PluginError> {
     let ty = component.component_type();
+    let mut bearing = Vec::new();
     for (name, _) in ty.imports(engine) {
+        let iface = name.split_once('@').map_or(name, |(i, _)| i);
+        if let Some((_, grant)) = GRANT_NEEDED.iter().find(|(i, _)| *i == iface) {
+            let granted = match *grant {
+                "exec" => !grants.exec.is_empty(),
+                _ => !grants.net.is_empty(),
+            };
+            if !granted {
+                return Err(PluginError::NotGranted {
+                    plugin: plugin.to_owned(),
+                    import: name.to_owned(),
+                    grant,
+                });
+            }
+            bearing.push(name.to_owned());
+        }
         let provided = name.split_once('@').is_some_and(|(iface, version)| {
             PROVIDED_IMPORTS.iter().any(|(prefix, range)| {
                 let matches_iface = match prefix.strip_suffix('/') {
@@ -311,7 +372,7 @@ fn check_imports(engine: &Engine, component: &Component, plugin: &str) -> Result
             });
         }
     }
-    Ok(())
+    Ok(bearing)
 }
 
 fn validate_info(plugin: &str, info: &ProviderInfo) -> Result<(), PluginError> {

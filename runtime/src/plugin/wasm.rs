@@ -8,8 +8,8 @@
 //! reused.
 
 use super::bindings::{self, tenet::provider::types as wit};
-use crate::grants::{FsGrants, Mode};
-use crate::host::HostState;
+use crate::grants::{self, Capabilities, Mode};
+use crate::host::{Denials, HostState};
 use crate::manifest::Limits;
 use crate::provider::{
     Action, CallContext, Diff, ErrorKind, FieldChange, KindInfo, Operation, PropertyDiagnostic,
@@ -21,6 +21,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use wasmtime::component::InstancePre;
 use wasmtime::{Store, Trap};
 
 /// Largest JSON document (state, diff value, schema) accepted from a provider. The
@@ -45,6 +46,30 @@ fn bounded(text: String) -> String {
     crate::host::truncate(text, MAX_MESSAGE_BYTES)
 }
 
+/// A finished call's result and the sandbox's refusals during it.
+struct Called<T> {
+    value: T,
+    denials: Denials,
+}
+
+/// Add the sandbox's refusals to an error: whatever the provider made of a denial, the
+/// operator learns which capability was refused. A provider error after a denial is
+/// reported as a capability denial.
+fn with_denials(err: &mut ProviderError, denials: &Denials) {
+    if denials.kept.is_empty() {
+        return;
+    }
+    let list: Vec<&str> = denials.kept.iter().map(|d| d.message.as_str()).collect();
+    let mut text = format!("; the sandbox refused: {}", list.join("; "));
+    if denials.dropped > 0 {
+        text.push_str(&format!(" (and {} more)", denials.dropped));
+    }
+    err.message = bounded(format!("{}{text}", err.message));
+    if !matches!(err.kind, ErrorKind::Timeout | ErrorKind::Trap) {
+        err.kind = ErrorKind::CapabilityDenied;
+    }
+}
+
 /// A guest call borrowing its instance, boxed so it can run on its own task.
 type GuestFuture<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Send + 'a>>;
 
@@ -53,19 +78,23 @@ type GuestFuture<'a, T> = Pin<Box<dyn Future<Output = wasmtime::Result<T>> + Sen
 macro_rules! guest_call {
     ($method:ident($($arg:expr),*)) => {
         move |i: &mut Instance| -> GuestFuture<'_, _> {
-            Box::pin(async move {
-                i.exports
-                    .tenet_provider_resources()
-                    .$method(&mut i.store, $($arg),*)
-                    .await
-            })
+            Box::pin(async move { i.exports.$method(&mut i.store, $($arg),*).await })
         }
     };
 }
 
+/// What a provider exports, looked up once per load.
+pub(super) struct Exports {
+    pub pre: InstancePre<HostState>,
+    pub resources: bindings::resources::GuestIndices,
+    /// `None` for providers built against tenet:provider 0.1.0.
+    pub caps: Option<bindings::caps::GuestIndices>,
+}
+
 struct Instance {
     store: Store<HostState>,
-    exports: bindings::Provider,
+    exports: bindings::resources::Guest,
+    caps: Option<bindings::caps::Guest>,
     /// The read-only generation it was made in (see `WasmProvider::ro_generation`).
     generation: u64,
 }
@@ -75,10 +104,13 @@ pub struct WasmProvider {
     name: String,
     source: String,
     sha256: String,
-    pre: bindings::ProviderPre<HostState>,
-    grants: Arc<FsGrants>,
+    exports: Exports,
+    grants: Arc<Capabilities>,
     limits: Limits,
     info: ProviderInfo,
+    requested: grants::Requested,
+    /// The kinds' schemas, compiled: outputs are checked against them.
+    validators: BTreeMap<String, jsonschema::Validator>,
     /// Idle instances: `[read-only, read-write]`.
     pools: [Mutex<Vec<Instance>>; 2],
     /// Bumped whenever a read-write instance is made; read-only instances from an older
@@ -91,8 +123,8 @@ impl WasmProvider {
         name: String,
         source: String,
         sha256: String,
-        pre: bindings::ProviderPre<HostState>,
-        grants: Arc<FsGrants>,
+        exports: Exports,
+        grants: Arc<Capabilities>,
         limits: Limits,
     ) -> Self {
         WasmProvider {
@@ -105,17 +137,145 @@ impl WasmProvider {
             name,
             source,
             sha256,
-            pre,
+            exports,
             grants,
             limits,
+            requested: grants::Requested::default(),
+            validators: BTreeMap::new(),
             pools: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
             ro_generation: AtomicU64::new(0),
         }
     }
 
-    pub(super) fn with_info(mut self, info: ProviderInfo) -> Self {
+    pub(super) fn with_info(mut self, info: ProviderInfo, requested: grants::Requested) -> Self {
+        // Schemas were checked when the provider was loaded; one that does not compile
+        // leaves its kind's outputs unchecked rather than failing here.
+        self.validators = info
+            .kinds
+            .iter()
+            .filter_map(|(name, k)| {
+                Some((name.clone(), jsonschema::validator_for(&k.schema).ok()?))
+            })
+            .collect();
         self.info = info;
+        self.requested = requested;
         self
+    }
+
+    /// Contract check: a state the provider returns must match its kind's schema.
+    fn check_schema(
+        &self,
+        resource: &str,
+        operation: Operation,
+        kind: &str,
+        what: &str,
+        state: &Value,
+    ) -> Result<(), ProviderError> {
+        let Some(validator) = self.validators.get(kind) else {
+            return Ok(());
+        };
+        let problems: Vec<String> = validator
+            .iter_errors(state)
+            .take(5)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                format!("{}: {e}", if at.is_empty() { "/" } else { &at })
+            })
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(self.error(
+            resource,
+            operation,
+            ErrorKind::Protocol,
+            bounded(format!(
+                "{what} does not match the schema of kind `{kind}`: {}",
+                problems.join("; ")
+            )),
+        ))
+    }
+
+    /// Ask the provider what it needs (`capabilities.requested`); empty for a provider
+    /// built against tenet:provider 0.1.0.
+    pub(super) async fn fetch_requested(&self) -> Result<grants::Requested, ProviderError> {
+        if self.exports.caps.is_none() {
+            return Ok(grants::Requested::default());
+        }
+        let op = Operation::Describe;
+        let r = self
+            .call("", op, |i: &mut Instance| -> GuestFuture<'_, _> {
+                Box::pin(async move {
+                    match &i.caps {
+                        Some(c) => c.call_requested(&mut i.store).await.map(Some),
+                        None => Ok(None),
+                    }
+                })
+            })
+            .await?
+            .value;
+        let Some(r) = r else {
+            return Ok(grants::Requested::default());
+        };
+        let counts = [
+            r.directories.len(),
+            r.programs.len(),
+            r.hosts.len(),
+            r.env.len(),
+        ];
+        if counts.iter().any(|n| *n > super::MAX_REQUESTS) {
+            return Err(self.error(
+                "",
+                op,
+                ErrorKind::Protocol,
+                format!(
+                    "capabilities.requested returned more than {} entries in a list",
+                    super::MAX_REQUESTS
+                ),
+            ));
+        }
+        Ok(grants::Requested {
+            directories: r
+                .directories
+                .into_iter()
+                .map(|d| grants::DirectoryRequest {
+                    path: bounded(d.path),
+                    write: d.write,
+                    reason: bounded(d.reason),
+                })
+                .collect(),
+            programs: r
+                .programs
+                .into_iter()
+                .map(|p| grants::ProgramRequest {
+                    program: bounded(p.program),
+                    probe: p.probe,
+                    reason: bounded(p.reason),
+                })
+                .collect(),
+            hosts: r
+                .hosts
+                .into_iter()
+                .map(|h| grants::HostRequest {
+                    origin: bounded(h.origin),
+                    reason: bounded(h.reason),
+                })
+                .collect(),
+            env: r
+                .env
+                .into_iter()
+                .map(|e| grants::EnvRequest {
+                    name: bounded(e.name),
+                    reason: bounded(e.reason),
+                })
+                .collect(),
+            imports: Vec::new(),
+        })
+    }
+
+    /// What the provider says it needs, and its capability-bearing imports.
+    pub fn requested(&self) -> &grants::Requested {
+        &self.requested
     }
 
     /// The manifest's name for this provider.
@@ -133,7 +293,7 @@ impl WasmProvider {
         &self.sha256
     }
 
-    pub fn grants(&self) -> &FsGrants {
+    pub fn capabilities(&self) -> &Capabilities {
         &self.grants
     }
 
@@ -188,14 +348,23 @@ impl WasmProvider {
                 // Read before the context is built: a read-write build in between makes
                 // this instance's generation stale, never a stale one look current.
                 let generation = self.ro_generation.load(Ordering::SeqCst);
-                let state = HostState::new(self.grants.clone(), mode, self.limits.memory_bytes)
+                let state = HostState::new(self.grants.clone(), mode, self.limits)
                     .map_err(|e| self.error(resource, operation, ErrorKind::Host, e.to_string()))?;
-                let mut store = Store::new(self.pre.engine(), state);
+                let mut store = Store::new(self.exports.pre.engine(), state);
                 store.limiter(|s| &mut s.limits);
                 store.epoch_deadline_trap();
                 store.set_epoch_deadline(self.deadline_ticks());
-                let exports = match self.pre.instantiate_async(&mut store).await {
-                    Ok(exports) => exports,
+                let loaded = async {
+                    let instance = self.exports.pre.instantiate_async(&mut store).await?;
+                    let exports = self.exports.resources.load(&mut store, &instance)?;
+                    let caps = match &self.exports.caps {
+                        Some(c) => Some(c.load(&mut store, &instance)?),
+                        None => None,
+                    };
+                    wasmtime::Result::Ok((exports, caps))
+                };
+                let (exports, caps) = match loaded.await {
+                    Ok(loaded) => loaded,
                     Err(e) => {
                         let stderr = store.data().unread_stderr();
                         return Err(self.failure(
@@ -219,6 +388,7 @@ impl WasmProvider {
                 Instance {
                     store,
                     exports,
+                    caps,
                     generation,
                 }
             }
@@ -238,7 +408,7 @@ impl WasmProvider {
         resource: &str,
         operation: Operation,
         f: F,
-    ) -> Result<T, ProviderError>
+    ) -> Result<Called<T>, ProviderError>
     where
         T: Send + 'static,
         F: for<'a> FnOnce(&'a mut Instance) -> GuestFuture<'a, T> + Send + 'static,
@@ -284,13 +454,16 @@ impl WasmProvider {
         resource: &str,
         operation: Operation,
         result: wasmtime::Result<T>,
-    ) -> Result<T, ProviderError> {
+    ) -> Result<Called<T>, ProviderError> {
+        let denials = inst.store.data_mut().take_denials();
         match result {
             Err(e) => {
                 let data = inst.store.data_mut();
                 let stderr = data.unread_stderr();
                 data.flush_stdio();
-                Err(self.failure(resource, operation, &e, &stderr, "running"))
+                let mut err = self.failure(resource, operation, &e, &stderr, "running");
+                with_denials(&mut err, &denials);
+                Err(err)
             }
             Ok(value) => {
                 let data = inst.store.data_mut();
@@ -301,8 +474,22 @@ impl WasmProvider {
                         %operation,
                         "{} log messages dropped (limit {} per call)",
                         data.logs_dropped,
-                        crate::host::MAX_LOG_LINES_PER_CALL
+                        data.log_lines()
                     );
+                }
+                // An attempt to change the system during a read or diff is a defect of
+                // the provider even when it carries on as if nothing happened: the plan
+                // it contributes to cannot be trusted.
+                if let Some(d) = denials.kept.iter().find(|d| d.mutation_during_plan) {
+                    return Err(self.error(
+                        resource,
+                        operation,
+                        ErrorKind::CapabilityDenied,
+                        bounded(format!(
+                            "provider defect: it tried to change the system during {operation}, which may only look: {}",
+                            d.message
+                        )),
+                    ));
                 }
                 let mode = Self::mode(operation);
                 let current = mode == Mode::ReadWrite
@@ -315,7 +502,7 @@ impl WasmProvider {
                 {
                     pool.push(inst);
                 }
-                Ok(value)
+                Ok(Called { value, denials })
             }
         }
     }
@@ -353,7 +540,13 @@ impl WasmProvider {
         self.error(resource, operation, ErrorKind::Trap, bounded(message))
     }
 
-    fn guest_error(&self, resource: &str, operation: Operation, e: wit::Error) -> ProviderError {
+    fn guest_error(
+        &self,
+        resource: &str,
+        operation: Operation,
+        e: wit::Error,
+        denials: &Denials,
+    ) -> ProviderError {
         let (kind, message) = match e {
             wit::Error::InvalidInput(m) => (ErrorKind::InvalidInput, m),
             wit::Error::NotFound(m) => (ErrorKind::NotFound, m),
@@ -362,7 +555,9 @@ impl WasmProvider {
             wit::Error::Transient(m) => (ErrorKind::Transient, m),
             wit::Error::Internal(m) => (ErrorKind::Internal, m),
         };
-        self.error(resource, operation, kind, bounded(message))
+        let mut err = self.error(resource, operation, kind, bounded(message));
+        with_denials(&mut err, denials);
+        err
     }
 
     fn parse_doc(
@@ -396,7 +591,7 @@ impl WasmProvider {
     /// Call `describe` and convert the result.
     pub(super) async fn describe(&self) -> Result<ProviderInfo, ProviderError> {
         let op = Operation::Describe;
-        let info = self.call("", op, guest_call!(call_describe())).await?;
+        let info = self.call("", op, guest_call!(call_describe())).await?.value;
         let mut kinds = BTreeMap::new();
         for k in info.kinds {
             let schema =
@@ -439,7 +634,8 @@ impl Provider for WasmProvider {
         let kind = kind.to_owned();
         let diags = self
             .call(cx.resource, op, guest_call!(call_validate(&kind, &props)))
-            .await?;
+            .await?
+            .value;
         if diags.len() > MAX_ITEMS {
             return Err(self.error(
                 cx.resource,
@@ -466,19 +662,18 @@ impl Provider for WasmProvider {
     ) -> Result<Option<Value>, ProviderError> {
         let op = Operation::Read;
         let props = properties.to_string();
-        let kind = kind.to_owned();
-        let read = self
-            .call(cx.resource, op, guest_call!(call_read(&kind, &props)))
+        let kind_arg = kind.to_owned();
+        let Called { value, denials } = self
+            .call(cx.resource, op, guest_call!(call_read(&kind_arg, &props)))
             .await?;
-        match read {
-            Ok(Some(text)) => Ok(Some(self.parse_doc(
-                cx.resource,
-                op,
-                "the observed state",
-                &text,
-            )?)),
+        match value {
+            Ok(Some(text)) => {
+                let state = self.parse_doc(cx.resource, op, "the observed state", &text)?;
+                self.check_schema(cx.resource, op, kind, "the observed state", &state)?;
+                Ok(Some(state))
+            }
             Ok(None) => Ok(None),
-            Err(e) => Err(self.guest_error(cx.resource, op, e)),
+            Err(e) => Err(self.guest_error(cx.resource, op, e, &denials)),
         }
     }
 
@@ -496,16 +691,16 @@ impl Provider for WasmProvider {
         let desired = desired.to_string();
         let current = current.map(Value::to_string);
         let kind = kind.to_owned();
-        let diffed = self
+        let Called { value, denials } = self
             .call(
                 cx.resource,
                 op,
                 guest_call!(call_diff(&kind, &desired, current.as_deref())),
             )
             .await?;
-        let d = match diffed {
+        let d = match value {
             Ok(d) => d,
-            Err(e) => return Err(self.guest_error(cx.resource, op, e)),
+            Err(e) => return Err(self.guest_error(cx.resource, op, e, &denials)),
         };
         if d.changes.len() > MAX_ITEMS {
             return Err(self.error(
@@ -576,17 +771,21 @@ impl Provider for WasmProvider {
         let op = Operation::Apply;
         let desired = desired.to_string();
         let current = current.map(Value::to_string);
-        let kind = kind.to_owned();
-        let applied = self
+        let kind_arg = kind.to_owned();
+        let Called { value, denials } = self
             .call(
                 cx.resource,
                 op,
-                guest_call!(call_apply(&kind, &desired, current.as_deref())),
+                guest_call!(call_apply(&kind_arg, &desired, current.as_deref())),
             )
             .await?;
-        match applied {
-            Ok(text) => self.parse_doc(cx.resource, op, "the new state", &text),
-            Err(e) => Err(self.guest_error(cx.resource, op, e)),
+        match value {
+            Ok(text) => {
+                let state = self.parse_doc(cx.resource, op, "the new state", &text)?;
+                self.check_schema(cx.resource, op, kind, "the new state", &state)?;
+                Ok(state)
+            }
+            Err(e) => Err(self.guest_error(cx.resource, op, e, &denials)),
         }
     }
 
@@ -599,8 +798,9 @@ impl Provider for WasmProvider {
         let op = Operation::Delete;
         let current = current.to_string();
         let kind = kind.to_owned();
-        self.call(cx.resource, op, guest_call!(call_delete(&kind, &current)))
-            .await?
-            .map_err(|e| self.guest_error(cx.resource, op, e))
+        let Called { value, denials } = self
+            .call(cx.resource, op, guest_call!(call_delete(&kind, &current)))
+            .await?;
+        value.map_err(|e| self.guest_error(cx.resource, op, e, &denials))
     }
 }

@@ -1,38 +1,172 @@
-//! A provider that misbehaves on request, to prove the host contains it. Kind `probe`
-//! with properties `path` and `action`; `read` and `apply` both perform `action`:
+//! A hostile provider: each resource names one attack, to prove the host contains it.
+//! Kind `probe` with properties `action`, `path`, `target`, `args`, `method`, `value`;
+//! `read` and `apply` both perform `action` unless noted:
 //! - `ok`: nothing; the resource "exists" with the given properties;
-//! - `write`: write a file at `path` through WASI;
-//! - `chmod`: chmod `path` through the host's fs-ext;
+//! - `write`: write a file at `path` through WASI (`..`, absolute paths, symlinks);
+//! - `chmod` / `chown`: change `path` through the host's fs-ext;
+//! - `exec`: run `target` with `args` through `tenet:host/exec`; `exec-ignore` does the
+//!   same during `read` but ignores a refusal and carries on (a sneaky provider);
+//! - `http`: send `method` (default GET) to the URL `target` through `wasi:http`;
+//! - `env`: the environment variable `target` must be visible with the value `value`;
 //! - `loop`: spin forever (the deadline must stop it);
+//! - `recurse`: unbounded recursion (stack overflow);
 //! - `panic`: panic (a trap; the message goes to stderr);
 //! - `alloc`: allocate 1 GiB (the memory cap must stop it);
-//! - `log-flood`: emit far more log lines than the host keeps;
+//! - `output-flood`: write 100 MB to stdout; `log-flood`: 5,000 log lines;
+//! - `block`: run `target` (a granted `sleep`) with no timeout of its own, so the host's
+//!   call deadline must stop it;
 //! - `slow-apply`: absent on `read`, and `apply` takes 1.5 s (to interrupt a run);
-//! - `noisy-diff`: `diff` reports a change whose before and after are equal.
+//! - `noisy-diff`: `diff` reports a change whose before and after are equal;
+//! - `malformed-json`: `apply` returns text that is not JSON;
+//! - `bad-schema`: `apply` returns a state whose `path` is a number;
+//! - `lying-apply`: `apply` claims a `value` that a fresh `read` does not show.
+//!
+//! It implements the export by hand instead of `export_provider!` so `apply` can return
+//! raw text (malformed JSON is impossible through the SDK).
 
 use serde_json::{Value, json};
-use tenet_sdk::{Diff, Error, FieldChange, KindInfo, Provider, ProviderInfo};
+use std::io::Write;
+use tenet_sdk::__bindings::exports::tenet::provider::{capabilities, resources};
+use tenet_sdk::exec::Command;
+use tenet_sdk::{Capabilities, Diff, Error, FieldChange, KindInfo, Provider, ProviderInfo};
 
 pub struct Misbehave;
 
-fn perform(properties: &Value) -> Result<Option<Value>, Error> {
-    let action = properties
-        .get("action")
-        .and_then(Value::as_str)
-        .unwrap_or("ok");
-    let path = properties
-        .get("path")
-        .and_then(Value::as_str)
-        .unwrap_or("/nonexistent");
-    match action {
+fn text<'a>(p: &'a Value, key: &str, default: &'a str) -> &'a str {
+    p.get(key).and_then(Value::as_str).unwrap_or(default)
+}
+
+fn run(properties: &Value) -> Result<tenet_sdk::exec::Output, Error> {
+    let args: Vec<String> = properties
+        .get("args")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Command::new(text(properties, "target", "/bin/true"))
+        .args(args)
+        .run()?)
+}
+
+/// Recurses until the stack overflows; `black_box` keeps the frames from being folded.
+fn recurse(pad: [u8; 256]) -> u64 {
+    let pad = std::hint::black_box(pad);
+    if pad[1] == 0 {
+        return 0;
+    }
+    recurse(pad) + u64::from(pad[0])
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn http(_properties: &Value) -> Result<u16, Error> {
+    Err(Error::Internal(
+        "wasi:http exists only in the component".into(),
+    ))
+}
+
+#[cfg(target_os = "wasi")]
+fn http(properties: &Value) -> Result<u16, Error> {
+    use wasip2::http::outgoing_handler;
+    use wasip2::http::types::{Fields, Method, OutgoingRequest, Scheme};
+    let url = text(properties, "target", "http://127.0.0.1:9/");
+    let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let req = OutgoingRequest::new(Fields::new());
+    let method = match text(properties, "method", "GET") {
+        "GET" => Method::Get,
+        "HEAD" => Method::Head,
+        "POST" => Method::Post,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        other => Method::Other(other.to_owned()),
+    };
+    let bad = |what: &str| Error::Internal(format!("cannot build request: {what}"));
+    req.set_method(&method).map_err(|()| bad("method"))?;
+    req.set_scheme(Some(&if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    }))
+    .map_err(|()| bad("scheme"))?;
+    req.set_authority(Some(authority))
+        .map_err(|()| bad("authority"))?;
+    req.set_path_with_query(Some(path))
+        .map_err(|()| bad("path"))?;
+    let fut = outgoing_handler::handle(req, None).map_err(|e| {
+        Error::CapabilityDenied(format!(
+            "{} {url}: {e:?}",
+            text(properties, "method", "GET")
+        ))
+    })?;
+    fut.subscribe().block();
+    match fut.get() {
+        Some(Ok(Ok(resp))) => Ok(resp.status()),
+        Some(Ok(Err(e))) => Err(Error::CapabilityDenied(format!("{url}: {e:?}"))),
+        other => Err(Error::Internal(format!("{url}: {other:?}"))),
+    }
+}
+
+/// Perform `action`; `reading` is true during `read`.
+fn perform(properties: &Value, reading: bool) -> Result<Option<Value>, Error> {
+    let path = text(properties, "path", "/nonexistent");
+    match text(properties, "action", "ok") {
         "write" => std::fs::write(path, "written by misbehave\n")
             .map_err(|e| Error::CapabilityDenied(format!("write {path}: {e}")))?,
         "chmod" => tenet_sdk::fs::chmod(path, 0o777)?,
+        "chown" => tenet_sdk::fs::chown(path, Some(0), Some(0))?,
+        "exec" => {
+            let out = run(properties)?;
+            if !out.success() {
+                return Err(Error::Internal(format!(
+                    "{} exited with {:?}",
+                    text(properties, "target", ""),
+                    out.status
+                )));
+            }
+        }
+        "exec-ignore" if reading => {
+            let _ = run(properties);
+        }
+        "block" => {
+            let out = run(properties)?;
+            if out.timed_out {
+                return Err(Error::Transient("the host stopped the program".into()));
+            }
+        }
+        "http" => {
+            let status = http(properties)?;
+            if status != 200 {
+                return Err(Error::Internal(format!("HTTP status {status}")));
+            }
+        }
+        "env" => {
+            let name = text(properties, "target", "");
+            let want = text(properties, "value", "");
+            match std::env::var(name) {
+                Ok(v) if v == want => {}
+                Ok(_) => return Err(Error::Conflict(format!("env {name} has another value"))),
+                Err(_) => {
+                    return Err(Error::CapabilityDenied(format!(
+                        "environment variable {name} is not visible"
+                    )));
+                }
+            }
+        }
         "loop" => {
             let mut n: u64 = 0;
             loop {
                 n = std::hint::black_box(n.wrapping_add(1));
             }
+        }
+        "recurse" => {
+            let n = recurse([1; 256]);
+            return Ok(Some(json!({"depth": n})));
         }
         "panic" => panic!("misbehave panicked on purpose"),
         "alloc" => {
@@ -42,6 +176,16 @@ fn perform(properties: &Value) -> Result<Option<Value>, Error> {
         "log-flood" => {
             for i in 0..5_000 {
                 tenet_sdk::log::info(&format!("flood {i}"));
+            }
+        }
+        "output-flood" => {
+            let chunk = vec![b'x'; 1 << 16];
+            let mut out = std::io::stdout();
+            // 100 MB; writes fail once the host's buffer is full, and that is fine.
+            for _ in 0..1600 {
+                if out.write_all(&chunk).is_err() {
+                    break;
+                }
             }
         }
         _ => {}
@@ -59,7 +203,13 @@ impl Provider for Misbehave {
                     "type": "object",
                     "properties": {
                         "path": {"type": "string"},
-                        "action": {"enum": ["ok", "write", "chmod", "loop", "panic", "alloc", "log-flood", "slow-apply", "noisy-diff"]},
+                        "action": {"enum": ["ok", "write", "chmod", "chown", "exec", "exec-ignore",
+                            "http", "env", "loop", "recurse", "panic", "alloc", "log-flood",
+                            "output-flood", "block", "slow-apply", "noisy-diff",
+                            "malformed-json", "bad-schema", "lying-apply"]},
+                        "target": {"type": "string"},
+                        "args": {"type": "array", "items": {"type": "string"}},
+                        "method": {"type": "string"},
                         "value": {}
                     },
                     "required": ["action"],
@@ -71,11 +221,20 @@ impl Provider for Misbehave {
         )
     }
 
+    fn capabilities() -> Capabilities {
+        Capabilities::new()
+            .program("/bin/echo", true, "says hello during plans")
+            .host("http://127.0.0.1:*", "talks to a test server")
+            .env("TENET_TEST_GRANTED", "reads a granted variable")
+            .directory("/nonexistent-misbehave", true, "a directory nobody grants")
+    }
+
     fn read(_kind: &str, properties: &Value) -> Result<Option<Value>, Error> {
-        if properties.get("action").and_then(Value::as_str) == Some("slow-apply") {
-            return Ok(None);
+        match text(properties, "action", "ok") {
+            "slow-apply" => Ok(None),
+            "malformed-json" | "bad-schema" | "lying-apply" => Ok(None),
+            _ => perform(properties, true),
         }
-        perform(properties)
     }
 
     fn diff(_kind: &str, desired: &Value, current: Option<&Value>) -> Result<Diff, Error> {
@@ -91,11 +250,19 @@ impl Provider for Misbehave {
     }
 
     fn apply(_kind: &str, desired: &Value, _current: Option<&Value>) -> Result<Value, Error> {
-        if desired.get("action").and_then(Value::as_str) == Some("slow-apply") {
-            std::thread::sleep(std::time::Duration::from_millis(1500));
-            return Ok(desired.clone());
+        match text(desired, "action", "ok") {
+            "slow-apply" => {
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+                Ok(desired.clone())
+            }
+            "bad-schema" => Ok(json!({"action": "bad-schema", "path": 42})),
+            "lying-apply" => {
+                let mut claimed = desired.clone();
+                claimed["value"] = json!("claimed but never done");
+                Ok(claimed)
+            }
+            _ => perform(desired, false).map(|v| v.unwrap_or(Value::Null)),
         }
-        perform(desired).map(|v| v.unwrap_or(Value::Null))
     }
 
     fn delete(_kind: &str, _current: &Value) -> Result<(), Error> {
@@ -103,4 +270,46 @@ impl Provider for Misbehave {
     }
 }
 
-tenet_sdk::export_provider!(Misbehave);
+/// The export, by hand: everything goes through the SDK's adapter except `apply` of
+/// `malformed-json`, which returns raw text.
+pub struct Export;
+
+impl resources::Guest for Export {
+    fn describe() -> resources::ProviderInfo {
+        tenet_sdk::__adapter::describe::<Misbehave>()
+    }
+    fn validate(kind: String, properties: String) -> Vec<resources::Diagnostic> {
+        tenet_sdk::__adapter::validate::<Misbehave>(&kind, &properties)
+    }
+    fn read(kind: String, properties: String) -> Result<Option<String>, resources::Error> {
+        tenet_sdk::__adapter::read::<Misbehave>(&kind, &properties)
+    }
+    fn diff(
+        kind: String,
+        desired: String,
+        current: Option<String>,
+    ) -> Result<resources::DiffResult, resources::Error> {
+        tenet_sdk::__adapter::diff::<Misbehave>(&kind, &desired, current.as_deref())
+    }
+    fn apply(
+        kind: String,
+        desired: String,
+        current: Option<String>,
+    ) -> Result<String, resources::Error> {
+        if desired.contains("\"malformed-json\"") {
+            return Ok("{\"path\": oops".to_owned());
+        }
+        tenet_sdk::__adapter::apply::<Misbehave>(&kind, &desired, current.as_deref())
+    }
+    fn delete(kind: String, current: String) -> Result<(), resources::Error> {
+        tenet_sdk::__adapter::delete::<Misbehave>(&kind, &current)
+    }
+}
+
+impl capabilities::Guest for Export {
+    fn requested() -> capabilities::CapabilityRequest {
+        tenet_sdk::__adapter::requested::<Misbehave>()
+    }
+}
+
+tenet_sdk::__bindings::__export_provider_world!(Export with_types_in tenet_sdk::__bindings);
