@@ -421,6 +421,36 @@ pub struct Requirement {
 }
 
 impl Capabilities {
+    /// Every grant as one line for people: `fs rw /srv/app`, `exec /usr/bin/systemctl
+    /// [is-active *] (probe)`, `net https://api.example.com`, `env LANG`.
+    pub fn grant_lines(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .grants
+            .iter()
+            .map(|g| format!("fs {} {}", g.access, g.path.display()))
+            .collect();
+        for r in &self.exec {
+            let args = if r.grant.args.is_empty() {
+                "(no arguments)".to_owned()
+            } else {
+                r.grant
+                    .args
+                    .iter()
+                    .map(|l| format!("[{}]", l.join(" ")))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            };
+            out.push(format!(
+                "exec {} {args}{}",
+                r.grant.program.display(),
+                if r.grant.probe { " (probe)" } else { "" }
+            ));
+        }
+        out.extend(self.net.iter().map(|g| format!("net {}", g.pattern)));
+        out.extend(self.env.iter().map(|e| format!("env {e}")));
+        out
+    }
+
     /// Each request of `requested`, and whether the grants cover it.
     pub fn requirements(&self, requested: &Requested) -> Vec<Requirement> {
         let mut out = Vec::new();
@@ -461,12 +491,16 @@ impl Capabilities {
             });
         }
         for h in &requested.hosts {
-            let granted = NetGrant::parse(&h.origin).is_ok_and(|want| {
-                want.port.is_some_and(|port| {
-                    self.net
-                        .iter()
-                        .any(|g| g.allows(&want.scheme, &want.host, port))
-                })
+            let granted = NetGrant::parse(&h.origin).is_ok_and(|want| match want.port {
+                Some(port) => self
+                    .net
+                    .iter()
+                    .any(|g| g.allows(&want.scheme, &want.host, port)),
+                // Any port asked for: only a grant of any port covers it.
+                None => self
+                    .net
+                    .iter()
+                    .any(|g| g.port.is_none() && g.scheme == want.scheme && g.host == want.host),
             });
             out.push(Requirement {
                 capability: format!("net {}", h.origin),

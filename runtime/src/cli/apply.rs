@@ -20,6 +20,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+/// Grants as one line, `nothing` when empty.
+fn lines(granted: &[String]) -> String {
+    if granted.is_empty() {
+        "nothing".into()
+    } else {
+        granted.join("; ")
+    }
+}
+
 /// How many of the slowest resources the summary names.
 const SLOWEST_SHOWN: usize = 5;
 /// Exit code after a second Ctrl-C (128 + SIGINT, as shells report it).
@@ -145,7 +154,14 @@ async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
     let pins = session.pins();
     for (name, pin) in &plan.providers {
         match pins.get(name) {
-            Some(now) if now.component_sha256 == pin.component_sha256 => {}
+            Some(now)
+                if now.component_sha256 == pin.component_sha256 && now.granted == pin.granted => {}
+            Some(now) if now.component_sha256 == pin.component_sha256 => bail!(
+                "refusing to apply a stale plan: the grants of provider `{name}` changed since the plan was made \
+                 (planned with: {}; now: {})",
+                lines(&pin.granted),
+                lines(&now.granted)
+            ),
             Some(now) => bail!(
                 "refusing to apply a stale plan: provider `{name}` changed since the plan was made \
                  (expected sha256 {}, found {} from {})",

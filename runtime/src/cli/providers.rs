@@ -1,7 +1,8 @@
 //! `tenet providers`: each provider of the manifest with its source, digest, kinds,
-//! grants and limits.
+//! what it is granted, what it requested (and which of that is missing), and limits.
 
 use super::ManifestArgs;
+use crate::grants::Capabilities;
 use crate::manifest;
 use crate::plugin::{CompileCache, PluginHost};
 use crate::provider::Provider;
@@ -23,7 +24,8 @@ pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
     for decl in m.providers.values() {
         writeln!(out, "{}", decl.name)?;
         writeln!(out, "  source:  {}", decl.source)?;
-        match host.load(decl).await {
+        let loaded = host.load(decl).await;
+        let loaded = match loaded {
             Ok(p) => {
                 let info = p.info();
                 writeln!(out, "  version: {} ({})", info.version, info.description)?;
@@ -40,26 +42,62 @@ pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
                         decl.name, k.name, k.description
                     )?;
                 }
+                Some(p)
             }
             Err(e) => {
                 failed = true;
                 writeln!(out, "  error:   {e}")?;
+                None
             }
+        };
+        // From the manifest, so the grants show even when the provider failed to load.
+        let caps = Capabilities::new(&decl.name, &decl.grants)?;
+        writeln!(out, "  granted:")?;
+        let granted = caps.grant_lines();
+        if granted.is_empty() {
+            writeln!(out, "    nothing (it can only compute and log)")?;
         }
-        writeln!(out, "  grants:")?;
-        if decl.grants.fs.is_empty() {
-            writeln!(out, "    (none: the provider can touch nothing)")?;
+        for g in granted {
+            writeln!(out, "    {g}")?;
         }
-        for g in &decl.grants.fs {
-            writeln!(out, "    fs {} {}", g.access, g.path.display())?;
+        if let Some(p) = &loaded {
+            let reqs = caps.requirements(p.requested());
+            writeln!(out, "  requested:")?;
+            for import in &p.requested().imports {
+                writeln!(
+                    out,
+                    "    import {import}  (granted: the manifest allows it)"
+                )?;
+            }
+            if reqs.is_empty() && p.requested().imports.is_empty() {
+                writeln!(out, "    nothing beyond its grants")?;
+            }
+            for r in &reqs {
+                let mark = if r.granted { "granted" } else { "MISSING" };
+                writeln!(out, "    {}  ({mark}: {})", r.capability, r.reason)?;
+            }
+            let missing = reqs.iter().filter(|r| !r.granted).count();
+            writeln!(
+                out,
+                "  missing: {}",
+                if missing == 0 {
+                    "nothing".to_owned()
+                } else {
+                    format!("{missing} (see MISSING above)")
+                }
+            )?;
         }
         writeln!(
             out,
-            "  limits:  memory {}, {} per call",
+            "  limits:  memory {}, {} per call, output {}, {} log lines per call",
             bytesize::ByteSize::b(decl.limits.memory_bytes)
                 .display()
                 .iec(),
-            humantime::format_duration(decl.limits.call_timeout)
+            humantime::format_duration(decl.limits.call_timeout),
+            bytesize::ByteSize::b(decl.limits.output_bytes)
+                .display()
+                .iec(),
+            decl.limits.log_lines
         )?;
     }
     print!("{out}");

@@ -46,7 +46,32 @@ fn verb(action: Action) -> &'static str {
 }
 
 /// The plan as text.
+/// What each provider of the plan may do, and what it asked for and was not granted.
+pub fn sandbox_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let yellow = color(AnsiColor::Yellow);
+    let _ = writeln!(out, "\nSandbox (what each provider may do):");
+    for (name, pin) in &plan.providers {
+        let granted = if pin.granted.is_empty() {
+            "nothing (it can only compute and log)".to_owned()
+        } else {
+            pin.granted.join("; ")
+        };
+        let _ = writeln!(out, "  {name}: {granted}");
+        for m in &pin.missing {
+            let _ = writeln!(out, "    {yellow}not granted:{yellow:#} {m}");
+        }
+    }
+    out
+}
+
 pub fn plan_text(plan: &Plan) -> String {
+    let mut out = plan_actions_text(plan);
+    out.push_str(&sandbox_text(plan));
+    out
+}
+
+fn plan_actions_text(plan: &Plan) -> String {
     let mut out = String::new();
     let bold = Style::new().bold();
     let red = color(AnsiColor::Red);

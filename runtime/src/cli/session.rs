@@ -204,6 +204,14 @@ impl Session {
                         source: p.source().to_owned(),
                         version: p.info().version.clone(),
                         component_sha256: p.sha256().to_owned(),
+                        granted: p.capabilities().grant_lines(),
+                        missing: p
+                            .capabilities()
+                            .requirements(p.requested())
+                            .into_iter()
+                            .filter(|r| !r.granted)
+                            .map(|r| format!("{} ({})", r.capability, r.reason))
+                            .collect(),
                     },
                 )
             })

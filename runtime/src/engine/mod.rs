@@ -681,8 +681,8 @@ async fn consistent(
         .map_err(|e| format!("the read after apply failed: {e}"))?;
     let Some(fresh) = fresh else {
         return Err(format!(
-            "provider `{}` produced an inconsistent result: apply reported the resource, but a fresh read finds nothing",
-            r.provider
+            "provider `{}` produced an inconsistent result for resource `{}`: apply reported the resource, but a fresh read finds nothing",
+            r.provider, r.id
         ));
     };
     if plan::digest(&fresh) == plan::digest(applied) {
@@ -700,9 +700,10 @@ async fn consistent(
         .collect();
     let fields: Vec<String> = fields.into_iter().map(|f| format!("/{f}")).collect();
     Err(format!(
-        "provider `{}` produced an inconsistent result: a fresh read after apply differs in {} \
+        "provider `{}` produced an inconsistent result for resource `{}`: a fresh read after apply differs in {} \
          (set `consistency_check: false` on the provider for eventually consistent APIs)",
         r.provider,
+        r.id,
         if fields.is_empty() {
             "the document".to_owned()
         } else {
@@ -975,7 +976,7 @@ mod tests {
         assert_eq!(
             by_id["z"],
             Outcome::Failed {
-                error: "provider `mock` produced an inconsistent result: a fresh read after apply differs in /ghost (set `consistency_check: false` on the provider for eventually consistent APIs)".into()
+                error: "provider `mock` produced an inconsistent result for resource `z`: a fresh read after apply differs in /ghost (set `consistency_check: false` on the provider for eventually consistent APIs)".into()
             }
         );
         assert_eq!(by_id["a"], Outcome::Created);

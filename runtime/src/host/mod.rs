@@ -94,6 +94,15 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
     }
 }
 
+/// What [`HostState::flush_stdio`] found.
+#[derive(Debug, Clone, Copy)]
+pub struct Stdio {
+    /// Whether the instance may serve more calls.
+    pub keep: bool,
+    /// The stream the call filled, if any: the call exceeded the output limit.
+    pub overflow: Option<&'static str>,
+}
+
 /// Which call an instance is serving; tags logs and denials.
 #[derive(Debug, Clone)]
 pub struct CallInfo {
@@ -267,9 +276,15 @@ impl HostState {
     }
 
     /// Emit what the guest wrote to stdout/stderr since the last call as log events.
-    /// Returns false when a buffer is full: the instance should then be retired.
-    pub fn flush_stdio(&mut self) -> bool {
-        let mut room = true;
+    ///
+    /// The buffers live as long as the instance. An instance whose buffer is half full
+    /// is retired (so each call starts with at least half the `output` limit free), and
+    /// a call that fills a buffer has written more than a call may: it fails.
+    pub fn flush_stdio(&mut self) -> Stdio {
+        let mut result = Stdio {
+            keep: true,
+            overflow: None,
+        };
         for (pipe, seen, stream) in [
             (&self.stdout, &mut self.stdout_seen, "stdout"),
             (&self.stderr, &mut self.stderr_seen, "stderr"),
@@ -299,9 +314,26 @@ impl HostState {
                 }
                 *seen = bytes.len();
             }
-            room &= (bytes.len() as u64) < self.config.output_bytes;
+            let used = bytes.len() as u64;
+            result.keep &= used < self.config.output_bytes / 2;
+            if used >= self.config.output_bytes {
+                result.overflow = Some(stream);
+            }
         }
-        room
+        result
+    }
+
+    /// The message for a call that filled its output buffer.
+    pub fn overflow_message(&self, stream: &str) -> String {
+        format!(
+            "output limit exceeded: the provider wrote more than {} to {stream} (limits.output is {}; a call may use half of it)",
+            bytesize::ByteSize::b(self.config.output_bytes / 2)
+                .display()
+                .iec(),
+            bytesize::ByteSize::b(self.config.output_bytes)
+                .display()
+                .iec()
+        )
     }
 }
 

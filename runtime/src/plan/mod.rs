@@ -38,6 +38,12 @@ pub struct ProviderPin {
     pub source: String,
     pub version: String,
     pub component_sha256: String,
+    /// What the provider may do, one line per grant (`fs rw /srv`, `exec …`, `net …`).
+    #[serde(default)]
+    pub granted: Vec<String>,
+    /// What the provider asked for and was not granted, with its reason.
+    #[serde(default)]
+    pub missing: Vec<String>,
 }
 
 /// One resource in a plan.

@@ -460,8 +460,16 @@ impl WasmProvider {
             Err(e) => {
                 let data = inst.store.data_mut();
                 let stderr = data.unread_stderr();
-                data.flush_stdio();
-                let mut err = self.failure(resource, operation, &e, &stderr, "running");
+                let mut err = match data.flush_stdio().overflow {
+                    // Writing past a full buffer traps inside WASI; say which limit it was.
+                    Some(stream) => self.error(
+                        resource,
+                        operation,
+                        ErrorKind::Protocol,
+                        data.overflow_message(stream),
+                    ),
+                    None => self.failure(resource, operation, &e, &stderr, "running"),
+                };
                 with_denials(&mut err, &denials);
                 Err(err)
             }
@@ -495,7 +503,16 @@ impl WasmProvider {
                 let current = mode == Mode::ReadWrite
                     || inst.generation == self.ro_generation.load(Ordering::SeqCst);
                 let data = inst.store.data_mut();
-                if data.flush_stdio()
+                let stdio = data.flush_stdio();
+                if let Some(stream) = stdio.overflow {
+                    return Err(self.error(
+                        resource,
+                        operation,
+                        ErrorKind::Protocol,
+                        data.overflow_message(stream),
+                    ));
+                }
+                if stdio.keep
                     && current
                     && let Ok(mut pool) = self.pool(mode).lock()
                     && pool.len() < MAX_POOLED
@@ -525,12 +542,15 @@ impl WasmProvider {
                 format!("did not finish within {timeout} (interrupted)"),
             );
         }
-        let mut message = format!("{e:#}");
-        if let Some(trap) = e.downcast_ref::<Trap>()
-            && !message.contains(&trap.to_string())
-        {
-            message = format!("{trap}: {message}");
-        }
+        // A trap's message is enough; the wasm backtrace (frames of an unnamed guest
+        // function, often hundreds deep after a recursion) is left to debug logs.
+        let mut message = match e.downcast_ref::<Trap>() {
+            Some(trap) => {
+                tracing::debug!(provider = %self.name, resource, %operation, "trap: {e:?}");
+                trap.to_string()
+            }
+            None => format!("{e:#}"),
+        };
         if doing != "running" {
             message = format!("while {doing}: {message}");
         }

@@ -1,9 +1,11 @@
 //! A hostile provider: each resource names one attack, to prove the host contains it.
-//! Kind `probe` with properties `action`, `path`, `target`, `args`, `method`, `value`;
-//! `read` and `apply` both perform `action` unless noted:
+//! Kind `probe` with properties `action`, `path`, `target`, `args`, `method`, `value`,
+//! `phase`; `read` and `apply` both perform `action` unless noted (with `phase: apply`,
+//! `read` finds nothing and only `apply` performs it):
 //! - `ok`: nothing; the resource "exists" with the given properties;
-//! - `write`: write a file at `path` through WASI (`..`, absolute paths, symlinks);
-//! - `chmod` / `chown`: change `path` through the host's fs-ext;
+//! - `write`: write a file at `target` (or `path`) through WASI (`..`, absolute paths,
+//!   symlinks);
+//! - `chmod` / `chown`: change `target` (or `path`) through the host's fs-ext;
 //! - `exec`: run `target` with `args` through `tenet:host/exec`; `exec-ignore` does the
 //!   same during `read` but ignores a refusal and carries on (a sneaky provider);
 //! - `http`: send `method` (default GET) to the URL `target` through `wasi:http`;
@@ -114,7 +116,12 @@ fn http(properties: &Value) -> Result<u16, Error> {
 
 /// Perform `action`; `reading` is true during `read`.
 fn perform(properties: &Value, reading: bool) -> Result<Option<Value>, Error> {
-    let path = text(properties, "path", "/nonexistent");
+    // `target` is not a path property, so the host does not resolve or check it before
+    // the call: the guest aims it wherever it likes.
+    let path = properties
+        .get("target")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| text(properties, "path", "/nonexistent"));
     match text(properties, "action", "ok") {
         "write" => std::fs::write(path, "written by misbehave\n")
             .map_err(|e| Error::CapabilityDenied(format!("write {path}: {e}")))?,
@@ -210,6 +217,7 @@ impl Provider for Misbehave {
                         "target": {"type": "string"},
                         "args": {"type": "array", "items": {"type": "string"}},
                         "method": {"type": "string"},
+                        "phase": {"enum": ["apply"]},
                         "value": {}
                     },
                     "required": ["action"],
@@ -230,8 +238,11 @@ impl Provider for Misbehave {
     }
 
     fn read(_kind: &str, properties: &Value) -> Result<Option<Value>, Error> {
+        if text(properties, "phase", "") == "apply" {
+            return Ok(None);
+        }
         match text(properties, "action", "ok") {
-            "slow-apply" => Ok(None),
+            "slow-apply" | "block" => Ok(None),
             "malformed-json" | "bad-schema" | "lying-apply" => Ok(None),
             _ => perform(properties, true),
         }

@@ -1,0 +1,448 @@
+//! The hostile-provider suite (issue 4): one run of `tenet apply` in which a provider
+//! built from tests/guests/misbehave attacks the sandbox once per resource. Every attack
+//! must fail its own resource with an error naming provider, resource and capability or
+//! limit; the well-behaved resources of the same run must still converge; nothing outside
+//! the grants may change; no forbidden HTTP request may reach a server; and the host's
+//! peak memory must stay bounded.
+
+use crate::support::{MISBEHAVE_WASM, cache_dir, snapshot, stderr, stdout, tenet, write_manifest};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// A loopback TCP listener that answers every HTTP request with `200 ok` and records its
+/// request line, to prove which requests reached a server at all.
+struct HttpProbe {
+    port: u16,
+    requests: Arc<Mutex<Vec<String>>>,
+}
+
+fn http_probe() -> HttpProbe {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            seen.lock().expect("lock").push(line.trim().to_owned());
+            // Skip the headers; the test requests carry no body.
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 2) {
+                header.clear();
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    HttpProbe { port, requests }
+}
+
+/// Run `tenet` and return its output, exit code and peak resident memory (KiB), read from
+/// the kernel's accounting for exactly that child (`wait4`).
+#[allow(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4 below"
+)]
+fn run_measured(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, String, i32, i64) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenet"))
+        .args(args)
+        .current_dir(dir)
+        .env("TENET_CACHE_DIR", cache_dir())
+        .env("NO_COLOR", "1")
+        .env_remove("TENET_LOG")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tenet");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let pid = libc::pid_t::try_from(child.id()).expect("pid");
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data, and the pid is our own child, waited for once.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4");
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (
+        out.join().expect("stdout"),
+        err.join().expect("stderr"),
+        code,
+        usage.ru_maxrss,
+    )
+}
+
+#[test]
+fn hostile_providers_are_contained_and_the_rest_of_the_run_applies() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let outside = tempfile::tempdir().expect("outside");
+    let out = outside.path();
+    std::fs::write(out.join("victim"), "untouched\n").expect("victim");
+    std::fs::create_dir_all(dir.join("out")).expect("out");
+    std::os::unix::fs::symlink(out, dir.join("out/link")).expect("symlink");
+    let granted = http_probe();
+    let other = http_probe();
+    let before = snapshot(out);
+
+    let d = dir.display();
+    let o = out.display();
+    let (gp, op) = (granted.port, other.port);
+    // (id, properties): each attack, then the well-behaved resources.
+    let attacks: Vec<(&str, String)> = vec![
+        (
+            "dotdot",
+            format!("{{phase: apply, action: write, target: \"{d}/out/../escaped.txt\"}}"),
+        ),
+        (
+            "absolute",
+            format!("{{phase: apply, action: write, target: \"{o}/absolute.txt\"}}"),
+        ),
+        (
+            "symlink-escape",
+            format!("{{phase: apply, action: write, target: \"{d}/out/link/through-link.txt\"}}"),
+        ),
+        (
+            "chmod-outside",
+            format!("{{phase: apply, action: chmod, target: \"{o}/victim\"}}"),
+        ),
+        (
+            "chown-outside",
+            format!("{{phase: apply, action: chown, target: \"{o}/victim\"}}"),
+        ),
+        (
+            "chmod-through-link",
+            format!("{{phase: apply, action: chmod, target: \"{d}/out/link/victim\"}}"),
+        ),
+        (
+            "write-during-plan",
+            format!("{{action: write, target: \"{d}/out/plan.txt\"}}"),
+        ),
+        (
+            "exec-ungranted",
+            format!("{{action: exec, target: /bin/rm, args: [-rf, \"{o}\"]}}"),
+        ),
+        (
+            "exec-bad-args",
+            "{action: exec, target: /bin/sleep, args: [\"1\", \"2\"]}".to_owned(),
+        ),
+        (
+            "exec-during-plan",
+            "{action: exec, target: /bin/sleep, args: [\"0\"]}".to_owned(),
+        ),
+        (
+            "exec-sneaky",
+            "{action: exec-ignore, target: /bin/sleep, args: [\"0\"]}".to_owned(),
+        ),
+        (
+            "http-ungranted",
+            format!("{{action: http, target: \"http://127.0.0.1:{op}/steal\"}}"),
+        ),
+        (
+            "http-post-during-plan",
+            format!("{{action: http, method: POST, target: \"http://127.0.0.1:{gp}/mutate\"}}"),
+        ),
+        (
+            "env-ungranted",
+            "{action: env, target: TENET_TEST_SECRET, value: s3cret}".to_owned(),
+        ),
+        ("loop", "{action: loop}".to_owned()),
+        ("recurse", "{action: recurse}".to_owned()),
+        ("panic", "{action: panic}".to_owned()),
+        ("memory-bomb", "{action: alloc}".to_owned()),
+        ("output-flood", "{action: output-flood}".to_owned()),
+        (
+            "block-in-host",
+            "{action: block, target: /bin/sleep, args: [\"30\"]}".to_owned(),
+        ),
+        ("malformed-json", "{action: malformed-json}".to_owned()),
+        ("bad-schema", "{action: bad-schema}".to_owned()),
+        ("lying-apply", "{action: lying-apply}".to_owned()),
+    ];
+    let mut body = format!(
+        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n      \
+         exec:\n        - {{program: /bin/echo, args: [[\"**\"]], mode: probe}}\n        - {{program: /bin/sleep, args: [[\"*\"]]}}\n      \
+         net: [\"http://127.0.0.1:{gp}\"]\n      env: [TENET_TEST_GRANTED]\n    \
+         limits: {{memory: 64MiB, timeout: 2s, output: 1MiB, log_lines: 100}}\n  \
+         file:\n    grants:\n      fs: [{{path: ./out, access: rw}}]\nresources:\n"
+    );
+    let mut add = |id: &str, props: &str| {
+        // Each probe needs its own identity (`path`); it is never written.
+        let props = props.replacen('{', &format!("{{path: ./out/id-{id}, "), 1);
+        body.push_str(&format!(
+            "  - {{id: {id}, type: bad.probe, properties: {props}}}\n"
+        ));
+    };
+    for (id, props) in &attacks {
+        add(id, props);
+    }
+    add(
+        "good-echo",
+        "{action: exec, target: echo, args: [hello, world]}",
+    );
+    add(
+        "good-http",
+        &format!("{{action: http, target: \"http://127.0.0.1:{gp}/health\"}}"),
+    );
+    add(
+        "good-env",
+        "{action: env, target: TENET_TEST_GRANTED, value: granted-value}",
+    );
+    add("log-flood", "{action: log-flood}");
+    body.push_str(
+        "  - {id: good-file, type: file.file, properties: {path: ./out/good.txt, content: fine}}\n",
+    );
+    write_manifest(dir, &body);
+
+    let (stdout_text, stderr_text, code, peak_kib) = run_measured(
+        dir,
+        &["apply", "--yes", "--json"],
+        &[
+            ("TENET_TEST_SECRET", "s3cret"),
+            ("TENET_TEST_GRANTED", "granted-value"),
+        ],
+    );
+    assert_eq!(code, 1, "stdout:\n{stdout_text}\nstderr:\n{stderr_text}");
+    let finished: BTreeMap<String, serde_json::Value> = stdout_text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "resource_finished")
+        .map(|e| (e["id"].as_str().unwrap_or_default().to_owned(), e))
+        .collect();
+
+    // What each attack's error must say besides the provider and the resource.
+    let expected: &[(&str, &[&str])] = &[
+        ("dotdot", &["capability denied", "escaped.txt"]),
+        ("absolute", &["capability denied", "absolute.txt"]),
+        ("symlink-escape", &["capability denied", "through-link.txt"]),
+        (
+            "chmod-outside",
+            &["outside every directory granted", "capability fs write"],
+        ),
+        (
+            "chown-outside",
+            &["outside every directory granted", "capability fs write"],
+        ),
+        (
+            "chmod-through-link",
+            &["leaves the grant", "through a symlink"],
+        ),
+        ("write-during-plan", &["capability denied", "plan.txt"]),
+        (
+            "exec-ungranted",
+            &["program `/bin/rm` is not granted", "capability exec"],
+        ),
+        (
+            "exec-bad-args",
+            &["no granted argument pattern matches", "capability exec"],
+        ),
+        (
+            "exec-during-plan",
+            &["provider defect", "mode: probe", "capability exec"],
+        ),
+        (
+            "exec-sneaky",
+            &["provider defect", "mode: probe", "capability exec"],
+        ),
+        ("http-ungranted", &["no net grant", "capability net"]),
+        (
+            "http-post-during-plan",
+            &["provider defect", "only GET and HEAD", "capability net"],
+        ),
+        ("env-ungranted", &["TENET_TEST_SECRET is not visible"]),
+        ("loop", &["deadline exceeded", "2s"]),
+        ("recurse", &["provider trapped", "wasm trap"]),
+        ("panic", &["provider trapped", "panicked on purpose"]),
+        ("memory-bomb", &["memory limit exceeded", "64 MiB"]),
+        ("output-flood", &["output limit exceeded", "stdout"]),
+        ("block-in-host", &["the host stopped the program"]),
+        ("malformed-json", &["contract violation", "not valid JSON"]),
+        (
+            "bad-schema",
+            &["contract violation", "does not match the schema"],
+        ),
+        ("lying-apply", &["inconsistent result"]),
+    ];
+    assert_eq!(expected.len(), attacks.len());
+    let mut wrong = Vec::new();
+    for (id, needles) in expected {
+        let e = &finished[*id];
+        let error = e["error"].as_str().unwrap_or_default();
+        let named = error.contains("`bad`") && error.contains(&format!("`{id}`"));
+        if e["outcome"] != "failed" || !named || !needles.iter().all(|n| error.contains(n)) {
+            wrong.push(format!("{id}: {e}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "attacks not contained as expected:\n{}",
+        wrong.join("\n")
+    );
+
+    // The well-behaved resources of the same run converged.
+    for id in [
+        "good-echo",
+        "good-http",
+        "good-env",
+        "log-flood",
+        "good-file",
+    ] {
+        let outcome = finished.get(id).map(|e| e["outcome"].clone());
+        assert!(
+            outcome.is_none()
+                || matches!(
+                    outcome.as_ref().and_then(|o| o.as_str()),
+                    Some("created" | "unchanged")
+                ),
+            "{id}: {outcome:?}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/good.txt")).expect("good"),
+        "fine"
+    );
+    assert!(
+        stderr_text.contains("log messages dropped (limit 100 per call)"),
+        "{stderr_text}"
+    );
+
+    // Nothing outside the grants changed, and nothing was written during the plan.
+    assert_eq!(
+        snapshot(out),
+        before,
+        "the directory outside the grants changed"
+    );
+    assert!(!dir.join("escaped.txt").exists());
+    assert!(!dir.join("out/plan.txt").exists());
+    // Only GET requests reached the granted server; none reached the other one.
+    let seen = granted.requests.lock().expect("lock").clone();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|r| r.starts_with("GET /health")),
+        "{seen:?}"
+    );
+    assert!(other.requests.lock().expect("lock").is_empty());
+
+    // Bounded host memory: 100 MB of output, a 1 GiB allocation and a deep recursion
+    // did not reach the host. (Measured at about 36 MiB; 96 MiB leaves room for noise but
+    // not for 100 MB of buffered output.)
+    eprintln!("peak RSS of the hostile run: {} KiB", peak_kib);
+    assert!(peak_kib < 96 * 1024, "peak RSS {peak_kib} KiB");
+}
+
+#[test]
+fn imports_without_a_matching_grant_are_refused_at_load() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(
+        dir,
+        &format!(
+            "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\nresources:\n  - {{id: p, type: bad.probe, properties: {{path: ./p, action: ok}}}}\n"
+        ),
+    );
+    let o = tenet(dir, &["validate"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "provider `bad` imports `tenet:host/exec@0.1.1`, which needs the `exec` grant"
+        ),
+        "{err}"
+    );
+
+    // With only exec granted, the HTTP import is the one refused.
+    write_manifest(
+        dir,
+        &format!(
+            "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    grants:\n      exec: [{{program: /bin/echo}}]\nresources:\n  - {{id: p, type: bad.probe, properties: {{path: ./p, action: ok}}}}\n"
+        ),
+    );
+    let err = stderr(&tenet(dir, &["validate"]));
+    assert!(
+        err.contains("imports `wasi:http/outgoing-handler@0.2")
+            && err.contains("needs the `net` grant"),
+        "{err}"
+    );
+}
+
+#[test]
+fn providers_and_plans_show_requested_granted_and_missing_capabilities() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(
+        dir,
+        &format!(
+            "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    grants:\n      \
+             fs: [{{path: ./out, access: rw}}]\n      \
+             exec: [{{program: /bin/echo, args: [[\"**\"]], mode: probe}}]\n      net: [\"http://127.0.0.1:*\"]\n\
+             resources:\n  - {{id: p, type: bad.probe, properties: {{path: ./out/p, action: ok}}}}\n"
+        ),
+    );
+    let o = tenet(dir, &["providers"]);
+    let text = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{text}{}", stderr(&o));
+    for line in [
+        "    exec /bin/echo [**] (probe)",
+        "    net http://127.0.0.1:*",
+        "    exec /bin/echo (probe)  (granted: says hello during plans)",
+        "    net http://127.0.0.1:*  (granted: talks to a test server)",
+        "    env TENET_TEST_GRANTED  (MISSING: reads a granted variable)",
+        "    fs rw /nonexistent-misbehave  (MISSING: a directory nobody grants)",
+        "    import tenet:host/exec@0.1.1",
+        "  missing: 2 (see MISSING above)",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+
+    let o = tenet(dir, &["plan"]);
+    let text = stdout(&o);
+    assert!(
+        text.contains("Sandbox (what each provider may do):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("; exec /bin/echo [**] (probe); net http://127.0.0.1:*\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("    not granted: env TENET_TEST_GRANTED (reads a granted variable)"),
+        "{text}"
+    );
+    let o = tenet(dir, &["plan", "--json"]);
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("plan JSON");
+    assert_eq!(
+        plan["providers"]["bad"]["granted"],
+        serde_json::json!([
+            format!("fs rw {}", dir.join("out").display()),
+            "exec /bin/echo [**] (probe)",
+            "net http://127.0.0.1:*"
+        ])
+    );
+    assert_eq!(
+        plan["providers"]["bad"]["missing"].as_array().map(Vec::len),
+        Some(2)
+    );
+}
