@@ -22,6 +22,10 @@ const GUESTS: &[(&str, &str)] = &[
         "tenet-test-guest-future-abi",
         "TENET_TEST_GUEST_FUTURE_ABI_WASM",
     ),
+    (
+        "tenet-test-guest-abi-0-1-0",
+        "TENET_TEST_GUEST_ABI_0_1_0_WASM",
+    ),
 ];
 
 fn main() -> anyhow::Result<()> {

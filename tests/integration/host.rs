@@ -645,3 +645,30 @@ async fn hundreds_of_resources_apply_in_parallel_ordered_by_paths_and_references
     let (_, again) = plan(dir).await;
     assert!(!again.has_changes(), "converged: {:?}", again.summary);
 }
+
+#[tokio::test]
+async fn abi_versions_are_checked_before_instantiation_and_0_1_0_providers_still_load() {
+    let host = PluginHost::new(CompileCache::new(None)).expect("host");
+    let future = ProviderSource::Path(env!("TENET_TEST_GUEST_FUTURE_ABI_WASM").into());
+    let err = match host.load(&decl("future", future)).await {
+        Ok(_) => panic!("a 0.2.0 provider must be refused"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, PluginError::Abi { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "provider `future`: unsupported ABI version 0.2.0 of tenet:provider/resources; this Tenet supports >=0.1.0, <0.2.0"
+    );
+
+    // Built against the released 0.1.0 text: no `capabilities` export, host 0.1.0 imports.
+    let old = ProviderSource::Path(env!("TENET_TEST_GUEST_ABI_0_1_0_WASM").into());
+    let p = host.load(&decl("old", old)).await.expect("0.1.0 loads");
+    assert_eq!(p.info().kinds["note"].identity, "name");
+    assert_eq!(*p.requested(), tenet::grants::Requested::default());
+    let cx = CallContext { resource: "n" };
+    let props = json!({"name": "x"});
+    assert_eq!(
+        p.read(cx, "note", &props).await.expect("read"),
+        Some(props.clone())
+    );
+}
