@@ -607,6 +607,16 @@ mod tests {
     }
 
     #[test]
+    fn exec_env_needs_a_grant() {
+        let c = exec("/bin/true", &[], false);
+        assert!(c.check_env("LANG").is_ok());
+        assert!(matches!(
+            c.check_env("LD_PRELOAD"),
+            Err(Denied::Env { name, .. }) if name == "LD_PRELOAD"
+        ));
+    }
+
+    #[test]
     fn exec_matches_by_real_path() {
         let d = tempfile::tempdir().expect("tmp");
         let link = d.path().join("true");
