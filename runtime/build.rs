@@ -14,6 +14,7 @@ use std::process::Command;
 /// misbehaving providers) are only referenced by path from the integration tests.
 const GUESTS: &[(&str, &str)] = &[
     ("tenet-plugin-file", "TENET_PLUGIN_FILE_WASM"),
+    ("tenet-plugin-exec", "TENET_PLUGIN_EXEC_WASM"),
     (
         "tenet-test-guest-misbehave",
         "TENET_TEST_GUEST_MISBEHAVE_WASM",

@@ -446,3 +446,85 @@ fn providers_and_plans_show_requested_granted_and_missing_capabilities() {
         Some(2)
     );
 }
+
+/// The built-in `exec` provider end to end: guards run as probes during plans, a command
+/// runs once and then stays converged, and a `refresh_only` handler runs only when a
+/// resource that notifies it changed in the same run.
+#[test]
+fn exec_commands_converge_and_handlers_run_only_when_notified() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let out = dir.join("out");
+    write_manifest(
+        dir,
+        "vars:\n  v: 1\n\
+         providers:\n  file:\n    grants:\n      fs: [{path: ./out, access: rw}]\n  \
+         exec:\n    grants:\n      fs: [{path: ./out, access: rw}]\n      exec:\n        \
+         - {program: /bin/sh, args: [[-c, \"*\"]]}\n        \
+         - {program: /usr/bin/test, args: [[-e, \"*\"]], mode: probe}\n\
+         resources:\n  \
+         - {id: config, type: file.file, properties: {path: ./out/app.conf, content: \"v=${var.v}\\n\"}, notify: [reload]}\n  \
+         - id: init\n    type: exec.command\n    properties:\n      \
+         command: [/bin/sh, -c, \"echo once >> init.log\"]\n      cwd: ./out\n      \
+         unless: [/usr/bin/test, -e, init.log]\n  \
+         - id: reload\n    type: exec.command\n    properties:\n      \
+         command: [/bin/sh, -c, \"echo reloaded >> reloads.log\"]\n      cwd: ./out\n      refresh_only: true\n",
+    );
+    let lines = |name: &str| {
+        std::fs::read_to_string(out.join(name))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+
+    let o = tenet(dir, &["apply", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("reload (exec.command) refreshed (notified)"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!((lines("init.log"), lines("reloads.log")), (1, 1));
+
+    // Converged: a second apply runs nothing.
+    let o = tenet(dir, &["apply", "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("No changes."), "{}", stdout(&o));
+    assert_eq!((lines("init.log"), lines("reloads.log")), (1, 1));
+
+    // A changed config plans a refresh of its handler, and the plan runs nothing.
+    let o = tenet(dir, &["plan", "--var", "v=2", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("reload (exec.command) will be refreshed: notified by `config`"),
+        "{text}"
+    );
+    assert!(text.contains("1 to refresh."), "{text}");
+    assert_eq!((lines("init.log"), lines("reloads.log")), (1, 1));
+
+    let o = tenet(dir, &["apply", "--yes", "--var", "v=2"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!((lines("init.log"), lines("reloads.log")), (1, 2));
+
+    // Drift: the guard notices the marker is gone, and the command runs again.
+    std::fs::remove_file(out.join("init.log")).expect("rm");
+    let o = tenet(dir, &["apply", "--yes", "--var", "v=2"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("init (exec.command) created"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!((lines("init.log"), lines("reloads.log")), (1, 2));
+
+    // A guard that is not a granted probe cannot run during a plan.
+    let manifest = std::fs::read_to_string(dir.join("tenet.yaml")).expect("read");
+    write_manifest(dir, &manifest.replace(", mode: probe", ""));
+    let o = tenet(dir, &["plan"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("provider defect") && text.contains("mode: probe") && text.contains("`init`"),
+        "{text}"
+    );
+}

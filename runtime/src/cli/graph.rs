@@ -44,6 +44,7 @@ fn colour(action: Option<Action>) -> &'static str {
 fn edge_style(kind: EdgeKind) -> &'static str {
     match kind {
         EdgeKind::Explicit => "solid",
+        EdgeKind::Notify => "bold",
         EdgeKind::Reference => "dashed",
         EdgeKind::Auto => "dotted",
     }

@@ -78,7 +78,7 @@ fn plan_actions_text(plan: &Plan) -> String {
     let changing: Vec<&PlannedResource> = plan
         .resources
         .iter()
-        .filter(|r| r.action != Action::None || r.error.is_some())
+        .filter(|r| r.action != Action::None || r.error.is_some() || r.refresh)
         .collect();
     if changing.is_empty() {
         let _ = writeln!(
@@ -97,6 +97,18 @@ fn plan_actions_text(plan: &Plan) -> String {
                 r.id, r.type_name
             );
             let _ = writeln!(out, "      {e}\n");
+            continue;
+        }
+        if r.refresh {
+            let yellow = color(AnsiColor::Yellow);
+            let by: Vec<String> = r.notified_by.iter().map(|n| format!("`{n}`")).collect();
+            let _ = writeln!(
+                out,
+                "  {yellow}~{yellow:#} {bold}{}{bold:#} ({}) will be refreshed: notified by {}\n",
+                r.id,
+                r.type_name,
+                by.join(", ")
+            );
             continue;
         }
         let (sym, style) = symbol(r.action);
@@ -119,6 +131,9 @@ fn plan_actions_text(plan: &Plan) -> String {
         "{bold}Plan:{bold:#} {} to create, {} to update, {} to replace, {} to delete, {} unchanged.",
         s.create, s.update, s.replace, s.delete, s.unchanged
     );
+    if s.refresh > 0 {
+        let _ = write!(out, " {} to refresh.", s.refresh);
+    }
     if s.errors > 0 {
         let _ = write!(out, " {red}{} could not be planned.{red:#}", s.errors);
     }
@@ -288,6 +303,11 @@ pub fn result_line(r: &ResourceResult) -> Option<String> {
             color(AnsiColor::Yellow),
             format!("updated in {ms:.1} ms"),
         ),
+        Outcome::Refreshed => (
+            "~",
+            color(AnsiColor::Yellow),
+            format!("refreshed (notified) in {ms:.1} ms"),
+        ),
         Outcome::Replaced => (
             "-/+",
             color(AnsiColor::Magenta),
@@ -340,8 +360,19 @@ pub fn apply_summary(report: &ApplyReport) -> String {
         "Apply finished with errors:"
     };
     format!(
-        "{bold}{head}{bold:#} {} created, {} updated, {} replaced, {} deleted, {} unchanged, {} failed, {} skipped.\n",
-        c.created, c.updated, c.replaced, c.deleted, c.unchanged, c.failed, c.skipped
+        "{bold}{head}{bold:#} {} created, {} updated, {} replaced, {} deleted, {} unchanged, {} failed, {} skipped{}.\n",
+        c.created,
+        c.updated,
+        c.replaced,
+        c.deleted,
+        c.unchanged,
+        c.failed,
+        c.skipped,
+        if c.refreshed > 0 {
+            format!(", {} refreshed", c.refreshed)
+        } else {
+            String::new()
+        }
     )
 }
 
@@ -366,6 +397,8 @@ mod tests {
             depends_on: vec![],
             error: None,
             unknown: vec![],
+            notified_by: vec![],
+            refresh: false,
         }];
         Plan {
             format_version: 1,

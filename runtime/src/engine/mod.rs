@@ -55,6 +55,8 @@ impl Default for RunOptions {
 pub enum Outcome {
     Created,
     Updated,
+    /// Unchanged itself, applied again because a resource that notifies it changed.
+    Refreshed,
     Replaced,
     Deleted,
     Unchanged,
@@ -111,6 +113,7 @@ pub struct ApplyReport {
 pub struct OutcomeCounts {
     pub created: usize,
     pub updated: usize,
+    pub refreshed: usize,
     pub replaced: usize,
     pub deleted: usize,
     pub unchanged: usize,
@@ -125,6 +128,7 @@ impl ApplyReport {
             match r.outcome {
                 Outcome::Created => c.created += 1,
                 Outcome::Updated => c.updated += 1,
+                Outcome::Refreshed => c.refreshed += 1,
                 Outcome::Replaced => c.replaced += 1,
                 Outcome::Deleted => c.deleted += 1,
                 Outcome::Unchanged => c.unchanged += 1,
@@ -277,6 +281,20 @@ impl Engine {
             |_| {},
         )
         .await;
+        // `notify`: who refreshes whom (the graph already orders notifiers first).
+        let position: BTreeMap<&str, usize> = rs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.as_str(), i))
+            .collect();
+        let mut notified_by: Vec<Vec<String>> = vec![Vec::new(); rs.len()];
+        for r in rs {
+            for n in &r.notify {
+                if let Some(&j) = position.get(n.id.as_str()) {
+                    notified_by[j].push(r.id.clone());
+                }
+            }
+        }
         let mut by_index: Vec<Option<PlannedResource>> = visited
             .into_iter()
             .enumerate()
@@ -299,6 +317,8 @@ impl Engine {
                         .collect(),
                     error: None,
                     unknown: Vec::new(),
+                    notified_by: notified_by[i].clone(),
+                    refresh: false,
                 };
                 match v {
                     Visited::Ran {
@@ -324,6 +344,18 @@ impl Engine {
                 Some(planned)
             })
             .collect();
+        // An unchanged resource whose notifier has changes will be refreshed.
+        let changing: BTreeSet<String> = by_index
+            .iter()
+            .flatten()
+            .filter(|r| r.error.is_none() && r.action != Action::None)
+            .map(|r| r.id.clone())
+            .collect();
+        for r in by_index.iter_mut().flatten() {
+            r.refresh = r.error.is_none()
+                && r.action == Action::None
+                && r.notified_by.iter().any(|n| changing.contains(n));
+        }
         // Execution order: the graph's (dependencies first, then manifest order).
         let resources: Vec<PlannedResource> = graph
             .order()
@@ -431,6 +463,8 @@ impl Engine {
                 .map(|(i, r)| (r.id.clone(), i))
                 .collect(),
         );
+        // Which resources changed in this run, for `notify`.
+        let changed: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(BTreeSet::new()));
         let mut started: Vec<Option<Instant>> = vec![None; rs.len()];
         let mut results: Vec<Option<ResourceResult>> = (0..rs.len()).map(|_| None).collect();
         walk::walk(
@@ -441,15 +475,23 @@ impl Engine {
                 let provider = self.provider(&r.provider);
                 let (known, index) = (known.clone(), index.clone());
                 let check = !options.unchecked_providers.contains(&r.provider);
+                let changed = changed.clone();
                 let span = info_span!("apply", resource = %r.id, r#type = %r.type_name, action = %r.action);
                 async move {
+                    let notified = {
+                        let changed = changed.lock().unwrap_or_else(|e| e.into_inner());
+                        r.notified_by.iter().any(|n| changed.contains(n))
+                    };
                     let result = match provider {
-                        Ok(p) => match apply_one(p.as_ref(), &r, &known, &index).await {
+                        Ok(p) => match apply_one(p.as_ref(), &r, &known, &index, notified).await {
                             Ok((outcome, Some(state), desired))
                                 if check
                                     && matches!(
                                         outcome,
-                                        Outcome::Created | Outcome::Updated | Outcome::Replaced
+                                        Outcome::Created
+                                            | Outcome::Updated
+                                            | Outcome::Replaced
+                                            | Outcome::Refreshed
                                     ) =>
                             {
                                 consistent(p.as_ref(), &r, &desired, &state)
@@ -461,7 +503,16 @@ impl Engine {
                         },
                         Err(e) => Err(e),
                     };
-                    if let Ok((_, state)) = &result {
+                    if let Ok((outcome, state)) = &result {
+                        if matches!(
+                            outcome,
+                            Outcome::Created | Outcome::Updated | Outcome::Replaced | Outcome::Refreshed
+                        ) {
+                            changed
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .insert(r.id.clone());
+                        }
                         let mut known = known.lock().unwrap_or_else(|e| e.into_inner());
                         if let Some(k) = known[i].as_mut() {
                             k.current = state.clone();
@@ -477,7 +528,7 @@ impl Engine {
                 Progress::Started(i) => {
                     started[i] = Some(Instant::now());
                     let r = &rs[i];
-                    if r.action != Action::None || r.error.is_some() {
+                    if r.action != Action::None || r.error.is_some() || r.refresh {
                         on_event(Event::ResourceStarted {
                             id: r.id.clone(),
                             type_name: r.type_name.clone(),
@@ -625,10 +676,20 @@ async fn apply_one(
     r: &PlannedResource,
     known: &Shared,
     index: &BTreeMap<String, usize>,
+    notified: bool,
 ) -> Result<(Outcome, Option<Value>, Value), String> {
     if let Some(e) = &r.error {
         // Could not be planned: it fails, its dependents are skipped, the rest runs.
         return Err(format!("could not be planned: {e}"));
+    }
+    if notified && r.action == Action::None && r.unknown.is_empty() {
+        // Refresh: unchanged itself, but a resource it listens to changed in this run.
+        let cx = CallContext { resource: &r.id };
+        let state = p
+            .apply(cx, &r.kind, &r.desired, r.current.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok((Outcome::Refreshed, Some(state), r.desired.clone()));
     }
     if r.unknown.is_empty() {
         let (outcome, state) =
@@ -963,6 +1024,85 @@ mod tests {
             state["c"]["value"],
             format!("via {serial}, not ${{resources.b.value}}"),
             "an escaped reference reaches the provider as literal text"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_change_refreshes_the_resources_it_notifies_and_nothing_else() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let body = |config: u32| {
+            format!(
+                "  - {{id: restart, type: mock.item, properties: {{name: restart, value: 0}}}}\n\
+                 \x20 - {{id: config, type: mock.item, properties: {{name: config, value: {config}}}, notify: [restart]}}\n\
+                 \x20 - {{id: quiet, type: mock.item, properties: {{name: quiet, value: 5}}, notify: [other]}}\n\
+                 \x20 - {{id: other, type: mock.item, properties: {{name: other, value: 7}}}}\n"
+            )
+        };
+        let mock = Arc::new(MockProvider::new());
+        let e = engine(&mock);
+        let run = |config: u32| {
+            let (m, g) = manifest(&dir, &body(config));
+            let e = &e;
+            async move {
+                e.plan(&m, &g, BTreeMap::new(), &RunOptions::default())
+                    .await
+            }
+        };
+        // First run: everything is created; a created resource is not refreshed as well.
+        let plan = run(1).await;
+        // The notifier runs first, whatever the manifest order.
+        let order: Vec<&str> = plan.resources.iter().map(|r| r.id.as_str()).collect();
+        assert!(
+            order.iter().position(|id| *id == "config")
+                < order.iter().position(|id| *id == "restart"),
+            "{order:?}"
+        );
+        let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+        assert!(outcomes(&report).values().all(|o| *o == Outcome::Created));
+
+        // Change `config` only: `restart` is planned as a refresh, `other` is not.
+        let plan = run(2).await;
+        let by_id: BTreeMap<&str, &PlannedResource> =
+            plan.resources.iter().map(|r| (r.id.as_str(), r)).collect();
+        assert!(by_id["restart"].refresh && by_id["restart"].action == Action::None);
+        assert_eq!(by_id["restart"].notified_by, vec!["config".to_owned()]);
+        assert!(!by_id["other"].refresh);
+        assert_eq!(plan.summary.refresh, 1);
+        assert!(plan.has_changes());
+        mock.calls.lock().expect("lock").clear();
+        let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+        let by_id = outcomes(&report);
+        assert_eq!(by_id["config"], Outcome::Updated);
+        assert_eq!(by_id["restart"], Outcome::Refreshed);
+        assert_eq!(by_id["other"], Outcome::Unchanged);
+        let applied: Vec<String> = mock
+            .calls
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|(op, _)| *op == Operation::Apply)
+            .map(|(_, id)| id.clone())
+            .collect();
+        assert_eq!(applied, vec!["config".to_owned(), "restart".to_owned()]);
+
+        // Converged: nothing changes, nothing is refreshed.
+        let plan = run(2).await;
+        assert!(!plan.has_changes(), "{:?}", plan.summary);
+
+        // A notifier whose change fails refreshes nothing: the listener is skipped.
+        mock.fail_apply
+            .lock()
+            .expect("lock")
+            .insert("config".into());
+        let plan = run(3).await;
+        let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+        let by_id = outcomes(&report);
+        assert!(matches!(by_id["config"], Outcome::Failed { .. }));
+        assert_eq!(
+            by_id["restart"],
+            Outcome::Skipped {
+                upstream: "config".into()
+            }
         );
     }
 

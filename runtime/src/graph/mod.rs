@@ -29,6 +29,8 @@ use std::path::PathBuf;
 #[serde(rename_all = "lowercase")]
 pub enum EdgeKind {
     Explicit,
+    /// `notify`: the notified resource runs after the notifier.
+    Notify,
     Reference,
     Auto,
 }
@@ -148,7 +150,7 @@ impl Builder<'_> {
         &self.input.resources[i]
     }
 
-    /// Step 1: `depends_on`.
+    /// Step 1: `depends_on` and `notify`.
     fn explicit_edges(&mut self) {
         let before = self.edges.len();
         for (i, r) in self.input.resources.iter().enumerate() {
@@ -174,6 +176,29 @@ impl Builder<'_> {
                         format!(
                             "resource `{}` depends on `{}`, which is not declared",
                             r.id, d.id
+                        ),
+                    ),
+                }
+            }
+            for n in &r.notify {
+                match self.index.get(n.id.as_str()) {
+                    Some(&j) if j == i => self.diags.error(
+                        Some(n.location.clone()),
+                        format!("resource `{}` notifies itself", r.id),
+                    ),
+                    Some(&j) => {
+                        self.edges.insert(Edge {
+                            from: i,
+                            to: j,
+                            kind: EdgeKind::Notify,
+                        });
+                    }
+                    None if self.input.rejected.contains(&n.id) => {}
+                    None => self.diags.error(
+                        Some(n.location.clone()),
+                        format!(
+                            "resource `{}` notifies `{}`, which is not declared",
+                            r.id, n.id
                         ),
                     ),
                 }
@@ -482,6 +507,7 @@ mod tests {
                     location: Location::new("m.yaml", line, 20),
                 })
                 .collect(),
+            notify: Vec::new(),
             location: Location::new("m.yaml", line, 3),
             type_location: None,
             spans: Spans::default(),

@@ -83,6 +83,12 @@ impl HostState {
             },
         };
 
+        if !cwd.is_dir() {
+            return Err(ExecError::NotFound(format!(
+                "working directory {} does not exist",
+                cwd.display()
+            )));
+        }
         let mut child = tokio::process::Command::new(&program);
         child
             .args(&cmd.args)

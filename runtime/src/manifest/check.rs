@@ -119,11 +119,13 @@ pub fn referable_fields(kind: &KindInfo) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// The file-system paths a resource manages: its path properties, when known before
-/// apply (a path built from a reference is not).
+/// The file-system path a resource manages: its identity, when that is a path property
+/// known before apply (a path built from a reference is not). Other path properties
+/// (a working directory, a guard's marker file) are resolved but not managed.
 pub fn managed_paths(r: &ResourceDecl, kind: &KindInfo) -> Vec<std::path::PathBuf> {
     kind.path_properties
         .iter()
+        .filter(|p| **p == kind.identity)
         .filter_map(|p| r.properties.get(p.as_str()).and_then(Value::as_str))
         .filter(|p| !p.contains("${resources."))
         .map(std::path::PathBuf::from)

@@ -756,6 +756,44 @@ fn parse_limits(
     limits
 }
 
+/// A list of resource ids (`depends_on`, `notify`) at `key`.
+fn id_list(
+    map: &Map<String, Value>,
+    key: &str,
+    pointer: &str,
+    spans: &Spans,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Vec<Dependency> {
+    let mut out = Vec::new();
+    match map.get(key) {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(ids)) => {
+            for (j, d) in ids.iter().enumerate() {
+                let loc = spans.value(&format!("{pointer}/{key}/{j}"));
+                match d.as_str() {
+                    Some(id) => out.push(Dependency {
+                        id: id.to_owned(),
+                        location: loc,
+                    }),
+                    None => diags.error(
+                        Some(loc),
+                        format!("{key} entries must be resource ids, found {}", type_name(d)),
+                    ),
+                }
+            }
+        }
+        Some(other) => diags.error(
+            Some(spans.value(&format!("{pointer}/{key}"))),
+            format!(
+                "{key} of {what} must be a list of resource ids, found {}",
+                type_name(other)
+            ),
+        ),
+    }
+    out
+}
+
 /// The resources that parsed, and the ids of those that did not.
 fn parse_resources(
     value: &Value,
@@ -783,7 +821,7 @@ fn parse_resources(
             &pointer,
             spans,
             "a resource",
-            &["id", "type", "properties", "depends_on"],
+            &["id", "type", "properties", "depends_on", "notify"],
             diags,
         ) else {
             continue;
@@ -841,35 +879,8 @@ fn parse_resources(
                 Value::Object(Map::new())
             }
         };
-        let mut depends_on = Vec::new();
-        match map.get("depends_on") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(deps)) => {
-                for (j, d) in deps.iter().enumerate() {
-                    let loc = spans.value(&format!("{pointer}/depends_on/{j}"));
-                    match d.as_str() {
-                        Some(dep) => depends_on.push(Dependency {
-                            id: dep.to_owned(),
-                            location: loc,
-                        }),
-                        None => diags.error(
-                            Some(loc),
-                            format!(
-                                "depends_on entries must be resource ids, found {}",
-                                type_name(d)
-                            ),
-                        ),
-                    }
-                }
-            }
-            Some(other) => diags.error(
-                Some(spans.value(&format!("{pointer}/depends_on"))),
-                format!(
-                    "depends_on of {what} must be a list of resource ids, found {}",
-                    type_name(other)
-                ),
-            ),
-        }
+        let depends_on = id_list(map, "depends_on", &pointer, spans, &what, diags);
+        let notify = id_list(map, "notify", &pointer, spans, &what, diags);
         let (true, Some(id), Some(t), Some((provider, kind))) = (sound, id, type_str, split) else {
             rejected.extend(id.map(str::to_owned));
             continue;
@@ -881,6 +892,7 @@ fn parse_resources(
             kind: kind.to_owned(),
             properties,
             depends_on,
+            notify,
             location,
             type_location: Some(spans.value(&format!("{pointer}/type"))),
             spans: spans.subtree(&format!("{pointer}/properties")),

@@ -269,6 +269,9 @@ pub struct ResourceDecl {
     /// Desired properties (variables substituted; relative paths resolved by [`check`]).
     pub properties: Value,
     pub depends_on: Vec<Dependency>,
+    /// `notify: [id, …]`: when this resource changes in a run, those resources are
+    /// refreshed (their provider's `apply` runs again) after it — Puppet's notify.
+    pub notify: Vec<Dependency>,
     pub location: Location,
     /// Where `type` was written.
     pub type_location: Option<Location>,

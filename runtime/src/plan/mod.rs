@@ -68,6 +68,13 @@ pub struct PlannedResource {
     /// value another resource computes); `desired` holds their reference text.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown: Vec<String>,
+    /// Resources whose change in this run refreshes this one (`notify`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notified_by: Vec<String>,
+    /// Planned to be refreshed: unchanged itself, but a resource that notifies it has
+    /// changes in this plan (the refresh happens only if that change succeeds).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refresh: bool,
 }
 
 /// Counts per action.
@@ -78,6 +85,9 @@ pub struct Summary {
     pub replace: usize,
     pub delete: usize,
     pub unchanged: usize,
+    /// Unchanged resources that will be refreshed because a notifier changes.
+    #[serde(default)]
+    pub refresh: usize,
     pub errors: usize,
 }
 
@@ -90,6 +100,7 @@ impl Summary {
                 continue;
             }
             match r.action {
+                Action::None if r.refresh => s.refresh += 1,
                 Action::None => s.unchanged += 1,
                 Action::Create => s.create += 1,
                 Action::Update => s.update += 1,
@@ -101,7 +112,7 @@ impl Summary {
     }
 
     pub fn changes(&self) -> usize {
-        self.create + self.update + self.replace + self.delete
+        self.create + self.update + self.replace + self.delete + self.refresh
     }
 }
 

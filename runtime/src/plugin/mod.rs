@@ -26,7 +26,10 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine};
 
 /// Providers embedded in the `tenet` binary, built from `plugins/` by the build script.
-pub const BUILTINS: &[(&str, &[u8])] = &[("file", include_bytes!(env!("TENET_PLUGIN_FILE_WASM")))];
+pub const BUILTINS: &[(&str, &[u8])] = &[
+    ("file", include_bytes!(env!("TENET_PLUGIN_FILE_WASM"))),
+    ("exec", include_bytes!(env!("TENET_PLUGIN_EXEC_WASM"))),
+];
 
 /// The provider ABI this host implements: `tenet:provider/resources@0.1.x`.
 pub const ABI_INTERFACE: &str = "tenet:provider/resources";
