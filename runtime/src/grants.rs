@@ -110,7 +110,13 @@ impl ExecRule {
         }
         self.args.iter().any(|(patterns, rest)| {
             (args.len() == patterns.len() || (*rest && args.len() >= patterns.len()))
-                && patterns.iter().zip(args).all(|(p, a)| p.is_match(a))
+                && patterns.iter().zip(args).all(|(p, a)| {
+                    // A wildcard does not let an option in: an argument starting with `-`
+                    // must be matched by a pattern that itself starts with `-` (so
+                    // `[pull, "*"]` does not accept `--upload-pack=…`). A final `**`
+                    // accepts anything.
+                    p.is_match(a) && (!a.starts_with('-') || p.glob().glob().starts_with('-'))
+                })
         })
     }
 }
@@ -199,22 +205,51 @@ impl Capabilities {
         if candidates.is_empty() {
             return Err(not_granted());
         }
-        let allowed: Vec<&&ExecRule> = candidates.iter().filter(|r| r.allows_args(args)).collect();
-        if allowed.is_empty() {
-            return Err(Denied::Arguments {
+        // During a plan only probes count: running a program granted for apply is an
+        // attempt to change the system, whatever its arguments.
+        let usable: Vec<&&ExecRule> = candidates
+            .iter()
+            .filter(|r| mode == Mode::ReadWrite || r.grant.probe)
+            .collect();
+        if usable.is_empty() {
+            return Err(Denied::NotAProbe {
+                provider: self.provider.clone(),
+                program: program.to_owned(),
+            });
+        }
+        usable
+            .iter()
+            .find(|r| r.allows_args(args))
+            .map(|r| r.grant.program.clone())
+            .ok_or_else(|| Denied::Arguments {
                 provider: self.provider.clone(),
                 program: program.to_owned(),
                 args: args.to_vec(),
-            });
-        }
-        allowed
-            .iter()
-            .find(|r| mode == Mode::ReadWrite || r.grant.probe)
-            .map(|r| r.grant.program.clone())
-            .ok_or_else(|| Denied::NotAProbe {
-                provider: self.provider.clone(),
-                program: program.to_owned(),
             })
+    }
+
+    /// A directory a program may run in: inside a grant once every symlink is resolved
+    /// (the final component included), returned resolved so the child starts exactly
+    /// there.
+    pub fn resolve_dir(&self, guest: &str, mode: Mode) -> Result<PathBuf, Denied> {
+        let path = self.resolve(guest, false, mode)?;
+        let Ok(real) = path.canonicalize() else {
+            // Missing: the caller reports it as such.
+            return Ok(path);
+        };
+        let inside = self.grants.iter().any(|g| {
+            g.path
+                .canonicalize()
+                .is_ok_and(|root| real.starts_with(root))
+        });
+        if inside {
+            Ok(real)
+        } else {
+            Err(Denied::Escapes {
+                provider: self.provider.clone(),
+                path: guest.to_owned(),
+            })
+        }
     }
 
     /// Check an environment variable a provider wants to pass to a program.
@@ -239,16 +274,18 @@ impl Capabilities {
         mode: Mode,
     ) -> Result<(), Denied> {
         let origin = format!("{scheme}://{host}:{port}");
-        if !self.net.iter().any(|g| g.allows(scheme, host, port)) {
-            return Err(Denied::Net {
-                provider: self.provider.clone(),
-                origin,
-            });
-        }
+        // The method first: a POST during a plan is an attempt to change something,
+        // wherever it was going.
         if mode == Mode::ReadOnly && !matches!(method, "GET" | "HEAD") {
             return Err(Denied::Method {
                 provider: self.provider.clone(),
                 method: method.to_owned(),
+                origin,
+            });
+        }
+        if !self.net.iter().any(|g| g.allows(scheme, host, port)) {
+            return Err(Denied::Net {
+                provider: self.provider.clone(),
                 origin,
             });
         }
@@ -607,6 +644,55 @@ mod tests {
     }
 
     #[test]
+    fn wildcards_do_not_let_options_in() {
+        let c = exec(
+            "/usr/bin/git",
+            &[&["pull", "*"], &["log", "--oneline", "**"]],
+            false,
+        );
+        let rw = Mode::ReadWrite;
+        assert!(
+            c.check_exec("git", &strings(&["pull", "origin"]), rw)
+                .is_ok()
+        );
+        assert!(matches!(
+            c.check_exec("git", &strings(&["pull", "--upload-pack=touch /tmp/x"]), rw),
+            Err(Denied::Arguments { .. })
+        ));
+        assert!(
+            c.check_exec("git", &strings(&["log", "--oneline", "-n", "3"]), rw)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn during_a_plan_an_apply_program_is_a_mutation_whatever_its_arguments() {
+        let c = exec("/bin/sh", &[&["-c", "true"]], false);
+        assert!(matches!(
+            c.check_exec("/bin/sh", &strings(&["-c", "rm -rf /"]), Mode::ReadOnly),
+            Err(Denied::NotAProbe { .. })
+        ));
+    }
+
+    #[test]
+    fn a_working_directory_cannot_leave_the_grant_through_a_symlink() {
+        let d = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(d.path().join("inside")).expect("mkdir");
+        std::os::unix::fs::symlink("/", d.path().join("up")).expect("symlink");
+        let g = grants(d.path(), Access::ReadWrite);
+        let inside = format!("{}/inside", d.path().display());
+        assert_eq!(
+            g.resolve_dir(&inside, Mode::ReadWrite).expect("inside"),
+            d.path().join("inside").canonicalize().expect("real")
+        );
+        let up = format!("{}/up", d.path().display());
+        assert!(matches!(
+            g.resolve_dir(&up, Mode::ReadWrite),
+            Err(Denied::Escapes { .. })
+        ));
+    }
+
+    #[test]
     fn exec_env_needs_a_grant() {
         let c = exec("/bin/true", &[], false);
         assert!(c.check_env("LANG").is_ok());
@@ -668,6 +754,13 @@ mod tests {
         assert!(NetGrant::parse("ftp://x").is_err());
         assert!(NetGrant::parse("https://x/path").is_err());
         assert!(NetGrant::parse("https://a*b.com").is_err());
+        let v6 = NetGrant::parse("http://[::1]").expect("IPv6");
+        assert!(v6.allows("http", "[::1]", 80));
+        assert!(
+            NetGrant::parse("http://[::1]:*")
+                .expect("IPv6")
+                .allows("http", "[::1]", 8080)
+        );
     }
 
     #[test]

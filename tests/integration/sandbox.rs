@@ -143,12 +143,18 @@ fn hostile_providers_are_contained_and_the_rest_of_the_run_applies() {
             format!("{{action: write, target: \"{d}/out/plan.txt\"}}"),
         ),
         (
+            "defect-after-many-refusals",
+            format!(
+                "{{action: refusals-then-chmod, target: \"{d}/out/id-defect-after-many-refusals\"}}"
+            ),
+        ),
+        (
             "exec-ungranted",
             format!("{{action: exec, target: /bin/rm, args: [-rf, \"{o}\"]}}"),
         ),
         (
             "exec-bad-args",
-            "{action: exec, target: /bin/sleep, args: [\"1\", \"2\"]}".to_owned(),
+            "{phase: apply, action: exec, target: /bin/sleep, args: [\"1\", \"2\"]}".to_owned(),
         ),
         (
             "exec-during-plan",
@@ -252,6 +258,10 @@ fn hostile_providers_are_contained_and_the_rest_of_the_run_applies() {
             &["leaves the grant", "through a symlink"],
         ),
         ("write-during-plan", &["capability denied", "plan.txt"]),
+        (
+            "defect-after-many-refusals",
+            &["provider defect", "capability fs write"],
+        ),
         (
             "exec-ungranted",
             &["program `/bin/rm` is not granted", "capability exec"],

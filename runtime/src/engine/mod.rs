@@ -344,17 +344,17 @@ impl Engine {
                 Some(planned)
             })
             .collect();
-        // An unchanged resource whose notifier has changes will be refreshed.
-        let changing: BTreeSet<String> = by_index
-            .iter()
-            .flatten()
-            .filter(|r| r.error.is_none() && r.action != Action::None)
-            .map(|r| r.id.clone())
-            .collect();
-        for r in by_index.iter_mut().flatten() {
-            r.refresh = r.error.is_none()
-                && r.action == Action::None
-                && r.notified_by.iter().any(|n| changing.contains(n));
+        // An unchanged resource whose notifier changes (or is itself refreshed) will be
+        // refreshed; in execution order, so chains of notifications carry through.
+        let mut changing: BTreeSet<String> = BTreeSet::new();
+        for &i in graph.order() {
+            if let Some(r) = by_index[i].as_mut().filter(|r| r.error.is_none()) {
+                r.refresh =
+                    r.action == Action::None && r.notified_by.iter().any(|n| changing.contains(n));
+                if r.action != Action::None || r.refresh {
+                    changing.insert(r.id.clone());
+                }
+            }
         }
         // Execution order: the graph's (dependencies first, then manifest order).
         let resources: Vec<PlannedResource> = graph
@@ -708,6 +708,14 @@ async fn apply_one(
         ));
     }
     let (current, diff) = plan_one(p, &r.id, &r.kind, &resolved.value).await?;
+    if notified && diff.action == Action::None {
+        let cx = CallContext { resource: &r.id };
+        let state = p
+            .apply(cx, &r.kind, &resolved.value, current.as_ref())
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok((Outcome::Refreshed, Some(state), resolved.value));
+    }
     // Never do more than the plan showed: it promised a create or an in-place update.
     if matches!(diff.action, Action::Replace | Action::Delete) {
         return Err(format!(
@@ -1032,7 +1040,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let body = |config: u32| {
             format!(
-                "  - {{id: restart, type: mock.item, properties: {{name: restart, value: 0}}}}\n\
+                "  - {{id: restart, type: mock.item, properties: {{name: restart, value: 0}}, notify: [chain]}}\n\
+                 \x20 - {{id: chain, type: mock.item, properties: {{name: chain, value: 0}}}}\n\
                  \x20 - {{id: config, type: mock.item, properties: {{name: config, value: {config}}}, notify: [restart]}}\n\
                  \x20 - {{id: quiet, type: mock.item, properties: {{name: quiet, value: 5}}, notify: [other]}}\n\
                  \x20 - {{id: other, type: mock.item, properties: {{name: other, value: 7}}}}\n"
@@ -1067,13 +1076,16 @@ mod tests {
         assert!(by_id["restart"].refresh && by_id["restart"].action == Action::None);
         assert_eq!(by_id["restart"].notified_by, vec!["config".to_owned()]);
         assert!(!by_id["other"].refresh);
-        assert_eq!(plan.summary.refresh, 1);
+        // Notifications chain: `restart` is refreshed, so `chain` is too.
+        assert!(by_id["chain"].refresh);
+        assert_eq!(plan.summary.refresh, 2);
         assert!(plan.has_changes());
         mock.calls.lock().expect("lock").clear();
         let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
         let by_id = outcomes(&report);
         assert_eq!(by_id["config"], Outcome::Updated);
         assert_eq!(by_id["restart"], Outcome::Refreshed);
+        assert_eq!(by_id["chain"], Outcome::Refreshed);
         assert_eq!(by_id["other"], Outcome::Unchanged);
         let applied: Vec<String> = mock
             .calls
@@ -1083,7 +1095,14 @@ mod tests {
             .filter(|(op, _)| *op == Operation::Apply)
             .map(|(_, id)| id.clone())
             .collect();
-        assert_eq!(applied, vec!["config".to_owned(), "restart".to_owned()]);
+        assert_eq!(
+            applied,
+            vec![
+                "config".to_owned(),
+                "restart".to_owned(),
+                "chain".to_owned()
+            ]
+        );
 
         // Converged: nothing changes, nothing is refreshed.
         let plan = run(2).await;

@@ -59,6 +59,17 @@ impl HostState {
                 "standard input over the {MAX_EXEC_STDIN_BYTES}-byte limit"
             )));
         }
+        if cmd.program.len() > super::MAX_PATH_BYTES
+            || cmd
+                .cwd
+                .as_ref()
+                .is_some_and(|c| c.len() > super::MAX_PATH_BYTES)
+        {
+            return Err(ExecError::Io(format!(
+                "program or working directory longer than {} bytes",
+                super::MAX_PATH_BYTES
+            )));
+        }
         let program = match self.grants.check_exec(&cmd.program, &cmd.args, self.mode) {
             Ok(p) => p,
             Err(denied) => return Err(self.exec_denied(&cmd.program, &denied)),
@@ -70,7 +81,7 @@ impl HostState {
         }
         let cwd = match &cmd.cwd {
             None => std::path::PathBuf::from("/"),
-            Some(dir) => match self.grants.resolve(dir, false, self.mode) {
+            Some(dir) => match self.grants.resolve_dir(dir, self.mode) {
                 Ok(p) => p,
                 Err(denied) => {
                     return Err(ExecError::Denied(self.deny(

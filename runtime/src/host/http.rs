@@ -4,8 +4,8 @@
 //! `HTTP-request-denied` for the guest and a logged denial naming provider, resource,
 //! operation and capability. Sockets and DNS for the guest itself stay off.
 
-use super::{CallInfo, Denial, denial_text};
-use crate::grants::{Capabilities, Mode};
+use super::{CallInfo, Denial, Denials, denial_text};
+use crate::grants::{Capabilities, Denied, Mode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
@@ -27,7 +27,7 @@ pub struct Hooks {
     grants: Arc<Capabilities>,
     mode: Mode,
     call: CallInfo,
-    denials: Vec<Denial>,
+    denials: Denials,
 }
 
 impl Hooks {
@@ -36,16 +36,16 @@ impl Hooks {
             grants,
             mode,
             call,
-            denials: Vec::new(),
+            denials: Denials::default(),
         }
     }
 
     pub fn begin_call(&mut self, call: CallInfo) {
         self.call = call;
-        self.denials.clear();
+        self.denials = Denials::default();
     }
 
-    pub fn take_denials(&mut self) -> Vec<Denial> {
+    pub fn take_denials(&mut self) -> Denials {
         std::mem::take(&mut self.denials)
     }
 }
@@ -65,38 +65,58 @@ impl WasiHttpHooks for Hooks {
             .port_u16()
             .unwrap_or(if scheme == "http" { 80 } else { 443 });
         let method = request.method().as_str().to_owned();
-        if let Err(denied) = self
-            .grants
-            .check_http(&method, &scheme, &host, port, self.mode)
-        {
-            let mutation = matches!(denied, crate::grants::Denied::Method { .. });
+        // `user@host`: the connection would be made to the whole authority, not to the
+        // host that was checked. Refused outright.
+        let userinfo = uri.authority().is_some_and(|a| a.as_str().contains('@'));
+        let checked = if userinfo {
+            Err(Denied::Net {
+                provider: self.grants.provider().to_owned(),
+                origin: format!("{uri} (user information in the address)"),
+            })
+        } else {
+            self.grants
+                .check_http(&method, &scheme, &host, port, self.mode)
+        };
+        if let Err(denied) = checked {
+            let mutation = matches!(denied, Denied::Method { .. });
             let message = denial_text(&format!("{method} {uri}"), &denied, &self.call, "net");
-            tracing::warn!(
-                provider = %self.grants.provider(),
-                resource = %self.call.resource,
-                operation = %self.call.operation,
-                capability = "net",
-                "denied: {message}"
-            );
-            if self.denials.len() < super::MAX_DENIALS_KEPT {
-                self.denials.push(Denial {
+            let provider = self.grants.provider().to_owned();
+            self.denials.record(
+                &provider,
+                &self.call,
+                Denial {
                     capability: "net",
                     message,
                     mutation_during_plan: mutation,
-                });
-            }
+                },
+            );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
-        // Never wait past the call's deadline for the first byte.
-        let left = self.call.deadline.saturating_duration_since(Instant::now());
+        // Nothing of the request outlives the call's deadline: connect, TLS, first byte
+        // and the gaps between body chunks are all bounded by the time left, and the whole
+        // exchange by the deadline itself.
+        let deadline = self.call.deadline;
+        let left = deadline.saturating_duration_since(Instant::now());
         let mut options = options.unwrap_or_default();
         options.connect_timeout =
             Some(options.connect_timeout.unwrap_or(CONNECT_TIMEOUT).min(left));
         options.first_byte_timeout = Some(options.first_byte_timeout.unwrap_or(left).min(left));
+        options.between_bytes_timeout =
+            Some(options.between_bytes_timeout.unwrap_or(left).min(left));
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) =
-                wasmtime_wasi_http::default_send_request(request, Some(options)).await?;
+            let sent = tokio::time::timeout_at(
+                deadline.into(),
+                wasmtime_wasi_http::default_send_request(request, Some(options)),
+            )
+            .await
+            .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?;
+            let (response, io) = sent?;
+            let io = async move {
+                tokio::time::timeout_at(deadline.into(), io)
+                    .await
+                    .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)?
+            };
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,

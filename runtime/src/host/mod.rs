@@ -25,8 +25,9 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// Most refusals remembered per call for the error report (each is also logged); a
 /// provider retrying a denied call in a loop must not grow the list without bound.
 pub const MAX_DENIALS_KEPT: usize = 8;
-/// Most elements in one table: tables hold function references, a few thousand at most in
-/// real components; the cap keeps a hostile `table.grow` from eating host memory.
+/// Most table elements of one instance, all tables together: tables hold function
+/// references, a few thousand at most in real components; the cap keeps a hostile
+/// `table.grow` from eating host memory.
 pub const MAX_TABLE_ELEMENTS: usize = 1_000_000;
 
 /// `text` cut to at most `limit` bytes on a character boundary, marked as truncated.
@@ -50,6 +51,8 @@ pub fn truncate(mut text: String, limit: usize) -> String {
 pub struct MemoryBudget {
     limit: usize,
     used: usize,
+    /// Table elements in all the instance's tables together.
+    table_elements: usize,
 }
 
 impl wasmtime::ResourceLimiter for MemoryBudget {
@@ -73,11 +76,21 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        // Summed over all tables, like memory: 64 tables of the maximum each must not
+        // add up to half a gigabyte outside the memory limit.
+        let total = self
+            .table_elements
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.table_elements = total;
+        Ok(true)
     }
 
     fn instances(&self) -> usize {
@@ -123,28 +136,51 @@ pub struct Denial {
     pub mutation_during_plan: bool,
 }
 
-/// The denials of one call, capped at [`MAX_DENIALS_KEPT`].
+/// The denials of one call: the first [`MAX_DENIALS_KEPT`] kept (and logged), the rest
+/// counted, and the first attempted mutation during a plan remembered whatever its place.
 #[derive(Debug, Default)]
 pub struct Denials {
     pub kept: Vec<Denial>,
     pub dropped: usize,
+    /// The first refusal that was an attempt to change the system during `read`/`diff`.
+    pub mutation: Option<String>,
 }
 
 impl Denials {
-    fn record(&mut self, provider: &str, call: &CallInfo, denial: Denial) {
-        tracing::warn!(
-            provider,
-            resource = %call.resource,
-            operation = %call.operation,
-            capability = denial.capability,
-            "denied: {}",
-            denial.message
-        );
+    pub(crate) fn record(&mut self, provider: &str, call: &CallInfo, mut denial: Denial) {
+        denial.message = truncate(denial.message, MAX_LOG_MESSAGE_BYTES);
+        if denial.mutation_during_plan && self.mutation.is_none() {
+            self.mutation = Some(denial.message.clone());
+        }
         if self.kept.len() < MAX_DENIALS_KEPT {
+            // Logged only while kept: a loop of refused calls must not flood the log.
+            tracing::warn!(
+                provider,
+                resource = %call.resource,
+                operation = %call.operation,
+                capability = denial.capability,
+                "denied: {}",
+                denial.message
+            );
             self.kept.push(denial);
         } else {
             self.dropped += 1;
         }
+    }
+
+    /// Fold another list (the HTTP hooks') into this one.
+    fn absorb(&mut self, other: Denials) {
+        if self.mutation.is_none() {
+            self.mutation = other.mutation;
+        }
+        for d in other.kept {
+            if self.kept.len() < MAX_DENIALS_KEPT {
+                self.kept.push(d);
+            } else {
+                self.dropped += 1;
+            }
+        }
+        self.dropped += other.dropped;
     }
 }
 
@@ -186,6 +222,7 @@ impl HostState {
         let limits = MemoryBudget {
             limit: usize::try_from(config.memory_bytes).unwrap_or(usize::MAX),
             used: 0,
+            table_elements: 0,
         };
         let call = CallInfo {
             resource: String::new(),
@@ -255,12 +292,15 @@ impl HostState {
     /// The refusals of the call that just ended (host calls and outgoing HTTP).
     pub fn take_denials(&mut self) -> Denials {
         let mut all = std::mem::take(&mut self.denials);
-        for d in self.http_hooks.take_denials() {
-            if all.kept.len() < MAX_DENIALS_KEPT {
-                all.kept.push(d);
-            } else {
-                all.dropped += 1;
-            }
+        all.absorb(self.http_hooks.take_denials());
+        if all.dropped > 0 {
+            tracing::warn!(
+                provider = %self.grants.provider(),
+                resource = %self.call.resource,
+                operation = %self.call.operation,
+                "{} more refusals not logged (limit {MAX_DENIALS_KEPT} per call)",
+                all.dropped
+            );
         }
         all
     }

@@ -61,7 +61,7 @@ pub fn check(
         resolve_paths(r, kind);
         let validator = validators
             .entry((r.provider.clone(), r.kind.clone()))
-            .or_insert_with(|| jsonschema::validator_for(&kind.schema).ok());
+            .or_insert_with(|| crate::provider::compile_schema(&kind.schema).ok());
         match validator {
             Some(v) => {
                 // Values built from references are checked by the provider once known.

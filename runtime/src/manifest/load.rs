@@ -459,6 +459,7 @@ fn parse_grants(
     ) else {
         return grants;
     };
+    let mut exec_at = Vec::new();
     let list = |key: &str, example: &str, diags: &mut Diagnostics| -> &[Value] {
         match map.get(key) {
             None | Some(Value::Null) => &[],
@@ -483,6 +484,7 @@ fn parse_grants(
         if let Some(g) = parse_exec_grant(item, &format!("{pointer}/exec/{i}"), spans, what, diags)
         {
             grants.exec.push(g);
+            exec_at.push(spans.value(&format!("{pointer}/exec/{i}/program")));
         }
     }
     for (i, item) in list("net", "[https://api.example.com]", diags)
@@ -561,6 +563,24 @@ fn parse_grants(
                     ),
                 );
             }
+        }
+    }
+    // A program the provider could rewrite during apply is code execution outside the
+    // sandbox, whatever the argument patterns say.
+    for (e, at) in grants.exec.iter().zip(&exec_at) {
+        if let Some(rw) = grants
+            .fs
+            .iter()
+            .find(|g| g.access == Access::ReadWrite && e.program.starts_with(&g.path))
+        {
+            diags.error(
+                Some(at.clone()),
+                format!(
+                    "{what}: granted program {} lies inside read-write grant {}, so the provider could replace it; grant a program outside its writable directories",
+                    e.program.display(),
+                    rw.path.display()
+                ),
+            );
         }
     }
     grants

@@ -141,16 +141,26 @@ impl NetGrant {
                 "`{pattern}` must be an origin `scheme://host[:port]`, without path, query or user"
             ));
         }
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, "*")) => (h, None),
-            Some((h, p)) => (
-                h,
-                Some(
-                    p.parse::<u16>()
-                        .map_err(|_| format!("invalid port `{p}` in `{pattern}`"))?,
-                ),
+        // `[::1]:8080`: an IPv6 literal keeps its brackets (as request URIs show it).
+        let (host, port_text) = match rest.strip_prefix('[') {
+            Some(v6) => {
+                let (addr, after) = v6
+                    .split_once(']')
+                    .ok_or_else(|| format!("unclosed `[` in `{pattern}`"))?;
+                (&rest[..addr.len() + 2], after.strip_prefix(':'))
+            }
+            None => match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            },
+        };
+        let port = match port_text {
+            Some("*") => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("invalid port `{p}` in `{pattern}`"))?,
             ),
-            None => (rest, Some(default_port)),
+            None => Some(default_port),
         };
         let wildcard_ok = host.strip_prefix("*.").unwrap_or(host);
         if host.is_empty() || wildcard_ok.contains('*') {

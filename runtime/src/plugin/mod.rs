@@ -393,7 +393,7 @@ fn validate_info(plugin: &str, info: &ProviderInfo) -> Result<(), PluginError> {
         )));
     }
     for KindInfo { name, schema, .. } in info.kinds.values() {
-        jsonschema::validator_for(schema)
+        crate::provider::compile_schema(schema)
             .map_err(|e| bad(format!("kind `{name}` has an invalid JSON Schema: {e}")))?;
     }
     Ok(())

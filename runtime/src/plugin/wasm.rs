@@ -154,7 +154,10 @@ impl WasmProvider {
             .kinds
             .iter()
             .filter_map(|(name, k)| {
-                Some((name.clone(), jsonschema::validator_for(&k.schema).ok()?))
+                Some((
+                    name.clone(),
+                    crate::provider::compile_schema(&k.schema).ok()?,
+                ))
             })
             .collect();
         self.info = info;
@@ -488,14 +491,13 @@ impl WasmProvider {
                 // An attempt to change the system during a read or diff is a defect of
                 // the provider even when it carries on as if nothing happened: the plan
                 // it contributes to cannot be trusted.
-                if let Some(d) = denials.kept.iter().find(|d| d.mutation_during_plan) {
+                if let Some(attempt) = &denials.mutation {
                     return Err(self.error(
                         resource,
                         operation,
                         ErrorKind::CapabilityDenied,
                         bounded(format!(
-                            "provider defect: it tried to change the system during {operation}, which may only look: {}",
-                            d.message
+                            "provider defect: it tried to change the system during {operation}, which may only look: {attempt}"
                         )),
                     ));
                 }

@@ -9,6 +9,16 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Compile a kind's JSON Schema. Schemas come from providers, so `pattern`s use the
+/// linear-time `regex` engine: a hostile pattern cannot make validation backtrack for
+/// minutes.
+pub fn compile_schema(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::options()
+        .with_pattern_options(jsonschema::PatternOptions::regex())
+        .build(schema)
+        .map_err(|e| e.to_string())
+}
+
 /// One resource kind of a provider.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KindInfo {

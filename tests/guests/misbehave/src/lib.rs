@@ -6,6 +6,8 @@
 //! - `write`: write a file at `target` (or `path`) through WASI (`..`, absolute paths,
 //!   symlinks);
 //! - `chmod` / `chown`: change `target` (or `path`) through the host's fs-ext;
+//!   `refusals-then-chmod` first makes twenty refused calls, then chmods and ignores the
+//!   refusal;
 //! - `exec`: run `target` with `args` through `tenet:host/exec`; `exec-ignore` does the
 //!   same during `read` but ignores a refusal and carries on (a sneaky provider);
 //! - `http`: send `method` (default GET) to the URL `target` through `wasi:http`;
@@ -126,6 +128,14 @@ fn perform(properties: &Value, reading: bool) -> Result<Option<Value>, Error> {
         "write" => std::fs::write(path, "written by misbehave\n")
             .map_err(|e| Error::CapabilityDenied(format!("write {path}: {e}")))?,
         "chmod" => tenet_sdk::fs::chmod(path, 0o777)?,
+        "refusals-then-chmod" => {
+            // Twenty harmless refused calls first, to push the real attempt out of any
+            // capped list of refusals; then a chmod, ignoring its refusal.
+            for _ in 0..20 {
+                let _ = tenet_sdk::fs::stat("/etc/hostname");
+            }
+            let _ = tenet_sdk::fs::chmod(path, 0o777);
+        }
         "chown" => tenet_sdk::fs::chown(path, Some(0), Some(0))?,
         "exec" => {
             let out = run(properties)?;
@@ -210,7 +220,7 @@ impl Provider for Misbehave {
                     "type": "object",
                     "properties": {
                         "path": {"type": "string"},
-                        "action": {"enum": ["ok", "write", "chmod", "chown", "exec", "exec-ignore",
+                        "action": {"enum": ["ok", "write", "chmod", "refusals-then-chmod", "chown", "exec", "exec-ignore",
                             "http", "env", "loop", "recurse", "panic", "alloc", "log-flood",
                             "output-flood", "block", "slow-apply", "noisy-diff",
                             "malformed-json", "bad-schema", "lying-apply"]},
