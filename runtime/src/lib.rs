@@ -5,8 +5,9 @@
 //! order) → [`plan`] (the resolved artifact) → [`engine`] (walk the graph, call
 //! providers). The engine sees providers only through the [`provider::Provider`] trait;
 //! [`plugin`] implements it with wasmtime, [`host`] provides the `tenet:host` interfaces
-//! to guests, and [`grants`] turns the operator's grants into sandbox contexts. [`cli`]
-//! is the command line on top.
+//! to guests, and [`grants`] turns the operator's grants into sandbox contexts.
+//! [`state`] remembers resources and runs between invocations. [`cli`] is the command
+//! line on top.
 #![deny(unsafe_code)]
 
 pub mod cli;
@@ -19,3 +20,4 @@ pub mod manifest;
 pub mod plan;
 pub mod plugin;
 pub mod provider;
+pub mod state;

@@ -7,4 +7,5 @@ mod cli;
 mod fixtures;
 mod host;
 mod sandbox;
+mod state;
 mod support;

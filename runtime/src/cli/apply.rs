@@ -6,10 +6,11 @@
 //! Ctrl-C once: start nothing new, let the calls in flight finish (they are bounded by
 //! their deadlines; writes are atomic), print what was and was not done. Twice: exit now.
 
+use super::history::{RunLock, StateLocation, open_for, parse_timeout, remember};
 use super::progress::LiveProgress;
 use super::session::Session;
 use super::{EXIT_ERROR, ManifestArgs, RunArgs, render};
-use crate::engine::{Event, OutcomeCounts, RunOptions};
+use crate::engine::{ApplyReport, Event, Outcome, OutcomeCounts, ResourceResult, RunOptions};
 use crate::plan::{FORMAT_VERSION, Plan};
 use anyhow::{Context, bail};
 use clap::Args;
@@ -51,6 +52,11 @@ pub struct ApplyArgs {
     /// `--yes` or a saved plan.
     #[arg(long)]
     json: bool,
+    /// How long to wait for another run holding the state's lock (e.g. `30s`).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_timeout)]
+    lock_timeout: std::time::Duration,
+    #[command(flatten)]
+    location: StateLocation,
 }
 
 /// The run-level events of `--json` (resource events come from the engine).
@@ -115,6 +121,11 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
     }
     let session = Session::open(&args.manifest).await?;
     session.print_warnings();
+    let lock = RunLock::take(
+        open_for(&args.location, &session.manifest)?,
+        args.lock_timeout,
+    )?;
+    let started_at = crate::state::now();
     let options = session.run_options(args.run.parallelism, args.fail_fast);
     let plan = session
         .engine()
@@ -125,15 +136,40 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
     }
     if !plan.has_changes() && !plan.has_errors() {
         if args.json {
-            return run(&session, &plan, &args, options).await;
+            return run(&session, &plan, &args, options, &lock, &started_at).await;
         }
+        // Recorded too: a converged run is evidence of compliance.
+        remember(
+            lock.store().as_ref(),
+            &session.manifest,
+            &plan,
+            &unchanged(&plan),
+            &started_at,
+        )?;
         return Ok(0);
     }
     if !args.yes && !confirm()? {
         println!("Apply cancelled; nothing was changed.");
         return Ok(EXIT_ERROR);
     }
-    run(&session, &plan, &args, options).await
+    run(&session, &plan, &args, options, &lock, &started_at).await
+}
+
+/// The report of a run in which nothing needed to change.
+fn unchanged(plan: &Plan) -> ApplyReport {
+    ApplyReport {
+        results: plan
+            .resources
+            .iter()
+            .map(|r| ResourceResult {
+                id: r.id.clone(),
+                type_name: r.type_name.clone(),
+                outcome: Outcome::Unchanged,
+                duration: std::time::Duration::ZERO,
+                state: r.current.clone(),
+            })
+            .collect(),
+    }
 }
 
 async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
@@ -142,6 +178,11 @@ async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
         ..args.manifest.clone()
     };
     let session = Session::open(&manifest_args).await?;
+    let lock = RunLock::take(
+        open_for(&args.location, &session.manifest)?,
+        args.lock_timeout,
+    )?;
+    let started_at = crate::state::now();
     if session.manifest.sha256 != plan.manifest.sha256 {
         bail!(
             "refusing to apply a stale plan: the manifest {} (or its variables) changed since the plan was made \
@@ -192,7 +233,7 @@ async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
             return Ok(0);
         }
     }
-    run(&session, &plan, args, options).await
+    run(&session, &plan, args, options, &lock, &started_at).await
 }
 
 fn confirm() -> anyhow::Result<bool> {
@@ -231,6 +272,8 @@ async fn run(
     plan: &Plan,
     args: &ApplyArgs,
     options: RunOptions,
+    lock: &RunLock,
+    started_at: &str,
 ) -> anyhow::Result<u8> {
     let interrupts = watch_interrupts(options.cancel.clone());
     let started = Instant::now();
@@ -264,6 +307,13 @@ async fn run(
     progress.finish();
     interrupts.abort();
     let interrupted = options.cancel.load(Ordering::SeqCst);
+    let recorded = remember(
+        lock.store().as_ref(),
+        &session.manifest,
+        plan,
+        &report,
+        started_at,
+    );
     if args.json {
         emit(&RunEvent::RunFinished {
             succeeded: report.succeeded(),
@@ -283,6 +333,12 @@ async fn run(
         }
         out.write_all(text.as_bytes())?;
         out.flush()?;
+    }
+    // The system changed whatever the state says; a state that cannot be written is
+    // reported after the run's own result.
+    let run_id = recorded.context("the run finished but could not be recorded in the state")?;
+    if !args.json {
+        println!("Recorded as run #{run_id} (`tenet show {run_id}`).");
     }
     Ok(if report.succeeded() { 0 } else { EXIT_ERROR })
 }

@@ -4,6 +4,7 @@
 
 mod apply;
 mod graph;
+pub mod history;
 mod plan;
 mod progress;
 mod providers;
@@ -47,6 +48,14 @@ enum Command {
     Providers(providers::ProvidersArgs),
     /// Print the dependency graph (Graphviz DOT or JSON).
     Graph(graph::GraphArgs),
+    /// Inspect or edit the state: list, show, forget, unlock.
+    State(history::StateArgs),
+    /// List recorded runs, newest first.
+    History(history::HistoryArgs),
+    /// Show one recorded run.
+    Show(history::ShowArgs),
+    /// Check the history's hash chain.
+    Audit(history::AuditArgs),
 }
 
 /// The manifest to work on and its variables.
@@ -135,6 +144,10 @@ pub fn main() -> ExitCode {
             Command::Apply(a) => apply::execute(a).await,
             Command::Providers(a) => providers::execute(a).await,
             Command::Graph(a) => graph::execute(a).await,
+            Command::State(a) => history::state(a),
+            Command::History(a) => history::history(a),
+            Command::Show(a) => history::show(a),
+            Command::Audit(a) => history::audit(a),
         }
     });
     match result {

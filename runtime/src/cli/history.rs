@@ -1,0 +1,471 @@
+//! What Tenet remembers, on the command line: where the state lives, recording an apply
+//! (resources and a chained run record), and the commands that read it back —
+//! `tenet state list|show|forget|unlock`, `tenet history`, `tenet show RUN`,
+//! `tenet audit verify`.
+
+use crate::engine::{ApplyReport, Outcome};
+use crate::manifest::Manifest;
+use crate::plan::Plan;
+use crate::state::sqlite::SqliteStore;
+use crate::state::{GitInfo, Holder, ResourceOutcome, RunRecord, StateStore, StoredResource};
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The state file, relative to the manifest's directory.
+pub const STATE_FILE: &str = ".tenet/state.db";
+
+/// Where the state lives.
+#[derive(Debug, Clone, Args)]
+pub struct StateLocation {
+    /// State database (default: .tenet/state.db beside the manifest).
+    #[arg(long = "state", value_name = "FILE", env = "TENET_STATE")]
+    pub state: Option<PathBuf>,
+}
+
+impl StateLocation {
+    /// The database for a manifest at `manifest` (a file or a directory).
+    pub fn path_for(&self, manifest: &Path) -> PathBuf {
+        if let Some(p) = &self.state {
+            return p.clone();
+        }
+        let dir = if manifest.is_dir() {
+            manifest.to_path_buf()
+        } else {
+            manifest
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        };
+        dir.join(STATE_FILE)
+    }
+
+    pub fn open(&self, manifest: &Path) -> anyhow::Result<Arc<dyn StateStore>> {
+        Ok(Arc::new(SqliteStore::open(&self.path_for(manifest))?))
+    }
+}
+
+/// Holds the run lock until dropped.
+pub struct RunLock {
+    store: Arc<dyn StateStore>,
+    me: Holder,
+}
+
+impl RunLock {
+    pub fn take(store: Arc<dyn StateStore>, timeout: Duration) -> anyhow::Result<RunLock> {
+        let me = Holder::me();
+        store.lock(&me, timeout)?;
+        Ok(RunLock { store, me })
+    }
+
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        if let Err(e) = self.store.unlock(&self.me) {
+            tracing::warn!("cannot release the state lock: {e}");
+        }
+    }
+}
+
+/// The manifest's files and variables: enough to plan it again later.
+fn snapshot(m: &Manifest) -> Value {
+    let files: BTreeMap<String, String> = m
+        .files
+        .iter()
+        .map(|f| {
+            let name = f
+                .strip_prefix(&m.base_dir)
+                .unwrap_or(f)
+                .display()
+                .to_string();
+            (name, std::fs::read_to_string(f).unwrap_or_default())
+        })
+        .collect();
+    json!({"files": files, "vars": m.vars})
+}
+
+fn outcome_name(o: &Outcome) -> String {
+    serde_json::to_value(o)
+        .ok()
+        .and_then(|v| v.get("outcome").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Record an apply: the resources it converged (or deleted) and a chained run record.
+/// Returns the run's sequence number.
+pub fn remember(
+    store: &dyn StateStore,
+    manifest: &Manifest,
+    plan: &Plan,
+    report: &ApplyReport,
+    started_at: &str,
+) -> anyhow::Result<u64> {
+    let planned: BTreeMap<&str, &crate::plan::PlannedResource> =
+        plan.resources.iter().map(|r| (r.id.as_str(), r)).collect();
+    let now = crate::state::now();
+    let mut put = Vec::new();
+    let mut removed = Vec::new();
+    let mut outcomes = Vec::new();
+    for r in &report.results {
+        let p = planned.get(r.id.as_str());
+        outcomes.push(ResourceOutcome {
+            id: r.id.clone(),
+            type_name: r.type_name.clone(),
+            outcome: outcome_name(&r.outcome),
+            changed_fields: match &r.outcome {
+                Outcome::Created | Outcome::Updated | Outcome::Replaced => p
+                    .map(|p| p.changes.iter().map(|c| c.path.clone()).collect())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            },
+            error: match &r.outcome {
+                Outcome::Failed { error } => Some(error.clone()),
+                Outcome::Skipped { upstream } => Some(format!("skipped: `{upstream}` failed")),
+                Outcome::NotStarted { reason } => Some(reason.clone()),
+                _ => None,
+            },
+            duration_ms: (r.duration.as_secs_f64() * 1e6).round() / 1e3,
+        });
+        let Some(p) = p else { continue };
+        match &r.outcome {
+            Outcome::Deleted => removed.push(r.id.clone()),
+            Outcome::Created
+            | Outcome::Updated
+            | Outcome::Replaced
+            | Outcome::Refreshed
+            | Outcome::Unchanged => {
+                let pin = plan.providers.get(&p.provider);
+                let previous = store.resource(&r.id)?;
+                let changed = !matches!(r.outcome, Outcome::Unchanged);
+                put.push(StoredResource {
+                    id: r.id.clone(),
+                    type_name: r.type_name.clone(),
+                    provider: p.provider.clone(),
+                    provider_version: pin.map(|p| p.version.clone()).unwrap_or_default(),
+                    component_sha256: pin.map(|p| p.component_sha256.clone()).unwrap_or_default(),
+                    desired: p.desired.clone(),
+                    observed: r.state.clone().or_else(|| p.current.clone()),
+                    changed_at: match previous {
+                        Some(prev) if !changed => prev.changed_at,
+                        _ => now.clone(),
+                    },
+                });
+            }
+            Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::NotStarted { .. } => {}
+        }
+    }
+    store.put_resources(&put)?;
+    store.remove_resources(&removed)?;
+    let holder = Holder::me();
+    let record = RunRecord {
+        command: "apply".into(),
+        manifest_path: manifest.path.display().to_string(),
+        manifest_sha256: manifest.sha256.clone(),
+        manifest_snapshot: snapshot(manifest),
+        git: GitInfo::of(&manifest.base_dir),
+        user: holder.user,
+        host: holder.host,
+        started_at: started_at.to_owned(),
+        finished_at: now,
+        succeeded: report.succeeded(),
+        resources: outcomes,
+    };
+    Ok(store.append_run(&record)?)
+}
+
+/// The manifest argument of the state commands: only used to find the state.
+#[derive(Debug, Args)]
+pub struct Where {
+    /// Manifest file or directory whose state to use.
+    #[arg(long = "manifest", short = 'm', default_value = ".")]
+    manifest: PathBuf,
+    #[command(flatten)]
+    location: StateLocation,
+}
+
+impl Where {
+    fn open(&self) -> anyhow::Result<Arc<dyn StateStore>> {
+        let path = self.location.path_for(&self.manifest);
+        if !path.exists() {
+            bail!(
+                "no state at {}: nothing has been applied here yet (or pass --state FILE)",
+                path.display()
+            );
+        }
+        self.location.open(&self.manifest)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(subcommand)]
+    command: StateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum StateCommand {
+    /// List the resources Tenet manages.
+    List {
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Show one managed resource: desired properties, observed state, provider.
+    Show {
+        id: String,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Drop a resource from the state without touching the system.
+    Forget {
+        id: String,
+        #[command(flatten)]
+        at: Where,
+    },
+    /// Release the run lock of a crashed run (`--force` is required).
+    Unlock {
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        at: Where,
+    },
+}
+
+pub fn state(args: StateArgs) -> anyhow::Result<u8> {
+    let mut out = String::new();
+    match args.command {
+        StateCommand::List { at } => {
+            let store = at.open()?;
+            let all = store.resources()?;
+            if all.is_empty() {
+                writeln!(out, "No resources in the state ({}).", store.location())?;
+            }
+            let width = all.iter().map(|r| r.id.len()).max().unwrap_or(0);
+            for r in all {
+                writeln!(
+                    out,
+                    "{:width$}  {}  (changed {})",
+                    r.id, r.type_name, r.changed_at
+                )?;
+            }
+        }
+        StateCommand::Show { id, at } => {
+            let store = at.open()?;
+            let r = store
+                .resource(&id)?
+                .ok_or_else(|| crate::state::StateError::NoSuchResource(id.clone()))?;
+            out.push_str(&serde_json::to_string_pretty(&r)?);
+            out.push('\n');
+        }
+        StateCommand::Forget { id, at } => {
+            let store = at.open()?;
+            let lock = RunLock::take(store, Duration::ZERO)?;
+            if lock.store().resource(&id)?.is_none() {
+                bail!(crate::state::StateError::NoSuchResource(id));
+            }
+            lock.store().remove_resources(std::slice::from_ref(&id))?;
+            writeln!(
+                out,
+                "Forgot `{id}`: Tenet no longer manages it; the system was not touched."
+            )?;
+        }
+        StateCommand::Unlock { force, at } => {
+            if !force {
+                bail!("unlocking can let two runs interleave: pass --force if the holder is gone");
+            }
+            let store = at.open()?;
+            match store.force_unlock()? {
+                Some(h) => writeln!(
+                    out,
+                    "Released the lock held by pid {} on {} (user {}) since {}.",
+                    h.pid, h.host, h.user, h.since
+                )?,
+                None => writeln!(out, "The state was not locked.")?,
+            }
+        }
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How many runs to show, newest first.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    at: Where,
+}
+
+fn counts(r: &RunRecord) -> String {
+    let mut by: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in &r.resources {
+        *by.entry(o.outcome.as_str()).or_default() += 1;
+    }
+    by.iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn history(args: HistoryArgs) -> anyhow::Result<u8> {
+    let store = args.at.open()?;
+    let runs = store.runs(args.limit)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(0);
+    }
+    let mut out = String::new();
+    if runs.is_empty() {
+        writeln!(out, "No runs recorded yet.")?;
+    }
+    for r in &runs {
+        let rec = &r.record;
+        let git = rec.git.as_ref().map_or(String::new(), |g| {
+            format!(
+                "  git {}{}",
+                g.commit.get(..12).unwrap_or(&g.commit),
+                if g.dirty { "+dirty" } else { "" }
+            )
+        });
+        writeln!(
+            out,
+            "#{:<4} {}  {:<6} {}  {}@{}{git}\n      {}",
+            r.seq,
+            rec.started_at,
+            rec.command,
+            if rec.succeeded { "ok    " } else { "FAILED" },
+            rec.user,
+            rec.host,
+            counts(rec)
+        )?;
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The run's number (from `tenet history`).
+    run: u64,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    at: Where,
+}
+
+pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
+    let store = args.at.open()?;
+    let r = store.run(args.run)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(0);
+    }
+    let rec = &r.record;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "Run #{} — {} by {}@{}",
+        r.seq, rec.command, rec.user, rec.host
+    )?;
+    writeln!(
+        out,
+        "  started  {}\n  finished {}",
+        rec.started_at, rec.finished_at
+    )?;
+    writeln!(
+        out,
+        "  manifest {} (sha256 {})",
+        rec.manifest_path, rec.manifest_sha256
+    )?;
+    if let Some(g) = &rec.git {
+        writeln!(
+            out,
+            "  git      {}{}",
+            g.commit,
+            if g.dirty { " (dirty)" } else { "" }
+        )?;
+    }
+    writeln!(
+        out,
+        "  result   {}",
+        if rec.succeeded { "succeeded" } else { "failed" }
+    )?;
+    writeln!(out, "  hash     {}", r.hash)?;
+    for o in &rec.resources {
+        let mut line = format!("  {:<10} {} ({})", o.outcome, o.id, o.type_name);
+        if !o.changed_fields.is_empty() {
+            write!(line, " {}", o.changed_fields.join(", "))?;
+        }
+        if let Some(e) = &o.error {
+            write!(line, ": {e}")?;
+        }
+        writeln!(out, "{line}")?;
+    }
+    print!("{out}");
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain of the history; exit 1 naming the first record that was
+    /// edited, inserted or deleted.
+    Verify {
+        #[command(flatten)]
+        at: Where,
+    },
+}
+
+pub fn audit(args: AuditArgs) -> anyhow::Result<u8> {
+    let AuditCommand::Verify { at } = args.command;
+    let store = at.open()?;
+    match store.verify()? {
+        Ok(s) => {
+            println!(
+                "History intact: {} runs, chain head {} (note it down elsewhere to detect the removal of the newest runs).",
+                s.records, s.head
+            );
+            Ok(0)
+        }
+        Err(b) => {
+            eprintln!(
+                "error: the history at {} was tampered with: {b}",
+                store.location()
+            );
+            Ok(super::EXIT_ERROR)
+        }
+    }
+}
+
+/// `--lock-timeout`: how long apply waits for another run's lock.
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 30s: {e}"))
+}
+
+/// Context for errors opening the state of a manifest.
+pub fn open_for(
+    location: &StateLocation,
+    manifest: &Manifest,
+) -> anyhow::Result<Arc<dyn StateStore>> {
+    let path = location.path_for(&manifest.path);
+    location
+        .open(&manifest.path)
+        .with_context(|| format!("cannot open the state at {}", path.display()))
+}

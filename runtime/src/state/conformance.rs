@@ -1,0 +1,185 @@
+//! The conformance suite every [`StateStore`] backend must pass: locking (including
+//! stale holders and concurrent contenders), resources, the chained history and its
+//! verification, and concurrent writers. A backend's tests call [`run_all`] with a way to
+//! open two handles on one fresh store (two handles stand for two `tenet` processes).
+
+use super::{
+    ChainBreak, GENESIS, Holder, ResourceOutcome, RunRecord, StateError, StateStore, StoredResource,
+};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Opens a fresh store: the first call creates it, later calls open more handles on the
+/// same store.
+pub type Opener = dyn Fn() -> Arc<dyn StateStore>;
+
+pub fn run_all(open: &Opener) {
+    lock_excludes_others_and_names_the_holder(open);
+    stale_holders_are_replaced_and_force_unlock_works(open);
+    resources_round_trip_in_id_order(open);
+    runs_are_chained_and_verified(open);
+    concurrent_writers_keep_one_valid_chain(open);
+}
+
+fn holder(pid: u32, host: &str) -> Holder {
+    Holder {
+        pid,
+        host: host.to_owned(),
+        user: "tester".into(),
+        since: "2026-11-26T12:00:00Z".into(),
+    }
+}
+
+pub fn record(command: &str, outcome: &str) -> RunRecord {
+    RunRecord {
+        command: command.into(),
+        manifest_path: "/m/tenet.yaml".into(),
+        manifest_sha256: "ab".repeat(32),
+        manifest_snapshot: json!({"files": {"tenet.yaml": "resources: []\n"}, "vars": {}}),
+        git: None,
+        user: "tester".into(),
+        host: "h".into(),
+        started_at: "2026-11-26T12:00:00Z".into(),
+        finished_at: "2026-11-26T12:00:01Z".into(),
+        succeeded: outcome != "failed",
+        resources: vec![ResourceOutcome {
+            id: "a".into(),
+            type_name: "file.file".into(),
+            outcome: outcome.into(),
+            changed_fields: vec!["/content".into()],
+            error: None,
+            duration_ms: 1.25,
+        }],
+    }
+}
+
+fn lock_excludes_others_and_names_the_holder(open: &Opener) {
+    let (a, b) = (open(), open());
+    let me = Holder::me();
+    // Another live process on another host: never stale.
+    let other = holder(1, "elsewhere.example");
+    a.lock(&me, Duration::ZERO).expect("first lock");
+    // Taking it again is idempotent for the holder.
+    a.lock(&me, Duration::ZERO)
+        .expect("re-entrant for the same holder");
+    let err = b
+        .lock(&other, Duration::from_millis(250))
+        .expect_err("held by me");
+    match &err {
+        StateError::Locked { holder, .. } => assert_eq!(*holder, me),
+        other => panic!("unexpected: {other}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("pid {}", me.pid)) && text.contains(&me.host),
+        "{text}"
+    );
+    // Unlock by someone else does nothing; by the holder, frees it.
+    b.unlock(&other).expect("unlock other");
+    assert_eq!(b.lock_holder().expect("holder"), Some(me.clone()));
+    a.unlock(&me).expect("unlock");
+    assert_eq!(b.lock_holder().expect("holder"), None);
+    b.lock(&other, Duration::ZERO).expect("free now");
+    b.force_unlock().expect("cleanup");
+}
+
+fn stale_holders_are_replaced_and_force_unlock_works(open: &Opener) {
+    let s = open();
+    // A process on this host that does not exist (pids are below 2^22 on Linux).
+    let dead = Holder {
+        host: Holder::me().host,
+        ..holder(4_194_303 + 1000, "")
+    };
+    assert!(dead.is_stale());
+    assert!(!holder(1, "elsewhere.example").is_stale());
+    s.lock(&dead, Duration::ZERO).expect("take for the dead");
+    let me = Holder::me();
+    s.lock(&me, Duration::ZERO)
+        .expect("a stale holder is replaced");
+    assert_eq!(s.lock_holder().expect("holder"), Some(me));
+    let alive_elsewhere = holder(1, "elsewhere.example");
+    s.force_unlock().expect("force");
+    s.lock(&alive_elsewhere, Duration::ZERO).expect("take");
+    assert_eq!(
+        s.force_unlock().expect("force"),
+        Some(alive_elsewhere),
+        "force_unlock returns whom it removed"
+    );
+    assert_eq!(s.lock_holder().expect("holder"), None);
+}
+
+fn resources_round_trip_in_id_order(open: &Opener) {
+    let s = open();
+    let r = |id: &str, v: i64| StoredResource {
+        id: id.into(),
+        type_name: "file.file".into(),
+        provider: "file".into(),
+        provider_version: "0.1.0".into(),
+        component_sha256: "cd".repeat(32),
+        desired: json!({"path": format!("/x/{id}"), "v": v}),
+        observed: Some(json!({"path": format!("/x/{id}"), "v": v, "size": 3})),
+        changed_at: "2026-11-26T12:00:00Z".into(),
+    };
+    s.put_resources(&[r("b", 1), r("a", 1)]).expect("put");
+    s.put_resources(&[r("b", 2)]).expect("replace");
+    let all = s.resources().expect("list");
+    assert_eq!(
+        all.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert_eq!(s.resource("b").expect("get"), Some(r("b", 2)));
+    s.remove_resources(&["a".into()]).expect("remove");
+    assert_eq!(s.resource("a").expect("get"), None);
+    assert_eq!(s.resources().expect("list").len(), 1);
+    s.remove_resources(&["b".into()]).expect("cleanup");
+}
+
+fn runs_are_chained_and_verified(open: &Opener) {
+    let s = open();
+    let before = s.verify().expect("verify").expect("valid").records;
+    let first = s.append_run(&record("apply", "created")).expect("append");
+    let second = s.append_run(&record("apply", "updated")).expect("append");
+    assert_eq!(second, first + 1);
+    let latest = s.runs(1).expect("runs");
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest[0].seq, second);
+    assert_eq!(latest[0].record, record("apply", "updated"));
+    let one = s.run(first).expect("run");
+    assert_eq!(latest[0].prev_hash, one.hash);
+    if first == 1 {
+        assert_eq!(one.prev_hash, GENESIS);
+    }
+    assert!(matches!(
+        s.run(9_999_999),
+        Err(StateError::NoSuchRun(9_999_999))
+    ));
+    let summary = s.verify().expect("verify").expect("valid chain");
+    assert_eq!(summary.records, before + 2);
+    assert_eq!(summary.head, latest[0].hash);
+}
+
+fn concurrent_writers_keep_one_valid_chain(open: &Opener) {
+    let before = open().verify().expect("verify").expect("valid").records;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let s = open();
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    s.append_run(&record(&format!("apply-{t}-{i}"), "created"))
+                        .expect("append under contention");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("writer");
+    }
+    let summary = open().verify().expect("verify");
+    assert_eq!(summary.map(|s| s.records), Ok(before + 40));
+}
+
+/// Breaks the chain is expected to report, used by backend tests that tamper directly.
+pub fn assert_break(found: Result<super::ChainSummary, ChainBreak>, expected: ChainBreak) {
+    assert_eq!(found.map(|s| s.records), Err(expected));
+}

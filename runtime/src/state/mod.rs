@@ -1,0 +1,284 @@
+//! State: what Tenet remembers between runs — the resources it manages (last applied
+//! desired properties, last observed state, the provider that manages them), every run
+//! (who, when, which manifest, what happened to each resource) as a hash-chained,
+//! tamper-evident history, and the run lock that keeps two applies from interleaving.
+//!
+//! [`StateStore`] is the interface every backend implements; [`sqlite::SqliteStore`] is
+//! the embedded default (`.tenet/state.db` beside the manifest). Backends are checked by
+//! one conformance suite ([`conformance`]) so a PostgreSQL backend can be added later
+//! without changing the engine or the CLI.
+
+pub mod sqlite;
+
+#[cfg(test)]
+pub(crate) mod conformance;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// Why a state operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "the state at {path} is locked by pid {} on {} (user {}) since {}; wait for that run, or if it crashed run `tenet state unlock --force`",
+        holder.pid, holder.host, holder.user, holder.since
+    )]
+    Locked { path: String, holder: Holder },
+    #[error("state database {path}: {message}")]
+    Database { path: String, message: String },
+    #[error(
+        "state database {path} has schema version {found}; this Tenet knows up to {known}: upgrade Tenet"
+    )]
+    TooNew {
+        path: String,
+        found: usize,
+        known: usize,
+    },
+    #[error("no run {0} in the history")]
+    NoSuchRun(u64),
+    #[error("no resource `{0}` in the state")]
+    NoSuchResource(String),
+}
+
+/// Who holds the run lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub host: String,
+    pub user: String,
+    /// RFC 3339, UTC.
+    pub since: String,
+}
+
+impl Holder {
+    /// This process.
+    pub fn me() -> Holder {
+        Holder {
+            pid: std::process::id(),
+            host: hostname(),
+            user: username(),
+            since: now(),
+        }
+    }
+
+    /// Whether the holder is a process on this host that no longer exists: a crashed
+    /// run whose lock can be taken over safely.
+    pub fn is_stale(&self) -> bool {
+        if self.host != hostname() {
+            return false;
+        }
+        match rustix::process::Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX)) {
+            Some(pid) => rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH),
+            None => false,
+        }
+    }
+}
+
+/// The current time as RFC 3339 (UTC, seconds).
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn username() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()))
+}
+
+/// A resource Tenet manages, as last applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredResource {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub provider: String,
+    pub provider_version: String,
+    pub component_sha256: String,
+    /// The desired properties last applied.
+    pub desired: Value,
+    /// The state the provider reported after the last run.
+    pub observed: Option<Value>,
+    /// When it last changed (RFC 3339).
+    pub changed_at: String,
+}
+
+/// The git commit a manifest was taken from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitInfo {
+    pub commit: String,
+    /// Uncommitted changes in the work tree.
+    pub dirty: bool,
+}
+
+impl GitInfo {
+    /// The commit of the repository containing `dir`, if it is one and `git` is present.
+    pub fn of(dir: &std::path::Path) -> Option<GitInfo> {
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        };
+        let commit = git(&["rev-parse", "HEAD"])?;
+        let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+        Some(GitInfo { commit, dirty })
+    }
+}
+
+/// What happened to one resource in a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceOutcome {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// `created`, `updated`, `refreshed`, `replaced`, `deleted`, `unchanged`, `failed`,
+    /// `skipped`, `not_started`.
+    pub outcome: String,
+    /// The fields that changed (JSON pointers), for changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_fields: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: f64,
+}
+
+/// One run, as recorded in the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `apply`, `plan`, `drift`, `rollback`.
+    pub command: String,
+    pub manifest_path: String,
+    pub manifest_sha256: String,
+    /// The manifest's files (name → text) and variables, enough to plan it again.
+    pub manifest_snapshot: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitInfo>,
+    pub user: String,
+    pub host: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub succeeded: bool,
+    pub resources: Vec<ResourceOutcome>,
+}
+
+/// A run in the history: its sequence number and place in the hash chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainedRun {
+    pub seq: u64,
+    pub prev_hash: String,
+    pub hash: String,
+    pub record: RunRecord,
+}
+
+/// The hash of the chain before the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// sha256 over the previous record's hash, the sequence number and the record's
+/// canonical JSON (keys sorted): editing, inserting or removing a record changes it.
+pub fn chain_hash(prev_hash: &str, seq: u64, record: &RunRecord) -> String {
+    let canonical = serde_json::to_value(record)
+        .map(|v| crate::plan::canonical(&v))
+        .unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(prev_hash.as_bytes());
+    h.update(b"\n");
+    h.update(seq.to_string().as_bytes());
+    h.update(b"\n");
+    h.update(canonical.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Where the chain is broken, naming the first bad record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    #[error("run {seq} was edited: its content does not match its hash")]
+    Edited { seq: u64 },
+    #[error(
+        "the history before run {seq} was changed: its link to the previous record does not match (a record was deleted, inserted or edited before it)"
+    )]
+    Relinked { seq: u64 },
+    #[error("run {seq} cannot be read: {message}")]
+    Unreadable { seq: u64, message: String },
+}
+
+/// The result of walking the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainSummary {
+    pub records: u64,
+    /// The hash of the last record (the chain head), to note down outside the database.
+    pub head: String,
+}
+
+/// Check records given in sequence order.
+pub fn verify_chain(
+    runs: &[(u64, String, String, Result<RunRecord, String>)],
+) -> Result<ChainSummary, ChainBreak> {
+    let mut prev = GENESIS.to_owned();
+    for (seq, prev_hash, hash, record) in runs {
+        let record = record.as_ref().map_err(|message| ChainBreak::Unreadable {
+            seq: *seq,
+            message: message.clone(),
+        })?;
+        if chain_hash(prev_hash, *seq, record) != *hash {
+            return Err(ChainBreak::Edited { seq: *seq });
+        }
+        if *prev_hash != prev {
+            return Err(ChainBreak::Relinked { seq: *seq });
+        }
+        prev = hash.clone();
+    }
+    Ok(ChainSummary {
+        records: runs.len() as u64,
+        head: prev,
+    })
+}
+
+/// How long to wait for the run lock, polling.
+pub const LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// What every state backend provides. Methods are synchronous: a run makes a handful of
+/// calls, each a short transaction.
+pub trait StateStore: Send + Sync {
+    /// Where the state lives, for messages.
+    fn location(&self) -> String;
+
+    /// Take the run lock, waiting up to `timeout`; a stale holder (a process on this host
+    /// that no longer exists) is replaced. Fails naming the holder.
+    fn lock(&self, me: &Holder, timeout: Duration) -> Result<(), StateError>;
+    /// Release the lock if `me` holds it.
+    fn unlock(&self, me: &Holder) -> Result<(), StateError>;
+    /// Release the lock whoever holds it; returns the holder it removed.
+    fn force_unlock(&self) -> Result<Option<Holder>, StateError>;
+    fn lock_holder(&self) -> Result<Option<Holder>, StateError>;
+
+    /// Every managed resource, by id.
+    fn resources(&self) -> Result<Vec<StoredResource>, StateError>;
+    fn resource(&self, id: &str) -> Result<Option<StoredResource>, StateError>;
+    /// Insert or replace resources, in one transaction.
+    fn put_resources(&self, resources: &[StoredResource]) -> Result<(), StateError>;
+    /// Remove resources from the state (deleted, or forgotten), in one transaction.
+    fn remove_resources(&self, ids: &[String]) -> Result<(), StateError>;
+
+    /// Append a finished run to the chained history; returns its sequence number.
+    fn append_run(&self, record: &RunRecord) -> Result<u64, StateError>;
+    /// The last `limit` runs, newest first.
+    fn runs(&self, limit: usize) -> Result<Vec<ChainedRun>, StateError>;
+    fn run(&self, seq: u64) -> Result<ChainedRun, StateError>;
+    /// Walk the whole chain.
+    fn verify(&self) -> Result<Result<ChainSummary, ChainBreak>, StateError>;
+}

@@ -1,0 +1,394 @@
+//! The embedded state backend: one SQLite database (bundled SQLite, WAL journal) with a
+//! versioned schema migrated on open. Needs no set-up: the file and its directory are
+//! created on first use.
+
+use super::{
+    ChainBreak, ChainSummary, ChainedRun, GENESIS, Holder, LOCK_POLL, RunRecord, StateError,
+    StateStore, StoredResource, chain_hash, verify_chain,
+};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite_migration::{M, Migrations};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The schema, one migration per version; append, never edit.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        "CREATE TABLE lock (
+             id INTEGER PRIMARY KEY CHECK (id = 1),
+             holder TEXT NOT NULL
+         );
+         CREATE TABLE resources (
+             id TEXT PRIMARY KEY,
+             record TEXT NOT NULL
+         );
+         CREATE TABLE runs (
+             seq INTEGER PRIMARY KEY,
+             prev_hash TEXT NOT NULL,
+             hash TEXT NOT NULL,
+             record TEXT NOT NULL
+         );",
+    )])
+}
+
+/// The number of migrations this build knows.
+const SCHEMA_VERSION: usize = 1;
+/// How long one statement waits for another process's write transaction.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// State in a SQLite file.
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path` and migrate it to this build's
+    /// schema. A database from a newer Tenet is refused, not downgraded.
+    pub fn open(path: &Path) -> Result<SqliteStore, StateError> {
+        let err = |message: String| StateError::Database {
+            path: path.display().to_string(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| err(e.to_string()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| err(e.to_string()))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| err(e.to_string()))?;
+        let found: usize = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| err(e.to_string()))?;
+        if found > SCHEMA_VERSION {
+            return Err(StateError::TooNew {
+                path: path.display().to_string(),
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        migrations()
+            .to_latest(&mut conn)
+            .map_err(|e| err(format!("cannot migrate the schema: {e}")))?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StateError {
+        StateError::Database {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StateError> {
+        let mut conn = self.conn.lock().map_err(|_| self.err("poisoned lock"))?;
+        f(&mut conn).map_err(|e| self.err(e))
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        text: &str,
+    ) -> Result<T, StateError> {
+        serde_json::from_str(text).map_err(|e| self.err(format!("{what} is not valid: {e}")))
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+impl StateStore for SqliteStore {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn lock(&self, me: &Holder, timeout: Duration) -> Result<(), StateError> {
+        let start = Instant::now();
+        loop {
+            // Read and take in one immediate transaction: two processes cannot both see
+            // the lock free.
+            let taken: Option<Holder> = self.with(|c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let holder: Option<String> = tx
+                    .query_row("SELECT holder FROM lock WHERE id = 1", [], |r| r.get(0))
+                    .optional()?;
+                let holder: Option<Holder> = holder.and_then(|h| serde_json::from_str(&h).ok());
+                let free = match &holder {
+                    None => true,
+                    Some(h) => h == me || h.is_stale(),
+                };
+                if free {
+                    tx.execute(
+                        "INSERT OR REPLACE INTO lock (id, holder) VALUES (1, ?1)",
+                        params![json(me)?],
+                    )?;
+                    tx.commit()?;
+                    Ok(None)
+                } else {
+                    Ok(holder)
+                }
+            })?;
+            match taken {
+                None => return Ok(()),
+                Some(holder) if start.elapsed() >= timeout => {
+                    return Err(StateError::Locked {
+                        path: self.location(),
+                        holder,
+                    });
+                }
+                Some(_) => {
+                    std::thread::sleep(LOCK_POLL.min(timeout.saturating_sub(start.elapsed())))
+                }
+            }
+        }
+    }
+
+    fn unlock(&self, me: &Holder) -> Result<(), StateError> {
+        let mine = self.lock_holder()?.is_some_and(|h| h == *me);
+        if mine {
+            self.with(|c| c.execute("DELETE FROM lock WHERE id = 1", []).map(drop))?;
+        }
+        Ok(())
+    }
+
+    fn force_unlock(&self) -> Result<Option<Holder>, StateError> {
+        let holder = self.lock_holder()?;
+        self.with(|c| c.execute("DELETE FROM lock WHERE id = 1", []).map(drop))?;
+        Ok(holder)
+    }
+
+    fn lock_holder(&self) -> Result<Option<Holder>, StateError> {
+        let text: Option<String> = self.with(|c| {
+            c.query_row("SELECT holder FROM lock WHERE id = 1", [], |r| r.get(0))
+                .optional()
+        })?;
+        text.map(|t| self.decode("the lock holder", &t)).transpose()
+    }
+
+    fn resources(&self) -> Result<Vec<StoredResource>, StateError> {
+        let rows: Vec<String> = self.with(|c| {
+            let mut stmt = c.prepare("SELECT record FROM resources ORDER BY id")?;
+            stmt.query_map([], |r| r.get(0))?.collect()
+        })?;
+        rows.iter()
+            .map(|t| self.decode("a stored resource", t))
+            .collect()
+    }
+
+    fn resource(&self, id: &str) -> Result<Option<StoredResource>, StateError> {
+        let text: Option<String> = self.with(|c| {
+            c.query_row("SELECT record FROM resources WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()
+        })?;
+        text.map(|t| self.decode("a stored resource", &t))
+            .transpose()
+    }
+
+    fn put_resources(&self, resources: &[StoredResource]) -> Result<(), StateError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt =
+                    tx.prepare("INSERT OR REPLACE INTO resources (id, record) VALUES (?1, ?2)")?;
+                for r in resources {
+                    stmt.execute(params![r.id, json(r)?])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn remove_resources(&self, ids: &[String]) -> Result<(), StateError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut stmt = tx.prepare("DELETE FROM resources WHERE id = ?1")?;
+                for id in ids {
+                    stmt.execute([id])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn append_run(&self, record: &RunRecord) -> Result<u64, StateError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let last: Option<(u64, String)> = tx
+                .query_row(
+                    "SELECT seq, hash FROM runs ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (seq, prev) = match last {
+                Some((s, h)) => (s + 1, h),
+                None => (1, GENESIS.to_owned()),
+            };
+            let hash = chain_hash(&prev, seq, record);
+            tx.execute(
+                "INSERT INTO runs (seq, prev_hash, hash, record) VALUES (?1, ?2, ?3, ?4)",
+                params![seq, prev, hash, json(record)?],
+            )?;
+            tx.commit()?;
+            Ok(seq)
+        })
+    }
+
+    fn runs(&self, limit: usize) -> Result<Vec<ChainedRun>, StateError> {
+        let rows: Vec<(u64, String, String, String)> = self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT seq, prev_hash, hash, record FROM runs ORDER BY seq DESC LIMIT ?1",
+            )?;
+            stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect()
+        })?;
+        rows.into_iter()
+            .map(|(seq, prev_hash, hash, record)| {
+                Ok(ChainedRun {
+                    seq,
+                    prev_hash,
+                    hash,
+                    record: self.decode(&format!("run {seq}"), &record)?,
+                })
+            })
+            .collect()
+    }
+
+    fn run(&self, seq: u64) -> Result<ChainedRun, StateError> {
+        let row: Option<(String, String, String)> = self.with(|c| {
+            c.query_row(
+                "SELECT prev_hash, hash, record FROM runs WHERE seq = ?1",
+                [seq],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+        })?;
+        let (prev_hash, hash, record) = row.ok_or(StateError::NoSuchRun(seq))?;
+        Ok(ChainedRun {
+            seq,
+            prev_hash,
+            hash,
+            record: self.decode(&format!("run {seq}"), &record)?,
+        })
+    }
+
+    fn verify(&self) -> Result<Result<ChainSummary, ChainBreak>, StateError> {
+        let rows: Vec<(u64, String, String, String)> = self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT seq, prev_hash, hash, record FROM runs ORDER BY seq")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect()
+        })?;
+        let decoded: Vec<_> = rows
+            .into_iter()
+            .map(|(seq, prev, hash, record)| {
+                let parsed = serde_json::from_str::<RunRecord>(&record).map_err(|e| e.to_string());
+                (seq, prev, hash, parsed)
+            })
+            .collect();
+        Ok(verify_chain(&decoded))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conformance::{self, assert_break, record};
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("nested/state.db");
+        let open =
+            move || -> Arc<dyn StateStore> { Arc::new(SqliteStore::open(&path).expect("open")) };
+        conformance::run_all(&open);
+    }
+
+    #[test]
+    fn tampering_is_detected_naming_the_first_bad_record() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("state.db");
+        let s = SqliteStore::open(&path).expect("open");
+        for outcome in ["created", "updated", "unchanged", "deleted"] {
+            s.append_run(&record("apply", outcome)).expect("append");
+        }
+        assert_eq!(s.verify().expect("verify").map(|c| c.records), Ok(4));
+        let raw = Connection::open(&path).expect("raw");
+
+        // Edit a record's content in place.
+        raw.execute(
+            "UPDATE runs SET record = replace(record, '\"updated\"', '\"created\"') WHERE seq = 2",
+            [],
+        )
+        .expect("edit");
+        assert_break(s.verify().expect("verify"), ChainBreak::Edited { seq: 2 });
+        raw.execute(
+            "UPDATE runs SET record = replace(record, '\"created\"', '\"updated\"') WHERE seq = 2",
+            [],
+        )
+        .expect("undo");
+        // (Both resources of record 2 now say "updated" again, as appended.)
+        assert_eq!(s.verify().expect("verify").map(|c| c.records), Ok(4));
+
+        // Delete a record: the next one no longer links to its predecessor.
+        raw.execute("DELETE FROM runs WHERE seq = 2", [])
+            .expect("delete");
+        assert_break(s.verify().expect("verify"), ChainBreak::Relinked { seq: 3 });
+
+        // Insert a forged record, hashed correctly on its own but not linked.
+        let forged = record("apply", "created");
+        let prev = s.run(1).expect("run 1").hash;
+        let wrong_prev = GENESIS.to_owned();
+        raw.execute(
+            "INSERT INTO runs (seq, prev_hash, hash, record) VALUES (2, ?1, ?2, ?3)",
+            params![
+                wrong_prev,
+                chain_hash(&wrong_prev, 2, &forged),
+                serde_json::to_string(&forged).expect("json")
+            ],
+        )
+        .expect("insert");
+        assert_ne!(prev, wrong_prev);
+        assert_break(s.verify().expect("verify"), ChainBreak::Relinked { seq: 2 });
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("state.db");
+        SqliteStore::open(&path)
+            .expect("open")
+            .append_run(&record("apply", "created"))
+            .expect("append");
+        let again = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(again.runs(10).expect("runs").len(), 1);
+        drop(again);
+        Connection::open(&path)
+            .expect("raw")
+            .pragma_update(None, "user_version", 99)
+            .expect("bump");
+        match SqliteStore::open(&path) {
+            Err(StateError::TooNew { found: 99, .. }) => {}
+            Err(e) => panic!("unexpected: {e}"),
+            Ok(_) => panic!("a newer schema must be refused"),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The state on the command line (issue 5, first part): every apply is recorded in
+//! `.tenet/state.db`, `tenet history` / `show` / `state` read it back, the run lock keeps
+//! two applies apart and names its holder, and `tenet audit verify` finds a record
+//! edited or deleted directly in the database.
+
+use crate::support::{stderr, stdout, tenet, write_manifest};
+use std::time::Duration;
+use tenet::state::sqlite::SqliteStore;
+use tenet::state::{Holder, StateStore};
+
+const SITE: &str = "providers:\n  file:\n    grants:\n      fs: [{path: ./out, access: rw}]\n\
+resources:\n  - {id: site, type: file.directory, properties: {path: ./out/site}}\n  \
+- {id: index, type: file.file, properties: {path: ./out/site/index.html, content: \"v${var.v}\\n\"}}\n\
+vars:\n  v: 1\n";
+
+fn ok(o: &std::process::Output) {
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(o), stderr(o));
+}
+
+#[test]
+fn applies_are_recorded_and_read_back() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(dir, SITE);
+    let o = tenet(dir, &["apply", "--yes"]);
+    ok(&o);
+    assert!(stdout(&o).contains("Recorded as run #1"), "{}", stdout(&o));
+    ok(&tenet(dir, &["apply", "--yes"]));
+    ok(&tenet(dir, &["apply", "--yes", "--var", "v=2"]));
+
+    let o = tenet(dir, &["state", "list"]);
+    ok(&o);
+    let list = stdout(&o);
+    assert!(
+        list.contains("index  file.file") && list.contains("site   file.directory"),
+        "{list}"
+    );
+    let o = tenet(dir, &["state", "show", "index"]);
+    ok(&o);
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(shown["desired"]["content"], "v2\n");
+    assert_eq!(shown["observed"]["content"], "v2\n");
+    assert_eq!(shown["provider"], "file");
+
+    let o = tenet(dir, &["history"]);
+    ok(&o);
+    let h = stdout(&o);
+    assert!(
+        h.find("#3").expect("#3") < h.find("#1").expect("#1"),
+        "newest first: {h}"
+    );
+    assert!(
+        h.contains("2 created")
+            && h.contains("2 unchanged")
+            && h.contains("1 unchanged, 1 updated"),
+        "{h}"
+    );
+    let o = tenet(dir, &["show", "3"]);
+    ok(&o);
+    assert!(
+        stdout(&o).contains("updated    index (file.file) /content"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = tenet(dir, &["audit", "verify"]);
+    ok(&o);
+    assert!(
+        stdout(&o).contains("History intact: 3 runs"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Tamper with the database directly: the audit names the record.
+    let db = dir.join(".tenet/state.db");
+    let raw = rusqlite::Connection::open(&db).expect("raw");
+    let original: String = raw
+        .query_row("SELECT record FROM runs WHERE seq = 3", [], |r| r.get(0))
+        .expect("record 3");
+    raw.execute(
+        "UPDATE runs SET record = ?1 WHERE seq = 3",
+        [original.replace("\"updated\"", "\"unchanged\"")],
+    )
+    .expect("edit");
+    let o = tenet(dir, &["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("run 3 was edited"), "{}", stderr(&o));
+    raw.execute("UPDATE runs SET record = ?1 WHERE seq = 3", [&original])
+        .expect("restore");
+    ok(&tenet(dir, &["audit", "verify"]));
+    raw.execute("DELETE FROM runs WHERE seq = 2", [])
+        .expect("delete");
+    let o = tenet(dir, &["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("before run 3 was changed"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Forget drops a resource from the state, leaving the system alone.
+    ok(&tenet(dir, &["state", "forget", "index"]));
+    assert!(dir.join("out/site/index.html").exists());
+    let o = tenet(dir, &["state", "show", "index"]);
+    assert!(
+        stderr(&o).contains("no resource `index` in the state"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn the_run_lock_names_its_holder_and_can_be_forced() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(dir, SITE);
+    let store = SqliteStore::open(&dir.join(".tenet/state.db")).expect("open");
+    let other = Holder {
+        pid: 4242,
+        host: "build-7.example".into(),
+        user: "deploy".into(),
+        since: "2026-11-26T09:30:00Z".into(),
+    };
+    store.lock(&other, Duration::ZERO).expect("lock");
+
+    let o = tenet(dir, &["apply", "--yes", "--lock-timeout", "300ms"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(
+            "locked by pid 4242 on build-7.example (user deploy) since 2026-11-26T09:30:00Z"
+        ),
+        "{err}"
+    );
+    assert!(
+        !dir.join("out/site").exists(),
+        "nothing applied under someone else's lock"
+    );
+
+    let o = tenet(dir, &["state", "unlock"]);
+    assert_eq!(o.status.code(), Some(1), "--force is required");
+    let o = tenet(dir, &["state", "unlock", "--force"]);
+    ok(&o);
+    assert!(
+        stdout(&o).contains("Released the lock held by pid 4242"),
+        "{}",
+        stdout(&o)
+    );
+    ok(&tenet(dir, &["apply", "--yes"]));
+    assert_eq!(
+        store.lock_holder().expect("holder"),
+        None,
+        "released after the run"
+    );
+
+    // A holder that crashed on this host is taken over without --force.
+    let crashed = Holder {
+        pid: 4_194_304 + 77,
+        ..Holder::me()
+    };
+    store.lock(&crashed, Duration::ZERO).expect("lock");
+    ok(&tenet(dir, &["apply", "--yes"]));
+}
