@@ -224,6 +224,10 @@ fn hostile_providers_are_contained_and_the_rest_of_the_run_applies() {
     );
     write_manifest(dir, &body);
 
+    // Compile the providers into the cache first: the measured run is about containing
+    // the attacks, not about Cranelift's own memory on a cold cache.
+    let warm = tenet(dir, &["validate"]);
+    assert_eq!(warm.status.code(), Some(0), "{}", stderr(&warm));
     let (stdout_text, stderr_text, code, peak_kib) = run_measured(
         dir,
         &["apply", "--yes", "--json"],

@@ -161,3 +161,72 @@ fn the_run_lock_names_its_holder_and_can_be_forced() {
     store.lock(&crashed, Duration::ZERO).expect("lock");
     ok(&tenet(dir, &["apply", "--yes"]));
 }
+
+#[test]
+fn resources_that_leave_the_manifest_are_deleted_unless_protected_or_forgotten() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let head =
+        "providers:\n  file:\n    grants:\n      fs: [{path: ./out, access: rw}]\nresources:\n";
+    let keep = "  - {id: keep, type: file.file, properties: {path: ./out/keep, content: k}, lifecycle: {prevent_destroy: true}}\n";
+    let note = "  - {id: note, type: file.file, properties: {path: ./out/note, content: n}, on_remove: forget}\n";
+    let site = "  - {id: site, type: file.directory, properties: {path: ./out/site}}\n  \
+                - {id: index, type: file.file, properties: {path: ./out/site/index.html, content: i}}\n";
+    write_manifest(dir, &format!("{head}{keep}{note}{site}"));
+    ok(&tenet(dir, &["apply", "--yes"]));
+
+    // Everything leaves the manifest but one unrelated resource.
+    let other = "  - {id: other, type: file.file, properties: {path: ./out/other, content: o}}\n";
+    write_manifest(dir, &format!("{head}{other}"));
+    let o = tenet(dir, &["plan"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "prevent_destroy blocks: {}",
+        stdout(&o)
+    );
+    let text = stdout(&o);
+    for line in [
+        "- index (file.file) will be deleted (no longer in the manifest)",
+        "- site (file.directory) will be deleted (no longer in the manifest)",
+        "note left the manifest with on_remove: forget",
+        "has prevent_destroy set (remembered in the state)",
+        "tenet state forget keep",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    // The file goes before the directory that holds it.
+    assert!(text.find("- index").expect("index") < text.find("- site").expect("site"));
+
+    let o = tenet(dir, &["apply", "--yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(!dir.join("out/site").exists(), "index, then site, deleted");
+    assert!(dir.join("out/keep").exists(), "protected");
+    assert!(dir.join("out/note").exists(), "forgotten, not deleted");
+    assert!(dir.join("out/other").exists());
+    let list = stdout(&tenet(dir, &["state", "list"]));
+    assert!(list.contains("keep") && list.contains("other"), "{list}");
+    assert!(
+        !list.contains("note") && !list.contains("index") && !list.contains("site"),
+        "{list}"
+    );
+
+    // Forgetting the protected resource lets the runs converge; the file stays.
+    ok(&tenet(dir, &["state", "forget", "keep"]));
+    let o = tenet(dir, &["apply", "--yes"]);
+    ok(&o);
+    assert!(stdout(&o).contains("No changes."), "{}", stdout(&o));
+    assert!(dir.join("out/keep").exists());
+
+    // prevent_destroy also refuses a delete the manifest asks for.
+    let gone = "  - {id: other, type: file.file, properties: {path: ./out/other, ensure: absent}, lifecycle: {prevent_destroy: true}}\n";
+    write_manifest(dir, &format!("{head}{gone}"));
+    let o = tenet(dir, &["plan"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o)
+            .contains("applying it would delete `other`, but it has lifecycle.prevent_destroy set"),
+        "{}",
+        stdout(&o)
+    );
+}

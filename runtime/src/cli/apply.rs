@@ -6,7 +6,7 @@
 //! Ctrl-C once: start nothing new, let the calls in flight finish (they are bounded by
 //! their deadlines; writes are atomic), print what was and was not done. Twice: exit now.
 
-use super::history::{RunLock, StateLocation, open_for, parse_timeout, remember};
+use super::history::{RunLock, StateLocation, open_for, orphans, parse_timeout, remember};
 use super::progress::LiveProgress;
 use super::session::Session;
 use super::{EXIT_ERROR, ManifestArgs, RunArgs, render};
@@ -127,10 +127,18 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
     )?;
     let started_at = crate::state::now();
     let options = session.run_options(args.run.parallelism, args.fail_fast);
-    let plan = session
+    let (gone, forget) = orphans(lock.store().as_ref(), &session.manifest)?;
+    let mut plan = session
         .engine()
-        .plan(&session.manifest, &session.graph, session.pins(), &options)
+        .plan_with_orphans(
+            &session.manifest,
+            &session.graph,
+            &gone,
+            session.pins(),
+            &options,
+        )
         .await;
+    plan.forget = forget;
     if !args.json {
         render::plan(&plan)?;
     }

@@ -3,7 +3,7 @@
 //! `tenet state list|show|forget|unlock`, `tenet history`, `tenet show RUN`,
 //! `tenet audit verify`.
 
-use crate::engine::{ApplyReport, Outcome};
+use crate::engine::{ApplyReport, Orphan, Outcome};
 use crate::manifest::Manifest;
 use crate::plan::Plan;
 use crate::state::sqlite::SqliteStore;
@@ -111,6 +111,11 @@ pub fn remember(
 ) -> anyhow::Result<u64> {
     let planned: BTreeMap<&str, &crate::plan::PlannedResource> =
         plan.resources.iter().map(|r| (r.id.as_str(), r)).collect();
+    let declared: BTreeMap<&str, &crate::manifest::ResourceDecl> = manifest
+        .resources
+        .iter()
+        .map(|r| (r.id.as_str(), r))
+        .collect();
     let now = crate::state::now();
     let mut put = Vec::new();
     let mut removed = Vec::new();
@@ -138,6 +143,8 @@ pub fn remember(
         let Some(p) = p else { continue };
         match &r.outcome {
             Outcome::Deleted => removed.push(r.id.clone()),
+            // An orphan that was already gone: nothing to delete, nothing to remember.
+            Outcome::Unchanged if p.orphan => removed.push(r.id.clone()),
             Outcome::Created
             | Outcome::Updated
             | Outcome::Replaced
@@ -154,15 +161,26 @@ pub fn remember(
                     component_sha256: pin.map(|p| p.component_sha256.clone()).unwrap_or_default(),
                     desired: p.desired.clone(),
                     observed: r.state.clone().or_else(|| p.current.clone()),
-                    changed_at: match previous {
-                        Some(prev) if !changed => prev.changed_at,
+                    changed_at: match &previous {
+                        Some(prev) if !changed => prev.changed_at.clone(),
                         _ => now.clone(),
                     },
+                    prevent_destroy: declared
+                        .get(r.id.as_str())
+                        .map_or(previous.as_ref().is_some_and(|p| p.prevent_destroy), |d| {
+                            d.prevent_destroy
+                        }),
+                    forget_on_remove: declared
+                        .get(r.id.as_str())
+                        .map_or(previous.as_ref().is_some_and(|p| p.forget_on_remove), |d| {
+                            d.forget_on_remove
+                        }),
                 });
             }
             Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::NotStarted { .. } => {}
         }
     }
+    removed.extend(plan.forget.iter().cloned());
     store.put_resources(&put)?;
     store.remove_resources(&removed)?;
     let holder = Holder::me();
@@ -180,6 +198,54 @@ pub fn remember(
         resources: outcomes,
     };
     Ok(store.append_run(&record)?)
+}
+
+/// What the state remembers that the manifest no longer declares: resources to delete
+/// (orphans) and ids to drop from the state only (`on_remove: forget`).
+pub fn orphans(
+    store: &dyn StateStore,
+    manifest: &Manifest,
+) -> anyhow::Result<(Vec<Orphan>, Vec<String>)> {
+    let declared: std::collections::BTreeSet<&str> =
+        manifest.resources.iter().map(|r| r.id.as_str()).collect();
+    let mut delete = Vec::new();
+    let mut forget = Vec::new();
+    for r in store.resources()? {
+        if declared.contains(r.id.as_str()) || manifest.rejected_ids.contains(&r.id) {
+            continue;
+        }
+        if r.forget_on_remove {
+            forget.push(r.id);
+            continue;
+        }
+        let (provider, kind) = r
+            .type_name
+            .split_once('.')
+            .map_or((r.provider.clone(), String::new()), |(_, k)| {
+                (r.provider.clone(), k.to_owned())
+            });
+        delete.push(Orphan {
+            id: r.id,
+            type_name: r.type_name,
+            provider,
+            kind,
+            last_desired: r.desired,
+            prevent_destroy: r.prevent_destroy,
+        });
+    }
+    Ok((delete, forget))
+}
+
+/// The orphans of `manifest` from its state, if it has one (a plan never creates it).
+pub fn orphans_if_any(
+    location: &StateLocation,
+    manifest: &Manifest,
+) -> anyhow::Result<(Vec<Orphan>, Vec<String>)> {
+    let path = location.path_for(&manifest.path);
+    if !path.exists() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    orphans(open_for(location, manifest)?.as_ref(), manifest)
 }
 
 /// The manifest argument of the state commands: only used to find the state.

@@ -22,20 +22,25 @@ pub struct PlanArgs {
     /// Exit 0 when there is nothing to change, 2 when there are changes, 1 on error.
     #[arg(long)]
     detailed_exitcode: bool,
+    #[command(flatten)]
+    location: super::history::StateLocation,
 }
 
 pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
     let session = Session::open(&args.manifest).await?;
     session.print_warnings();
-    let plan = session
+    let (gone, forget) = super::history::orphans_if_any(&args.location, &session.manifest)?;
+    let mut plan = session
         .engine()
-        .plan(
+        .plan_with_orphans(
             &session.manifest,
             &session.graph,
+            &gone,
             session.pins(),
             &session.run_options(args.run.parallelism, false),
         )
         .await;
+    plan.forget = forget;
     if let Some(out) = &args.out {
         let text = serde_json::to_string_pretty(&plan)?;
         write_atomically(out, text.as_bytes())

@@ -80,7 +80,16 @@ fn plan_actions_text(plan: &Plan) -> String {
         .iter()
         .filter(|r| r.action != Action::None || r.error.is_some() || r.refresh)
         .collect();
+    let forget_lines = |out: &mut String| {
+        for id in &plan.forget {
+            let _ = writeln!(
+                out,
+                "  · {bold}{id}{bold:#} left the manifest with on_remove: forget: it will be dropped from the state, the system left as it is"
+            );
+        }
+    };
     if changing.is_empty() {
+        forget_lines(&mut out);
         let _ = writeln!(
             out,
             "{bold}No changes.{bold:#} The system matches the manifest ({} resources).",
@@ -89,6 +98,7 @@ fn plan_actions_text(plan: &Plan) -> String {
         return out;
     }
     let _ = writeln!(out, "Tenet will perform the following actions:\n");
+    forget_lines(&mut out);
     for r in changing {
         if let Some(e) = &r.error {
             let _ = writeln!(
@@ -114,10 +124,15 @@ fn plan_actions_text(plan: &Plan) -> String {
         let (sym, style) = symbol(r.action);
         let _ = writeln!(
             out,
-            "  {style}{sym}{style:#} {bold}{}{bold:#} ({}) {}",
+            "  {style}{sym}{style:#} {bold}{}{bold:#} ({}) {}{}",
             r.id,
             r.type_name,
-            verb(r.action)
+            verb(r.action),
+            if r.orphan {
+                " (no longer in the manifest)"
+            } else {
+                ""
+            }
         );
         let width = r.changes.iter().map(|c| field(c).len()).max().unwrap_or(0);
         for c in &r.changes {
@@ -399,6 +414,7 @@ mod tests {
             unknown: vec![],
             notified_by: vec![],
             refresh: false,
+            orphan: false,
         }];
         Plan {
             format_version: 1,
@@ -410,6 +426,7 @@ mod tests {
             providers: BTreeMap::new(),
             summary: Summary::of(&resources),
             resources,
+            forget: vec![],
         }
     }
 

@@ -183,6 +183,54 @@ pub struct Stale {
     pub reason: String,
 }
 
+/// One node's planning, boxed so declared resources and orphans share a type.
+type PlanFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    (refs::Resolved, Result<(Option<Value>, Diff), String>),
+                    bool,
+                ),
+            > + Send
+            + 'a,
+    >,
+>;
+
+/// Indices in an order where each comes after its `deps` (they form no cycle: paths
+/// strictly inside one another).
+fn topological(deps: &[Vec<usize>]) -> Vec<usize> {
+    fn visit(i: usize, deps: &[Vec<usize>], done: &mut Vec<bool>, out: &mut Vec<usize>) {
+        if done[i] {
+            return;
+        }
+        done[i] = true;
+        for &d in &deps[i] {
+            visit(d, deps, done, out);
+        }
+        out.push(i);
+    }
+    let mut done = vec![false; deps.len()];
+    let mut out = Vec::with_capacity(deps.len());
+    for i in 0..deps.len() {
+        visit(i, deps, &mut done, &mut out);
+    }
+    out
+}
+
+/// A resource the state remembers that the manifest no longer declares: it is planned
+/// for deletion (children before the directories that hold them) unless it carries
+/// `prevent_destroy`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Orphan {
+    pub id: String,
+    pub type_name: String,
+    pub provider: String,
+    pub kind: String,
+    /// The desired properties last applied: they identify it to its provider.
+    pub last_desired: Value,
+    pub prevent_destroy: bool,
+}
+
 /// Runs plans against providers.
 pub struct Engine {
     providers: BTreeMap<String, Arc<dyn Provider>>,
@@ -228,13 +276,43 @@ impl Engine {
         pins: BTreeMap<String, ProviderPin>,
         options: &RunOptions,
     ) -> Plan {
+        self.plan_with_orphans(manifest, graph, &[], pins, options)
+            .await
+    }
+
+    /// [`Engine::plan`], plus the deletion of `orphans`: resources the state remembers
+    /// that the manifest no longer declares.
+    pub async fn plan_with_orphans(
+        &self,
+        manifest: &Manifest,
+        graph: &Graph,
+        orphans: &[Orphan],
+        pins: BTreeMap<String, ProviderPin>,
+        options: &RunOptions,
+    ) -> Plan {
         let rs = &manifest.resources;
-        let (group_of, group_limits) = groups(rs.iter().map(|r| r.provider.as_str()), options);
+        let n = rs.len();
+        let (group_of, group_limits) = groups(
+            rs.iter()
+                .map(|r| r.provider.as_str())
+                .chain(orphans.iter().map(|o| o.provider.as_str())),
+            options,
+        );
+        let orphan_deps = self.orphan_order(orphans);
         let spec = WalkSpec {
-            deps: (0..rs.len())
+            deps: (0..n)
                 .map(|i| graph.dependencies(i).to_vec())
+                .chain(
+                    orphan_deps
+                        .iter()
+                        .map(|d| d.iter().map(|j| n + j).collect()),
+                )
                 .collect(),
-            group: rs.iter().map(|r| group_of[&r.provider]).collect(),
+            group: rs
+                .iter()
+                .map(|r| group_of[&r.provider])
+                .chain(orphans.iter().map(|o| group_of[&o.provider]))
+                .collect(),
             group_limits,
             parallelism: options.parallelism,
             skip_after_failure: false,
@@ -252,12 +330,49 @@ impl Engine {
             &spec,
             &options.cancel,
             |i| {
+                if let Some(o) = i.checked_sub(n).and_then(|j| orphans.get(j)) {
+                    let o = o.clone();
+                    let provider = self.provider(&o.provider);
+                    let span = info_span!("plan", resource = %o.id, r#type = %o.type_name, orphan = true);
+                    let fut: PlanFuture<'_> = Box::pin(async move {
+                        let resolved = refs::Resolved {
+                            value: o.last_desired.clone(),
+                            unknown: Vec::new(),
+                        };
+                        let result = match provider {
+                            _ if o.prevent_destroy => Err(format!(
+                                "`{}` was removed from the manifest, but it has prevent_destroy set (remembered in the state), so Tenet keeps it; to stop managing it without deleting it run `tenet state forget {}`",
+                                o.id, o.id
+                            )),
+                            Err(_) => Err(format!(
+                                "`{}` was removed from the manifest and must be deleted, but its provider `{}` is no longer declared: declare the provider again, or run `tenet state forget {}`",
+                                o.id, o.provider, o.id
+                            )),
+                            Ok(p) => p
+                                .read(CallContext { resource: &o.id }, &o.kind, &o.last_desired)
+                                .await
+                                .map(|current| {
+                                    let action = if current.is_some() {
+                                        Action::Delete
+                                    } else {
+                                        Action::None
+                                    };
+                                    (current, Diff { action, changes: Vec::new() })
+                                })
+                                .map_err(|e| e.to_string()),
+                        };
+                        let failed = result.is_err();
+                        ((resolved, result), failed)
+                    }
+                    .instrument(span));
+                    return fut;
+                }
                 let r = &rs[i];
                 let provider = self.provider(&r.provider);
                 let (id, kind, desired) = (r.id.clone(), r.kind.clone(), r.properties.clone());
                 let (known, index) = (known.clone(), index.clone());
                 let span = info_span!("plan", resource = %r.id, r#type = %r.type_name);
-                async move {
+                let fut: PlanFuture<'_> = Box::pin(async move {
                     let resolved = {
                         let known = known.lock().unwrap_or_else(|e| e.into_inner());
                         refs::resolve(&desired, &|t, f| lookup(&known, &index, t, f))
@@ -276,7 +391,8 @@ impl Engine {
                     let failed = result.is_err();
                     ((resolved, result), failed)
                 }
-                .instrument(span)
+                .instrument(span));
+                fut
             },
             |_| {},
         )
@@ -299,26 +415,51 @@ impl Engine {
             .into_iter()
             .enumerate()
             .map(|(i, v)| {
-                let r = &rs[i];
-                let mut planned = PlannedResource {
-                    id: r.id.clone(),
-                    type_name: r.type_name.clone(),
-                    provider: r.provider.clone(),
-                    kind: r.kind.clone(),
-                    action: Action::None,
-                    changes: Vec::new(),
-                    desired: r.properties.clone(),
-                    current: None,
-                    current_sha256: None,
-                    depends_on: graph
-                        .dependencies(i)
-                        .iter()
-                        .map(|&d| rs[d].id.clone())
-                        .collect(),
-                    error: None,
-                    unknown: Vec::new(),
-                    notified_by: notified_by[i].clone(),
-                    refresh: false,
+                let mut planned = match i.checked_sub(n).and_then(|j| orphans.get(j)) {
+                    Some(o) => PlannedResource {
+                        id: o.id.clone(),
+                        type_name: o.type_name.clone(),
+                        provider: o.provider.clone(),
+                        kind: o.kind.clone(),
+                        action: Action::None,
+                        changes: Vec::new(),
+                        desired: o.last_desired.clone(),
+                        current: None,
+                        current_sha256: None,
+                        depends_on: orphan_deps[i - n]
+                            .iter()
+                            .map(|&d| orphans[d].id.clone())
+                            .collect(),
+                        error: None,
+                        unknown: Vec::new(),
+                        notified_by: Vec::new(),
+                        refresh: false,
+                        orphan: true,
+                    },
+                    None => {
+                        let r = &rs[i];
+                        PlannedResource {
+                            id: r.id.clone(),
+                            type_name: r.type_name.clone(),
+                            provider: r.provider.clone(),
+                            kind: r.kind.clone(),
+                            action: Action::None,
+                            changes: Vec::new(),
+                            desired: r.properties.clone(),
+                            current: None,
+                            current_sha256: None,
+                            depends_on: graph
+                                .dependencies(i)
+                                .iter()
+                                .map(|&d| rs[d].id.clone())
+                                .collect(),
+                            error: None,
+                            unknown: Vec::new(),
+                            notified_by: notified_by[i].clone(),
+                            refresh: false,
+                            orphan: false,
+                        }
+                    }
                 };
                 match v {
                     Visited::Ran {
@@ -341,6 +482,17 @@ impl Engine {
                         planned.error = Some("not planned: the run was interrupted".into())
                     }
                 }
+                // `prevent_destroy` holds for declared resources too: no replacement, no
+                // delete (e.g. `ensure: absent`).
+                if let Some(r) = rs.get(i).filter(|r| r.prevent_destroy)
+                    && planned.error.is_none()
+                    && matches!(planned.action, Action::Replace | Action::Delete)
+                {
+                    planned.error = Some(format!(
+                        "applying it would {} `{}`, but it has lifecycle.prevent_destroy set; change the manifest, or remove prevent_destroy first",
+                        planned.action, r.id
+                    ));
+                }
                 Some(planned)
             })
             .collect();
@@ -357,10 +509,13 @@ impl Engine {
             }
         }
         // Execution order: the graph's (dependencies first, then manifest order).
+        // Orphans last, each after the orphans inside it.
         let resources: Vec<PlannedResource> = graph
             .order()
             .iter()
-            .filter_map(|&i| by_index[i].take())
+            .copied()
+            .chain(topological(&orphan_deps).into_iter().map(|j| n + j))
+            .filter_map(|i| by_index[i].take())
             .collect();
         let summary = Summary::of(&resources);
         Plan {
@@ -372,8 +527,37 @@ impl Engine {
             },
             providers: pins,
             resources,
+            forget: Vec::new(),
             summary,
         }
+    }
+
+    /// For each orphan, the orphans that must be deleted before it: those whose managed
+    /// path lies inside its own (a file before its directory).
+    fn orphan_order(&self, orphans: &[Orphan]) -> Vec<Vec<usize>> {
+        let paths: Vec<Option<std::path::PathBuf>> = orphans
+            .iter()
+            .map(|o| {
+                let p = self.providers.get(&o.provider)?;
+                let kind = p.info().kinds.get(&o.kind)?;
+                kind.path_properties
+                    .contains(&kind.identity)
+                    .then(|| o.last_desired.get(&kind.identity)?.as_str())
+                    .flatten()
+                    .map(std::path::PathBuf::from)
+            })
+            .collect();
+        (0..orphans.len())
+            .map(|i| {
+                (0..orphans.len())
+                    .filter(|&j| {
+                        j != i
+                            && matches!((&paths[i], &paths[j]), (Some(outer), Some(inner))
+                                if inner != outer && inner.starts_with(outer))
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// Re-read every resource of a saved plan; report those whose state changed since.

@@ -508,6 +508,8 @@ mod tests {
                 })
                 .collect(),
             notify: Vec::new(),
+            prevent_destroy: false,
+            forget_on_remove: false,
             location: Location::new("m.yaml", line, 3),
             type_location: None,
             spans: Spans::default(),

@@ -841,7 +841,15 @@ fn parse_resources(
             &pointer,
             spans,
             "a resource",
-            &["id", "type", "properties", "depends_on", "notify"],
+            &[
+                "id",
+                "type",
+                "properties",
+                "depends_on",
+                "notify",
+                "lifecycle",
+                "on_remove",
+            ],
             diags,
         ) else {
             continue;
@@ -901,6 +909,43 @@ fn parse_resources(
         };
         let depends_on = id_list(map, "depends_on", &pointer, spans, &what, diags);
         let notify = id_list(map, "notify", &pointer, spans, &what, diags);
+        let mut prevent_destroy = false;
+        if let Some(lifecycle) = map.get("lifecycle") {
+            let lp = format!("{pointer}/lifecycle");
+            if let Some(l) = object(
+                lifecycle,
+                &lp,
+                spans,
+                &format!("lifecycle of {what}"),
+                &["prevent_destroy"],
+                diags,
+            ) {
+                match l.get("prevent_destroy") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Bool(b)) => prevent_destroy = *b,
+                    Some(other) => diags.error(
+                        Some(spans.value(&format!("{lp}/prevent_destroy"))),
+                        format!(
+                            "prevent_destroy must be true or false, found {}",
+                            type_name(other)
+                        ),
+                    ),
+                }
+            }
+        }
+        let forget_on_remove = match string(map, "on_remove", &pointer, spans, &what, diags) {
+            None | Some("delete") => false,
+            Some("forget") => true,
+            Some(other) => {
+                diags.error(
+                    Some(spans.value(&format!("{pointer}/on_remove"))),
+                    format!(
+                        "on_remove must be `delete` (the default) or `forget`, found `{other}`"
+                    ),
+                );
+                false
+            }
+        };
         let (true, Some(id), Some(t), Some((provider, kind))) = (sound, id, type_str, split) else {
             rejected.extend(id.map(str::to_owned));
             continue;
@@ -913,6 +958,8 @@ fn parse_resources(
             properties,
             depends_on,
             notify,
+            prevent_destroy,
+            forget_on_remove,
             location,
             type_location: Some(spans.value(&format!("{pointer}/type"))),
             spans: spans.subtree(&format!("{pointer}/properties")),

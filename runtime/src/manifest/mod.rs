@@ -282,6 +282,12 @@ pub struct ResourceDecl {
     /// `notify: [id, …]`: when this resource changes in a run, those resources are
     /// refreshed (their provider's `apply` runs again) after it — Puppet's notify.
     pub notify: Vec<Dependency>,
+    /// `lifecycle: {prevent_destroy: true}`: never delete or replace it; remembered in
+    /// the state, so removing it from the manifest does not delete it either.
+    pub prevent_destroy: bool,
+    /// `on_remove: forget`: when it leaves the manifest, drop it from the state and leave
+    /// the system as it is (default `delete`). Remembered in the state.
+    pub forget_on_remove: bool,
     pub location: Location,
     /// Where `type` was written.
     pub type_location: Option<Location>,

@@ -23,6 +23,10 @@ pub struct Plan {
     pub providers: BTreeMap<String, ProviderPin>,
     /// In execution order: every resource after what it depends on.
     pub resources: Vec<PlannedResource>,
+    /// Resources that left the manifest with `on_remove: forget`: dropped from the state,
+    /// the system left as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forget: Vec<String>,
     pub summary: Summary,
 }
 
@@ -75,6 +79,9 @@ pub struct PlannedResource {
     /// changes in this plan (the refresh happens only if that change succeeds).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub refresh: bool,
+    /// No longer in the manifest: remembered by the state, planned for deletion.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub orphan: bool,
 }
 
 /// Counts per action.

@@ -120,6 +120,8 @@ fn resources_round_trip_in_id_order(open: &Opener) {
         desired: json!({"path": format!("/x/{id}"), "v": v}),
         observed: Some(json!({"path": format!("/x/{id}"), "v": v, "size": 3})),
         changed_at: "2026-11-26T12:00:00Z".into(),
+        prevent_destroy: id == "a",
+        forget_on_remove: false,
     };
     s.put_resources(&[r("b", 1), r("a", 1)]).expect("put");
     s.put_resources(&[r("b", 2)]).expect("replace");

@@ -109,6 +109,12 @@ pub struct StoredResource {
     pub observed: Option<Value>,
     /// When it last changed (RFC 3339).
     pub changed_at: String,
+    /// `lifecycle.prevent_destroy`, remembered: leaving the manifest does not delete it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prevent_destroy: bool,
+    /// `on_remove: forget`, remembered: leaving the manifest only drops it from the state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forget_on_remove: bool,
 }
 
 /// The git commit a manifest was taken from.
