@@ -58,7 +58,7 @@ fn applies_are_recorded_and_read_back() {
     let o = tenet(dir, &["show", "3"]);
     ok(&o);
     assert!(
-        stdout(&o).contains("updated    index (file.file) /content"),
+        stdout(&o).contains("updated    index (file.file) [intentional] /content"),
         "{}",
         stdout(&o)
     );
@@ -228,5 +228,109 @@ fn resources_that_leave_the_manifest_are_deleted_unless_protected_or_forgotten()
             .contains("applying it would delete `other`, but it has lifecycle.prevent_destroy set"),
         "{}",
         stdout(&o)
+    );
+}
+
+#[test]
+fn drift_is_reported_with_fields_and_apply_labels_corrective_and_intentional_changes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(dir, SITE);
+    let o = tenet(dir, &["drift"]);
+    ok(&o);
+    assert!(
+        stdout(&o).contains("nothing has been applied here yet"),
+        "{}",
+        stdout(&o)
+    );
+    ok(&tenet(dir, &["apply", "--yes"]));
+    let o = tenet(dir, &["drift", "--detailed-exitcode"]);
+    ok(&o);
+    assert!(
+        stdout(&o).contains("Drift check: 2 resources, 0 drifted"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Someone edits the file by hand.
+    let index = dir.join("out/site/index.html");
+    std::fs::write(&index, "hacked\n").expect("edit");
+    let o = tenet(dir, &["drift", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("~ index (file.file) drifted:"), "{text}");
+    assert!(
+        text.contains("content: expected \"v1\\n\", found \"hacked\\n\""),
+        "{text}"
+    );
+    let o = tenet(dir, &["drift", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "no --detailed-exitcode: 0");
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(report["drifted"], 1);
+    let idx = report["resources"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|r| r["id"] == "index")
+        .expect("index")
+        .clone();
+    assert_eq!(idx["status"], "drifted");
+    assert_eq!(idx["fields"][0]["path"], "/content");
+    assert_eq!(idx["fields"][0]["actual"], "hacked\n");
+
+    // Putting it back is a corrective change; a manifest change is an intentional one.
+    let o = tenet(dir, &["apply", "--yes", "--json"]);
+    ok(&o);
+    let finished: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "resource_finished" && e["id"] == "index")
+        .collect();
+    assert_eq!(finished[0]["outcome"], "updated");
+    assert_eq!(finished[0]["change"], "corrective");
+    let o = tenet(dir, &["apply", "--yes", "--var", "v=2"]);
+    ok(&o);
+    assert!(
+        stdout(&o).contains("index (file.file) updated in") && stdout(&o).contains("(intentional)"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The history keeps both, and the drift checks.
+    let h = stdout(&tenet(dir, &["history"]));
+    assert!(h.contains("drift"), "{h}");
+    let runs: serde_json::Value =
+        serde_json::from_str(&stdout(&tenet(dir, &["history", "--json"]))).expect("json");
+    let changes: Vec<&str> = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter(|r| r["record"]["command"] == "apply")
+        .flat_map(|r| {
+            r["record"]["resources"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|o| o["change"].as_str().map(str::to_owned))
+        .map(|s| {
+            if s == "corrective" {
+                "corrective"
+            } else {
+                "intentional"
+            }
+        })
+        .collect();
+    assert!(
+        changes.contains(&"corrective") && changes.contains(&"intentional"),
+        "{changes:?}"
+    );
+
+    // A file that disappears is reported as gone.
+    std::fs::remove_file(&index).expect("rm");
+    let text = stdout(&tenet(dir, &["drift"]));
+    assert!(
+        text.contains("- index (file.file) is gone from the system"),
+        "{text}"
     );
 }

@@ -6,7 +6,9 @@
 //! Ctrl-C once: start nothing new, let the calls in flight finish (they are bounded by
 //! their deadlines; writes are atomic), print what was and was not done. Twice: exit now.
 
-use super::history::{RunLock, StateLocation, open_for, orphans, parse_timeout, remember};
+use super::history::{
+    RunLock, StateLocation, change_kinds, open_for, orphans, parse_timeout, remember,
+};
 use super::progress::LiveProgress;
 use super::session::Session;
 use super::{EXIT_ERROR, ManifestArgs, RunArgs, render};
@@ -153,6 +155,7 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
             &plan,
             &unchanged(&plan),
             &started_at,
+            &std::collections::BTreeMap::new(),
         )?;
         return Ok(0);
     }
@@ -294,18 +297,34 @@ async fn run(
     } else {
         println!();
     }
+    let kinds = change_kinds(lock.store().as_ref(), plan)?;
     let mut progress = LiveProgress::new(plan.resources.len(), !args.json);
     let json = args.json;
+    let label = |r: &ResourceResult| match r.outcome {
+        Outcome::Created | Outcome::Updated | Outcome::Replaced | Outcome::Deleted => {
+            kinds.get(&r.id).copied()
+        }
+        _ => None,
+    };
     let mut on_event = |e: Event| {
         if json {
-            emit(&e);
+            let mut value = serde_json::to_value(&e).unwrap_or_default();
+            if let (Event::ResourceFinished(r), Some(map)) = (&e, value.as_object_mut())
+                && let Some(k) = label(r)
+            {
+                map.insert("change".into(), k.into());
+            }
+            emit(&value);
             return;
         }
         match &e {
             Event::ResourceStarted { id, .. } => progress.started(id),
             Event::ResourceFinished(r) => {
                 progress.finished(&r.id);
-                if let Some(line) = render::result_line(r) {
+                if let Some(mut line) = render::result_line(r) {
+                    if let Some(k) = label(r) {
+                        line.push_str(&format!(" ({k})"));
+                    }
                     progress.println(&line);
                 }
             }
@@ -321,6 +340,7 @@ async fn run(
         plan,
         &report,
         started_at,
+        &kinds,
     );
     if args.json {
         emit(&RunEvent::RunFinished {

@@ -100,6 +100,34 @@ fn outcome_name(o: &Outcome) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Whether each change of `plan` is `corrective` (the desired properties are those of
+/// the last apply: the system drifted) or `intentional` (new or changed in the manifest,
+/// or removed from it) — Puppet's distinction, kept in the history.
+pub fn change_kinds(
+    store: &dyn StateStore,
+    plan: &Plan,
+) -> anyhow::Result<BTreeMap<String, &'static str>> {
+    let mut out = BTreeMap::new();
+    for r in &plan.resources {
+        if r.action == crate::provider::Action::None || r.error.is_some() {
+            continue;
+        }
+        let corrective = !r.orphan
+            && store.resource(&r.id)?.is_some_and(|s| {
+                crate::plan::digest(&s.desired) == crate::plan::digest(&r.desired)
+            });
+        out.insert(
+            r.id.clone(),
+            if corrective {
+                "corrective"
+            } else {
+                "intentional"
+            },
+        );
+    }
+    Ok(out)
+}
+
 /// Record an apply: the resources it converged (or deleted) and a chained run record.
 /// Returns the run's sequence number.
 pub fn remember(
@@ -108,6 +136,7 @@ pub fn remember(
     plan: &Plan,
     report: &ApplyReport,
     started_at: &str,
+    kinds: &BTreeMap<String, &'static str>,
 ) -> anyhow::Result<u64> {
     let planned: BTreeMap<&str, &crate::plan::PlannedResource> =
         plan.resources.iter().map(|r| (r.id.as_str(), r)).collect();
@@ -139,6 +168,12 @@ pub fn remember(
                 _ => None,
             },
             duration_ms: (r.duration.as_secs_f64() * 1e6).round() / 1e3,
+            change: match &r.outcome {
+                Outcome::Created | Outcome::Updated | Outcome::Replaced | Outcome::Deleted => {
+                    kinds.get(&r.id).map(|k| (*k).to_owned())
+                }
+                _ => None,
+            },
         });
         let Some(p) = p else { continue };
         match &r.outcome {
@@ -471,6 +506,9 @@ pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
     writeln!(out, "  hash     {}", r.hash)?;
     for o in &rec.resources {
         let mut line = format!("  {:<10} {} ({})", o.outcome, o.id, o.type_name);
+        if let Some(k) = &o.change {
+            write!(line, " [{k}]")?;
+        }
         if !o.changed_fields.is_empty() {
             write!(line, " {}", o.changed_fields.join(", "))?;
         }

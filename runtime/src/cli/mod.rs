@@ -3,6 +3,7 @@
 //! maps the result to a documented exit code, printing errors with their cause chain.
 
 mod apply;
+mod drift;
 mod graph;
 pub mod history;
 mod plan;
@@ -48,6 +49,8 @@ enum Command {
     Providers(providers::ProvidersArgs),
     /// Print the dependency graph (Graphviz DOT or JSON).
     Graph(graph::GraphArgs),
+    /// Report resources whose system state moved away from what was last applied.
+    Drift(drift::DriftArgs),
     /// Inspect or edit the state: list, show, forget, unlock.
     State(history::StateArgs),
     /// List recorded runs, newest first.
@@ -144,6 +147,7 @@ pub fn main() -> ExitCode {
             Command::Apply(a) => apply::execute(a).await,
             Command::Providers(a) => providers::execute(a).await,
             Command::Graph(a) => graph::execute(a).await,
+            Command::Drift(a) => drift::execute(a).await,
             Command::State(a) => history::state(a),
             Command::History(a) => history::history(a),
             Command::Show(a) => history::show(a),

@@ -50,6 +50,7 @@ pub fn record(command: &str, outcome: &str) -> RunRecord {
             changed_fields: vec!["/content".into()],
             error: None,
             duration_ms: 1.25,
+            change: Some("intentional".into()),
         }],
     }
 }

@@ -161,6 +161,11 @@ pub struct ResourceOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub duration_ms: f64,
+    /// For a change made by apply: `corrective` (the desired state had not changed since
+    /// the last apply: the system drifted and was put back) or `intentional` (the
+    /// manifest asked for something new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
 }
 
 /// One run, as recorded in the history.

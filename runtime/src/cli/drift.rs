@@ -1,0 +1,239 @@
+//! `tenet drift`: has the system moved away from what Tenet last applied? Reads every
+//! resource in the state with its provider (read-only, like a plan), compares it with
+//! the desired properties recorded at the last apply, and lists each drifted resource
+//! with the fields that drifted. Independent of manifest edits: a changed manifest is
+//! an intentional change for `plan`, not drift. The check is recorded in the history.
+
+use super::history::{StateLocation, open_for};
+use super::session::Session;
+use super::{EXIT_CHANGES, EXIT_ERROR, ManifestArgs, RunArgs};
+use crate::provider::{Action, CallContext, Provider};
+use crate::state::{GitInfo, Holder, ResourceOutcome, RunRecord, StoredResource};
+use clap::Args;
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Args)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    manifest: ManifestArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Exit 0 when nothing drifted, 2 when something did, 1 on error.
+    #[arg(long)]
+    detailed_exitcode: bool,
+    #[command(flatten)]
+    location: StateLocation,
+}
+
+/// One resource's check.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checked {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// `in_sync`, `drifted`, `missing` (gone from the system) or `error`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<DriftedField>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub duration_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftedField {
+    pub path: String,
+    /// As last applied.
+    pub expected: Option<Value>,
+    /// As found now.
+    pub actual: Option<Value>,
+}
+
+async fn check(p: Option<Arc<dyn Provider>>, r: StoredResource) -> Checked {
+    let started = Instant::now();
+    let kind = r
+        .type_name
+        .split_once('.')
+        .map_or("", |(_, k)| k)
+        .to_owned();
+    let mut out = Checked {
+        id: r.id.clone(),
+        type_name: r.type_name.clone(),
+        status: "in_sync",
+        fields: Vec::new(),
+        error: None,
+        duration_ms: 0.0,
+    };
+    let Some(p) = p else {
+        out.status = "error";
+        out.error = Some(format!(
+            "its provider `{}` is not declared in the manifest",
+            r.provider
+        ));
+        return out;
+    };
+    let cx = CallContext { resource: &r.id };
+    let result = async {
+        let current = p.read(cx, &kind, &r.desired).await?;
+        let diff = p.diff(cx, &kind, &r.desired, current.as_ref()).await?;
+        Ok::<_, crate::provider::ProviderError>((current, diff))
+    }
+    .await;
+    match result {
+        Err(e) => {
+            out.status = "error";
+            out.error = Some(e.to_string());
+        }
+        Ok((None, _)) => out.status = "missing",
+        Ok((Some(_), diff)) if diff.action == Action::None => {}
+        Ok((Some(_), diff)) => {
+            out.status = "drifted";
+            out.fields = diff
+                .changes
+                .into_iter()
+                .map(|c| DriftedField {
+                    path: c.path,
+                    expected: c.after,
+                    actual: c.before,
+                })
+                .collect();
+        }
+    }
+    out.duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    out
+}
+
+pub async fn execute(args: DriftArgs) -> anyhow::Result<u8> {
+    let session = Session::open(&args.manifest).await?;
+    session.print_warnings();
+    let path = args.location.path_for(&session.manifest.path);
+    if !path.exists() {
+        println!(
+            "No state at {}: nothing has been applied here yet, so nothing can have drifted.",
+            path.display()
+        );
+        return Ok(0);
+    }
+    let store = open_for(&args.location, &session.manifest)?;
+    let started_at = crate::state::now();
+    let resources = store.resources()?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.run.parallelism.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, r) in resources.into_iter().enumerate() {
+        let p = session
+            .providers
+            .get(&r.provider)
+            .map(|p| p.clone() as Arc<dyn Provider>);
+        let slot = slots.clone().acquire_owned().await?;
+        tasks.spawn(async move {
+            let _slot = slot;
+            (i, check(p, r).await)
+        });
+    }
+    let mut checked: Vec<(usize, Checked)> = tasks.join_all().await;
+    checked.sort_by_key(|(i, _)| *i);
+    let checked: Vec<Checked> = checked.into_iter().map(|(_, c)| c).collect();
+    let drifted = checked
+        .iter()
+        .filter(|c| matches!(c.status, "drifted" | "missing"))
+        .count();
+    let errors = checked.iter().filter(|c| c.status == "error").count();
+
+    // Recorded for compliance history: who checked, when, what was found.
+    let holder = Holder::me();
+    let m = &session.manifest;
+    let record = RunRecord {
+        command: "drift".into(),
+        manifest_path: m.path.display().to_string(),
+        manifest_sha256: m.sha256.clone(),
+        manifest_snapshot: json!({"vars": m.vars}),
+        git: GitInfo::of(&m.base_dir),
+        user: holder.user,
+        host: holder.host,
+        started_at,
+        finished_at: crate::state::now(),
+        succeeded: errors == 0,
+        resources: checked
+            .iter()
+            .map(|c| ResourceOutcome {
+                id: c.id.clone(),
+                type_name: c.type_name.clone(),
+                outcome: c.status.to_owned(),
+                changed_fields: c.fields.iter().map(|f| f.path.clone()).collect(),
+                error: c.error.clone(),
+                duration_ms: c.duration_ms,
+                change: None,
+            })
+            .collect(),
+    };
+    let run = store.append_run(&record)?;
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "run": run,
+                "checked": checked.len(),
+                "drifted": drifted,
+                "errors": errors,
+                "resources": checked,
+            }))?
+        );
+    } else {
+        let mut out = String::new();
+        for c in &checked {
+            match c.status {
+                "drifted" => {
+                    writeln!(out, "  ~ {} ({}) drifted:", c.id, c.type_name)?;
+                    for f in &c.fields {
+                        let show = |v: &Option<Value>| {
+                            v.as_ref().map_or("(absent)".to_owned(), Value::to_string)
+                        };
+                        writeln!(
+                            out,
+                            "      {}: expected {}, found {}",
+                            f.path.trim_start_matches('/'),
+                            show(&f.expected),
+                            show(&f.actual)
+                        )?;
+                    }
+                }
+                "missing" => writeln!(
+                    out,
+                    "  - {} ({}) is gone from the system",
+                    c.id, c.type_name
+                )?,
+                "error" => writeln!(
+                    out,
+                    "  ! {} ({}) could not be checked: {}",
+                    c.id,
+                    c.type_name,
+                    c.error.as_deref().unwrap_or("")
+                )?,
+                _ => {}
+            }
+        }
+        writeln!(
+            out,
+            "{}Drift check: {} resources, {drifted} drifted, {errors} could not be checked (recorded as run #{run}).",
+            if out.is_empty() { "" } else { "\n" },
+            checked.len()
+        )?;
+        print!("{out}");
+    }
+    Ok(if errors > 0 {
+        EXIT_ERROR
+    } else if args.detailed_exitcode && drifted > 0 {
+        EXIT_CHANGES
+    } else {
+        0
+    })
+}
