@@ -334,3 +334,77 @@ fn drift_is_reported_with_fields_and_apply_labels_corrective_and_intentional_cha
         "{text}"
     );
 }
+
+/// Issue 5, crash safety: kill `tenet apply` with SIGKILL while a change is in flight.
+/// The state database stays intact, the next run names what was interrupted, reads it
+/// again and converges.
+#[test]
+fn a_killed_apply_leaves_the_state_intact_and_the_next_run_converges() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let mut body = String::from(
+        "providers:\n  exec:\n    grants:\n      fs: [{path: ./out, access: rw}]\n      \
+         exec: [{program: /bin/sh, args: [[-c, \"*\"]]}]\nresources:\n",
+    );
+    for i in 1..=6 {
+        body.push_str(&format!(
+            "  - {{id: c{i}, type: exec.command, properties: {{command: [/bin/sh, -c, \"sleep 0.4; touch m{i}\"], cwd: ./out, creates: ./out/m{i}}}}}\n"
+        ));
+    }
+    write_manifest(dir, &body);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tenet"))
+        .args(["apply", "--yes", "--parallelism", "1"])
+        .current_dir(dir)
+        .env("TENET_CACHE_DIR", crate::support::cache_dir())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    // Wait until one command is done and the next one is journaled as in flight.
+    let db = dir.join(".tenet/state.db");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never got going"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        if !dir.join("out/m1").exists() || !db.exists() {
+            continue;
+        }
+        let in_flight = SqliteStore::open(&db)
+            .and_then(|s| s.journal())
+            .unwrap_or_default();
+        if in_flight.iter().any(|e| e.id != "c1") {
+            break;
+        }
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert!(!dir.join("out/m6").exists(), "killed before the end");
+
+    // The database is intact and still says who held the lock.
+    ok(&tenet(dir, &["audit", "verify"]));
+    let store = SqliteStore::open(&db).expect("open after the crash");
+    assert!(!store.journal().expect("journal").is_empty());
+
+    let o = tenet(dir, &["apply", "--yes"]);
+    ok(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains("was killed while changing: c") && err.contains("(create)"),
+        "{err}"
+    );
+    for i in 1..=6 {
+        assert!(dir.join(format!("out/m{i}")).exists(), "m{i}");
+    }
+    assert!(store.journal().expect("journal").is_empty());
+    let h = stdout(&tenet(dir, &["history"]));
+    assert!(h.contains("interrupted"), "{h}");
+    ok(&tenet(dir, &["audit", "verify"]));
+    let o = tenet(dir, &["apply", "--yes"]);
+    assert!(stdout(&o).contains("No changes."), "{}", stdout(&o));
+}

@@ -7,7 +7,7 @@
 //! their deadlines; writes are atomic), print what was and was not done. Twice: exit now.
 
 use super::history::{
-    RunLock, StateLocation, change_kinds, open_for, orphans, parse_timeout, remember,
+    RunLock, StateLocation, change_kinds, open_for, orphans, parse_timeout, recover, remember,
 };
 use super::progress::LiveProgress;
 use super::session::Session;
@@ -127,6 +127,7 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
         open_for(&args.location, &session.manifest)?,
         args.lock_timeout,
     )?;
+    report_interrupted(&lock, &session)?;
     let started_at = crate::state::now();
     let options = session.run_options(args.run.parallelism, args.fail_fast);
     let (gone, forget) = orphans(lock.store().as_ref(), &session.manifest)?;
@@ -166,6 +167,23 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
     run(&session, &plan, &args, options, &lock, &started_at).await
 }
 
+/// Name what a killed run left half done (it is read again by this run's plan).
+fn report_interrupted(lock: &RunLock, session: &Session) -> anyhow::Result<()> {
+    let pending = recover(lock.store().as_ref(), &session.manifest)?;
+    if !pending.is_empty() {
+        let list: Vec<String> = pending
+            .iter()
+            .map(|e| format!("{} ({})", e.id, e.action))
+            .collect();
+        eprintln!(
+            "warning: the previous run (pid {}) was killed while changing: {}; they are read again and converged now (recorded in the history as interrupted)",
+            pending[0].pid,
+            list.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// The report of a run in which nothing needed to change.
 fn unchanged(plan: &Plan) -> ApplyReport {
     ApplyReport {
@@ -193,6 +211,7 @@ async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
         open_for(&args.location, &session.manifest)?,
         args.lock_timeout,
     )?;
+    report_interrupted(&lock, &session)?;
     let started_at = crate::state::now();
     if session.manifest.sha256 != plan.manifest.sha256 {
         bail!(
@@ -306,7 +325,28 @@ async fn run(
         }
         _ => None,
     };
+    let journal = lock.store().clone();
+    let pid = std::process::id();
     let mut on_event = |e: Event| {
+        // The journal first: an intent is on disk before its provider call starts, and
+        // cleared once the resource is done, whatever happened.
+        let written = match &e {
+            Event::ResourceStarted {
+                id,
+                type_name,
+                action,
+            } => journal.journal_begin(&crate::state::JournalEntry {
+                id: id.clone(),
+                type_name: type_name.clone(),
+                action: action.to_string(),
+                pid,
+                started_at: crate::state::now(),
+            }),
+            Event::ResourceFinished(r) => journal.journal_end(&r.id),
+        };
+        if let Err(err) = written {
+            tracing::warn!("cannot write the run journal: {err}");
+        }
         if json {
             let mut value = serde_json::to_value(&e).unwrap_or_default();
             if let (Event::ResourceFinished(r), Some(map)) = (&e, value.as_object_mut())

@@ -7,7 +7,9 @@ use crate::engine::{ApplyReport, Orphan, Outcome};
 use crate::manifest::Manifest;
 use crate::plan::Plan;
 use crate::state::sqlite::SqliteStore;
-use crate::state::{GitInfo, Holder, ResourceOutcome, RunRecord, StateStore, StoredResource};
+use crate::state::{
+    GitInfo, Holder, JournalEntry, ResourceOutcome, RunRecord, StateStore, StoredResource,
+};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
@@ -233,6 +235,53 @@ pub fn remember(
         resources: outcomes,
     };
     Ok(store.append_run(&record)?)
+}
+
+/// After taking the lock: if a previous run was killed in the middle of changes, say
+/// which, record that run as interrupted in the history, and clear the journal. The plan
+/// that follows reads every resource again, so the interrupted ones converge.
+pub fn recover(store: &dyn StateStore, manifest: &Manifest) -> anyhow::Result<Vec<JournalEntry>> {
+    let pending = store.journal()?;
+    if pending.is_empty() {
+        return Ok(pending);
+    }
+    let first = pending
+        .iter()
+        .map(|e| e.started_at.as_str())
+        .min()
+        .unwrap_or_default()
+        .to_owned();
+    let holder = Holder::me();
+    let record = RunRecord {
+        command: "apply".into(),
+        manifest_path: manifest.path.display().to_string(),
+        manifest_sha256: String::new(),
+        manifest_snapshot: json!({}),
+        git: None,
+        user: holder.user,
+        host: holder.host,
+        started_at: first,
+        finished_at: crate::state::now(),
+        succeeded: false,
+        resources: pending
+            .iter()
+            .map(|e| ResourceOutcome {
+                id: e.id.clone(),
+                type_name: e.type_name.clone(),
+                outcome: "interrupted".into(),
+                changed_fields: Vec::new(),
+                error: Some(format!(
+                    "the run (pid {}) was killed during its {} of this resource",
+                    e.pid, e.action
+                )),
+                duration_ms: 0.0,
+                change: None,
+            })
+            .collect(),
+    };
+    store.append_run(&record)?;
+    store.journal_clear()?;
+    Ok(pending)
 }
 
 /// What the state remembers that the manifest no longer declares: resources to delete

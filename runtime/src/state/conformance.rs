@@ -20,6 +20,26 @@ pub fn run_all(open: &Opener) {
     resources_round_trip_in_id_order(open);
     runs_are_chained_and_verified(open);
     concurrent_writers_keep_one_valid_chain(open);
+    the_journal_survives_reopening(open);
+}
+
+fn the_journal_survives_reopening(open: &Opener) {
+    let entry = |id: &str| super::JournalEntry {
+        id: id.into(),
+        type_name: "file.file".into(),
+        action: "update".into(),
+        pid: 7,
+        started_at: "2026-11-26T12:00:00Z".into(),
+    };
+    let s = open();
+    s.journal_begin(&entry("b")).expect("begin");
+    s.journal_begin(&entry("a")).expect("begin");
+    s.journal_end("b").expect("end");
+    drop(s);
+    let again = open();
+    assert_eq!(again.journal().expect("journal"), vec![entry("a")]);
+    again.journal_clear().expect("clear");
+    assert!(again.journal().expect("journal").is_empty());
 }
 
 fn holder(pid: u32, host: &str) -> Holder {

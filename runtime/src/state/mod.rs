@@ -259,6 +259,19 @@ pub fn verify_chain(
     })
 }
 
+/// A change in flight: written before a mutating provider call, removed after it. Entries
+/// left behind name what a killed run was in the middle of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// `create`, `update`, `replace`, `delete`, or `refresh`.
+    pub action: String,
+    pub pid: u32,
+    pub started_at: String,
+}
+
 /// How long to wait for the run lock, polling.
 pub const LOCK_POLL: Duration = Duration::from_millis(100);
 
@@ -292,4 +305,12 @@ pub trait StateStore: Send + Sync {
     fn run(&self, seq: u64) -> Result<ChainedRun, StateError>;
     /// Walk the whole chain.
     fn verify(&self) -> Result<Result<ChainSummary, ChainBreak>, StateError>;
+
+    /// Journal the intent to change a resource (before the provider call).
+    fn journal_begin(&self, entry: &JournalEntry) -> Result<(), StateError>;
+    /// The change finished (whatever its outcome).
+    fn journal_end(&self, id: &str) -> Result<(), StateError>;
+    /// Changes begun and never finished, by id.
+    fn journal(&self) -> Result<Vec<JournalEntry>, StateError>;
+    fn journal_clear(&self) -> Result<(), StateError>;
 }
