@@ -408,3 +408,56 @@ fn a_killed_apply_leaves_the_state_intact_and_the_next_run_converges() {
     let o = tenet(dir, &["apply", "--yes"]);
     assert!(stdout(&o).contains("No changes."), "{}", stdout(&o));
 }
+
+#[test]
+fn rollback_applies_the_desired_state_of_an_earlier_run() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(dir, SITE);
+    ok(&tenet(dir, &["apply", "--yes"])); // run 1: v1
+    let extra = "  - {id: extra, type: file.file, properties: {path: ./out/extra, content: e}}\n";
+    // Run 2: v2 and one more file.
+    let v2 = SITE.replace("resources:\n", &format!("resources:\n{extra}"));
+    write_manifest(dir, &v2);
+    ok(&tenet(dir, &["apply", "--yes", "--var", "v=2"]));
+    ok(&tenet(dir, &["drift"])); // run 3: a drift check, nothing to roll back to
+    let index = dir.join("out/site/index.html");
+    assert_eq!(std::fs::read_to_string(&index).expect("read"), "v2\n");
+
+    let o = tenet(dir, &["rollback", "3", "--yes"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("run 3 (drift) recorded no manifest"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tenet(dir, &["rollback", "1"]);
+    assert_eq!(o.status.code(), Some(1), "no terminal, no --yes: refused");
+    assert!(dir.join("out/extra").exists());
+
+    let o = tenet(dir, &["rollback", "1", "--yes"]);
+    ok(&o);
+    let text = stdout(&o);
+    assert!(
+        text.contains("Rolling back to the desired state of run #1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("~ index (file.file) will be updated"),
+        "{text}"
+    );
+    assert!(
+        text.contains("- extra (file.file) will be deleted (no longer in the manifest)"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_to_string(&index).expect("read"), "v1\n");
+    assert!(!dir.join("out/extra").exists());
+    let o = tenet(dir, &["show", "4"]);
+    assert!(stdout(&o).contains("Run #4 — rollback"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("rollback to the desired state of run #1"),
+        "{}",
+        stdout(&o)
+    );
+    ok(&tenet(dir, &["audit", "verify"]));
+}

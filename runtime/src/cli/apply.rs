@@ -59,6 +59,96 @@ pub struct ApplyArgs {
     lock_timeout: std::time::Duration,
     #[command(flatten)]
     location: StateLocation,
+    /// Set by `tenet rollback`: the run whose desired state this one restores.
+    #[arg(skip)]
+    rollback_of: Option<u64>,
+}
+
+/// `tenet rollback RUN`: plan the desired state recorded by an earlier run (its manifest
+/// files and variables) against today's system, show it, and apply it on confirmation.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The run to go back to (its number in `tenet history`).
+    run_id: u64,
+    #[command(flatten)]
+    manifest: ManifestArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Apply without asking for confirmation.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Stream JSON events (needs --yes).
+    #[arg(long)]
+    json: bool,
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_timeout)]
+    lock_timeout: std::time::Duration,
+    #[command(flatten)]
+    location: StateLocation,
+}
+
+pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
+    if args.json && !args.yes {
+        bail!("--json needs --yes: there is no one to ask for confirmation in a stream");
+    }
+    let state_path = args.location.path_for(&args.manifest.path);
+    if !state_path.exists() {
+        bail!(
+            "no state at {}: there is no history to roll back to",
+            state_path.display()
+        );
+    }
+    let store = args.location.open(&args.manifest.path)?;
+    let target = store.run(args.run_id)?;
+    let rec = &target.record;
+    let files: std::collections::BTreeMap<String, String> = rec
+        .manifest_snapshot
+        .get("files")
+        .and_then(|f| serde_json::from_value(f.clone()).ok())
+        .filter(|f: &std::collections::BTreeMap<String, String>| !f.is_empty())
+        .with_context(|| {
+            format!(
+                "run {} ({}) recorded no manifest to roll back to; pick an apply run from `tenet history`",
+                args.run_id, rec.command
+            )
+        })?;
+    let vars = rec
+        .manifest_snapshot
+        .get("vars")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    let recorded = Path::new(&rec.manifest_path);
+    let base_dir = if recorded.is_dir() {
+        recorded.to_path_buf()
+    } else {
+        recorded.parent().map(Path::to_path_buf).unwrap_or_default()
+    };
+    drop(store);
+    let session = Session::open_snapshot(
+        &args.manifest,
+        crate::manifest::Snapshot {
+            base_dir,
+            files,
+            vars,
+        },
+    )
+    .await?;
+    if !args.json {
+        println!(
+            "Rolling back to the desired state of run #{} ({} by {}@{}, manifest sha256 {}).\n",
+            args.run_id, rec.started_at, rec.user, rec.host, rec.manifest_sha256
+        );
+    }
+    let apply = ApplyArgs {
+        manifest: args.manifest,
+        run: args.run,
+        yes: args.yes,
+        fail_fast: false,
+        json: args.json,
+        lock_timeout: args.lock_timeout,
+        location: args.location,
+        rollback_of: Some(args.run_id),
+    };
+    converge(session, &apply).await
 }
 
 /// The run-level events of `--json` (resource events come from the engine).
@@ -122,6 +212,12 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
         bail!("--json needs --yes: there is no one to ask for confirmation in a stream");
     }
     let session = Session::open(&args.manifest).await?;
+    converge(session, &args).await
+}
+
+/// Plan the session's manifest (and the deletion of what left it), show it, confirm,
+/// and run it.
+async fn converge(session: Session, args: &ApplyArgs) -> anyhow::Result<u8> {
     session.print_warnings();
     let lock = RunLock::take(
         open_for(&args.location, &session.manifest)?,
@@ -147,7 +243,7 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
     }
     if !plan.has_changes() && !plan.has_errors() {
         if args.json {
-            return run(&session, &plan, &args, options, &lock, &started_at).await;
+            return run(&session, &plan, args, options, &lock, &started_at).await;
         }
         // Recorded too: a converged run is evidence of compliance.
         remember(
@@ -157,6 +253,7 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
             &unchanged(&plan),
             &started_at,
             &std::collections::BTreeMap::new(),
+            args.rollback_of,
         )?;
         return Ok(0);
     }
@@ -164,7 +261,7 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
         println!("Apply cancelled; nothing was changed.");
         return Ok(EXIT_ERROR);
     }
-    run(&session, &plan, &args, options, &lock, &started_at).await
+    run(&session, &plan, args, options, &lock, &started_at).await
 }
 
 /// Name what a killed run left half done (it is read again by this run's plan).
@@ -363,7 +460,7 @@ async fn run(
                 progress.finished(&r.id);
                 if let Some(mut line) = render::result_line(r) {
                     if let Some(k) = label(r) {
-                        line.push_str(&format!(" ({k})"));
+                        line = format!("{} ({k})", line.trim_end());
                     }
                     progress.println(&line);
                 }
@@ -381,6 +478,7 @@ async fn run(
         &report,
         started_at,
         &kinds,
+        args.rollback_of,
     );
     if args.json {
         emit(&RunEvent::RunFinished {

@@ -152,6 +152,7 @@ pub async fn execute(args: DriftArgs) -> anyhow::Result<u8> {
     let m = &session.manifest;
     let record = RunRecord {
         command: "drift".into(),
+        rollback_of: None,
         manifest_path: m.path.display().to_string(),
         manifest_sha256: m.sha256.clone(),
         manifest_snapshot: json!({"vars": m.vars}),

@@ -84,9 +84,10 @@ fn snapshot(m: &Manifest) -> Value {
         .files
         .iter()
         .map(|f| {
-            let name = f
+            let abs = crate::manifest::load::absolute(Path::new("."), f);
+            let name = abs
                 .strip_prefix(&m.base_dir)
-                .unwrap_or(f)
+                .unwrap_or(&abs)
                 .display()
                 .to_string();
             (name, std::fs::read_to_string(f).unwrap_or_default())
@@ -139,6 +140,7 @@ pub fn remember(
     report: &ApplyReport,
     started_at: &str,
     kinds: &BTreeMap<String, &'static str>,
+    rollback_of: Option<u64>,
 ) -> anyhow::Result<u64> {
     let planned: BTreeMap<&str, &crate::plan::PlannedResource> =
         plan.resources.iter().map(|r| (r.id.as_str(), r)).collect();
@@ -222,7 +224,12 @@ pub fn remember(
     store.remove_resources(&removed)?;
     let holder = Holder::me();
     let record = RunRecord {
-        command: "apply".into(),
+        command: if rollback_of.is_some() {
+            "rollback".into()
+        } else {
+            "apply".into()
+        },
+        rollback_of,
         manifest_path: manifest.path.display().to_string(),
         manifest_sha256: manifest.sha256.clone(),
         manifest_snapshot: snapshot(manifest),
@@ -254,6 +261,7 @@ pub fn recover(store: &dyn StateStore, manifest: &Manifest) -> anyhow::Result<Ve
     let holder = Holder::me();
     let record = RunRecord {
         command: "apply".into(),
+        rollback_of: None,
         manifest_path: manifest.path.display().to_string(),
         manifest_sha256: String::new(),
         manifest_snapshot: json!({}),
@@ -546,6 +554,9 @@ pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
             g.commit,
             if g.dirty { " (dirty)" } else { "" }
         )?;
+    }
+    if let Some(to) = rec.rollback_of {
+        writeln!(out, "  rollback to the desired state of run #{to}")?;
     }
     writeln!(
         out,

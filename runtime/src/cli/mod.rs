@@ -49,6 +49,8 @@ enum Command {
     Providers(providers::ProvidersArgs),
     /// Print the dependency graph (Graphviz DOT or JSON).
     Graph(graph::GraphArgs),
+    /// Plan and apply the desired state recorded by an earlier run.
+    Rollback(apply::RollbackArgs),
     /// Report resources whose system state moved away from what was last applied.
     Drift(drift::DriftArgs),
     /// Inspect or edit the state: list, show, forget, unlock.
@@ -106,6 +108,7 @@ impl ManifestArgs {
         Ok(crate::manifest::LoadOptions {
             vars,
             values_files: self.values.clone(),
+            snapshot: None,
         })
     }
 }
@@ -148,6 +151,7 @@ pub fn main() -> ExitCode {
             Command::Providers(a) => providers::execute(a).await,
             Command::Graph(a) => graph::execute(a).await,
             Command::Drift(a) => drift::execute(a).await,
+            Command::Rollback(a) => apply::rollback(a).await,
             Command::State(a) => history::state(a),
             Command::History(a) => history::history(a),
             Command::Show(a) => history::show(a),

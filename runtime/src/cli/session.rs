@@ -33,7 +33,32 @@ impl Session {
         args: &ManifestArgs,
         cache: CompileCache,
     ) -> anyhow::Result<Session> {
-        let (mut manifest, mut diags) = manifest::load(&args.path, &args.load_options()?);
+        Self::open_loaded(args, args.load_options()?, cache).await
+    }
+
+    /// A session on a recorded manifest (rollback): `snapshot` instead of the files.
+    pub async fn open_snapshot(
+        args: &ManifestArgs,
+        snapshot: manifest::Snapshot,
+    ) -> anyhow::Result<Session> {
+        let options = manifest::LoadOptions {
+            snapshot: Some(snapshot),
+            ..manifest::LoadOptions::default()
+        };
+        Self::open_loaded(
+            args,
+            options,
+            CompileCache::new(CompileCache::default_dir()),
+        )
+        .await
+    }
+
+    async fn open_loaded(
+        args: &ManifestArgs,
+        options: manifest::LoadOptions,
+        cache: CompileCache,
+    ) -> anyhow::Result<Session> {
+        let (mut manifest, mut diags) = manifest::load(&args.path, &options);
         let host = PluginHost::new(cache)?;
 
         let mut providers = BTreeMap::new();

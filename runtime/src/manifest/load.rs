@@ -20,6 +20,18 @@ pub struct LoadOptions {
     pub vars: Vec<(String, String)>,
     /// `--values FILE`: YAML mappings of variable names to values, in order.
     pub values_files: Vec<PathBuf>,
+    /// Load this recorded manifest instead of the files on disk (rollback).
+    pub snapshot: Option<Snapshot>,
+}
+
+/// A manifest as recorded in the history: its files' text (named relative to its
+/// directory) and its variables' values. Paths in it are relative to `base_dir`, as they
+/// were when it was recorded.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub base_dir: PathBuf,
+    pub files: BTreeMap<String, String>,
+    pub vars: BTreeMap<String, Value>,
 }
 
 struct Doc {
@@ -34,11 +46,27 @@ struct Doc {
 /// problem found, so later checks can add theirs and all are reported together.
 pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     let mut diags = Diagnostics::new();
-    let (files, base_dir) = manifest_files(path, &mut diags);
+    let (files, base_dir) = match &options.snapshot {
+        Some(s) => (
+            s.files.keys().map(|name| s.base_dir.join(name)).collect(),
+            s.base_dir.clone(),
+        ),
+        None => manifest_files(path, &mut diags),
+    };
 
     let mut docs = Vec::new();
-    for file in &files {
-        let text = match std::fs::read_to_string(file) {
+    for (i, file) in files.iter().enumerate() {
+        // A snapshot is read only from the snapshot, never from today's files.
+        let read = match &options.snapshot {
+            Some(s) => s
+                .files
+                .values()
+                .nth(i)
+                .cloned()
+                .ok_or_else(|| std::io::Error::other("missing from the snapshot")),
+            None => std::fs::read_to_string(file),
+        };
+        let text = match read {
             Ok(t) => t,
             Err(e) => {
                 diags.error(Some(Location::file(file)), format!("cannot read: {e}"));
@@ -213,6 +241,9 @@ fn resolve_vars(
             ),
             Err(e) => diags.error(Some(e.location), e.message),
         }
+    }
+    if let Some(s) = &options.snapshot {
+        given.extend(s.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     for (k, raw) in &options.vars {
         if !decls.contains_key(k) {

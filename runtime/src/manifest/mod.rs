@@ -8,7 +8,7 @@
 //! collected and reported at once with `file:line:col`.
 
 pub mod check;
-mod load;
+pub(crate) mod load;
 mod vars;
 pub mod yaml;
 
@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use load::{LoadOptions, load};
+pub use load::{LoadOptions, Snapshot, load};
 
 /// Default memory cap per provider instance: generous for a JSON-and-files provider,
 /// small enough that a runaway guest cannot hurt the host.

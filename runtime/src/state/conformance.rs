@@ -54,6 +54,7 @@ fn holder(pid: u32, host: &str) -> Holder {
 pub fn record(command: &str, outcome: &str) -> RunRecord {
     RunRecord {
         command: command.into(),
+        rollback_of: None,
         manifest_path: "/m/tenet.yaml".into(),
         manifest_sha256: "ab".repeat(32),
         manifest_snapshot: json!({"files": {"tenet.yaml": "resources: []\n"}, "vars": {}}),

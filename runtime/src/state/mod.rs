@@ -171,8 +171,11 @@ pub struct ResourceOutcome {
 /// One run, as recorded in the history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// `apply`, `plan`, `drift`, `rollback`.
+    /// `apply`, `drift`, `rollback`.
     pub command: String,
+    /// For a rollback: the run whose desired state it restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_of: Option<u64>,
     pub manifest_path: String,
     pub manifest_sha256: String,
     /// The manifest's files (name → text) and variables, enough to plan it again.
