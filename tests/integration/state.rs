@@ -461,3 +461,31 @@ fn rollback_applies_the_desired_state_of_an_earlier_run() {
     );
     ok(&tenet(dir, &["audit", "verify"]));
 }
+
+#[test]
+fn report_computes_compliance_metrics_from_the_history() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(dir, SITE);
+    ok(&tenet(dir, &["apply", "--yes"]));
+    std::fs::write(dir.join("out/site/index.html"), "hacked\n").expect("edit");
+    let o = tenet(dir, &["drift", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2));
+    ok(&tenet(dir, &["apply", "--yes"]));
+    let o = tenet(dir, &["report", "--since", "1h", "--json"]);
+    ok(&o);
+    let r: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(r["runs"], 3);
+    assert_eq!(r["drift_events"], 1);
+    assert_eq!(r["repairs"], 1);
+    assert_eq!(r["changes"], 3, "2 created + 1 corrective update");
+    assert_eq!(r["change_failure_rate"], 0.0);
+    assert_eq!(r["compliance_rate"], 1.0);
+    assert!(r["mttr_seconds"].as_f64().is_some_and(|s| s >= 0.0));
+    assert!(r["provisioning_ms"]["file.file"].as_f64().is_some());
+    let o = tenet(dir, &["report"]);
+    ok(&o);
+    let text = stdout(&o);
+    assert!(text.contains("compliance rate       100.0%"), "{text}");
+    assert!(text.contains("(1 events)"), "{text}");
+}

@@ -633,3 +633,77 @@ pub fn open_for(
         .open(&manifest.path)
         .with_context(|| format!("cannot open the state at {}", path.display()))
 }
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The window, back from now (e.g. `7d`, `30d`, `12h`).
+    #[arg(long, default_value = "30d", value_parser = parse_timeout)]
+    since: Duration,
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    at: Where,
+}
+
+/// `tenet report`: compliance metrics from the history (definitions in
+/// [`crate::state::report`] and the README).
+pub fn report(args: ReportArgs) -> anyhow::Result<u8> {
+    let store = args.at.open()?;
+    // Oldest first.
+    let runs: Vec<RunRecord> = store
+        .runs(usize::MAX)?
+        .into_iter()
+        .rev()
+        .map(|r| r.record)
+        .collect();
+    let now = std::time::SystemTime::now();
+    let since = now.checked_sub(args.since).unwrap_or(std::time::UNIX_EPOCH);
+    let r = crate::state::report::compute(&runs, store.resources()?.len(), since, now);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(0);
+    }
+    let pct = |x: Option<f64>| x.map_or("n/a".to_owned(), |v| format!("{:.1}%", v * 100.0));
+    let mut out = String::new();
+    writeln!(
+        out,
+        "Report from {} to {} ({} runs)",
+        r.since, r.until, r.runs
+    )?;
+    writeln!(
+        out,
+        "  compliance rate       {}{}",
+        pct(r.compliance_rate),
+        r.checked_at
+            .as_ref()
+            .map_or(String::new(), |t| format!(" (last check {t})"))
+    )?;
+    writeln!(
+        out,
+        "  drift frequency       {:.3} drift events per resource per day ({} events)",
+        r.drift_frequency, r.drift_events
+    )?;
+    writeln!(
+        out,
+        "  mean time to repair   {}",
+        r.mttr_seconds
+            .map_or("n/a (nothing repaired)".to_owned(), |s| format!(
+                "{} ({} repairs)",
+                humantime::format_duration(Duration::from_secs(s.round() as u64)),
+                r.repairs
+            ))
+    )?;
+    writeln!(
+        out,
+        "  change failure rate   {} ({} of {} changes failed)",
+        pct(r.change_failure_rate),
+        r.failed_changes,
+        r.changes
+    )?;
+    writeln!(out, "  provisioning time     (median per change)")?;
+    for (kind, ms) in &r.provisioning_ms {
+        writeln!(out, "    {kind:<24} {ms:.1} ms")?;
+    }
+    print!("{out}");
+    Ok(0)
+}

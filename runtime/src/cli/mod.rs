@@ -61,6 +61,9 @@ enum Command {
     Show(history::ShowArgs),
     /// Check the history's hash chain.
     Audit(history::AuditArgs),
+    /// Compliance metrics from the history: compliance rate, drift frequency, MTTR,
+    /// change failure rate, provisioning time.
+    Report(history::ReportArgs),
 }
 
 /// The manifest to work on and its variables.
@@ -156,6 +159,7 @@ pub fn main() -> ExitCode {
             Command::History(a) => history::history(a),
             Command::Show(a) => history::show(a),
             Command::Audit(a) => history::audit(a),
+            Command::Report(a) => history::report(a),
         }
     });
     match result {

@@ -8,6 +8,7 @@
 //! one conformance suite ([`conformance`]) so a PostgreSQL backend can be added later
 //! without changing the engine or the CLI.
 
+pub mod report;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -76,9 +77,9 @@ impl Holder {
     }
 }
 
-/// The current time as RFC 3339 (UTC, seconds).
+/// The current time as RFC 3339 (UTC, milliseconds).
 pub fn now() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 fn hostname() -> String {
