@@ -489,3 +489,146 @@ fn report_computes_compliance_metrics_from_the_history() {
     assert!(text.contains("compliance rate       100.0%"), "{text}");
     assert!(text.contains("(1 events)"), "{text}");
 }
+
+/// Every file under `dir`, concatenated (to search the state's bytes, WAL included).
+fn all_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("ls") {
+        let p = e.expect("entry").path();
+        if p.is_file() {
+            out.extend(std::fs::read(&p).expect("read"));
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[test]
+fn sensitive_values_are_never_shown_or_stored_in_clear() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let secret = "hunter2-correct-horse";
+    let body = "vars:\n  token: {sensitive: true}\n  note: {default: plain}\n\
+providers:\n  file:\n    grants:\n      fs: [{path: ./out, access: rw}]\nresources:\n  \
+- {id: token, type: file.file, properties: {path: ./out/token, content: \"${var.token}\", mode: \"0600\"}}\n  \
+- {id: literal, type: file.file, properties: {path: ./out/literal, content: \"pin 4711-9988\"}, sensitive: [content]}\n  \
+- {id: note, type: file.file, properties: {path: ./out/note, content: \"${var.note}\"}}\n";
+    write_manifest(dir, body);
+    let var = format!("token={secret}");
+
+    let o = tenet(dir, &["plan", "--var", &var, "--out", "saved.json"]);
+    ok(&o);
+    let shown = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        !shown.contains(secret) && !shown.contains("4711-9988"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("(sensitive)") && shown.contains("plain"),
+        "{shown}"
+    );
+    let saved = std::fs::read_to_string(dir.join("saved.json")).expect("saved");
+    assert!(
+        !saved.contains(secret) && !saved.contains("4711-9988"),
+        "{saved}"
+    );
+    let o = tenet(dir, &["plan", "--var", &var, "--json"]);
+    assert!(!stdout(&o).contains(secret));
+
+    // Applying the saved plan writes the real values (taken from the manifest again).
+    let o = tenet(dir, &["apply", "saved.json", "--var", &var]);
+    ok(&o);
+    assert!(!stdout(&o).contains(secret), "{}", stdout(&o));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/token")).expect("token"),
+        secret
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/literal")).expect("literal"),
+        "pin 4711-9988"
+    );
+    let o = tenet(dir, &["apply", "--yes", "--var", &var, "--json"]);
+    ok(&o);
+    assert!(stdout(&o).contains("No changes") || !stdout(&o).contains("\"action\""));
+
+    // The state, its history and the manifest snapshot hold salted hashes only.
+    let state = all_bytes(&dir.join(".tenet"));
+    assert!(
+        !contains(&state, secret),
+        "the secret is in the state database"
+    );
+    assert!(
+        !contains(&state, "4711-9988"),
+        "the literal secret is in the state database"
+    );
+    let shown = stdout(&tenet(dir, &["state", "show", "token"]));
+    assert!(
+        shown.contains("sha256:") && !shown.contains(secret),
+        "{shown}"
+    );
+    assert!(stdout(&tenet(dir, &["state", "show", "note"])).contains("plain"));
+
+    // The hash is enough to see the value change on the system.
+    std::fs::write(dir.join("out/token"), "changed").expect("edit");
+    let o = tenet(dir, &["drift", "--detailed-exitcode", "--var", &var]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("~ token (file.file) drifted:"), "{text}");
+    assert!(
+        text.contains("content: expected \"(sensitive)\", found \"(sensitive)\""),
+        "{text}"
+    );
+    assert!(!text.contains("changed"), "{text}");
+    ok(&tenet(dir, &["drift", "--var", &var]));
+    let o = tenet(dir, &["apply", "--yes", "--var", &var]);
+    ok(&o);
+    assert!(stdout(&o).contains("(corrective)"), "{}", stdout(&o));
+    assert!(!stdout(&o).contains(secret));
+
+    // Rolling back needs the sensitive variable again, and checks it against the hash.
+    let o = tenet(dir, &["rollback", "1", "--yes"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("pass it again with --var token=VALUE"),
+        "{}",
+        stderr(&o)
+    );
+    let o = tenet(dir, &["rollback", "1", "--yes", "--var", "token=wrong"]);
+    assert!(
+        stderr(&o).contains("is not the value run 1 used"),
+        "{}",
+        stderr(&o)
+    );
+    // Run 1's manifest had a literal secret, cut out of its snapshot: no rollback to it.
+    let o = tenet(dir, &["rollback", "1", "--yes", "--var", &var]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("held sensitive values written literally"),
+        "{}",
+        stderr(&o)
+    );
+    // Without literal secrets a run can be rolled back to, with the variable given again.
+    let only_vars: String = body
+        .lines()
+        .filter(|l| !l.contains("literal"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_manifest(dir, &only_vars);
+    ok(&tenet(dir, &["apply", "--yes", "--var", &var]));
+    let last = stdout(&tenet(dir, &["history", "--limit", "1"]));
+    let run: String = last
+        .trim_start_matches('#')
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    std::fs::write(dir.join("out/token"), "changed again").expect("edit");
+    ok(&tenet(dir, &["rollback", &run, "--yes", "--var", &var]));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/token")).expect("token"),
+        secret
+    );
+    assert!(!contains(&all_bytes(&dir.join(".tenet")), secret));
+}

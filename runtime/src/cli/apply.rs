@@ -111,11 +111,47 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
                 args.run_id, rec.command
             )
         })?;
-    let vars = rec
+    let mut vars: std::collections::BTreeMap<String, serde_json::Value> = rec
         .manifest_snapshot
         .get("vars")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
+    // Sensitive variables were recorded sealed: the operator gives them again, and they
+    // must be the values of that run.
+    let sensitive: Vec<String> = rec
+        .manifest_snapshot
+        .get("sensitive_vars")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    let salt = store.salt()?;
+    for name in &sensitive {
+        let given = args
+            .manifest
+            .vars
+            .iter()
+            .rev()
+            .find_map(|kv| kv.split_once('=').filter(|(k, _)| k.trim() == name))
+            .map(|(_, v)| crate::manifest::load::typed_var(v));
+        let Some(value) = given else {
+            bail!(
+                "run {} used the sensitive variable `{name}`, which is recorded only as a hash: pass it again with --var {name}=VALUE",
+                args.run_id
+            );
+        };
+        if vars.get(name) != Some(&crate::state::seal(&salt, &value)) {
+            bail!(
+                "--var {name} is not the value run {} used (its recorded hash differs)",
+                args.run_id
+            );
+        }
+        vars.insert(name.clone(), value);
+    }
+    if rec.manifest_snapshot.get("redacted") == Some(&serde_json::Value::Bool(true)) {
+        bail!(
+            "run {}'s manifest held sensitive values written literally, which were not recorded; it cannot be rolled back to (keep secrets in variables declared `sensitive: true`)",
+            args.run_id
+        );
+    }
     let recorded = Path::new(&rec.manifest_path);
     let base_dir = if recorded.is_dir() {
         recorded.to_path_buf()
@@ -239,7 +275,7 @@ async fn converge(session: Session, args: &ApplyArgs) -> anyhow::Result<u8> {
         .await;
     plan.forget = forget;
     if !args.json {
-        render::plan(&plan)?;
+        render::plan(&plan.redacted())?;
     }
     if !plan.has_changes() && !plan.has_errors() {
         if args.json {
@@ -353,9 +389,33 @@ async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
             list.join("\n")
         );
     }
+    // A plan file holds no sensitive values: take them from the manifest (its digest
+    // matched) and from the system (its digests matched).
+    let mut plan = plan;
+    for r in plan
+        .resources
+        .iter_mut()
+        .filter(|r| !r.sensitive.is_empty() && !r.orphan)
+    {
+        if let (Some(decl), Some(want)) = (
+            session.manifest.resources.iter().find(|d| d.id == r.id),
+            r.desired.as_object_mut(),
+        ) {
+            for f in &r.sensitive {
+                if let Some(v) = decl.properties.get(f) {
+                    want.insert(f.clone(), v.clone());
+                }
+            }
+        }
+        r.current = session
+            .engine()
+            .read_current(r)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read `{}` again: {e}", r.id))?;
+    }
     let options = session.run_options(args.run.parallelism, args.fail_fast);
     if !args.json {
-        render::plan(&plan)?;
+        render::plan(&plan.redacted())?;
         if !plan.has_changes() && !plan.has_errors() {
             return Ok(0);
         }

@@ -7,6 +7,7 @@
 use super::history::{StateLocation, open_for};
 use super::session::Session;
 use super::{EXIT_CHANGES, EXIT_ERROR, ManifestArgs, RunArgs};
+use crate::plan::SENSITIVE;
 use crate::provider::{Action, CallContext, Provider};
 use crate::state::{GitInfo, Holder, ResourceOutcome, RunRecord, StoredResource};
 use clap::Args;
@@ -57,7 +58,7 @@ pub struct DriftedField {
     pub actual: Option<Value>,
 }
 
-async fn check(p: Option<Arc<dyn Provider>>, r: StoredResource) -> Checked {
+async fn check(p: Option<Arc<dyn Provider>>, r: StoredResource, salt: Arc<String>) -> Checked {
     let started = Instant::now();
     let kind = r
         .type_name
@@ -81,9 +82,34 @@ async fn check(p: Option<Arc<dyn Provider>>, r: StoredResource) -> Checked {
         return out;
     };
     let cx = CallContext { resource: &r.id };
+    // Sensitive values are stored sealed: compare seals, then let the provider diff the
+    // rest with the value it found in their place.
+    let mut hidden = Vec::new();
     let result = async {
         let current = p.read(cx, &kind, &r.desired).await?;
-        let diff = p.diff(cx, &kind, &r.desired, current.as_ref()).await?;
+        let mut desired = r.desired.clone();
+        if let (Some(cur), Some(want)) = (current.as_ref(), desired.as_object_mut()) {
+            for f in &r.sensitive {
+                let found = cur.get(f);
+                let same = found.map(|v| crate::state::seal(&salt, v)) == want.get(f).cloned();
+                if !same {
+                    hidden.push(DriftedField {
+                        path: format!("/{f}"),
+                        expected: want.get(f).map(|_| Value::String(SENSITIVE.into())),
+                        actual: found.map(|_| Value::String(SENSITIVE.into())),
+                    });
+                }
+                match found {
+                    Some(v) => {
+                        want.insert(f.clone(), v.clone());
+                    }
+                    None => {
+                        want.remove(f);
+                    }
+                }
+            }
+        }
+        let diff = p.diff(cx, &kind, &desired, current.as_ref()).await?;
         Ok::<_, crate::provider::ProviderError>((current, diff))
     }
     .await;
@@ -93,18 +119,16 @@ async fn check(p: Option<Arc<dyn Provider>>, r: StoredResource) -> Checked {
             out.error = Some(e.to_string());
         }
         Ok((None, _)) => out.status = "missing",
-        Ok((Some(_), diff)) if diff.action == Action::None => {}
+        Ok((Some(_), diff)) if diff.action == Action::None && hidden.is_empty() => {}
         Ok((Some(_), diff)) => {
             out.status = "drifted";
-            out.fields = diff
-                .changes
-                .into_iter()
-                .map(|c| DriftedField {
+            out.fields = hidden;
+            out.fields
+                .extend(diff.changes.into_iter().map(|c| DriftedField {
                     path: c.path,
                     expected: c.after,
                     actual: c.before,
-                })
-                .collect();
+                }));
         }
     }
     out.duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
@@ -125,6 +149,7 @@ pub async fn execute(args: DriftArgs) -> anyhow::Result<u8> {
     let store = open_for(&args.location, &session.manifest)?;
     let started_at = crate::state::now();
     let resources = store.resources()?;
+    let salt = Arc::new(store.salt()?);
     let slots = Arc::new(tokio::sync::Semaphore::new(args.run.parallelism.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, r) in resources.into_iter().enumerate() {
@@ -133,9 +158,10 @@ pub async fn execute(args: DriftArgs) -> anyhow::Result<u8> {
             .get(&r.provider)
             .map(|p| p.clone() as Arc<dyn Provider>);
         let slot = slots.clone().acquire_owned().await?;
+        let salt = salt.clone();
         tasks.spawn(async move {
             let _slot = slot;
-            (i, check(p, r).await)
+            (i, check(p, r, salt).await)
         });
     }
     let mut checked: Vec<(usize, Checked)> = tasks.join_all().await;
@@ -155,7 +181,9 @@ pub async fn execute(args: DriftArgs) -> anyhow::Result<u8> {
         rollback_of: None,
         manifest_path: m.path.display().to_string(),
         manifest_sha256: m.sha256.clone(),
-        manifest_snapshot: json!({"vars": m.vars}),
+        // A drift check compares with the state, not the manifest: nothing to snapshot
+        // (and no variable values to keep).
+        manifest_snapshot: json!({}),
         git: GitInfo::of(&m.base_dir),
         user: holder.user,
         host: holder.host,

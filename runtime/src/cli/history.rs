@@ -9,6 +9,7 @@ use crate::plan::Plan;
 use crate::state::sqlite::SqliteStore;
 use crate::state::{
     GitInfo, Holder, JournalEntry, ResourceOutcome, RunRecord, StateStore, StoredResource,
+    seal_fields,
 };
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -78,8 +79,23 @@ impl Drop for RunLock {
     }
 }
 
-/// The manifest's files and variables: enough to plan it again later.
-fn snapshot(m: &Manifest) -> Value {
+/// The manifest's files and variables: enough to plan it again later. Sensitive
+/// variables are sealed; a rollback asks for them again. Sensitive values written
+/// literally in the files are cut out (`redacted`: such a run cannot be rolled back to).
+fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
+    let mut literals: Vec<String> = Vec::new();
+    for r in plan.resources.iter().filter(|r| !r.sensitive.is_empty()) {
+        if let Some(decl) = m.resources.iter().find(|d| d.id == r.id) {
+            for f in &r.sensitive {
+                if let Some(Value::String(s)) = decl.properties.get(f)
+                    && s.len() >= 3
+                {
+                    literals.push(s.clone());
+                }
+            }
+        }
+    }
+    let mut redacted = false;
     let files: BTreeMap<String, String> = m
         .files
         .iter()
@@ -90,10 +106,29 @@ fn snapshot(m: &Manifest) -> Value {
                 .unwrap_or(&abs)
                 .display()
                 .to_string();
-            (name, std::fs::read_to_string(f).unwrap_or_default())
+            let mut text = std::fs::read_to_string(f).unwrap_or_default();
+            for secret in &literals {
+                if text.contains(secret.as_str()) {
+                    text = text.replace(secret.as_str(), crate::plan::SENSITIVE);
+                    redacted = true;
+                }
+            }
+            (name, text)
         })
         .collect();
-    json!({"files": files, "vars": m.vars})
+    let vars: BTreeMap<&String, Value> = m
+        .vars
+        .iter()
+        .map(|(k, v)| {
+            let v = if m.sensitive_vars.contains(k) {
+                crate::state::seal(salt, v)
+            } else {
+                v.clone()
+            };
+            (k, v)
+        })
+        .collect();
+    json!({"files": files, "vars": vars, "sensitive_vars": m.sensitive_vars, "redacted": redacted})
 }
 
 fn outcome_name(o: &Outcome) -> String {
@@ -111,13 +146,15 @@ pub fn change_kinds(
     plan: &Plan,
 ) -> anyhow::Result<BTreeMap<String, &'static str>> {
     let mut out = BTreeMap::new();
+    let salt = store.salt()?;
     for r in &plan.resources {
         if r.action == crate::provider::Action::None || r.error.is_some() {
             continue;
         }
         let corrective = !r.orphan
             && store.resource(&r.id)?.is_some_and(|s| {
-                crate::plan::digest(&s.desired) == crate::plan::digest(&r.desired)
+                crate::plan::digest(&s.desired)
+                    == crate::plan::digest(&seal_fields(&salt, &r.desired, &r.sensitive))
             });
         out.insert(
             r.id.clone(),
@@ -150,6 +187,7 @@ pub fn remember(
         .map(|r| (r.id.as_str(), r))
         .collect();
     let now = crate::state::now();
+    let salt = store.salt()?;
     let mut put = Vec::new();
     let mut removed = Vec::new();
     let mut outcomes = Vec::new();
@@ -198,8 +236,13 @@ pub fn remember(
                     provider: p.provider.clone(),
                     provider_version: pin.map(|p| p.version.clone()).unwrap_or_default(),
                     component_sha256: pin.map(|p| p.component_sha256.clone()).unwrap_or_default(),
-                    desired: p.desired.clone(),
-                    observed: r.state.clone().or_else(|| p.current.clone()),
+                    desired: seal_fields(&salt, &p.desired, &p.sensitive),
+                    observed: r
+                        .state
+                        .clone()
+                        .or_else(|| p.current.clone())
+                        .map(|o| seal_fields(&salt, &o, &p.sensitive)),
+                    sensitive: p.sensitive.clone(),
                     changed_at: match &previous {
                         Some(prev) if !changed => prev.changed_at.clone(),
                         _ => now.clone(),
@@ -232,7 +275,7 @@ pub fn remember(
         rollback_of,
         manifest_path: manifest.path.display().to_string(),
         manifest_sha256: manifest.sha256.clone(),
-        manifest_snapshot: snapshot(manifest),
+        manifest_snapshot: snapshot(manifest, &salt, plan),
         git: GitInfo::of(&manifest.base_dir),
         user: holder.user,
         host: holder.host,
@@ -323,6 +366,7 @@ pub fn orphans(
             kind,
             last_desired: r.desired,
             prevent_destroy: r.prevent_destroy,
+            sensitive: r.sensitive,
         });
     }
     Ok((delete, forget))

@@ -41,6 +41,8 @@ pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
         )
         .await;
     plan.forget = forget;
+    // Sensitive values never leave in clear: not on screen, not in plan files.
+    let plan = plan.redacted();
     if let Some(out) = &args.out {
         let text = serde_json::to_string_pretty(&plan)?;
         write_atomically(out, text.as_bytes())

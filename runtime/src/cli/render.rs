@@ -415,6 +415,7 @@ mod tests {
             notified_by: vec![],
             refresh: false,
             orphan: false,
+            sensitive: vec![],
         }];
         Plan {
             format_version: 1,

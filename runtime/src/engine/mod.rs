@@ -9,7 +9,7 @@ use crate::graph::walk::{self, NotRun, Progress, StopReason, Visited, WalkSpec};
 use crate::graph::{Graph, refs};
 use crate::manifest::Manifest;
 use crate::plan::{self, ManifestRef, Plan, PlannedResource, ProviderPin, Summary};
-use crate::provider::{Action, CallContext, Diff, FieldChange, Provider, ProviderError};
+use crate::provider::{Action, CallContext, Diff, FieldChange, KindInfo, Provider, ProviderError};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -229,6 +229,8 @@ pub struct Orphan {
     /// The desired properties last applied: they identify it to its provider.
     pub last_desired: Value,
     pub prevent_destroy: bool,
+    /// Its sensitive properties (stored as salted hashes).
+    pub sensitive: Vec<String>,
 }
 
 /// Runs plans against providers.
@@ -435,6 +437,7 @@ impl Engine {
                         notified_by: Vec::new(),
                         refresh: false,
                         orphan: true,
+                        sensitive: o.sensitive.clone(),
                     },
                     None => {
                         let r = &rs[i];
@@ -458,6 +461,7 @@ impl Engine {
                             notified_by: notified_by[i].clone(),
                             refresh: false,
                             orphan: false,
+                            sensitive: self.sensitive_fields(r, manifest),
                         }
                     }
                 };
@@ -532,6 +536,48 @@ impl Engine {
         }
     }
 
+    /// The sensitive top-level properties of a declared resource: those its kind's schema
+    /// marks `sensitive`, and those the manifest lists (`sensitive: true`: all).
+    fn sensitive_fields(
+        &self,
+        r: &crate::manifest::ResourceDecl,
+        manifest: &Manifest,
+    ) -> Vec<String> {
+        let mut fields: BTreeSet<String> = self
+            .providers
+            .get(&r.provider)
+            .and_then(|p| p.info().kinds.get(&r.kind).map(KindInfo::sensitive_fields))
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        // Built from a sensitive variable: sensitive too.
+        let secrets: Vec<String> = manifest
+            .sensitive_vars
+            .iter()
+            .filter_map(|name| manifest.vars.get(name))
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .filter(|s| s.len() >= 3)
+            .collect();
+        if let Some(map) = r.properties.as_object() {
+            for (k, v) in map {
+                let text = v.to_string();
+                if secrets.iter().any(|s| text.contains(s.as_str())) {
+                    fields.insert(k.clone());
+                }
+            }
+        }
+        for f in &r.sensitive {
+            if f == "*" {
+                if let Some(map) = r.properties.as_object() {
+                    fields.extend(map.keys().cloned());
+                }
+            } else {
+                fields.insert(f.clone());
+            }
+        }
+        fields.into_iter().collect()
+    }
+
     /// For each orphan, the orphans that must be deleted before it: those whose managed
     /// path lies inside its own (a file before its directory).
     fn orphan_order(&self, orphans: &[Orphan]) -> Vec<Vec<usize>> {
@@ -558,6 +604,14 @@ impl Engine {
                     .collect()
             })
             .collect()
+    }
+
+    /// Read a planned resource's current state again.
+    pub async fn read_current(&self, r: &PlannedResource) -> Result<Option<Value>, String> {
+        self.provider(&r.provider)?
+            .read(CallContext { resource: &r.id }, &r.kind, &r.desired)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Re-read every resource of a saved plan; report those whose state changed since.

@@ -149,6 +149,11 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         base_dir,
         files,
         sha256,
+        sensitive_vars: decls
+            .iter()
+            .filter(|(_, d)| d.sensitive)
+            .map(|(k, _)| k.clone())
+            .collect(),
         vars: values,
         providers,
         resources,
@@ -196,6 +201,19 @@ fn manifest_files(path: &Path, diags: &mut Diagnostics) -> (Vec<PathBuf>, PathBu
             "no such manifest file or directory",
         );
         (Vec::new(), abs)
+    }
+}
+
+/// A `--var` value: `--var replicas=3` is a number and `--var debug=true` a boolean;
+/// anything else is the string exactly as given.
+pub fn typed_var(raw: &str) -> Value {
+    match raw {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => raw
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(raw.to_owned())),
     }
 }
 
@@ -249,17 +267,7 @@ fn resolve_vars(
         if !decls.contains_key(k) {
             diags.error(None, format!("--var sets undeclared variable `{k}`"));
         }
-        // `--var replicas=3` is a number and `--var debug=true` a boolean; anything
-        // else is the string exactly as given.
-        let typed = match raw.as_str() {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            _ => raw
-                .parse::<i64>()
-                .map(Value::from)
-                .unwrap_or_else(|_| Value::String(raw.clone())),
-        };
-        given.insert(k.clone(), typed);
+        given.insert(k.clone(), typed_var(raw));
     }
     let mut out = BTreeMap::new();
     for (name, decl) in decls {
@@ -880,6 +888,7 @@ fn parse_resources(
                 "notify",
                 "lifecycle",
                 "on_remove",
+                "sensitive",
             ],
             diags,
         ) else {
@@ -964,6 +973,24 @@ fn parse_resources(
                 }
             }
         }
+        let sensitive = match map.get("sensitive") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => Vec::new(),
+            Some(Value::Bool(true)) => vec!["*".to_owned()],
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            Some(other) => {
+                diags.error(
+                    Some(spans.value(&format!("{pointer}/sensitive"))),
+                    format!(
+                        "sensitive of {what} must be true or a list of property names, found {}",
+                        type_name(other)
+                    ),
+                );
+                Vec::new()
+            }
+        };
         let forget_on_remove = match string(map, "on_remove", &pointer, spans, &what, diags) {
             None | Some("delete") => false,
             Some("forget") => true,
@@ -991,6 +1018,7 @@ fn parse_resources(
             notify,
             prevent_destroy,
             forget_on_remove,
+            sensitive,
             location,
             type_location: Some(spans.value(&format!("{pointer}/type"))),
             spans: spans.subtree(&format!("{pointer}/properties")),

@@ -39,6 +39,8 @@ pub struct Manifest {
     /// sha256 over the files' names and contents and the resolved variables.
     pub sha256: String,
     pub vars: BTreeMap<String, Value>,
+    /// Variables declared `sensitive: true`.
+    pub sensitive_vars: BTreeSet<String>,
     pub providers: BTreeMap<String, ProviderDecl>,
     pub resources: Vec<ResourceDecl>,
     /// Ids of resources that were declared but left out because of errors already
@@ -288,6 +290,9 @@ pub struct ResourceDecl {
     /// `on_remove: forget`: when it leaves the manifest, drop it from the state and leave
     /// the system as it is (default `delete`). Remembered in the state.
     pub forget_on_remove: bool,
+    /// `sensitive: [field, …]` (or `sensitive: true`, stored as `["*"]`): properties whose
+    /// values are never shown or stored in clear.
+    pub sensitive: Vec<String>,
     pub location: Location,
     /// Where `type` was written.
     pub type_location: Option<Location>,

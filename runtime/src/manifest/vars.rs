@@ -14,11 +14,14 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone)]
 pub struct VarDecl {
     pub default: Option<Value>,
+    /// `sensitive: true`: its value is never shown or stored in clear, and so are the
+    /// properties built from it.
+    pub sensitive: bool,
     pub location: Location,
 }
 
 /// Read a `vars:` mapping. Shorthand `name: value` declares a default; the long form is
-/// `name: {default: value, description: text}`.
+/// `name: {default: value, description: text, sensitive: true}`.
 pub fn declarations(
     vars: &Value,
     spans: &Spans,
@@ -41,17 +44,30 @@ pub fn declarations(
                 format!("invalid variable name `{name}`: use letters, digits, `_` and `-`"),
             );
         }
+        let mut sensitive = false;
         let default = match v.as_object() {
-            Some(decl) if decl.contains_key("default") || decl.contains_key("description") => {
+            Some(decl)
+                if decl.contains_key("default")
+                    || decl.contains_key("description")
+                    || decl.contains_key("sensitive") =>
+            {
                 for key in decl.keys() {
-                    if key != "default" && key != "description" {
+                    if !["default", "description", "sensitive"].contains(&key.as_str()) {
                         diags.error(
                             Some(spans.key(&format!("{pointer}/{key}"))),
                             format!(
-                                "unknown field `{key}` in variable `{name}` (expected `default`, `description`)"
+                                "unknown field `{key}` in variable `{name}` (expected `default`, `description`, `sensitive`)"
                             ),
                         );
                     }
+                }
+                match decl.get("sensitive") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Bool(b)) => sensitive = *b,
+                    Some(_) => diags.error(
+                        Some(spans.value(&format!("{pointer}/sensitive"))),
+                        format!("`sensitive` of variable `{name}` must be true or false"),
+                    ),
                 }
                 decl.get("default").cloned()
             }
@@ -67,7 +83,14 @@ pub fn declarations(
             );
             continue;
         }
-        out.insert(name.clone(), VarDecl { default, location });
+        out.insert(
+            name.clone(),
+            VarDecl {
+                default,
+                sensitive,
+                location,
+            },
+        );
     }
 }
 

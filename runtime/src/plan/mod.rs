@@ -82,6 +82,65 @@ pub struct PlannedResource {
     /// No longer in the manifest: remembered by the state, planned for deletion.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub orphan: bool,
+    /// Top-level properties whose values are sensitive: shown and saved as
+    /// [`SENSITIVE`], stored in the state only as salted hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<String>,
+}
+
+/// What is shown (and saved in plan files) instead of a sensitive value.
+pub const SENSITIVE: &str = "(sensitive)";
+
+impl PlannedResource {
+    /// A copy fit to show or save: sensitive values in `desired`, `current` and the
+    /// changes replaced by [`SENSITIVE`].
+    pub fn redacted(&self) -> PlannedResource {
+        let mut r = self.clone();
+        if r.sensitive.is_empty() {
+            return r;
+        }
+        let hide = |doc: &mut Value, fields: &[String]| {
+            if let Some(map) = doc.as_object_mut() {
+                for f in fields {
+                    if let Some(v) = map.get_mut(f) {
+                        *v = Value::String(SENSITIVE.into());
+                    }
+                }
+            }
+        };
+        hide(&mut r.desired, &self.sensitive);
+        if let Some(c) = r.current.as_mut() {
+            hide(c, &self.sensitive);
+        }
+        for c in &mut r.changes {
+            let top = c
+                .path
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap_or("");
+            if self.sensitive.iter().any(|f| f == top) {
+                for v in [&mut c.before, &mut c.after].into_iter().flatten() {
+                    *v = Value::String(SENSITIVE.into());
+                }
+            }
+        }
+        r
+    }
+}
+
+impl Plan {
+    /// The plan with every sensitive value hidden (for output and plan files).
+    pub fn redacted(&self) -> Plan {
+        Plan {
+            resources: self
+                .resources
+                .iter()
+                .map(PlannedResource::redacted)
+                .collect(),
+            ..self.clone()
+        }
+    }
 }
 
 /// Counts per action.

@@ -34,6 +34,23 @@ pub struct KindInfo {
     pub path_properties: Vec<String>,
 }
 
+impl KindInfo {
+    /// Top-level properties the schema marks `"sensitive": true`.
+    pub fn sensitive_fields(&self) -> Vec<String> {
+        self.schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|props| {
+                props
+                    .iter()
+                    .filter(|(_, s)| s.get("sensitive") == Some(&Value::Bool(true)))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// What a provider says about itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProviderInfo {
@@ -228,4 +245,27 @@ pub trait Provider: Send + Sync {
         kind: &str,
         current: &Value,
     ) -> Result<(), ProviderError>;
+}
+
+#[cfg(test)]
+mod sensitive_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn schema_properties_marked_sensitive_are_found() {
+        let k = KindInfo {
+            name: "secret".into(),
+            description: String::new(),
+            schema: json!({"type": "object", "properties": {
+                "name": {"type": "string"},
+                "password": {"type": "string", "sensitive": true},
+                "token": {"type": "string", "sensitive": false}
+            }}),
+            identity: "name".into(),
+            force_new: vec![],
+            path_properties: vec![],
+        };
+        assert_eq!(k.sensitive_fields(), vec!["password".to_owned()]);
+    }
 }

@@ -21,6 +21,17 @@ pub fn run_all(open: &Opener) {
     runs_are_chained_and_verified(open);
     concurrent_writers_keep_one_valid_chain(open);
     the_journal_survives_reopening(open);
+    the_salt_is_stable_and_random(open);
+}
+
+fn the_salt_is_stable_and_random(open: &Opener) {
+    let salt = open().salt().expect("salt");
+    assert_eq!(salt.len(), 64);
+    assert_eq!(open().salt().expect("again"), salt, "one salt per state");
+    let v = json!("s3cret");
+    assert_eq!(super::seal(&salt, &v), super::seal(&salt, &v));
+    assert_ne!(super::seal(&salt, &v), super::seal("other", &v));
+    assert!(!super::seal(&salt, &v).to_string().contains("s3cret"));
 }
 
 fn the_journal_survives_reopening(open: &Opener) {
@@ -144,6 +155,7 @@ fn resources_round_trip_in_id_order(open: &Opener) {
         changed_at: "2026-11-26T12:00:00Z".into(),
         prevent_destroy: id == "a",
         forget_on_remove: false,
+        sensitive: vec![],
     };
     s.put_resources(&[r("b", 1), r("a", 1)]).expect("put");
     s.put_resources(&[r("b", 2)]).expect("replace");

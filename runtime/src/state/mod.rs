@@ -116,6 +116,33 @@ pub struct StoredResource {
     /// `on_remove: forget`, remembered: leaving the manifest only drops it from the state.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forget_on_remove: bool,
+    /// Top-level properties stored only as salted hashes ([`seal`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<String>,
+}
+
+/// A sensitive value as stored: `sha256:` + hex of sha256(salt, canonical JSON). Enough
+/// to tell whether a value changed; useless to recover it (the salt defeats lookup
+/// tables of common values).
+pub fn seal(salt: &str, value: &Value) -> Value {
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update(b"\n");
+    h.update(crate::plan::canonical(value).as_bytes());
+    Value::String(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+/// `doc` with the top-level `fields` sealed.
+pub fn seal_fields(salt: &str, doc: &Value, fields: &[String]) -> Value {
+    let mut doc = doc.clone();
+    if let Some(map) = doc.as_object_mut() {
+        for f in fields {
+            if let Some(v) = map.get_mut(f) {
+                *v = seal(salt, v);
+            }
+        }
+    }
+    doc
 }
 
 /// The git commit a manifest was taken from.
@@ -317,4 +344,7 @@ pub trait StateStore: Send + Sync {
     /// Changes begun and never finished, by id.
     fn journal(&self) -> Result<Vec<JournalEntry>, StateError>;
     fn journal_clear(&self) -> Result<(), StateError>;
+
+    /// This state's random salt for [`seal`], created with the state.
+    fn salt(&self) -> Result<String, StateError>;
 }

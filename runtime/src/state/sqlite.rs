@@ -37,11 +37,17 @@ fn migrations() -> Migrations<'static> {
                  entry TEXT NOT NULL
              );",
         ),
+        M::up(
+            "CREATE TABLE meta (
+                 key TEXT PRIMARY KEY,
+                 value TEXT NOT NULL
+             );",
+        ),
     ])
 }
 
 /// The number of migrations this build knows.
-const SCHEMA_VERSION: usize = 2;
+const SCHEMA_VERSION: usize = 3;
 /// How long one statement waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -329,6 +335,23 @@ impl StateStore for SqliteStore {
 
     fn journal_clear(&self) -> Result<(), StateError> {
         self.with(|c| c.execute("DELETE FROM journal", []).map(drop))
+    }
+
+    fn salt(&self) -> Result<String, StateError> {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh)
+            .map_err(|e| self.err(format!("no randomness for the salt: {e}")))?;
+        let fresh = hex::encode(fresh);
+        self.with(|c| {
+            // The first caller's salt wins; every later one reads it.
+            c.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('salt', ?1)",
+                [&fresh],
+            )?;
+            c.query_row("SELECT value FROM meta WHERE key = 'salt'", [], |r| {
+                r.get(0)
+            })
+        })
     }
 
     fn verify(&self) -> Result<Result<ChainSummary, ChainBreak>, StateError> {
