@@ -296,9 +296,10 @@ fn drift_is_reported_with_fields_and_apply_labels_corrective_and_intentional_cha
         stdout(&o)
     );
 
-    // The history keeps both, and the drift checks.
+    // The history keeps both, the drift checks, and plans once a state exists.
+    ok(&tenet(dir, &["plan", "--var", "v=2"]));
     let h = stdout(&tenet(dir, &["history"]));
-    assert!(h.contains("drift"), "{h}");
+    assert!(h.contains("drift") && h.contains("plan"), "{h}");
     let runs: serde_json::Value =
         serde_json::from_str(&stdout(&tenet(dir, &["history", "--json"]))).expect("json");
     let changes: Vec<&str> = runs

@@ -287,6 +287,49 @@ pub fn remember(
     Ok(store.append_run(&record)?)
 }
 
+/// Record a plan: what it found for each resource (`create`, `update`, … or
+/// `unchanged`, `error`). Plans change nothing, so the state's resources are left alone.
+pub fn remember_plan(
+    store: &dyn StateStore,
+    manifest: &Manifest,
+    plan: &Plan,
+    started_at: &str,
+) -> anyhow::Result<u64> {
+    let holder = Holder::me();
+    let record = RunRecord {
+        command: "plan".into(),
+        rollback_of: None,
+        manifest_path: manifest.path.display().to_string(),
+        manifest_sha256: manifest.sha256.clone(),
+        manifest_snapshot: snapshot(manifest, &store.salt()?, plan),
+        git: GitInfo::of(&manifest.base_dir),
+        user: holder.user,
+        host: holder.host,
+        started_at: started_at.to_owned(),
+        finished_at: crate::state::now(),
+        succeeded: !plan.has_errors(),
+        resources: plan
+            .resources
+            .iter()
+            .map(|r| ResourceOutcome {
+                id: r.id.clone(),
+                type_name: r.type_name.clone(),
+                outcome: match (&r.error, r.action) {
+                    (Some(_), _) => "error".into(),
+                    (None, crate::provider::Action::None) if r.refresh => "refresh".into(),
+                    (None, crate::provider::Action::None) => "unchanged".into(),
+                    (None, a) => a.to_string(),
+                },
+                changed_fields: r.changes.iter().map(|c| c.path.clone()).collect(),
+                error: r.error.clone(),
+                duration_ms: 0.0,
+                change: None,
+            })
+            .collect(),
+    };
+    Ok(store.append_run(&record)?)
+}
+
 /// After taking the lock: if a previous run was killed in the middle of changes, say
 /// which, record that run as interrupted in the history, and clear the journal. The plan
 /// that follows reads every resource again, so the interrupted ones converge.

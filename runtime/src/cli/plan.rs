@@ -29,6 +29,7 @@ pub struct PlanArgs {
 pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
     let session = Session::open(&args.manifest).await?;
     session.print_warnings();
+    let started_at = crate::state::now();
     let (gone, forget) = super::history::orphans_if_any(&args.location, &session.manifest)?;
     let mut plan = session
         .engine()
@@ -41,6 +42,11 @@ pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
         )
         .await;
     plan.forget = forget;
+    // Recorded in the history when there is a state (a plan never creates one).
+    if args.location.path_for(&session.manifest.path).exists() {
+        let store = super::history::open_for(&args.location, &session.manifest)?;
+        super::history::remember_plan(store.as_ref(), &session.manifest, &plan, &started_at)?;
+    }
     // Sensitive values never leave in clear: not on screen, not in plan files.
     let plan = plan.redacted();
     if let Some(out) = &args.out {

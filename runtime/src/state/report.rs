@@ -73,6 +73,11 @@ pub fn compute(runs: &[RunRecord], managed: usize, since: SystemTime, until: Sys
     let mut last_check: Option<(SystemTime, usize, usize)> = None;
 
     for (t, run) in &runs {
+        // A plan compares with the manifest, which may have changed on purpose: it is
+        // neither a compliance check nor a change.
+        if run.command == "plan" {
+            continue;
+        }
         let end = parse(&run.finished_at).unwrap_or(*t);
         let (mut checked, mut in_sync) = (0, 0);
         for o in &run.resources {
