@@ -387,8 +387,10 @@ fn a_killed_apply_leaves_the_state_intact_and_the_next_run_converges() {
     child.wait().expect("reap");
     assert!(!dir.join("out/m6").exists(), "killed before the end");
 
-    // The database is intact and still says who held the lock.
+    // The database is intact, and the work finished before the kill is already in it.
     ok(&tenet(dir, &["audit", "verify"]));
+    let list = stdout(&tenet(dir, &["state", "list"]));
+    assert!(list.contains("c1"), "finished before the kill: {list}");
     let store = SqliteStore::open(&db).expect("open after the crash");
     assert!(!store.journal().expect("journal").is_empty());
 
@@ -428,7 +430,7 @@ fn rollback_applies_the_desired_state_of_an_earlier_run() {
     let o = tenet(dir, &["rollback", "3", "--yes"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("run 3 (drift) recorded no manifest"),
+        stderr(&o).contains("run 3 is a drift, which applied nothing"),
         "{}",
         stderr(&o)
     );
@@ -481,13 +483,15 @@ fn report_computes_compliance_metrics_from_the_history() {
     assert_eq!(r["repairs"], 1);
     assert_eq!(r["changes"], 3, "2 created + 1 corrective update");
     assert_eq!(r["change_failure_rate"], 0.0);
-    assert_eq!(r["compliance_rate"], 1.0);
+    // The last check was that apply: it found `index` drifted (and put it back) and
+    // `site` as desired.
+    assert_eq!(r["compliance_rate"], 0.5);
     assert!(r["mttr_seconds"].as_f64().is_some_and(|s| s >= 0.0));
     assert!(r["provisioning_ms"]["file.file"].as_f64().is_some());
     let o = tenet(dir, &["report"]);
     ok(&o);
     let text = stdout(&o);
-    assert!(text.contains("compliance rate       100.0%"), "{text}");
+    assert!(text.contains("compliance rate       50.0%"), "{text}");
     assert!(text.contains("(1 events)"), "{text}");
 }
 
@@ -632,4 +636,58 @@ providers:\n  file:\n    grants:\n      fs: [{path: ./out, access: rw}]\nresourc
         secret
     );
     assert!(!contains(&all_bytes(&dir.join(".tenet")), secret));
+}
+
+#[test]
+fn a_renamed_resource_is_not_deleted_and_manifests_sharing_a_state_keep_theirs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let head =
+        "providers:\n  file:\n    grants:\n      fs: [{path: ./out, access: rw}]\nresources:\n";
+    write_manifest(
+        dir,
+        &format!(
+            "{head}  - {{id: old-name, type: file.file, properties: {{path: ./out/f, content: x}}}}\n"
+        ),
+    );
+    ok(&tenet(dir, &["apply", "--yes"]));
+    write_manifest(
+        dir,
+        &format!(
+            "{head}  - {{id: new-name, type: file.file, properties: {{path: ./out/f, content: x}}}}\n"
+        ),
+    );
+    let o = tenet(dir, &["apply", "--yes"]);
+    ok(&o);
+    assert!(!stdout(&o).contains("will be deleted"), "{}", stdout(&o));
+    assert!(
+        dir.join("out/f").exists(),
+        "a rename must not delete the object"
+    );
+    let list = stdout(&tenet(dir, &["state", "list"]));
+    assert!(
+        list.contains("new-name") && !list.contains("old-name"),
+        "{list}"
+    );
+
+    // Two manifest files in one directory share the state but not their resources.
+    std::fs::write(
+        dir.join("a.yaml"),
+        format!(
+            "{head}  - {{id: a, type: file.file, properties: {{path: ./out/a, content: a}}}}\n"
+        ),
+    )
+    .expect("a");
+    std::fs::write(
+        dir.join("b.yaml"),
+        format!(
+            "{head}  - {{id: b, type: file.file, properties: {{path: ./out/b, content: b}}}}\n"
+        ),
+    )
+    .expect("b");
+    ok(&tenet(dir, &["apply", "a.yaml", "--yes"]));
+    let o = tenet(dir, &["apply", "b.yaml", "--yes"]);
+    ok(&o);
+    assert!(!stdout(&o).contains("will be deleted"), "{}", stdout(&o));
+    assert!(dir.join("out/a").exists() && dir.join("out/b").exists());
 }

@@ -100,6 +100,13 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
     let store = args.location.open(&args.manifest.path)?;
     let target = store.run(args.run_id)?;
     let rec = &target.record;
+    if !matches!(rec.command.as_str(), "apply" | "rollback") {
+        bail!(
+            "run {} is a {}, which applied nothing: roll back to an apply (see `tenet history`)",
+            args.run_id,
+            rec.command
+        );
+    }
     let files: std::collections::BTreeMap<String, String> = rec
         .manifest_snapshot
         .get("files")
@@ -417,6 +424,16 @@ async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
     if !args.json {
         render::plan(&plan.redacted())?;
         if !plan.has_changes() && !plan.has_errors() {
+            // Nothing to change on the system; forgotten resources still leave the state.
+            remember(
+                lock.store().as_ref(),
+                &session.manifest,
+                &plan,
+                &unchanged(&plan),
+                &started_at,
+                &std::collections::BTreeMap::new(),
+                args.rollback_of,
+            )?;
             return Ok(0);
         }
     }
@@ -498,11 +515,19 @@ async fn run(
                 action: action.to_string(),
                 pid,
                 started_at: crate::state::now(),
+                outcome: None,
             }),
-            Event::ResourceFinished(r) => journal.journal_end(&r.id),
+            Event::ResourceFinished(r) => {
+                super::history::remember_one(journal.as_ref(), &session.manifest, plan, r).map_err(
+                    |e| crate::state::StateError::Database {
+                        path: journal.location(),
+                        message: format!("{e:#}"),
+                    },
+                )
+            }
         };
         if let Err(err) = written {
-            tracing::warn!("cannot write the run journal: {err}");
+            tracing::warn!("cannot write the run journal or state: {err}");
         }
         if json {
             let mut value = serde_json::to_value(&e).unwrap_or_default();

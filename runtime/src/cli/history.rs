@@ -106,7 +106,7 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
                 .unwrap_or(&abs)
                 .display()
                 .to_string();
-            let mut text = std::fs::read_to_string(f).unwrap_or_default();
+            let mut text = m.sources.get(f).cloned().unwrap_or_default();
             for secret in &literals {
                 if text.contains(secret.as_str()) {
                     text = text.replace(secret.as_str(), crate::plan::SENSITIVE);
@@ -168,6 +168,89 @@ pub fn change_kinds(
     Ok(out)
 }
 
+/// What one finished resource means for the state.
+enum Bookkeeping {
+    Put(Box<StoredResource>),
+    Remove(String),
+    Nothing,
+}
+
+fn bookkeeping(
+    store: &dyn StateStore,
+    manifest: &Manifest,
+    plan: &Plan,
+    p: &crate::plan::PlannedResource,
+    r: &crate::engine::ResourceResult,
+    salt: &str,
+    now: &str,
+) -> anyhow::Result<Bookkeeping> {
+    Ok(match &r.outcome {
+        Outcome::Deleted => Bookkeeping::Remove(r.id.clone()),
+        // An orphan that was already gone (or renamed): nothing to delete or remember.
+        Outcome::Unchanged if p.orphan => Bookkeeping::Remove(r.id.clone()),
+        Outcome::Created
+        | Outcome::Updated
+        | Outcome::Replaced
+        | Outcome::Refreshed
+        | Outcome::Unchanged => {
+            let declared = manifest.resources.iter().find(|d| d.id == r.id);
+            let pin = plan.providers.get(&p.provider);
+            let previous = store.resource(&r.id)?;
+            let changed = !matches!(r.outcome, Outcome::Unchanged);
+            Bookkeeping::Put(Box::new(StoredResource {
+                id: r.id.clone(),
+                type_name: r.type_name.clone(),
+                provider: p.provider.clone(),
+                provider_version: pin.map(|p| p.version.clone()).unwrap_or_default(),
+                component_sha256: pin.map(|p| p.component_sha256.clone()).unwrap_or_default(),
+                desired: seal_fields(salt, &p.desired, &p.sensitive),
+                observed: r
+                    .state
+                    .clone()
+                    .or_else(|| p.current.clone())
+                    .map(|o| seal_fields(salt, &o, &p.sensitive)),
+                sensitive: p.sensitive.clone(),
+                manifest: manifest.path.display().to_string(),
+                changed_at: match &previous {
+                    Some(prev) if !changed => prev.changed_at.clone(),
+                    _ => now.to_owned(),
+                },
+                prevent_destroy: declared
+                    .map_or(previous.as_ref().is_some_and(|p| p.prevent_destroy), |d| {
+                        d.prevent_destroy
+                    }),
+                forget_on_remove: declared
+                    .map_or(previous.as_ref().is_some_and(|p| p.forget_on_remove), |d| {
+                        d.forget_on_remove
+                    }),
+            }))
+        }
+        Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::NotStarted { .. } => {
+            Bookkeeping::Nothing
+        }
+    })
+}
+
+/// Write one finished resource's state right away (so a run killed later loses no
+/// finished work), and mark its journal entry done with its outcome.
+pub fn remember_one(
+    store: &dyn StateStore,
+    manifest: &Manifest,
+    plan: &Plan,
+    r: &crate::engine::ResourceResult,
+) -> anyhow::Result<()> {
+    if let Some(p) = plan.resources.iter().find(|p| p.id == r.id) {
+        let salt = store.salt()?;
+        match bookkeeping(store, manifest, plan, p, r, &salt, &crate::state::now())? {
+            Bookkeeping::Put(s) => store.put_resources(std::slice::from_ref(&*s))?,
+            Bookkeeping::Remove(id) => store.remove_resources(&[id])?,
+            Bookkeeping::Nothing => {}
+        }
+    }
+    store.journal_finish(&r.id, &outcome_name(&r.outcome))?;
+    Ok(())
+}
+
 /// Record an apply: the resources it converged (or deleted) and a chained run record.
 /// Returns the run's sequence number.
 pub fn remember(
@@ -181,11 +264,6 @@ pub fn remember(
 ) -> anyhow::Result<u64> {
     let planned: BTreeMap<&str, &crate::plan::PlannedResource> =
         plan.resources.iter().map(|r| (r.id.as_str(), r)).collect();
-    let declared: BTreeMap<&str, &crate::manifest::ResourceDecl> = manifest
-        .resources
-        .iter()
-        .map(|r| (r.id.as_str(), r))
-        .collect();
     let now = crate::state::now();
     let salt = store.salt()?;
     let mut put = Vec::new();
@@ -218,48 +296,10 @@ pub fn remember(
             },
         });
         let Some(p) = p else { continue };
-        match &r.outcome {
-            Outcome::Deleted => removed.push(r.id.clone()),
-            // An orphan that was already gone: nothing to delete, nothing to remember.
-            Outcome::Unchanged if p.orphan => removed.push(r.id.clone()),
-            Outcome::Created
-            | Outcome::Updated
-            | Outcome::Replaced
-            | Outcome::Refreshed
-            | Outcome::Unchanged => {
-                let pin = plan.providers.get(&p.provider);
-                let previous = store.resource(&r.id)?;
-                let changed = !matches!(r.outcome, Outcome::Unchanged);
-                put.push(StoredResource {
-                    id: r.id.clone(),
-                    type_name: r.type_name.clone(),
-                    provider: p.provider.clone(),
-                    provider_version: pin.map(|p| p.version.clone()).unwrap_or_default(),
-                    component_sha256: pin.map(|p| p.component_sha256.clone()).unwrap_or_default(),
-                    desired: seal_fields(&salt, &p.desired, &p.sensitive),
-                    observed: r
-                        .state
-                        .clone()
-                        .or_else(|| p.current.clone())
-                        .map(|o| seal_fields(&salt, &o, &p.sensitive)),
-                    sensitive: p.sensitive.clone(),
-                    changed_at: match &previous {
-                        Some(prev) if !changed => prev.changed_at.clone(),
-                        _ => now.clone(),
-                    },
-                    prevent_destroy: declared
-                        .get(r.id.as_str())
-                        .map_or(previous.as_ref().is_some_and(|p| p.prevent_destroy), |d| {
-                            d.prevent_destroy
-                        }),
-                    forget_on_remove: declared
-                        .get(r.id.as_str())
-                        .map_or(previous.as_ref().is_some_and(|p| p.forget_on_remove), |d| {
-                            d.forget_on_remove
-                        }),
-                });
-            }
-            Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::NotStarted { .. } => {}
+        match bookkeeping(store, manifest, plan, p, r, &salt, &now)? {
+            Bookkeeping::Put(s) => put.push(*s),
+            Bookkeeping::Remove(id) => removed.push(id),
+            Bookkeeping::Nothing => {}
         }
     }
     removed.extend(plan.forget.iter().cloned());
@@ -284,7 +324,10 @@ pub fn remember(
         succeeded: report.succeeded(),
         resources: outcomes,
     };
-    Ok(store.append_run(&record)?)
+    let seq = store.append_run(&record)?;
+    // Recorded: what the journal kept for a crash is no longer needed.
+    store.journal_clear()?;
+    Ok(seq)
 }
 
 /// Record a plan: what it found for each resource (`create`, `update`, … or
@@ -362,12 +405,14 @@ pub fn recover(store: &dyn StateStore, manifest: &Manifest) -> anyhow::Result<Ve
             .map(|e| ResourceOutcome {
                 id: e.id.clone(),
                 type_name: e.type_name.clone(),
-                outcome: "interrupted".into(),
+                outcome: e.outcome.clone().unwrap_or_else(|| "interrupted".into()),
                 changed_fields: Vec::new(),
-                error: Some(format!(
-                    "the run (pid {}) was killed during its {} of this resource",
-                    e.pid, e.action
-                )),
+                error: e.outcome.is_none().then(|| {
+                    format!(
+                        "the run (pid {}) was killed during its {} of this resource",
+                        e.pid, e.action
+                    )
+                }),
                 duration_ms: 0.0,
                 change: None,
             })
@@ -375,7 +420,10 @@ pub fn recover(store: &dyn StateStore, manifest: &Manifest) -> anyhow::Result<Ve
     };
     store.append_run(&record)?;
     store.journal_clear()?;
-    Ok(pending)
+    Ok(pending
+        .into_iter()
+        .filter(|e| e.outcome.is_none())
+        .collect())
 }
 
 /// What the state remembers that the manifest no longer declares: resources to delete
@@ -388,8 +436,13 @@ pub fn orphans(
         manifest.resources.iter().map(|r| r.id.as_str()).collect();
     let mut delete = Vec::new();
     let mut forget = Vec::new();
+    let this = manifest.path.display().to_string();
     for r in store.resources()? {
         if declared.contains(r.id.as_str()) || manifest.rejected_ids.contains(&r.id) {
+            continue;
+        }
+        // Declared by another manifest sharing this state: not ours to remove.
+        if !r.manifest.is_empty() && r.manifest != this {
             continue;
         }
         if r.forget_on_remove {

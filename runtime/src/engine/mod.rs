@@ -301,6 +301,28 @@ impl Engine {
             options,
         );
         let orphan_deps = self.orphan_order(orphans);
+        // An orphan with the same provider, kind and identity as a declared resource was
+        // renamed, not removed: the object now belongs to the new id. Drop it from the
+        // state; never delete it.
+        let identity = |provider: &str, kind: &str, doc: &Value| -> Option<String> {
+            let p = self.providers.get(provider)?;
+            let k = p.info().kinds.get(kind)?;
+            Some(plan::canonical(doc.get(&k.identity)?))
+        };
+        let declared: BTreeSet<(String, String, String)> = rs
+            .iter()
+            .filter_map(|r| {
+                let id = identity(&r.provider, &r.kind, &r.properties)?;
+                Some((r.provider.clone(), r.kind.clone(), id))
+            })
+            .collect();
+        let renamed: Vec<bool> = orphans
+            .iter()
+            .map(|o| {
+                identity(&o.provider, &o.kind, &o.last_desired)
+                    .is_some_and(|id| declared.contains(&(o.provider.clone(), o.kind.clone(), id)))
+            })
+            .collect();
         let spec = WalkSpec {
             deps: (0..n)
                 .map(|i| graph.dependencies(i).to_vec())
@@ -333,6 +355,7 @@ impl Engine {
             &options.cancel,
             |i| {
                 if let Some(o) = i.checked_sub(n).and_then(|j| orphans.get(j)) {
+                    let was_renamed = renamed[i - n];
                     let o = o.clone();
                     let provider = self.provider(&o.provider);
                     let span = info_span!("plan", resource = %o.id, r#type = %o.type_name, orphan = true);
@@ -342,6 +365,7 @@ impl Engine {
                             unknown: Vec::new(),
                         };
                         let result = match provider {
+                            _ if was_renamed => Ok((None, Diff { action: Action::None, changes: Vec::new() })),
                             _ if o.prevent_destroy => Err(format!(
                                 "`{}` was removed from the manifest, but it has prevent_destroy set (remembered in the state), so Tenet keeps it; to stop managing it without deleting it run `tenet state forget {}`",
                                 o.id, o.id
@@ -556,12 +580,21 @@ impl Engine {
             .iter()
             .filter_map(|name| manifest.vars.get(name))
             .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-            .filter(|s| s.len() >= 3)
+            .filter(|s| !s.is_empty())
             .collect();
+        // Any string inside the property that contains a secret, compared as text (not
+        // as escaped JSON, so secrets with newlines or quotes are found too).
+        fn holds(v: &Value, secrets: &[String]) -> bool {
+            match v {
+                Value::String(s) => secrets.iter().any(|secret| s.contains(secret.as_str())),
+                Value::Array(a) => a.iter().any(|x| holds(x, secrets)),
+                Value::Object(m) => m.values().any(|x| holds(x, secrets)),
+                other => secrets.contains(&other.to_string()),
+            }
+        }
         if let Some(map) = r.properties.as_object() {
             for (k, v) in map {
-                let text = v.to_string();
-                if secrets.iter().any(|s| text.contains(s.as_str())) {
+                if holds(v, &secrets) {
                     fields.insert(k.clone());
                 }
             }

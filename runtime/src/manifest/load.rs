@@ -144,10 +144,15 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     }
 
     let sha256 = digest(&docs, &values);
+    let sources = docs
+        .iter()
+        .map(|d| (d.file.clone(), d.text.clone()))
+        .collect();
     let manifest = Manifest {
         path: absolute(Path::new("."), path),
         base_dir,
         files,
+        sources,
         sha256,
         sensitive_vars: decls
             .iter()

@@ -36,6 +36,8 @@ pub struct Manifest {
     pub base_dir: PathBuf,
     /// The YAML files read, in merge order.
     pub files: Vec<PathBuf>,
+    /// Their text as loaded (what the run records, even if the files change later).
+    pub sources: BTreeMap<PathBuf, String>,
     /// sha256 over the files' names and contents and the resolved variables.
     pub sha256: String,
     pub vars: BTreeMap<String, Value>,

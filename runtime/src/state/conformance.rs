@@ -41,14 +41,19 @@ fn the_journal_survives_reopening(open: &Opener) {
         action: "update".into(),
         pid: 7,
         started_at: "2026-11-26T12:00:00Z".into(),
+        outcome: None,
     };
     let s = open();
     s.journal_begin(&entry("b")).expect("begin");
     s.journal_begin(&entry("a")).expect("begin");
-    s.journal_end("b").expect("end");
+    s.journal_finish("b", "updated").expect("finish");
     drop(s);
     let again = open();
-    assert_eq!(again.journal().expect("journal"), vec![entry("a")]);
+    let done = super::JournalEntry {
+        outcome: Some("updated".into()),
+        ..entry("b")
+    };
+    assert_eq!(again.journal().expect("journal"), vec![entry("a"), done]);
     again.journal_clear().expect("clear");
     assert!(again.journal().expect("journal").is_empty());
 }
@@ -156,6 +161,7 @@ fn resources_round_trip_in_id_order(open: &Opener) {
         prevent_destroy: id == "a",
         forget_on_remove: false,
         sensitive: vec![],
+        manifest: "/m".into(),
     };
     s.put_resources(&[r("b", 1), r("a", 1)]).expect("put");
     s.put_resources(&[r("b", 2)]).expect("replace");

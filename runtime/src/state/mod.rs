@@ -119,6 +119,10 @@ pub struct StoredResource {
     /// Top-level properties stored only as salted hashes ([`seal`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sensitive: Vec<String>,
+    /// The manifest (file or directory) that declares it: only that manifest's runs
+    /// delete it when it is no longer declared.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub manifest: String,
 }
 
 /// A sensitive value as stored: `sha256:` + hex of sha256(salt, canonical JSON). Enough
@@ -301,6 +305,10 @@ pub struct JournalEntry {
     pub action: String,
     pub pid: u32,
     pub started_at: String,
+    /// Set when the change finished: kept until the run is recorded, so a run killed
+    /// after it still reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
 }
 
 /// How long to wait for the run lock, polling.
@@ -339,9 +347,9 @@ pub trait StateStore: Send + Sync {
 
     /// Journal the intent to change a resource (before the provider call).
     fn journal_begin(&self, entry: &JournalEntry) -> Result<(), StateError>;
-    /// The change finished (whatever its outcome).
-    fn journal_end(&self, id: &str) -> Result<(), StateError>;
-    /// Changes begun and never finished, by id.
+    /// The change finished with `outcome` (the entry stays until the run is recorded).
+    fn journal_finish(&self, id: &str, outcome: &str) -> Result<(), StateError>;
+    /// The journal of a run not yet recorded, by id.
     fn journal(&self) -> Result<Vec<JournalEntry>, StateError>;
     fn journal_clear(&self) -> Result<(), StateError>;
 

@@ -89,15 +89,21 @@ pub fn compute(runs: &[RunRecord], managed: usize, since: SystemTime, until: Sys
                     _ => None,
                 },
                 _ => match (o.outcome.as_str(), o.change.as_deref()) {
-                    // Found drifted and put back in the same run.
+                    // Found drifted at the check this apply made (and put back).
                     (_, Some("corrective")) => {
                         if !drifted_since.contains_key(id) {
                             drift_events += 1;
                             drifted_since.insert(id, *t);
                         }
+                        checked += 1;
                         None
                     }
                     ("unchanged", _) => Some(false),
+                    // Not in the desired state at this check, and not put there.
+                    ("failed" | "interrupted", _) => {
+                        checked += 1;
+                        None
+                    }
                     _ => None,
                 },
             };
@@ -126,9 +132,15 @@ pub fn compute(runs: &[RunRecord], managed: usize, since: SystemTime, until: Sys
                 repairs.push(end.duration_since(from).unwrap_or_default().as_secs_f64());
             }
             if run.command != "drift" {
+                let planned_error = o
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("could not be planned"));
                 match o.outcome.as_str() {
                     "created" | "updated" | "replaced" | "deleted" | "refreshed" => changes += 1,
-                    "failed" => {
+                    // A resource that could not be planned was never attempted.
+                    "failed" if planned_error => {}
+                    "failed" | "interrupted" => {
                         changes += 1;
                         failed_changes += 1;
                     }

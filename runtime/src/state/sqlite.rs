@@ -173,11 +173,11 @@ impl StateStore for SqliteStore {
     }
 
     fn unlock(&self, me: &Holder) -> Result<(), StateError> {
-        let mine = self.lock_holder()?.is_some_and(|h| h == *me);
-        if mine {
-            self.with(|c| c.execute("DELETE FROM lock WHERE id = 1", []).map(drop))?;
-        }
-        Ok(())
+        // Only if still ours, in one statement: a lock taken over meanwhile stays.
+        self.with(|c| {
+            c.execute("DELETE FROM lock WHERE id = 1 AND holder = ?1", [json(me)?])
+                .map(drop)
+        })
     }
 
     fn force_unlock(&self) -> Result<Option<Holder>, StateError> {
@@ -316,11 +316,19 @@ impl StateStore for SqliteStore {
         })
     }
 
-    fn journal_end(&self, id: &str) -> Result<(), StateError> {
-        self.with(|c| {
-            c.execute("DELETE FROM journal WHERE id = ?1", [id])
-                .map(drop)
-        })
+    fn journal_finish(&self, id: &str, outcome: &str) -> Result<(), StateError> {
+        let Some(text) = self.with(|c| {
+            c.query_row("SELECT entry FROM journal WHERE id = ?1", [id], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+        })?
+        else {
+            return Ok(());
+        };
+        let mut entry: JournalEntry = self.decode("a journal entry", &text)?;
+        entry.outcome = Some(outcome.to_owned());
+        self.journal_begin(&entry)
     }
 
     fn journal(&self) -> Result<Vec<JournalEntry>, StateError> {
