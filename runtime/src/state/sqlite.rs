@@ -55,6 +55,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// The salt, once read (it never changes).
+    salt: std::sync::OnceLock<String>,
 }
 
 impl SqliteStore {
@@ -95,6 +97,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            salt: std::sync::OnceLock::new(),
         })
     }
 
@@ -346,6 +349,9 @@ impl StateStore for SqliteStore {
     }
 
     fn salt(&self) -> Result<String, StateError> {
+        if let Some(s) = self.salt.get() {
+            return Ok(s.clone());
+        }
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh)
             .map_err(|e| self.err(format!("no randomness for the salt: {e}")))?;
@@ -360,6 +366,7 @@ impl StateStore for SqliteStore {
                 r.get(0)
             })
         })
+        .map(|s: String| self.salt.get_or_init(|| s).clone())
     }
 
     fn verify(&self) -> Result<Result<ChainSummary, ChainBreak>, StateError> {
