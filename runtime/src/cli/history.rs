@@ -176,7 +176,7 @@ enum Bookkeeping {
 }
 
 fn bookkeeping(
-    store: &dyn StateStore,
+    previous: Option<StoredResource>,
     manifest: &Manifest,
     plan: &Plan,
     p: &crate::plan::PlannedResource,
@@ -195,7 +195,6 @@ fn bookkeeping(
         | Outcome::Unchanged => {
             let declared = manifest.resources.iter().find(|d| d.id == r.id);
             let pin = plan.providers.get(&p.provider);
-            let previous = store.resource(&r.id)?;
             let changed = !matches!(r.outcome, Outcome::Unchanged);
             Bookkeeping::Put(Box::new(StoredResource {
                 id: r.id.clone(),
@@ -241,7 +240,8 @@ pub fn remember_one(
 ) -> anyhow::Result<()> {
     if let Some(p) = plan.resources.iter().find(|p| p.id == r.id) {
         let salt = store.salt()?;
-        match bookkeeping(store, manifest, plan, p, r, &salt, &crate::state::now())? {
+        let previous = store.resource(&r.id)?;
+        match bookkeeping(previous, manifest, plan, p, r, &salt, &crate::state::now())? {
             Bookkeeping::Put(s) => store.put_resources(std::slice::from_ref(&*s))?,
             Bookkeeping::Remove(id) => store.remove_resources(&[id])?,
             Bookkeeping::Nothing => {}
@@ -266,6 +266,12 @@ pub fn remember(
         plan.resources.iter().map(|r| (r.id.as_str(), r)).collect();
     let now = crate::state::now();
     let salt = store.salt()?;
+    // Read once; a resource whose record would not change is not written again.
+    let mut known: BTreeMap<String, StoredResource> = store
+        .resources()?
+        .into_iter()
+        .map(|r| (r.id.clone(), r))
+        .collect();
     let mut put = Vec::new();
     let mut removed = Vec::new();
     let mut outcomes = Vec::new();
@@ -296,7 +302,9 @@ pub fn remember(
             },
         });
         let Some(p) = p else { continue };
-        match bookkeeping(store, manifest, plan, p, r, &salt, &now)? {
+        let previous = known.remove(&r.id);
+        match bookkeeping(previous.clone(), manifest, plan, p, r, &salt, &now)? {
+            Bookkeeping::Put(s) if previous.as_ref() == Some(&*s) => {}
             Bookkeeping::Put(s) => put.push(*s),
             Bookkeeping::Remove(id) => removed.push(id),
             Bookkeeping::Nothing => {}
