@@ -412,7 +412,7 @@ impl Capabilities {
 /// What a provider says it needs (`capabilities.requested`) plus its capability-bearing
 /// imports. Declaring grants nothing; it is shown beside the grants so the operator sees
 /// what is missing.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Requested {
     pub directories: Vec<DirectoryRequest>,
     pub programs: Vec<ProgramRequest>,
@@ -420,36 +420,39 @@ pub struct Requested {
     pub env: Vec<EnvRequest>,
     /// Imports that need a grant (`tenet:host/exec`, `wasi:http/outgoing-handler`).
     pub imports: Vec<String>,
+    /// The `tenet:provider` version the component exports.
+    #[serde(default)]
+    pub abi: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DirectoryRequest {
     pub path: String,
     pub write: bool,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProgramRequest {
     pub program: String,
     pub probe: bool,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HostRequest {
     pub origin: String,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EnvRequest {
     pub name: String,
     pub reason: String,
 }
 
 /// One line of the requested / granted / missing report.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Requirement {
     /// `fs rw /etc/app`, `exec /usr/bin/systemctl (probe)`, `net https://api:443`, `env LANG`.
     pub capability: String,

@@ -10,6 +10,7 @@
 //! line on top.
 #![deny(unsafe_code)]
 
+pub mod bundle;
 pub mod cli;
 pub mod diag;
 pub mod engine;

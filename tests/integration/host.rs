@@ -664,7 +664,13 @@ async fn abi_versions_are_checked_before_instantiation_and_0_1_0_providers_still
     let old = ProviderSource::Path(env!("TENET_TEST_GUEST_ABI_0_1_0_WASM").into());
     let p = host.load(&decl("old", old)).await.expect("0.1.0 loads");
     assert_eq!(p.info().kinds["note"].identity, "name");
-    assert_eq!(*p.requested(), tenet::grants::Requested::default());
+    assert_eq!(
+        *p.requested(),
+        tenet::grants::Requested {
+            abi: "0.1.0".into(),
+            ..tenet::grants::Requested::default()
+        }
+    );
     let cx = CallContext { resource: "n" };
     let props = json!({"name": "x"});
     assert_eq!(

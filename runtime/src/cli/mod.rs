@@ -7,6 +7,7 @@ mod drift;
 mod graph;
 pub mod history;
 mod plan;
+mod plugin;
 mod progress;
 mod providers;
 mod render;
@@ -61,6 +62,10 @@ enum Command {
     Show(history::ShowArgs),
     /// Check the history's hash chain.
     Audit(history::AuditArgs),
+    /// Signing keys for plugin bundles.
+    Key(plugin::KeyArgs),
+    /// Plugin bundles: pack, sign, verify, inspect.
+    Plugin(plugin::PluginArgs),
     /// Compliance metrics from the history: compliance rate, drift frequency, MTTR,
     /// change failure rate, provisioning time.
     Report(history::ReportArgs),
@@ -160,6 +165,8 @@ pub fn main() -> ExitCode {
             Command::Show(a) => history::show(a),
             Command::Audit(a) => history::audit(a),
             Command::Report(a) => history::report(a),
+            Command::Key(a) => plugin::key(a),
+            Command::Plugin(a) => plugin::plugin(a).await,
         }
     });
     match result {

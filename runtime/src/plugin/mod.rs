@@ -215,8 +215,40 @@ impl PluginHost {
 
     /// Load, verify, compile and describe the provider `decl` declares.
     pub async fn load(&self, decl: &ProviderDecl) -> Result<Arc<WasmProvider>, PluginError> {
-        let plugin = decl.name.clone();
         let (bytes, source_desc) = Self::read_source(decl)?;
+        self.load_bytes(decl, &bytes, &source_desc, true).await
+    }
+
+    /// Load a component to describe it, whatever it imports (nothing is granted: every
+    /// host call it made would be refused). For packing and inspecting bundles.
+    pub async fn inspect(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        source_desc: &str,
+    ) -> Result<Arc<WasmProvider>, PluginError> {
+        let decl = ProviderDecl {
+            name: name.to_owned(),
+            source: ProviderSource::Builtin(name.to_owned()),
+            grants: Grants::default(),
+            limits: crate::manifest::Limits::default(),
+            max_concurrency: None,
+            consistency_check: true,
+            location: crate::diag::Location::new(source_desc, 1, 1),
+        };
+        self.load_bytes(&decl, bytes, source_desc, false).await
+    }
+
+    async fn load_bytes(
+        &self,
+        decl: &ProviderDecl,
+        bytes: &[u8],
+        source_desc: &str,
+        enforce_grants: bool,
+    ) -> Result<Arc<WasmProvider>, PluginError> {
+        let plugin = decl.name.clone();
+        let source_desc = source_desc.to_owned();
+        let bytes = bytes.to_vec();
         check_header(&plugin, &source_desc, &bytes)?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
         let component = self
@@ -226,8 +258,14 @@ impl PluginHost {
                 plugin: plugin.clone(),
                 message: format!("{e:#}"),
             })?;
-        check_abi(&self.engine, &component, &plugin, &source_desc)?;
-        let imports = check_imports(&self.engine, &component, &plugin, &decl.grants)?;
+        let abi = check_abi(&self.engine, &component, &plugin, &source_desc)?;
+        let imports = check_imports(
+            &self.engine,
+            &component,
+            &plugin,
+            &decl.grants,
+            enforce_grants,
+        )?;
         let instantiate_err = |e: wasmtime::Error| PluginError::Instantiate {
             plugin: plugin.clone(),
             message: format!("{e:#}"),
@@ -273,6 +311,7 @@ impl PluginHost {
                     message: e.to_string(),
                 })?;
         requested.imports = imports;
+        requested.abi = abi;
         Ok(Arc::new(provider.with_info(info, requested)))
     }
 }
@@ -299,7 +338,7 @@ fn check_abi(
     component: &Component,
     plugin: &str,
     source_desc: &str,
-) -> Result<(), PluginError> {
+) -> Result<String, PluginError> {
     let ty = component.component_type();
     let exports: Vec<&str> = ty.exports(engine).map(|(name, _)| name).collect();
     let prefix = format!("{ABI_INTERFACE}@");
@@ -319,7 +358,7 @@ fn check_abi(
         found: e.to_string(),
     })?;
     match semver::Version::parse(version) {
-        Ok(v) if supported.matches(&v) => Ok(()),
+        Ok(v) if supported.matches(&v) => Ok(version.to_owned()),
         _ => Err(PluginError::Abi {
             plugin: plugin.to_owned(),
             found: version.to_owned(),
@@ -334,6 +373,7 @@ fn check_imports(
     component: &Component,
     plugin: &str,
     grants: &Grants,
+    enforce_grants: bool,
 ) -> Result<Vec<String>, PluginError> {
     let ty = component.component_type();
     let mut bearing = Vec::new();
@@ -344,7 +384,7 @@ fn check_imports(
                 "exec" => !grants.exec.is_empty(),
                 _ => !grants.net.is_empty(),
             };
-            if !granted {
+            if !granted && enforce_grants {
                 return Err(PluginError::NotGranted {
                     plugin: plugin.to_owned(),
                     import: name.to_owned(),

@@ -273,6 +273,7 @@ impl WasmProvider {
                 })
                 .collect(),
             imports: Vec::new(),
+            abi: String::new(),
         })
     }
 

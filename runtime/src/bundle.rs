@@ -1,0 +1,289 @@
+//! Plugin bundles: one provider component plus its metadata, identified by the sha256 of
+//! the component, and detached minisign signatures over the component's bytes (so the
+//! `minisign` tool verifies them too). The format is in docs/bundles.md.
+//!
+//! A bundle file is a tar archive with exactly two regular files, `metadata.json` and
+//! `component.wasm`; anything else (more entries, directories, links, oversized entries)
+//! is refused before any byte is trusted.
+
+use crate::grants::Requested;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::Path;
+
+/// Largest `metadata.json` accepted.
+pub const MAX_METADATA_BYTES: u64 = 1024 * 1024;
+/// Version of the bundle metadata format.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why a bundle, key or signature was refused. Every case names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{path}: cannot read: {message}")]
+    Io { path: String, message: String },
+    #[error("{path}: the signature is not valid for this component with key {key_id} ({message})")]
+    BadSignature {
+        path: String,
+        key_id: String,
+        message: String,
+    },
+    #[error("{path}: signed by key {key_id}, which is not trusted (trusted: {trusted})")]
+    Untrusted {
+        path: String,
+        key_id: String,
+        trusted: String,
+    },
+}
+
+/// What a bundle says about its component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub format_version: u32,
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    #[serde(default)]
+    pub license: String,
+    #[serde(default)]
+    pub source_url: String,
+    /// `tenet:provider` version it exports.
+    pub abi: String,
+    pub kinds: Vec<String>,
+    /// Imports that need a grant, and what it declares it needs.
+    pub capabilities: Requested,
+    /// sha256 of `component.wasm`: the bundle's identity.
+    pub component_sha256: String,
+}
+
+/// A bundle read into memory.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub metadata: Metadata,
+    pub component: Vec<u8>,
+}
+
+fn invalid(path: &Path, message: impl Into<String>) -> BundleError {
+    BundleError::Invalid {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> BundleError {
+    BundleError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// sha256 of bytes, hex.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Bundle {
+    /// Write the bundle as a tar file at `path` (atomically).
+    pub fn write(&self, path: &Path) -> Result<(), BundleError> {
+        let meta = serde_json::to_vec_pretty(&self.metadata).map_err(|e| io(path, e))?;
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, data) in [
+            ("metadata.json", meta.as_slice()),
+            ("component.wasm", self.component.as_slice()),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, data)
+                .map_err(|e| io(path, e))?;
+        }
+        let bytes = builder.into_inner().map_err(|e| io(path, e))?;
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io(path, e))?;
+        std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| io(path, e))?;
+        tmp.persist(path).map_err(|e| io(path, e.error))?;
+        Ok(())
+    }
+
+    /// Read and check a bundle file: exactly the two expected entries, sizes within
+    /// limits, metadata that parses, and a component whose sha256 is the one declared.
+    pub fn read(path: &Path) -> Result<Bundle, BundleError> {
+        let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
+        let mut archive = tar::Archive::new(file);
+        let mut metadata: Option<Vec<u8>> = None;
+        let mut component: Option<Vec<u8>> = None;
+        let entries = archive
+            .entries()
+            .map_err(|e| invalid(path, format!("not a bundle (tar) file: {e}")))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| invalid(path, format!("truncated or corrupt bundle: {e}")))?;
+            let name = entry
+                .path()
+                .map_err(|e| invalid(path, format!("bad entry name: {e}")))?
+                .to_string_lossy()
+                .into_owned();
+            if !entry.header().entry_type().is_file() {
+                return Err(invalid(
+                    path,
+                    format!("entry `{name}` is not a regular file"),
+                ));
+            }
+            let (slot, limit) = match name.as_str() {
+                "metadata.json" => (&mut metadata, MAX_METADATA_BYTES),
+                "component.wasm" => (&mut component, crate::plugin::MAX_COMPONENT_BYTES),
+                other => {
+                    return Err(invalid(
+                        path,
+                        format!(
+                            "unexpected entry `{other}` (a bundle holds metadata.json and component.wasm)"
+                        ),
+                    ));
+                }
+            };
+            if slot.is_some() {
+                return Err(invalid(path, format!("entry `{name}` appears twice")));
+            }
+            let size = entry.header().size().unwrap_or(u64::MAX);
+            if size > limit {
+                return Err(invalid(
+                    path,
+                    format!("entry `{name}` is {size} bytes, over the {limit}-byte limit"),
+                ));
+            }
+            let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+            entry
+                .take(limit)
+                .read_to_end(&mut data)
+                .map_err(|e| invalid(path, format!("truncated or corrupt bundle: {e}")))?;
+            if data.len() as u64 != size {
+                return Err(invalid(path, format!("entry `{name}` is truncated")));
+            }
+            *slot = Some(data);
+        }
+        let metadata = metadata.ok_or_else(|| invalid(path, "no metadata.json in the bundle"))?;
+        let component =
+            component.ok_or_else(|| invalid(path, "no component.wasm in the bundle"))?;
+        let metadata: Metadata = serde_json::from_slice(&metadata)
+            .map_err(|e| invalid(path, format!("metadata.json is not valid: {e}")))?;
+        if metadata.format_version != FORMAT_VERSION {
+            return Err(invalid(
+                path,
+                format!(
+                    "bundle format {} (this Tenet reads format {FORMAT_VERSION})",
+                    metadata.format_version
+                ),
+            ));
+        }
+        let actual = digest(&component);
+        if actual != metadata.component_sha256 {
+            return Err(invalid(
+                path,
+                format!(
+                    "component.wasm has sha256 {actual}, but the metadata declares {}",
+                    metadata.component_sha256
+                ),
+            ));
+        }
+        Ok(Bundle {
+            metadata,
+            component,
+        })
+    }
+}
+
+/// A minisign key id as minisign prints it (hex of the key number, big-endian).
+fn key_id(keynum: &[u8]) -> String {
+    keynum.iter().rev().map(|b| format!("{b:02X}")).collect()
+}
+
+/// Generate an unencrypted minisign key pair: (public key file text, secret key file
+/// text, key id).
+pub fn generate_key(comment: &str) -> Result<(String, String, String), String> {
+    let minisign::KeyPair { pk, sk } =
+        minisign::KeyPair::generate_unencrypted_keypair().map_err(|e| e.to_string())?;
+    let id = key_id(pk.keynum());
+    let pk_text = pk.to_box().map_err(|e| e.to_string())?.to_string();
+    let sk_text = sk
+        .to_box(Some(comment))
+        .map_err(|e| e.to_string())?
+        .to_string();
+    Ok((pk_text, sk_text, id))
+}
+
+/// Sign a bundle's component with the secret key file at `key`: the detached signature
+/// text (minisign format). The trusted comment names the bundle and its digest.
+pub fn sign(bundle: &Bundle, key: &Path) -> Result<String, BundleError> {
+    let text = std::fs::read_to_string(key).map_err(|e| io(key, e))?;
+    let sk = minisign::SecretKeyBox::from_string(&text)
+        .and_then(minisign::SecretKeyBox::into_unencrypted_secret_key)
+        .map_err(|e| invalid(key, format!("not a usable minisign secret key: {e}")))?;
+    let comment = format!(
+        "tenet bundle {} {} sha256:{}",
+        bundle.metadata.name, bundle.metadata.version, bundle.metadata.component_sha256
+    );
+    let sig = minisign::sign(
+        None,
+        &sk,
+        std::io::Cursor::new(&bundle.component),
+        Some(&comment),
+        None,
+    )
+    .map_err(|e| invalid(key, format!("cannot sign: {e}")))?;
+    Ok(sig.to_string())
+}
+
+/// Verify the detached signature at `signature` over the bundle's component against the
+/// trusted public key files; returns the id of the key that signed it.
+pub fn verify(
+    bundle: &Bundle,
+    signature: &Path,
+    trusted: &[std::path::PathBuf],
+) -> Result<String, BundleError> {
+    let text = std::fs::read_to_string(signature).map_err(|e| io(signature, e))?;
+    let sig = minisign::SignatureBox::from_string(&text)
+        .map_err(|e| invalid(signature, format!("not a minisign signature: {e}")))?;
+    let signer = key_id(sig.keynum());
+    let mut ids = Vec::new();
+    for key in trusted {
+        let pk_text = std::fs::read_to_string(key).map_err(|e| io(key, e))?;
+        let pk = minisign::PublicKeyBox::from_string(&pk_text)
+            .and_then(minisign::PublicKeyBox::into_public_key)
+            .map_err(|e| invalid(key, format!("not a minisign public key: {e}")))?;
+        let id = key_id(pk.keynum());
+        if id == signer {
+            minisign::verify(
+                &pk,
+                &sig,
+                std::io::Cursor::new(&bundle.component),
+                true,
+                false,
+                false,
+            )
+            .map_err(|e| BundleError::BadSignature {
+                path: signature.display().to_string(),
+                key_id: signer.clone(),
+                message: e.to_string(),
+            })?;
+            return Ok(signer);
+        }
+        ids.push(id);
+    }
+    Err(BundleError::Untrusted {
+        path: signature.display().to_string(),
+        key_id: signer,
+        trusted: if ids.is_empty() {
+            "none".into()
+        } else {
+            ids.join(", ")
+        },
+    })
+}
