@@ -25,6 +25,13 @@ fn bundles_are_packed_signed_verified_and_bad_ones_refused() {
     let tmp = tempfile::tempdir().expect("tmp");
     let d = tmp.path();
     let s = |p: &str| d.join(p).display().to_string();
+    // `tenet plugin verify BUNDLE --trust KEY [EXTRA…]`, files named relative to `d`.
+    let verify = |bundle: &str, key: &str, extra: &[&str]| {
+        let (bundle, key) = (s(bundle), s(key));
+        let mut args = vec!["plugin", "verify", bundle.as_str(), "--trust", key.as_str()];
+        args.extend_from_slice(extra);
+        tenet(d, &args)
+    };
 
     let o = tenet(d, &["key", "generate", "--name", "release"]);
     ok(&o);
@@ -87,16 +94,7 @@ fn bundles_are_packed_signed_verified_and_bad_ones_refused() {
             &s("release.key"),
         ],
     ));
-    let o = tenet(
-        d,
-        &[
-            "plugin",
-            "verify",
-            &s("mis.tenet"),
-            "--trust",
-            &s("release.pub"),
-        ],
-    );
+    let o = verify("mis.tenet", "release.pub", &[]);
     ok(&o);
     assert!(
         stdout(&o).contains(&format!("signed by trusted key {key_id}")),
@@ -106,16 +104,7 @@ fn bundles_are_packed_signed_verified_and_bad_ones_refused() {
 
     // An untrusted key.
     fails_with(
-        &tenet(
-            d,
-            &[
-                "plugin",
-                "verify",
-                &s("mis.tenet"),
-                "--trust",
-                &s("stranger.pub"),
-            ],
-        ),
+        &verify("mis.tenet", "stranger.pub", &[]),
         &format!("signed by key {key_id}, which is not trusted"),
     );
     // A signature over other bytes (another bundle's).
@@ -126,17 +115,10 @@ fn bundles_are_packed_signed_verified_and_bad_ones_refused() {
     let forged = tenet::bundle::sign(&other, &d.join("release.key")).expect("sign");
     std::fs::write(d.join("forged.minisig"), forged).expect("write");
     fails_with(
-        &tenet(
-            d,
-            &[
-                "plugin",
-                "verify",
-                &s("mis.tenet"),
-                "--trust",
-                &s("release.pub"),
-                "--signature",
-                &s("forged.minisig"),
-            ],
+        &verify(
+            "mis.tenet",
+            "release.pub",
+            &["--signature", &s("forged.minisig")],
         ),
         "the signature is not valid for this component",
     );
@@ -146,16 +128,7 @@ fn bundles_are_packed_signed_verified_and_bad_ones_refused() {
     hiding.write(&d.join("hiding.tenet")).expect("write");
     std::fs::copy(d.join("mis.tenet.minisig"), d.join("hiding.tenet.minisig")).expect("sig");
     fails_with(
-        &tenet(
-            d,
-            &[
-                "plugin",
-                "verify",
-                &s("hiding.tenet"),
-                "--trust",
-                &s("release.pub"),
-            ],
-        ),
+        &verify("hiding.tenet", "release.pub", &[]),
         "the declared capabilities differ from the component's",
     );
     // A tampered component (the metadata's digest no longer matches).
@@ -163,16 +136,7 @@ fn bundles_are_packed_signed_verified_and_bad_ones_refused() {
     tampered.component.push(0);
     tampered.write(&d.join("tampered.tenet")).expect("write");
     fails_with(
-        &tenet(
-            d,
-            &[
-                "plugin",
-                "verify",
-                &s("tampered.tenet"),
-                "--trust",
-                &s("release.pub"),
-            ],
-        ),
+        &verify("tampered.tenet", "release.pub", &[]),
         "but the metadata declares",
     );
     // Truncated and foreign files.
