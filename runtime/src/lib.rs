@@ -17,6 +17,7 @@ pub mod engine;
 pub mod grants;
 pub mod graph;
 pub mod host;
+pub mod lockfile;
 pub mod manifest;
 pub mod plan;
 pub mod plugin;

@@ -183,3 +183,51 @@ fn minisign_cli_verifies(d: &Path, wasm: &[u8]) {
         .expect("minisign");
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
 }
+
+#[test]
+fn tenet_lock_pins_providers_by_digest_and_refuses_other_bytes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    std::fs::copy(MISBEHAVE_WASM, d.join("mis.wasm")).expect("copy");
+    let manifest = format!(
+        "providers:\n  bad:\n    source: ./mis.wasm\n    grants:\n{}  file:\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n\
+         resources:\n  - {{id: f, type: file.file, properties: {{path: ./out/f, content: x}}}}\n",
+        crate::support::MISBEHAVE_GRANTS
+    );
+    crate::support::write_manifest(d, &manifest);
+    ok(&tenet(d, &["lock"]));
+    let first = std::fs::read(d.join("tenet.lock")).expect("lock");
+    ok(&tenet(d, &["lock"]));
+    assert_eq!(
+        std::fs::read(d.join("tenet.lock")).expect("lock"),
+        first,
+        "deterministic"
+    );
+    let lock: serde_json::Value = serde_json::from_slice(&first).expect("json");
+    let wasm = std::fs::read(MISBEHAVE_WASM).expect("wasm");
+    assert_eq!(
+        lock["providers"]["bad"]["component_sha256"],
+        tenet::bundle::digest(&wasm)
+    );
+    assert_eq!(lock["providers"]["file"]["builtin"], true);
+    ok(&tenet(d, &["validate"]));
+
+    // Other bytes at the same path are refused, naming both digests and the source.
+    std::fs::copy(env!("TENET_TEST_GUEST_ABI_0_1_0_WASM"), d.join("mis.wasm")).expect("swap");
+    let o = tenet(d, &["validate"]);
+    fails_with(&o, "provider `bad` does not match");
+    let err = stderr(&o);
+    assert!(
+        err.contains(&tenet::bundle::digest(&wasm)) && err.contains("mis.wasm"),
+        "{err}"
+    );
+    // A provider the lock does not know is refused too.
+    std::fs::copy(MISBEHAVE_WASM, d.join("mis.wasm")).expect("restore");
+    crate::support::write_manifest(
+        d,
+        &manifest
+            .replace("  bad:\n", "  other:\n")
+            .replace("bad.", "other."),
+    );
+    fails_with(&tenet(d, &["validate"]), "provider `other` is not in");
+}

@@ -37,14 +37,7 @@ impl StateLocation {
         if let Some(p) = &self.state {
             return p.clone();
         }
-        let dir = if manifest.is_dir() {
-            manifest.to_path_buf()
-        } else {
-            manifest
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-        };
+        let dir = crate::manifest::dir_of(manifest);
         dir.join(STATE_FILE)
     }
 

@@ -62,6 +62,8 @@ enum Command {
     Show(history::ShowArgs),
     /// Check the history's hash chain.
     Audit(history::AuditArgs),
+    /// Pin every provider of the manifest by digest in tenet.lock.
+    Lock(plugin::LockArgs),
     /// Signing keys for plugin bundles.
     Key(plugin::KeyArgs),
     /// Plugin bundles: pack, sign, verify, inspect.
@@ -166,6 +168,7 @@ pub fn main() -> ExitCode {
             Command::Audit(a) => history::audit(a),
             Command::Report(a) => history::report(a),
             Command::Key(a) => plugin::key(a),
+            Command::Lock(a) => plugin::lock(a).await,
             Command::Plugin(a) => plugin::plugin(a).await,
         }
     });

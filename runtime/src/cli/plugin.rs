@@ -203,3 +203,41 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
         }
     }
 }
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    #[command(flatten)]
+    manifest: super::ManifestArgs,
+}
+
+/// `tenet lock`: pin every provider of the manifest in `tenet.lock` (deterministic).
+pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
+    let (m, diags) = crate::manifest::load(&args.manifest.path, &args.manifest.load_options()?);
+    diags.into_result()?;
+    let host = host().await?;
+    let mut lock = crate::lockfile::LockFile {
+        format_version: crate::lockfile::FORMAT_VERSION,
+        providers: std::collections::BTreeMap::new(),
+    };
+    for decl in m.providers.values() {
+        let p = host.load(decl).await?;
+        lock.providers.insert(
+            decl.name.clone(),
+            crate::lockfile::Pin {
+                source: p.source().to_owned(),
+                version: p.info().version.clone(),
+                component_sha256: p.sha256().to_owned(),
+                builtin: matches!(decl.source, crate::manifest::ProviderSource::Builtin(_)),
+            },
+        );
+    }
+    let path = crate::lockfile::path_for(&m.path);
+    super::plan::write_atomically(&path, lock.to_text().as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    println!(
+        "Pinned {} providers in {}.",
+        lock.providers.len(),
+        path.display()
+    );
+    Ok(0)
+}

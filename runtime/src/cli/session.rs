@@ -70,6 +70,24 @@ impl Session {
                 Err(e) => diags.error(Some(decl.location.clone()), e.to_string()),
             }
         }
+        // `tenet.lock`, when present, pins every provider loaded from a path.
+        let lock_path = crate::lockfile::path_for(&manifest.path);
+        match crate::lockfile::LockFile::read(&lock_path) {
+            Ok(Some(lock)) => {
+                for decl in manifest.providers.values() {
+                    if let Some(p) = providers.get(&decl.name) {
+                        let builtin = matches!(decl.source, manifest::ProviderSource::Builtin(_));
+                        if let Err(e) =
+                            lock.check(&lock_path, &decl.name, p.source(), p.sha256(), builtin)
+                        {
+                            diags.error(Some(decl.location.clone()), e.to_string());
+                        }
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => diags.error(None, e.to_string()),
+        }
         let infos: BTreeMap<String, &ProviderInfo> = providers
             .iter()
             .map(|(n, p)| (n.clone(), p.info()))

@@ -27,6 +27,19 @@ pub const DEFAULT_MEMORY_LIMIT: u64 = 256 * 1024 * 1024;
 /// Default deadline for one provider call (describe, read, diff, apply or delete).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The directory of a manifest named as a file or a directory: where its state, lock file
+/// and relative paths live.
+pub fn dir_of(manifest: &std::path::Path) -> PathBuf {
+    if manifest.is_dir() {
+        manifest.to_path_buf()
+    } else {
+        manifest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf)
+    }
+}
+
 /// A loaded manifest: every declaration, variables already substituted.
 #[derive(Debug, Clone)]
 pub struct Manifest {

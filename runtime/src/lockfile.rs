@@ -1,0 +1,113 @@
+//! `tenet.lock`: the exact provider components a project runs, pinned by the sha256 of
+//! the component (one digest for every platform). Written by `tenet lock`, deterministic
+//! (sorted, no timestamps), meant to be committed. When it exists beside the manifest,
+//! every load checks each provider loaded from a path against it and refuses a mismatch,
+//! printing the expected and actual digests and where the bytes came from. Built-in
+//! providers are listed for reference but not enforced: they are part of the binary.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The lock file's name, beside the manifest.
+pub const FILE: &str = "tenet.lock";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockFile {
+    pub format_version: u32,
+    pub providers: BTreeMap<String, Pin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pin {
+    pub source: String,
+    pub version: String,
+    pub component_sha256: String,
+    /// Built into `tenet`: listed, not enforced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub builtin: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error(
+        "provider `{provider}` does not match {path}: it pins sha256 {expected}, the component at {source_desc} has sha256 {actual}; if the change is intended, run `tenet lock`"
+    )]
+    Mismatch {
+        path: String,
+        provider: String,
+        expected: String,
+        actual: String,
+        source_desc: String,
+    },
+    #[error("provider `{provider}` is not in {path}: run `tenet lock` to pin it")]
+    Missing { path: String, provider: String },
+}
+
+/// Where the lock file of a manifest (file or directory) lives.
+pub fn path_for(manifest: &Path) -> PathBuf {
+    crate::manifest::dir_of(manifest).join(FILE)
+}
+
+impl LockFile {
+    /// The text written to disk: pretty JSON with sorted keys and a final newline, the
+    /// same bytes for the same providers.
+    pub fn to_text(&self) -> String {
+        let mut text = serde_json::to_string_pretty(self).unwrap_or_default();
+        text.push('\n');
+        text
+    }
+
+    /// Read the lock file at `path`, if there is one.
+    pub fn read(path: &Path) -> Result<Option<LockFile>, LockError> {
+        let invalid = |message: String| LockError::Invalid {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(invalid(format!("cannot read: {e}"))),
+        };
+        let lock: LockFile = serde_json::from_str(&text)
+            .map_err(|e| invalid(format!("not a valid lock file: {e}")))?;
+        if lock.format_version != FORMAT_VERSION {
+            return Err(invalid(format!(
+                "lock file format {} (this Tenet reads format {FORMAT_VERSION})",
+                lock.format_version
+            )));
+        }
+        Ok(Some(lock))
+    }
+
+    /// Check a loaded provider against its pin.
+    pub fn check(
+        &self,
+        path: &Path,
+        provider: &str,
+        source: &str,
+        actual: &str,
+        builtin: bool,
+    ) -> Result<(), LockError> {
+        if builtin {
+            return Ok(());
+        }
+        match self.providers.get(provider) {
+            None => Err(LockError::Missing {
+                path: path.display().to_string(),
+                provider: provider.to_owned(),
+            }),
+            Some(pin) if pin.component_sha256 == actual => Ok(()),
+            Some(pin) => Err(LockError::Mismatch {
+                path: path.display().to_string(),
+                provider: provider.to_owned(),
+                expected: pin.component_sha256.clone(),
+                actual: actual.to_owned(),
+                source_desc: source.to_owned(),
+            }),
+        }
+    }
+}
