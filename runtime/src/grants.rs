@@ -153,18 +153,6 @@ impl Capabilities {
         &self.grants
     }
 
-    pub fn exec_grants(&self) -> impl Iterator<Item = &ExecGrant> {
-        self.exec.iter().map(|r| &r.grant)
-    }
-
-    pub fn net_grants(&self) -> &[NetGrant] {
-        &self.net
-    }
-
-    pub fn env_grants(&self) -> &[String] {
-        &self.env
-    }
-
     /// The granted environment variables that are set in Tenet's own environment.
     pub fn env_values(&self) -> Vec<(String, String)> {
         self.env

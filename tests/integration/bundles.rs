@@ -3,22 +3,9 @@
 //! a tampered or truncated bundle, capabilities that differ from the component's — and
 //! check the signature with the `minisign` tool itself.
 
-use crate::support::{MISBEHAVE_WASM, stderr, stdout, tenet};
+use crate::support::{MISBEHAVE_WASM, fails_with, ok, stderr, stdout, tenet};
 use std::path::Path;
 use tenet::bundle::Bundle;
-
-fn ok(o: &std::process::Output) {
-    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(o), stderr(o));
-}
-
-fn fails_with(o: &std::process::Output, text: &str) {
-    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(o), stderr(o));
-    assert!(
-        stderr(o).contains(text),
-        "expected {text:?} in:\n{}",
-        stderr(o)
-    );
-}
 
 #[test]
 fn bundles_are_packed_signed_verified_and_bad_ones_refused() {

@@ -372,12 +372,7 @@ fn ctrl_c_lets_the_call_in_flight_finish_and_starts_nothing_more() {
         ));
     }
     write_manifest(dir, &body);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenet"))
-        .args(["apply", "--yes", "--parallelism", "1"])
-        .current_dir(dir)
-        .env("TENET_CACHE_DIR", crate::support::cache_dir())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
+    let mut child = crate::support::tenet_command(dir, &["apply", "--yes", "--parallelism", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

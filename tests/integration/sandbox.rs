@@ -5,7 +5,7 @@
 //! the grants may change; no forbidden HTTP request may reach a server; and the host's
 //! peak memory must stay bounded.
 
-use crate::support::{MISBEHAVE_WASM, cache_dir, snapshot, stderr, stdout, tenet, write_manifest};
+use crate::support::{MISBEHAVE_WASM, snapshot, stderr, stdout, tenet, write_manifest};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -51,15 +51,9 @@ fn http_probe() -> HttpProbe {
 /// /proc/PID/status, reset by exec), polled until it exits: `wait4`'s `ru_maxrss` would
 /// also count the test process it was spawned from, which is large.
 fn run_measured(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, String, i32, u64) {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenet"))
-        .args(args)
-        .current_dir(dir)
-        .env("TENET_CACHE_DIR", cache_dir())
-        .env("NO_COLOR", "1")
-        .env_remove("TENET_LOG")
+    use std::process::Stdio;
+    let mut child = crate::support::tenet_command(dir, args)
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -3,7 +3,7 @@
 //! two applies apart and names its holder, and `tenet audit verify` finds a record
 //! edited or deleted directly in the database.
 
-use crate::support::{stderr, stdout, tenet, write_manifest};
+use crate::support::{ok, stderr, stdout, tenet, write_manifest};
 use std::time::Duration;
 use tenet::state::sqlite::SqliteStore;
 use tenet::state::{Holder, StateStore};
@@ -12,10 +12,6 @@ const SITE: &str = "providers:\n  file:\n    grants:\n      fs: [{path: ./out, a
 resources:\n  - {id: site, type: file.directory, properties: {path: ./out/site}}\n  \
 - {id: index, type: file.file, properties: {path: ./out/site/index.html, content: \"v${var.v}\\n\"}}\n\
 vars:\n  v: 1\n";
-
-fn ok(o: &std::process::Output) {
-    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(o), stderr(o));
-}
 
 #[test]
 fn applies_are_recorded_and_read_back() {
@@ -341,7 +337,7 @@ fn drift_is_reported_with_fields_and_apply_labels_corrective_and_intentional_cha
 /// again and converges.
 #[test]
 fn a_killed_apply_leaves_the_state_intact_and_the_next_run_converges() {
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     let mut body = String::from(
@@ -354,12 +350,7 @@ fn a_killed_apply_leaves_the_state_intact_and_the_next_run_converges() {
         ));
     }
     write_manifest(dir, &body);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenet"))
-        .args(["apply", "--yes", "--parallelism", "1"])
-        .current_dir(dir)
-        .env("TENET_CACHE_DIR", crate::support::cache_dir())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
+    let mut child = crate::support::tenet_command(dir, &["apply", "--yes", "--parallelism", "1"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -19,17 +19,37 @@ pub fn cache_dir() -> PathBuf {
     dir
 }
 
-/// Run `tenet` with `args` in `cwd`, stdin closed, with the test compile cache.
-pub fn tenet(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tenet"))
-        .args(args)
+/// `tenet args` in `cwd`, stdin closed, with the test compile cache and no colour: for
+/// tests that spawn it themselves (to interrupt it, kill it, or watch its memory).
+pub fn tenet_command(cwd: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tenet"));
+    c.args(args)
         .current_dir(cwd)
         .env("TENET_CACHE_DIR", cache_dir())
         .env("NO_COLOR", "1")
         .env_remove("TENET_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tenet")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Run `tenet` with `args` in `cwd` to completion.
+pub fn tenet(cwd: &Path, args: &[&str]) -> Output {
+    tenet_command(cwd, args).output().expect("run tenet")
+}
+
+/// Assert exit code 0, showing the output otherwise.
+pub fn ok(o: &Output) {
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(o), stderr(o));
+}
+
+/// Assert exit code 1 with `text` on stderr.
+pub fn fails_with(o: &Output, text: &str) {
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(o), stderr(o));
+    assert!(
+        stderr(o).contains(text),
+        "expected {text:?} in:\n{}",
+        stderr(o)
+    );
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -7,7 +7,7 @@
 //! their deadlines; writes are atomic), print what was and was not done. Twice: exit now.
 
 use super::history::{
-    RunLock, StateLocation, change_kinds, open_for, orphans, parse_timeout, recover, remember,
+    RunLock, StateLocation, change_kinds, open_for, parse_timeout, recover, remember,
 };
 use super::progress::LiveProgress;
 use super::session::Session;
@@ -37,19 +37,14 @@ const SLOWEST_SHOWN: usize = 5;
 /// Exit code after a second Ctrl-C (128 + SIGINT, as shells report it).
 const EXIT_ABORTED: i32 = 130;
 
+/// How a converging run goes: shared by `apply` and `rollback`.
 #[derive(Debug, Args)]
-pub struct ApplyArgs {
-    /// Manifest file or directory, or a plan saved with `tenet plan --out FILE`.
-    #[command(flatten)]
-    manifest: ManifestArgs,
+pub struct RunControl {
     #[command(flatten)]
     run: RunArgs,
     /// Apply without asking for confirmation.
     #[arg(long, short = 'y')]
     yes: bool,
-    /// Start nothing new after the first failure (resources in flight finish).
-    #[arg(long)]
-    fail_fast: bool,
     /// Stream one JSON object per event on stdout instead of text (see README); needs
     /// `--yes` or a saved plan.
     #[arg(long)]
@@ -59,6 +54,18 @@ pub struct ApplyArgs {
     lock_timeout: std::time::Duration,
     #[command(flatten)]
     location: StateLocation,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Manifest file or directory, or a plan saved with `tenet plan --out FILE`.
+    #[command(flatten)]
+    manifest: ManifestArgs,
+    #[command(flatten)]
+    control: RunControl,
+    /// Start nothing new after the first failure (resources in flight finish).
+    #[arg(long)]
+    fail_fast: bool,
     /// Set by `tenet rollback`: the run whose desired state this one restores.
     #[arg(skip)]
     rollback_of: Option<u64>,
@@ -73,31 +80,21 @@ pub struct RollbackArgs {
     #[command(flatten)]
     manifest: ManifestArgs,
     #[command(flatten)]
-    run: RunArgs,
-    /// Apply without asking for confirmation.
-    #[arg(long, short = 'y')]
-    yes: bool,
-    /// Stream JSON events (needs --yes).
-    #[arg(long)]
-    json: bool,
-    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_timeout)]
-    lock_timeout: std::time::Duration,
-    #[command(flatten)]
-    location: StateLocation,
+    control: RunControl,
 }
 
 pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
-    if args.json && !args.yes {
+    if args.control.json && !args.control.yes {
         bail!("--json needs --yes: there is no one to ask for confirmation in a stream");
     }
-    let state_path = args.location.path_for(&args.manifest.path);
+    let state_path = args.control.location.path_for(&args.manifest.path);
     if !state_path.exists() {
         bail!(
             "no state at {}: there is no history to roll back to",
             state_path.display()
         );
     }
-    let store = args.location.open(&args.manifest.path)?;
+    let store = args.control.location.open(&args.manifest.path)?;
     let target = store.run(args.run_id)?;
     let rec = &target.record;
     if !matches!(rec.command.as_str(), "apply" | "rollback") {
@@ -175,7 +172,7 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
         },
     )
     .await?;
-    if !args.json {
+    if !args.control.json {
         println!(
             "Rolling back to the desired state of run #{} ({} by {}@{}, manifest sha256 {}).\n",
             args.run_id, rec.started_at, rec.user, rec.host, rec.manifest_sha256
@@ -183,12 +180,8 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
     }
     let apply = ApplyArgs {
         manifest: args.manifest,
-        run: args.run,
-        yes: args.yes,
+        control: args.control,
         fail_fast: false,
-        json: args.json,
-        lock_timeout: args.lock_timeout,
-        location: args.location,
         rollback_of: Some(args.run_id),
     };
     converge(session, &apply).await
@@ -251,7 +244,7 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
     if let Some(saved) = read_saved_plan(&args.manifest.path)? {
         return apply_saved(&args, saved).await;
     }
-    if args.json && !args.yes {
+    if args.control.json && !args.control.yes {
         bail!("--json needs --yes: there is no one to ask for confirmation in a stream");
     }
     let session = Session::open(&args.manifest).await?;
@@ -262,49 +255,57 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
 /// and run it.
 async fn converge(session: Session, args: &ApplyArgs) -> anyhow::Result<u8> {
     session.print_warnings();
-    let lock = RunLock::take(
-        open_for(&args.location, &session.manifest)?,
-        args.lock_timeout,
-    )?;
-    report_interrupted(&lock, &session)?;
+    let lock = take_lock(&session, args)?;
     let started_at = crate::state::now();
-    let options = session.run_options(args.run.parallelism, args.fail_fast);
-    let (gone, forget) = orphans(lock.store().as_ref(), &session.manifest)?;
-    let mut plan = session
-        .engine()
-        .plan_with_orphans(
-            &session.manifest,
-            &session.graph,
-            &gone,
-            session.pins(),
-            &options,
-        )
-        .await;
-    plan.forget = forget;
-    if !args.json {
+    let options = session.run_options(args.control.run.parallelism, args.fail_fast);
+    let plan = session.plan(Some(lock.store().as_ref()), &options).await?;
+    if !args.control.json {
         render::plan(&plan.redacted())?;
     }
     if !plan.has_changes() && !plan.has_errors() {
-        if args.json {
+        if args.control.json {
             return run(&session, &plan, args, options, &lock, &started_at).await;
         }
         // Recorded too: a converged run is evidence of compliance.
-        remember(
-            lock.store().as_ref(),
-            &session.manifest,
-            &plan,
-            &unchanged(&plan),
-            &started_at,
-            &std::collections::BTreeMap::new(),
-            args.rollback_of,
-        )?;
+        remember_converged(&lock, &session, &plan, &started_at, args)?;
         return Ok(0);
     }
-    if !args.yes && !confirm()? {
+    if !args.control.yes && !confirm()? {
         println!("Apply cancelled; nothing was changed.");
         return Ok(EXIT_ERROR);
     }
     run(&session, &plan, args, options, &lock, &started_at).await
+}
+
+/// Take the state's run lock, then report what a killed run left half done.
+fn take_lock(session: &Session, args: &ApplyArgs) -> anyhow::Result<RunLock> {
+    let lock = RunLock::take(
+        open_for(&args.control.location, &session.manifest)?,
+        args.control.lock_timeout,
+    )?;
+    report_interrupted(&lock, session)?;
+    Ok(lock)
+}
+
+/// Record a run in which nothing needed to change (forgotten resources still leave the
+/// state).
+fn remember_converged(
+    lock: &RunLock,
+    session: &Session,
+    plan: &Plan,
+    started_at: &str,
+    args: &ApplyArgs,
+) -> anyhow::Result<()> {
+    remember(
+        lock.store().as_ref(),
+        &session.manifest,
+        plan,
+        &unchanged(plan),
+        started_at,
+        &std::collections::BTreeMap::new(),
+        args.rollback_of,
+    )?;
+    Ok(())
 }
 
 /// Name what a killed run left half done (it is read again by this run's plan).
@@ -341,17 +342,13 @@ fn unchanged(plan: &Plan) -> ApplyReport {
     }
 }
 
-async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
+async fn apply_saved(args: &ApplyArgs, mut plan: Plan) -> anyhow::Result<u8> {
     let manifest_args = ManifestArgs {
         path: plan.manifest.path.clone().into(),
         ..args.manifest.clone()
     };
     let session = Session::open(&manifest_args).await?;
-    let lock = RunLock::take(
-        open_for(&args.location, &session.manifest)?,
-        args.lock_timeout,
-    )?;
-    report_interrupted(&lock, &session)?;
+    let lock = take_lock(&session, args)?;
     let started_at = crate::state::now();
     if session.manifest.sha256 != plan.manifest.sha256 {
         bail!(
@@ -385,20 +382,7 @@ async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
             }
         }
     }
-    let stale = session.engine().stale(&plan).await;
-    if !stale.is_empty() {
-        let list: Vec<String> = stale
-            .iter()
-            .map(|s| format!("  {}: {}", s.id, s.reason))
-            .collect();
-        bail!(
-            "refusing to apply a stale plan: the system changed since the plan was made:\n{}\nrun `tenet plan` again",
-            list.join("\n")
-        );
-    }
-    // A plan file holds no sensitive values: take them from the manifest (its digest
-    // matched) and from the system (its digests matched).
-    let mut plan = plan;
+    // Sensitive desired values come from the manifest (its digest matched).
     for r in plan
         .resources
         .iter_mut()
@@ -414,26 +398,26 @@ async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
                 }
             }
         }
-        r.current = session
-            .engine()
-            .read_current(r)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot read `{}` again: {e}", r.id))?;
     }
-    let options = session.run_options(args.run.parallelism, args.fail_fast);
-    if !args.json {
+    // Re-read everything: refuse if the system moved, and take the current states from
+    // the system (a plan file holds no sensitive values).
+    let stale = session.engine().recheck(&mut plan).await;
+    if !stale.is_empty() {
+        let list: Vec<String> = stale
+            .iter()
+            .map(|s| format!("  {}: {}", s.id, s.reason))
+            .collect();
+        bail!(
+            "refusing to apply a stale plan: the system changed since the plan was made:\n{}\nrun `tenet plan` again",
+            list.join("\n")
+        );
+    }
+    let options = session.run_options(args.control.run.parallelism, args.fail_fast);
+    if !args.control.json {
         render::plan(&plan.redacted())?;
         if !plan.has_changes() && !plan.has_errors() {
             // Nothing to change on the system; forgotten resources still leave the state.
-            remember(
-                lock.store().as_ref(),
-                &session.manifest,
-                &plan,
-                &unchanged(&plan),
-                &started_at,
-                &std::collections::BTreeMap::new(),
-                args.rollback_of,
-            )?;
+            remember_converged(&lock, &session, &plan, &started_at, args)?;
             return Ok(0);
         }
     }
@@ -481,7 +465,7 @@ async fn run(
 ) -> anyhow::Result<u8> {
     let interrupts = watch_interrupts(options.cancel.clone());
     let started = Instant::now();
-    if args.json {
+    if args.control.json {
         emit(&RunEvent::RunStarted {
             resources: plan.resources.len(),
             changes: plan.summary.changes(),
@@ -491,8 +475,8 @@ async fn run(
         println!();
     }
     let kinds = change_kinds(lock.store().as_ref(), plan)?;
-    let mut progress = LiveProgress::new(plan.resources.len(), !args.json);
-    let json = args.json;
+    let mut progress = LiveProgress::new(plan.resources.len(), !args.control.json);
+    let json = args.control.json;
     let label = |r: &ResourceResult| match r.outcome {
         Outcome::Created | Outcome::Updated | Outcome::Replaced | Outcome::Deleted => {
             kinds.get(&r.id).copied()
@@ -565,7 +549,7 @@ async fn run(
         &kinds,
         args.rollback_of,
     );
-    if args.json {
+    if args.control.json {
         emit(&RunEvent::RunFinished {
             succeeded: report.succeeded(),
             interrupted,
@@ -588,7 +572,7 @@ async fn run(
     // The system changed whatever the state says; a state that cannot be written is
     // reported after the run's own result.
     let run_id = recorded.context("the run finished but could not be recorded in the state")?;
-    if !args.json {
+    if !args.control.json {
         println!("Recorded as run #{run_id} (`tenet show {run_id}`).");
     }
     Ok(if report.succeeded() { 0 } else { EXIT_ERROR })

@@ -469,18 +469,6 @@ pub fn orphans(
     Ok((delete, forget))
 }
 
-/// The orphans of `manifest` from its state, if it has one (a plan never creates it).
-pub fn orphans_if_any(
-    location: &StateLocation,
-    manifest: &Manifest,
-) -> anyhow::Result<(Vec<Orphan>, Vec<String>)> {
-    let path = location.path_for(&manifest.path);
-    if !path.exists() {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    orphans(open_for(location, manifest)?.as_ref(), manifest)
-}
-
 /// The manifest argument of the state commands: only used to find the state.
 #[derive(Debug, Args)]
 pub struct Where {

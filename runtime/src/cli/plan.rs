@@ -30,21 +30,20 @@ pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
     let session = Session::open(&args.manifest).await?;
     session.print_warnings();
     let started_at = crate::state::now();
-    let (gone, forget) = super::history::orphans_if_any(&args.location, &session.manifest)?;
-    let mut plan = session
-        .engine()
-        .plan_with_orphans(
-            &session.manifest,
-            &session.graph,
-            &gone,
-            session.pins(),
+    // The state, if there is one (a plan never creates it): for deletions, and to
+    // record the plan in the history.
+    let store = if args.location.path_for(&session.manifest.path).exists() {
+        Some(super::history::open_for(&args.location, &session.manifest)?)
+    } else {
+        None
+    };
+    let plan = session
+        .plan(
+            store.as_deref(),
             &session.run_options(args.run.parallelism, false),
         )
-        .await;
-    plan.forget = forget;
-    // Recorded in the history when there is a state (a plan never creates one).
-    if args.location.path_for(&session.manifest.path).exists() {
-        let store = super::history::open_for(&args.location, &session.manifest)?;
+        .await?;
+    if let Some(store) = &store {
         super::history::remember_plan(store.as_ref(), &session.manifest, &plan, &started_at)?;
     }
     // Sensitive values never leave in clear: not on screen, not in plan files.

@@ -236,6 +236,25 @@ impl Session {
         }
     }
 
+    /// Plan the manifest against the system, plus — given the state — the deletion of
+    /// what the state remembers and the manifest no longer declares.
+    pub async fn plan(
+        &self,
+        state: Option<&dyn crate::state::StateStore>,
+        options: &RunOptions,
+    ) -> anyhow::Result<crate::plan::Plan> {
+        let (gone, forget) = match state {
+            Some(store) => super::history::orphans(store, &self.manifest)?,
+            None => (Vec::new(), Vec::new()),
+        };
+        let mut plan = self
+            .engine()
+            .plan_with_orphans(&self.manifest, &self.graph, &gone, self.pins(), options)
+            .await;
+        plan.forget = forget;
+        Ok(plan)
+    }
+
     /// The exact providers in use, for the plan.
     pub fn pins(&self) -> BTreeMap<String, ProviderPin> {
         self.providers

@@ -309,8 +309,10 @@ impl Engine {
             let k = p.info().kinds.get(kind)?;
             Some(plan::canonical(doc.get(&k.identity)?))
         };
+        // Only needed with orphans: a plan without a state stays as cheap as before.
         let declared: BTreeSet<(String, String, String)> = rs
             .iter()
+            .take(if orphans.is_empty() { 0 } else { n })
             .filter_map(|r| {
                 let id = identity(&r.provider, &r.kind, &r.properties)?;
                 Some((r.provider.clone(), r.kind.clone(), id))
@@ -639,18 +641,17 @@ impl Engine {
             .collect()
     }
 
-    /// Read a planned resource's current state again.
-    pub async fn read_current(&self, r: &PlannedResource) -> Result<Option<Value>, String> {
-        self.provider(&r.provider)?
-            .read(CallContext { resource: &r.id }, &r.kind, &r.desired)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
     /// Re-read every resource of a saved plan; report those whose state changed since.
     pub async fn stale(&self, plan: &Plan) -> Vec<Stale> {
+        self.recheck(&mut plan.clone()).await
+    }
+
+    /// Re-read every resource of a saved plan, report those whose state changed since,
+    /// and put each fresh state in the plan (it matches the planned digest unless
+    /// reported: a plan file holds no sensitive values, the system does).
+    pub async fn recheck(&self, plan: &mut Plan) -> Vec<Stale> {
         let mut out = Vec::new();
-        for r in &plan.resources {
+        for r in &mut plan.resources {
             let cx = CallContext { resource: &r.id };
             let now = match self.provider(&r.provider) {
                 Ok(p) => p
@@ -673,6 +674,7 @@ impl Engine {
                             reason: reason.to_owned(),
                         });
                     }
+                    r.current = now;
                 }
                 Err(e) => out.push(Stale {
                     id: r.id.clone(),
@@ -1185,14 +1187,7 @@ mod tests {
         assert_eq!(plan.summary.create, 4);
         let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
         assert!(report.succeeded());
-        let applies: Vec<String> = mock
-            .calls
-            .lock()
-            .expect("calls")
-            .iter()
-            .filter(|(op, _)| *op == Operation::Apply)
-            .map(|(_, id)| id.clone())
-            .collect();
+        let applies: Vec<String> = mock.calls_of(Operation::Apply);
         let pos = |id: &str| applies.iter().position(|a| a == id).expect("applied");
         assert!(pos("a") < pos("b") && pos("b") < pos("c"), "{applies:?}");
         assert_eq!(applies.len(), 4);
@@ -1358,14 +1353,7 @@ mod tests {
         assert_eq!(by_id["restart"], Outcome::Refreshed);
         assert_eq!(by_id["chain"], Outcome::Refreshed);
         assert_eq!(by_id["other"], Outcome::Unchanged);
-        let applied: Vec<String> = mock
-            .calls
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|(op, _)| *op == Operation::Apply)
-            .map(|(_, id)| id.clone())
-            .collect();
+        let applied: Vec<String> = mock.calls_of(Operation::Apply);
         assert_eq!(
             applied,
             vec![

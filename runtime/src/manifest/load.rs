@@ -370,6 +370,60 @@ fn string<'a>(
     }
 }
 
+/// A `true`/`false` at `key` (`default` when absent or null); anything else is an error
+/// naming `key` and `what`.
+fn boolean(
+    map: &Map<String, Value>,
+    key: &str,
+    pointer: &str,
+    spans: &Spans,
+    what: &str,
+    default: bool,
+    diags: &mut Diagnostics,
+) -> bool {
+    match map.get(key) {
+        None | Some(Value::Null) => default,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            diags.error(
+                Some(spans.value(&format!("{pointer}/{key}"))),
+                format!(
+                    "{key} of {what} must be true or false, found {}",
+                    type_name(other)
+                ),
+            );
+            default
+        }
+    }
+}
+
+/// A string at `key` that is one of two names: `false` for `off` (also when absent),
+/// `true` for `on`. `label` names the field in the error.
+#[allow(clippy::too_many_arguments)]
+fn either(
+    map: &Map<String, Value>,
+    key: &str,
+    pointer: &str,
+    spans: &Spans,
+    what: &str,
+    (off, on): (&str, &str),
+    label: &str,
+    diags: &mut Diagnostics,
+) -> bool {
+    match string(map, key, pointer, spans, what, diags) {
+        None => false,
+        Some(v) if v == off => false,
+        Some(v) if v == on => true,
+        Some(other) => {
+            diags.error(
+                Some(spans.value(&format!("{pointer}/{key}"))),
+                format!("{label} must be `{off}` (the default) or `{on}`, found `{other}`"),
+            );
+            false
+        }
+    }
+}
+
 fn parse_providers(
     value: &Value,
     spans: &Spans,
@@ -455,20 +509,15 @@ fn parse_providers(
                 }
             },
         };
-        let consistency_check = match fields.get("consistency_check") {
-            None | Some(Value::Null) => true,
-            Some(Value::Bool(b)) => *b,
-            Some(other) => {
-                diags.error(
-                    Some(spans.value(&format!("{pointer}/consistency_check"))),
-                    format!(
-                        "consistency_check of {what} must be true or false, found {}",
-                        type_name(other)
-                    ),
-                );
-                true
-            }
-        };
+        let consistency_check = boolean(
+            fields,
+            "consistency_check",
+            &pointer,
+            spans,
+            &what,
+            true,
+            diags,
+        );
         out.insert(
             name.clone(),
             ProviderDecl {
@@ -646,19 +695,16 @@ fn parse_exec_grant(
         diags,
     )?;
     let program = string(m, "program", p, spans, "an exec grant", diags);
-    let probe = match string(m, "mode", p, spans, "an exec grant", diags) {
-        None | Some("apply") => false,
-        Some("probe") => true,
-        Some(other) => {
-            diags.error(
-                Some(spans.value(&format!("{p}/mode"))),
-                format!(
-                    "exec grant mode must be `apply` (the default) or `probe`, found `{other}`"
-                ),
-            );
-            false
-        }
-    };
+    let probe = either(
+        m,
+        "mode",
+        p,
+        spans,
+        "an exec grant",
+        ("apply", "probe"),
+        "exec grant mode",
+        diags,
+    );
     let mut args = Vec::new();
     let bad_args = |diags: &mut Diagnostics| {
         diags.error(
@@ -965,17 +1011,7 @@ fn parse_resources(
                 &["prevent_destroy"],
                 diags,
             ) {
-                match l.get("prevent_destroy") {
-                    None | Some(Value::Null) => {}
-                    Some(Value::Bool(b)) => prevent_destroy = *b,
-                    Some(other) => diags.error(
-                        Some(spans.value(&format!("{lp}/prevent_destroy"))),
-                        format!(
-                            "prevent_destroy must be true or false, found {}",
-                            type_name(other)
-                        ),
-                    ),
-                }
+                prevent_destroy = boolean(l, "prevent_destroy", &lp, spans, &what, false, diags);
             }
         }
         let sensitive = match map.get("sensitive") {
@@ -996,19 +1032,16 @@ fn parse_resources(
                 Vec::new()
             }
         };
-        let forget_on_remove = match string(map, "on_remove", &pointer, spans, &what, diags) {
-            None | Some("delete") => false,
-            Some("forget") => true,
-            Some(other) => {
-                diags.error(
-                    Some(spans.value(&format!("{pointer}/on_remove"))),
-                    format!(
-                        "on_remove must be `delete` (the default) or `forget`, found `{other}`"
-                    ),
-                );
-                false
-            }
-        };
+        let forget_on_remove = either(
+            map,
+            "on_remove",
+            &pointer,
+            spans,
+            &what,
+            ("delete", "forget"),
+            "on_remove",
+            diags,
+        );
         let (true, Some(id), Some(t), Some((provider, kind))) = (sound, id, type_str, split) else {
             rejected.extend(id.map(str::to_owned));
             continue;

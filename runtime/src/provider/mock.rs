@@ -25,6 +25,19 @@ pub struct MockProvider {
 }
 
 impl MockProvider {
+    /// The resources `operation` was called for, in call order.
+    pub fn calls_of(&self, operation: Operation) -> Vec<String> {
+        self.calls
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .filter(|(op, _)| *op == operation)
+                    .map(|(_, id)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn new() -> Self {
         let kind = KindInfo {
             name: "item".into(),

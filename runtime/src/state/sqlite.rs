@@ -123,6 +123,31 @@ impl SqliteStore {
     ) -> Result<T, StateError> {
         serde_json::from_str(text).map_err(|e| self.err(format!("{what} is not valid: {e}")))
     }
+
+    /// The JSON record `sql` selects with `param`, if any, decoded.
+    fn record<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        sql: &str,
+        param: impl rusqlite::ToSql,
+    ) -> Result<Option<T>, StateError> {
+        let text: Option<String> =
+            self.with(|c| c.query_row(sql, [param], |r| r.get(0)).optional())?;
+        text.map(|t| self.decode(what, &t)).transpose()
+    }
+
+    /// Every JSON record `sql` selects, decoded.
+    fn records<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+        sql: &str,
+    ) -> Result<Vec<T>, StateError> {
+        let rows: Vec<String> = self.with(|c| {
+            let mut stmt = c.prepare(sql)?;
+            stmt.query_map([], |r| r.get(0))?.collect()
+        })?;
+        rows.iter().map(|t| self.decode(what, t)).collect()
+    }
 }
 
 fn json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
@@ -190,32 +215,26 @@ impl StateStore for SqliteStore {
     }
 
     fn lock_holder(&self) -> Result<Option<Holder>, StateError> {
-        let text: Option<String> = self.with(|c| {
-            c.query_row("SELECT holder FROM lock WHERE id = 1", [], |r| r.get(0))
-                .optional()
-        })?;
-        text.map(|t| self.decode("the lock holder", &t)).transpose()
+        self.record(
+            "the lock holder",
+            "SELECT holder FROM lock WHERE id = ?1",
+            1,
+        )
     }
 
     fn resources(&self) -> Result<Vec<StoredResource>, StateError> {
-        let rows: Vec<String> = self.with(|c| {
-            let mut stmt = c.prepare("SELECT record FROM resources ORDER BY id")?;
-            stmt.query_map([], |r| r.get(0))?.collect()
-        })?;
-        rows.iter()
-            .map(|t| self.decode("a stored resource", t))
-            .collect()
+        self.records(
+            "a stored resource",
+            "SELECT record FROM resources ORDER BY id",
+        )
     }
 
     fn resource(&self, id: &str) -> Result<Option<StoredResource>, StateError> {
-        let text: Option<String> = self.with(|c| {
-            c.query_row("SELECT record FROM resources WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
-        })?;
-        text.map(|t| self.decode("a stored resource", &t))
-            .transpose()
+        self.record(
+            "a stored resource",
+            "SELECT record FROM resources WHERE id = ?1",
+            id,
+        )
     }
 
     fn put_resources(&self, resources: &[StoredResource]) -> Result<(), StateError> {
@@ -320,28 +339,20 @@ impl StateStore for SqliteStore {
     }
 
     fn journal_finish(&self, id: &str, outcome: &str) -> Result<(), StateError> {
-        let Some(text) = self.with(|c| {
-            c.query_row("SELECT entry FROM journal WHERE id = ?1", [id], |r| {
-                r.get::<_, String>(0)
-            })
-            .optional()
-        })?
+        let Some(mut entry) = self.record::<JournalEntry>(
+            "a journal entry",
+            "SELECT entry FROM journal WHERE id = ?1",
+            id,
+        )?
         else {
             return Ok(());
         };
-        let mut entry: JournalEntry = self.decode("a journal entry", &text)?;
         entry.outcome = Some(outcome.to_owned());
         self.journal_begin(&entry)
     }
 
     fn journal(&self) -> Result<Vec<JournalEntry>, StateError> {
-        let rows: Vec<String> = self.with(|c| {
-            let mut stmt = c.prepare("SELECT entry FROM journal ORDER BY id")?;
-            stmt.query_map([], |r| r.get(0))?.collect()
-        })?;
-        rows.iter()
-            .map(|t| self.decode("a journal entry", t))
-            .collect()
+        self.records("a journal entry", "SELECT entry FROM journal ORDER BY id")
     }
 
     fn journal_clear(&self) -> Result<(), StateError> {
