@@ -484,6 +484,7 @@ async fn run(
         _ => None,
     };
     let journal = lock.store().clone();
+    let index = super::history::RunIndex::new(&session.manifest, plan);
     let pid = std::process::id();
     let mut on_event = |e: Event| {
         // The journal first: an intent is on disk before its provider call starts, and
@@ -501,14 +502,11 @@ async fn run(
                 started_at: crate::state::now(),
                 outcome: None,
             }),
-            Event::ResourceFinished(r) => {
-                super::history::remember_one(journal.as_ref(), &session.manifest, plan, r).map_err(
-                    |e| crate::state::StateError::Database {
-                        path: journal.location(),
-                        message: format!("{e:#}"),
-                    },
-                )
-            }
+            Event::ResourceFinished(r) => super::history::remember_one(journal.as_ref(), &index, r)
+                .map_err(|e| crate::state::StateError::Database {
+                    path: journal.location(),
+                    message: format!("{e:#}"),
+                }),
         };
         if let Err(err) = written {
             tracing::warn!("cannot write the run journal or state: {err}");

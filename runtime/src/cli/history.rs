@@ -168,10 +168,33 @@ enum Bookkeeping {
     Nothing,
 }
 
+/// A run's manifest and plan with their resources by id, built once per run so that
+/// recording each finished resource is a lookup, not a scan.
+pub struct RunIndex<'a> {
+    manifest: &'a Manifest,
+    plan: &'a Plan,
+    planned: BTreeMap<&'a str, &'a crate::plan::PlannedResource>,
+    declared: BTreeMap<&'a str, &'a crate::manifest::ResourceDecl>,
+}
+
+impl<'a> RunIndex<'a> {
+    pub fn new(manifest: &'a Manifest, plan: &'a Plan) -> Self {
+        RunIndex {
+            manifest,
+            plan,
+            planned: plan.resources.iter().map(|r| (r.id.as_str(), r)).collect(),
+            declared: manifest
+                .resources
+                .iter()
+                .map(|r| (r.id.as_str(), r))
+                .collect(),
+        }
+    }
+}
+
 fn bookkeeping(
     previous: Option<StoredResource>,
-    manifest: &Manifest,
-    plan: &Plan,
+    idx: &RunIndex<'_>,
     p: &crate::plan::PlannedResource,
     r: &crate::engine::ResourceResult,
     salt: &str,
@@ -186,8 +209,8 @@ fn bookkeeping(
         | Outcome::Replaced
         | Outcome::Refreshed
         | Outcome::Unchanged => {
-            let declared = manifest.resources.iter().find(|d| d.id == r.id);
-            let pin = plan.providers.get(&p.provider);
+            let declared = idx.declared.get(r.id.as_str()).copied();
+            let pin = idx.plan.providers.get(&p.provider);
             let changed = !matches!(r.outcome, Outcome::Unchanged);
             Bookkeeping::Put(Box::new(StoredResource {
                 id: r.id.clone(),
@@ -202,7 +225,7 @@ fn bookkeeping(
                     .or_else(|| p.current.clone())
                     .map(|o| seal_fields(salt, &o, &p.sensitive)),
                 sensitive: p.sensitive.clone(),
-                manifest: manifest.path.display().to_string(),
+                manifest: idx.manifest.path.display().to_string(),
                 changed_at: match &previous {
                     Some(prev) if !changed => prev.changed_at.clone(),
                     _ => now.to_owned(),
@@ -227,14 +250,13 @@ fn bookkeeping(
 /// finished work), and mark its journal entry done with its outcome.
 pub fn remember_one(
     store: &dyn StateStore,
-    manifest: &Manifest,
-    plan: &Plan,
+    idx: &RunIndex<'_>,
     r: &crate::engine::ResourceResult,
 ) -> anyhow::Result<()> {
-    if let Some(p) = plan.resources.iter().find(|p| p.id == r.id) {
+    if let Some(p) = idx.planned.get(r.id.as_str()) {
         let salt = store.salt()?;
         let previous = store.resource(&r.id)?;
-        match bookkeeping(previous, manifest, plan, p, r, &salt, &crate::state::now())? {
+        match bookkeeping(previous, idx, p, r, &salt, &crate::state::now())? {
             Bookkeeping::Put(s) => store.put_resources(std::slice::from_ref(&*s))?,
             Bookkeeping::Remove(id) => store.remove_resources(&[id])?,
             Bookkeeping::Nothing => {}
@@ -255,8 +277,7 @@ pub fn remember(
     kinds: &BTreeMap<String, &'static str>,
     rollback_of: Option<u64>,
 ) -> anyhow::Result<u64> {
-    let planned: BTreeMap<&str, &crate::plan::PlannedResource> =
-        plan.resources.iter().map(|r| (r.id.as_str(), r)).collect();
+    let idx = RunIndex::new(manifest, plan);
     let now = crate::state::now();
     let salt = store.salt()?;
     // Read once; a resource whose record would not change is not written again.
@@ -269,7 +290,7 @@ pub fn remember(
     let mut removed = Vec::new();
     let mut outcomes = Vec::new();
     for r in &report.results {
-        let p = planned.get(r.id.as_str());
+        let p = idx.planned.get(r.id.as_str());
         outcomes.push(ResourceOutcome {
             id: r.id.clone(),
             type_name: r.type_name.clone(),
@@ -296,7 +317,7 @@ pub fn remember(
         });
         let Some(p) = p else { continue };
         let previous = known.remove(&r.id);
-        match bookkeeping(previous.clone(), manifest, plan, p, r, &salt, &now)? {
+        match bookkeeping(previous.clone(), &idx, p, r, &salt, &now)? {
             Bookkeeping::Put(s) if previous.as_ref() == Some(&*s) => {}
             Bookkeeping::Put(s) => put.push(*s),
             Bookkeeping::Remove(id) => removed.push(id),

@@ -339,16 +339,14 @@ impl StateStore for SqliteStore {
     }
 
     fn journal_finish(&self, id: &str, outcome: &str) -> Result<(), StateError> {
-        let Some(mut entry) = self.record::<JournalEntry>(
-            "a journal entry",
-            "SELECT entry FROM journal WHERE id = ?1",
-            id,
-        )?
-        else {
-            return Ok(());
-        };
-        entry.outcome = Some(outcome.to_owned());
-        self.journal_begin(&entry)
+        // One statement (SQLite's JSON functions): this runs once per finished resource.
+        self.with(|c| {
+            c.execute(
+                "UPDATE journal SET entry = json_set(entry, '$.outcome', ?2) WHERE id = ?1",
+                params![id, outcome],
+            )
+            .map(drop)
+        })
     }
 
     fn journal(&self) -> Result<Vec<JournalEntry>, StateError> {
