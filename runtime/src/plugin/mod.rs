@@ -301,7 +301,7 @@ impl PluginHost {
                 plugin: plugin.clone(),
                 message: e.to_string(),
             })?;
-        validate_info(&plugin, &info)?;
+        let validators = validate_info(&plugin, &info)?;
         let mut requested =
             provider
                 .fetch_requested()
@@ -312,7 +312,7 @@ impl PluginHost {
                 })?;
         requested.imports = imports;
         requested.abi = abi;
-        Ok(Arc::new(provider.with_info(info, requested)))
+        Ok(Arc::new(provider.with_info(info, requested, validators)))
     }
 }
 
@@ -418,7 +418,11 @@ fn check_imports(
     Ok(bearing)
 }
 
-fn validate_info(plugin: &str, info: &ProviderInfo) -> Result<(), PluginError> {
+/// Check what `describe` returned; the kinds' compiled schemas, by kind, on success.
+fn validate_info(
+    plugin: &str,
+    info: &ProviderInfo,
+) -> Result<std::collections::BTreeMap<String, jsonschema::Validator>, PluginError> {
     let bad = |message: String| PluginError::Describe {
         plugin: plugin.to_owned(),
         message,
@@ -432,9 +436,12 @@ fn validate_info(plugin: &str, info: &ProviderInfo) -> Result<(), PluginError> {
             info.kinds.len()
         )));
     }
-    for KindInfo { name, schema, .. } in info.kinds.values() {
-        crate::provider::compile_schema(schema)
-            .map_err(|e| bad(format!("kind `{name}` has an invalid JSON Schema: {e}")))?;
-    }
-    Ok(())
+    info.kinds
+        .values()
+        .map(|KindInfo { name, schema, .. }| {
+            crate::provider::compile_schema(schema)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| bad(format!("kind `{name}` has an invalid JSON Schema: {e}")))
+        })
+        .collect()
 }

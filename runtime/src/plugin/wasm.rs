@@ -147,19 +147,15 @@ impl WasmProvider {
         }
     }
 
-    pub(super) fn with_info(mut self, info: ProviderInfo, requested: grants::Requested) -> Self {
-        // Schemas were checked when the provider was loaded; one that does not compile
-        // leaves its kind's outputs unchecked rather than failing here.
-        self.validators = info
-            .kinds
-            .iter()
-            .filter_map(|(name, k)| {
-                Some((
-                    name.clone(),
-                    crate::provider::compile_schema(&k.schema).ok()?,
-                ))
-            })
-            .collect();
+    /// What `describe` said, what the provider requested, and its kinds' schemas
+    /// (compiled once, when they were checked at load).
+    pub(super) fn with_info(
+        mut self,
+        info: ProviderInfo,
+        requested: grants::Requested,
+        validators: BTreeMap<String, jsonschema::Validator>,
+    ) -> Self {
+        self.validators = validators;
         self.info = info;
         self.requested = requested;
         self
