@@ -9,7 +9,7 @@ use super::session::Session;
 use super::{EXIT_CHANGES, EXIT_ERROR, ManifestArgs, RunArgs};
 use crate::plan::SENSITIVE;
 use crate::provider::{Action, CallContext, Provider};
-use crate::state::{GitInfo, Holder, ResourceOutcome, RunRecord, StoredResource};
+use crate::state::{GitInfo, ResourceOutcome, RunRecord, StoredResource};
 use clap::Args;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -174,21 +174,11 @@ pub async fn execute(args: DriftArgs) -> anyhow::Result<u8> {
     let errors = checked.iter().filter(|c| c.status == "error").count();
 
     // Recorded for compliance history: who checked, when, what was found.
-    let holder = Holder::me();
+    // A drift check compares with the state, not the manifest: nothing to snapshot (and
+    // no variable values to keep).
     let m = &session.manifest;
     let record = RunRecord {
-        command: "drift".into(),
-        rollback_of: None,
-        manifest_path: m.path.display().to_string(),
-        manifest_sha256: m.sha256.clone(),
-        // A drift check compares with the state, not the manifest: nothing to snapshot
-        // (and no variable values to keep).
-        manifest_snapshot: json!({}),
         git: GitInfo::of(&m.base_dir),
-        user: holder.user,
-        host: holder.host,
-        started_at,
-        finished_at: crate::state::now(),
         succeeded: errors == 0,
         resources: checked
             .iter()
@@ -202,6 +192,7 @@ pub async fn execute(args: DriftArgs) -> anyhow::Result<u8> {
                 change: None,
             })
             .collect(),
+        ..super::history::record_of("drift", m, &started_at)
     };
     let run = store.append_run(&record)?;
 

@@ -161,6 +161,27 @@ pub fn change_kinds(
     Ok(out)
 }
 
+/// A run record of `command` for `manifest`, by this user on this host, finished now;
+/// the caller fills in what the run found (and the git commit, which costs two `git`
+/// processes).
+pub fn record_of(command: &str, manifest: &Manifest, started_at: &str) -> RunRecord {
+    let holder = Holder::me();
+    RunRecord {
+        command: command.to_owned(),
+        rollback_of: None,
+        manifest_path: manifest.path.display().to_string(),
+        manifest_sha256: manifest.sha256.clone(),
+        manifest_snapshot: json!({}),
+        git: None,
+        user: holder.user,
+        host: holder.host,
+        started_at: started_at.to_owned(),
+        finished_at: crate::state::now(),
+        succeeded: true,
+        resources: Vec::new(),
+    }
+}
+
 /// What one finished resource means for the state.
 enum Bookkeeping {
     Put(Box<StoredResource>),
@@ -327,24 +348,22 @@ pub fn remember(
     removed.extend(plan.forget.iter().cloned());
     store.put_resources(&put)?;
     store.remove_resources(&removed)?;
-    let holder = Holder::me();
     let record = RunRecord {
-        command: if rollback_of.is_some() {
-            "rollback".into()
-        } else {
-            "apply".into()
-        },
         rollback_of,
-        manifest_path: manifest.path.display().to_string(),
-        manifest_sha256: manifest.sha256.clone(),
         manifest_snapshot: snapshot(manifest, &salt, plan),
         git: GitInfo::of(&manifest.base_dir),
-        user: holder.user,
-        host: holder.host,
-        started_at: started_at.to_owned(),
         finished_at: now,
         succeeded: report.succeeded(),
         resources: outcomes,
+        ..record_of(
+            if rollback_of.is_some() {
+                "rollback"
+            } else {
+                "apply"
+            },
+            manifest,
+            started_at,
+        )
     };
     let seq = store.append_run(&record)?;
     // Recorded: what the journal kept for a crash is no longer needed.
@@ -360,18 +379,9 @@ pub fn remember_plan(
     plan: &Plan,
     started_at: &str,
 ) -> anyhow::Result<u64> {
-    let holder = Holder::me();
     let record = RunRecord {
-        command: "plan".into(),
-        rollback_of: None,
-        manifest_path: manifest.path.display().to_string(),
-        manifest_sha256: manifest.sha256.clone(),
         manifest_snapshot: snapshot(manifest, &store.salt()?, plan),
         git: GitInfo::of(&manifest.base_dir),
-        user: holder.user,
-        host: holder.host,
-        started_at: started_at.to_owned(),
-        finished_at: crate::state::now(),
         succeeded: !plan.has_errors(),
         resources: plan
             .resources
@@ -391,6 +401,7 @@ pub fn remember_plan(
                 change: None,
             })
             .collect(),
+        ..record_of("plan", manifest, started_at)
     };
     Ok(store.append_run(&record)?)
 }
@@ -409,18 +420,9 @@ pub fn recover(store: &dyn StateStore, manifest: &Manifest) -> anyhow::Result<Ve
         .min()
         .unwrap_or_default()
         .to_owned();
-    let holder = Holder::me();
     let record = RunRecord {
-        command: "apply".into(),
-        rollback_of: None,
-        manifest_path: manifest.path.display().to_string(),
+        // The killed run's manifest is not known: no digest, no snapshot.
         manifest_sha256: String::new(),
-        manifest_snapshot: json!({}),
-        git: None,
-        user: holder.user,
-        host: holder.host,
-        started_at: first,
-        finished_at: crate::state::now(),
         succeeded: false,
         resources: pending
             .iter()
@@ -439,6 +441,7 @@ pub fn recover(store: &dyn StateStore, manifest: &Manifest) -> anyhow::Result<Ve
                 change: None,
             })
             .collect(),
+        ..record_of("apply", manifest, &first)
     };
     store.append_run(&record)?;
     store.journal_clear()?;
