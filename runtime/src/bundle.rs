@@ -7,10 +7,48 @@
 //! is refused before any byte is trusted.
 
 use crate::grants::Requested;
+use crate::manifest::TrustedKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
+
+/// Entry names in a bundle file or directory.
+pub const METADATA: &str = "metadata.json";
+pub const COMPONENT: &str = "component.wasm";
+/// The signature inside a bundle directory (a bundle file's is `FILE.minisig` beside it).
+pub const DIR_SIGNATURE: &str = "signature.minisig";
+/// Largest signature file accepted.
+pub const MAX_SIGNATURE_BYTES: u64 = 64 * 1024;
+
+/// Where the detached signature of a bundle file, bundle directory or `.wasm` component
+/// at `path` lives.
+pub fn signature_path(path: &Path) -> std::path::PathBuf {
+    if path.is_dir() {
+        return path.join(DIR_SIGNATURE);
+    }
+    let mut s = path.as_os_str().to_owned();
+    s.push(".minisig");
+    std::path::PathBuf::from(s)
+}
+
+/// Read a signature file if there is one (bounded).
+pub fn read_signature(path: &Path) -> Result<Option<String>, BundleError> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path, e)),
+        Ok(m) if m.len() > MAX_SIGNATURE_BYTES => Err(invalid(
+            path,
+            format!(
+                "{} bytes is not a signature (limit {MAX_SIGNATURE_BYTES})",
+                m.len()
+            ),
+        )),
+        Ok(_) => std::fs::read_to_string(path)
+            .map(Some)
+            .map_err(|e| io(path, e)),
+    }
+}
 
 /// Largest `metadata.json` accepted.
 pub const MAX_METADATA_BYTES: u64 = 1024 * 1024;
@@ -113,9 +151,13 @@ impl Bundle {
         Ok(())
     }
 
-    /// Read and check a bundle file: exactly the two expected entries, sizes within
-    /// limits, metadata that parses, and a component whose sha256 is the one declared.
+    /// Read and check a bundle file or directory: exactly the two expected entries,
+    /// sizes within limits, metadata that parses, and a component whose sha256 is the one
+    /// declared.
     pub fn read(path: &Path) -> Result<Bundle, BundleError> {
+        if path.is_dir() {
+            return Self::read_dir(path);
+        }
         let file = std::fs::File::open(path).map_err(|e| io(path, e))?;
         let mut archive = tar::Archive::new(file);
         let mut metadata: Option<Vec<u8>> = None;
@@ -172,7 +214,51 @@ impl Bundle {
         let metadata = metadata.ok_or_else(|| invalid(path, "no metadata.json in the bundle"))?;
         let component =
             component.ok_or_else(|| invalid(path, "no component.wasm in the bundle"))?;
-        let metadata: Metadata = serde_json::from_slice(&metadata)
+        Self::from_parts(path, &metadata, component)
+    }
+
+    /// A bundle directory: `metadata.json`, `component.wasm` and, when signed,
+    /// `signature.minisig`; nothing else.
+    fn read_dir(path: &Path) -> Result<Bundle, BundleError> {
+        let entries = std::fs::read_dir(path).map_err(|e| io(path, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io(path, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if ![METADATA, COMPONENT, DIR_SIGNATURE].contains(&name.as_str()) {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "unexpected entry `{name}` (a bundle directory holds {METADATA}, {COMPONENT} and {DIR_SIGNATURE})"
+                    ),
+                ));
+            }
+        }
+        let read = |name: &str, limit: u64| -> Result<Vec<u8>, BundleError> {
+            let file = path.join(name);
+            let meta = std::fs::symlink_metadata(&file).map_err(|e| io(&file, e))?;
+            if !meta.is_file() {
+                return Err(invalid(&file, "not a regular file"));
+            }
+            if meta.len() > limit {
+                return Err(invalid(
+                    &file,
+                    format!("{} bytes, over the {limit}-byte limit", meta.len()),
+                ));
+            }
+            std::fs::read(&file).map_err(|e| io(&file, e))
+        };
+        let metadata = read(METADATA, MAX_METADATA_BYTES)?;
+        let component = read(COMPONENT, crate::plugin::MAX_COMPONENT_BYTES)?;
+        Self::from_parts(path, &metadata, component)
+    }
+
+    /// Check metadata text against a component: format, and the declared digest.
+    pub fn from_parts(
+        path: &Path,
+        metadata: &[u8],
+        component: Vec<u8>,
+    ) -> Result<Bundle, BundleError> {
+        let metadata: Metadata = serde_json::from_slice(metadata)
             .map_err(|e| invalid(path, format!("metadata.json is not valid: {e}")))?;
         if metadata.format_version != FORMAT_VERSION {
             return Err(invalid(
@@ -201,7 +287,7 @@ impl Bundle {
 }
 
 /// A minisign key id as minisign prints it (hex of the key number, big-endian).
-fn key_id(keynum: &[u8]) -> String {
+pub fn key_id(keynum: &[u8]) -> String {
     keynum.iter().rev().map(|b| format!("{b:02X}")).collect()
 }
 
@@ -241,49 +327,82 @@ pub fn sign(bundle: &Bundle, key: &Path) -> Result<String, BundleError> {
     Ok(sig.to_string())
 }
 
-/// Verify the detached signature at `signature` over the bundle's component against the
-/// trusted public key files; returns the id of the key that signed it.
-pub fn verify(
-    bundle: &Bundle,
-    signature: &Path,
-    trusted: &[std::path::PathBuf],
-) -> Result<String, BundleError> {
-    let text = std::fs::read_to_string(signature).map_err(|e| io(signature, e))?;
-    let sig = minisign::SignatureBox::from_string(&text)
-        .map_err(|e| invalid(signature, format!("not a minisign signature: {e}")))?;
+/// Parse a minisign public key — a whole `.pub` file or just its base64 line — into its
+/// key id and base64 text.
+pub fn parse_public_key(text: &str) -> Result<(String, String), String> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+        .unwrap_or_default();
+    let pk = minisign::PublicKey::from_base64(line)
+        .map_err(|e| format!("not a minisign public key ({e})"))?;
+    Ok((key_id(pk.keynum()), line.to_owned()))
+}
+
+/// Verify a detached signature (text, read from `signature`) over `component` against
+/// the trusted keys; returns the key that signed it.
+pub fn verify<'k>(
+    component: &[u8],
+    signature_text: &str,
+    signature: &str,
+    trusted: &'k [TrustedKey],
+) -> Result<&'k TrustedKey, BundleError> {
+    let sig =
+        minisign::SignatureBox::from_string(signature_text).map_err(|e| BundleError::Invalid {
+            path: signature.to_owned(),
+            message: format!("not a minisign signature: {e}"),
+        })?;
     let signer = key_id(sig.keynum());
-    let mut ids = Vec::new();
-    for key in trusted {
-        let pk_text = std::fs::read_to_string(key).map_err(|e| io(key, e))?;
-        let pk = minisign::PublicKeyBox::from_string(&pk_text)
-            .and_then(minisign::PublicKeyBox::into_public_key)
-            .map_err(|e| invalid(key, format!("not a minisign public key: {e}")))?;
-        let id = key_id(pk.keynum());
-        if id == signer {
-            minisign::verify(
-                &pk,
-                &sig,
-                std::io::Cursor::new(&bundle.component),
-                true,
-                false,
-                false,
-            )
-            .map_err(|e| BundleError::BadSignature {
-                path: signature.display().to_string(),
-                key_id: signer.clone(),
-                message: e.to_string(),
-            })?;
-            return Ok(signer);
-        }
-        ids.push(id);
-    }
-    Err(BundleError::Untrusted {
-        path: signature.display().to_string(),
-        key_id: signer,
-        trusted: if ids.is_empty() {
-            "none".into()
-        } else {
-            ids.join(", ")
-        },
-    })
+    let Some(key) = trusted.iter().find(|k| k.id == signer) else {
+        return Err(BundleError::Untrusted {
+            path: signature.to_owned(),
+            key_id: signer,
+            trusted: if trusted.is_empty() {
+                "none: add public keys under `trust:` in the manifest".into()
+            } else {
+                trusted
+                    .iter()
+                    .map(|k| format!("{} ({})", k.id, k.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        });
+    };
+    let pk =
+        minisign::PublicKey::from_base64(&key.public_key).map_err(|e| BundleError::Invalid {
+            path: key.location.to_string(),
+            message: format!("not a minisign public key: {e}"),
+        })?;
+    minisign::verify(
+        &pk,
+        &sig,
+        std::io::Cursor::new(component),
+        true,
+        false,
+        false,
+    )
+    .map_err(|e| BundleError::BadSignature {
+        path: signature.to_owned(),
+        key_id: signer.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(key)
+}
+
+/// Trusted keys from public key files (`--trust FILE`).
+pub fn keys_from_files(files: &[std::path::PathBuf]) -> Result<Vec<TrustedKey>, BundleError> {
+    files
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).map_err(|e| io(f, e))?;
+            let (id, public_key) = parse_public_key(&text).map_err(|e| invalid(f, e))?;
+            Ok(TrustedKey {
+                id,
+                public_key,
+                name: f.display().to_string(),
+                location: crate::diag::Location::file(f),
+            })
+        })
+        .collect()
 }

@@ -439,6 +439,32 @@ pub struct EnvRequest {
     pub reason: String,
 }
 
+impl Requested {
+    /// What the component can ask for, one sorted line each (`import tenet:host/exec@0.1.1`,
+    /// `fs rw /etc/app`, `exec /usr/bin/systemctl (probe)`, `net https://api`, `env LANG`):
+    /// recorded in `tenet.lock`, compared by `tenet lock --upgrade`.
+    pub fn summary(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.imports.iter().map(|i| format!("import {i}")).collect();
+        out.extend(
+            self.directories
+                .iter()
+                .map(|d| format!("fs {} {}", if d.write { "rw" } else { "ro" }, d.path)),
+        );
+        out.extend(self.programs.iter().map(|p| {
+            format!(
+                "exec {}{}",
+                p.program,
+                if p.probe { " (probe)" } else { "" }
+            )
+        }));
+        out.extend(self.hosts.iter().map(|h| format!("net {}", h.origin)));
+        out.extend(self.env.iter().map(|e| format!("env {}", e.name)));
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// One line of the requested / granted / missing report.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Requirement {

@@ -6,8 +6,9 @@
 //! providers). The engine sees providers only through the [`provider::Provider`] trait;
 //! [`plugin`] implements it with wasmtime, [`host`] provides the `tenet:host` interfaces
 //! to guests, and [`grants`] turns the operator's grants into sandbox contexts.
-//! [`state`] remembers resources and runs between invocations. [`cli`] is the command
-//! line on top.
+//! [`state`] remembers resources and runs between invocations. Distribution: [`bundle`]
+//! (format, signatures), [`source`] (what may run), [`store`] (installed bundles),
+//! [`oci`] (registries), [`lockfile`] (pins). [`cli`] is the command line on top.
 #![deny(unsafe_code)]
 
 pub mod bundle;
@@ -19,7 +20,10 @@ pub mod graph;
 pub mod host;
 pub mod lockfile;
 pub mod manifest;
+pub mod oci;
 pub mod plan;
 pub mod plugin;
 pub mod provider;
+pub mod source;
 pub mod state;
+pub mod store;

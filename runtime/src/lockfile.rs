@@ -1,9 +1,11 @@
 //! `tenet.lock`: the exact provider components a project runs, pinned by the sha256 of
-//! the component (one digest for every platform). Written by `tenet lock`, deterministic
-//! (sorted, no timestamps), meant to be committed. When it exists beside the manifest,
-//! every load checks each provider loaded from a path against it and refuses a mismatch,
-//! printing the expected and actual digests and where the bytes came from. Built-in
-//! providers are listed for reference but not enforced: they are part of the binary.
+//! the component (one digest for every platform), with the key that signed each and what
+//! each can ask for. Written by `tenet lock` / `tenet init`, deterministic (sorted, no
+//! timestamps), meant to be committed: a pull request that moves a pin shows the new
+//! capabilities in its diff. When it exists beside the manifest, every load checks each
+//! provider against it and refuses a mismatch, printing the expected and actual digests
+//! and where the bytes came from. Built-in providers are listed for reference but not
+//! enforced: they are part of the binary.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -24,6 +26,16 @@ pub struct Pin {
     pub source: String,
     pub version: String,
     pub component_sha256: String,
+    /// minisign key id of the signer; none for built-in and unsigned providers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// For `oci://` sources: the digest of the image manifest pinned, so a fresh
+    /// checkout pulls exactly these bytes even if the tag moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci_manifest: Option<String>,
+    /// What the component can ask for ([`crate::grants::Requested::summary`]).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
     /// Built into `tenet`: listed, not enforced.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub builtin: bool,
@@ -34,7 +46,7 @@ pub enum LockError {
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
     #[error(
-        "provider `{provider}` does not match {path}: it pins sha256 {expected}, the component at {source_desc} has sha256 {actual}; if the change is intended, run `tenet lock`"
+        "provider `{provider}` does not match {path}: it pins sha256 {expected}, the component at {source_desc} has sha256 {actual}; if the change is intended, run `tenet lock --upgrade {provider}`"
     )]
     Mismatch {
         path: String,
@@ -43,8 +55,29 @@ pub enum LockError {
         actual: String,
         source_desc: String,
     },
+    #[error(
+        "provider `{provider}` now comes from {source_desc}, but {path} pins it from {pinned}; run `tenet lock --upgrade {provider}`"
+    )]
+    SourceChanged {
+        path: String,
+        provider: String,
+        pinned: String,
+        source_desc: String,
+    },
     #[error("provider `{provider}` is not in {path}: run `tenet lock` to pin it")]
     Missing { path: String, provider: String },
+}
+
+/// A provider source as the lock file records it: paths relative to the manifest's
+/// directory (so the file is the same on every checkout), others as written.
+pub fn source_of(source: &crate::manifest::ProviderSource, dir: &Path) -> String {
+    match source {
+        crate::manifest::ProviderSource::Path(p) => match p.strip_prefix(dir) {
+            Ok(rel) => format!("./{}", rel.display()),
+            Err(_) => p.display().to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 /// Where the lock file of a manifest (file or directory) lives.
@@ -83,31 +116,49 @@ impl LockFile {
         Ok(Some(lock))
     }
 
-    /// Check a loaded provider against its pin.
+    /// The capability lines `new` has and `old` had not, and those it no longer has.
+    pub fn capability_changes(old: &[String], new: &[String]) -> (Vec<String>, Vec<String>) {
+        let added = new.iter().filter(|c| !old.contains(c)).cloned().collect();
+        let removed = old.iter().filter(|c| !new.contains(c)).cloned().collect();
+        (added, removed)
+    }
+
+    /// Check a loaded provider against its pin: `source` as the manifest writes it,
+    /// `origin` where its bytes came from, `actual` their sha256.
     pub fn check(
         &self,
         path: &Path,
         provider: &str,
-        source: &str,
+        (source, origin): (&str, &str),
         actual: &str,
         builtin: bool,
     ) -> Result<(), LockError> {
         if builtin {
             return Ok(());
         }
-        match self.providers.get(provider) {
-            None => Err(LockError::Missing {
+        let Some(pin) = self.providers.get(provider) else {
+            return Err(LockError::Missing {
                 path: path.display().to_string(),
                 provider: provider.to_owned(),
-            }),
-            Some(pin) if pin.component_sha256 == actual => Ok(()),
-            Some(pin) => Err(LockError::Mismatch {
+            });
+        };
+        if pin.source != source {
+            return Err(LockError::SourceChanged {
+                path: path.display().to_string(),
+                provider: provider.to_owned(),
+                pinned: pin.source.clone(),
+                source_desc: source.to_owned(),
+            });
+        }
+        if pin.component_sha256 != actual {
+            return Err(LockError::Mismatch {
                 path: path.display().to_string(),
                 provider: provider.to_owned(),
                 expected: pin.component_sha256.clone(),
                 actual: actual.to_owned(),
-                source_desc: source.to_owned(),
-            }),
+                source_desc: origin.to_owned(),
+            });
         }
+        Ok(())
     }
 }

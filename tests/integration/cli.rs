@@ -188,7 +188,7 @@ fn failures_are_isolated_and_reported_with_a_non_zero_exit() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     let body = format!(
-        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n{MISBEHAVE_GRANTS}  file:\n    grants:\n      fs: [{{path: ./out, access: rw}}]\nresources:\n\
+        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    unsigned: true\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n{MISBEHAVE_GRANTS}  file:\n    grants:\n      fs: [{{path: ./out, access: rw}}]\nresources:\n\
          \x20 - {{id: writer, type: bad.probe, properties: {{path: ./out/x, action: write}}}}\n\
          \x20 - {{id: fine, type: file.file, properties: {{path: ./out/fine, content: ok}}}}\n"
     );
@@ -364,7 +364,7 @@ fn ctrl_c_lets_the_call_in_flight_finish_and_starts_nothing_more() {
     let dir = tmp.path();
     // `slow-apply` reads as absent even after apply: opt out of the consistency check.
     let mut body = format!(
-        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    consistency_check: false\n    grants:\n{MISBEHAVE_GRANTS}resources:\n"
+        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    unsigned: true\n    consistency_check: false\n    grants:\n{MISBEHAVE_GRANTS}resources:\n"
     );
     for i in 0..4 {
         body.push_str(&format!(

@@ -20,6 +20,7 @@ fn args(dir: &Path) -> ManifestArgs {
         path: dir.to_path_buf(),
         vars: vec![],
         values: vec![],
+        allow_unsigned: false,
     }
 }
 
@@ -303,7 +304,7 @@ async fn writes_outside_the_grant_are_refused_by_the_sandbox() {
 
 fn misbehave_manifest(limits: &str, resources: &str) -> String {
     format!(
-        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n{MISBEHAVE_GRANTS}    limits: {limits}\nresources:\n{resources}"
+        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    unsigned: true\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n{MISBEHAVE_GRANTS}    limits: {limits}\nresources:\n{resources}"
     )
 }
 
@@ -429,7 +430,7 @@ async fn a_failing_resource_does_not_stop_independent_ones() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     let body = format!(
-        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    grants:\n{MISBEHAVE_GRANTS}  file:\n    grants:\n      fs: [{{path: ./out, access: rw}}]\nresources:\n\
+        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    unsigned: true\n    grants:\n{MISBEHAVE_GRANTS}  file:\n    grants:\n      fs: [{{path: ./out, access: rw}}]\nresources:\n\
          \x20 - {{id: boom, type: bad.probe, properties: {{action: ok}}}}\n\
          \x20 - {{id: after-boom, type: file.file, depends_on: [boom], properties: {{path: ./out/dependent, content: x}}}}\n\
          \x20 - {{id: independent, type: file.file, properties: {{path: ./out/independent, content: y}}}}\n"
@@ -481,8 +482,25 @@ fn decl(name: &str, source: ProviderSource) -> ProviderDecl {
         limits: Limits::default(),
         max_concurrency: None,
         consistency_check: true,
+        unsigned: true,
         location: tenet::diag::Location::new("test.yaml", 1, 1),
     }
+}
+
+/// Resolve `decl`'s source (these test components are unsigned) and load it.
+async fn load(
+    host: &PluginHost,
+    decl: &ProviderDecl,
+) -> Result<std::sync::Arc<tenet::plugin::WasmProvider>, PluginError> {
+    let store = tenet::store::Store::new(std::path::PathBuf::from("/nonexistent-store"));
+    let policy = tenet::source::Policy {
+        trusted: &[],
+        allow_unsigned: false,
+        store: &store,
+        lock: None,
+    };
+    let r = tenet::source::resolve(decl, &policy).expect("resolve");
+    host.load(decl, &r.bytes, &r.origin).await
 }
 
 #[tokio::test]
@@ -490,7 +508,7 @@ async fn the_second_load_uses_the_compile_cache() {
     let cache = tempfile::tempdir().expect("cache");
     let d = decl("file", ProviderSource::Builtin("file".into()));
     let first = PluginHost::new(CompileCache::new(Some(cache.path().to_path_buf()))).expect("host");
-    first.load(&d).await.expect("load");
+    load(&first, &d).await.expect("load");
     assert_eq!(
         first
             .cache()
@@ -500,7 +518,7 @@ async fn the_second_load_uses_the_compile_cache() {
     );
     let second =
         PluginHost::new(CompileCache::new(Some(cache.path().to_path_buf()))).expect("host");
-    let p = second.load(&d).await.expect("load from cache");
+    let p = load(&second, &d).await.expect("load from cache");
     assert_eq!(
         second
             .cache()
@@ -541,7 +559,7 @@ async fn non_providers_are_refused_with_what_was_expected_and_found() {
     for (name, bytes, found) in cases {
         let path = tmp.path().join(format!("{name}.wasm"));
         std::fs::write(&path, bytes).expect("write");
-        let err = match host.load(&decl(name, ProviderSource::Path(path))).await {
+        let err = match load(&host, &decl(name, ProviderSource::Path(path))).await {
             Ok(_) => panic!("{name} must be refused"),
             Err(e) => e,
         };
@@ -556,10 +574,17 @@ async fn non_providers_are_refused_with_what_was_expected_and_found() {
         );
         assert!(text.contains(found), "{text}");
     }
-    let err = match host
-        .load(&decl("nope", ProviderSource::Builtin("nope".into())))
-        .await
-    {
+    let store = tenet::store::Store::new(std::path::PathBuf::from("/nonexistent-store"));
+    let policy = tenet::source::Policy {
+        trusted: &[],
+        allow_unsigned: false,
+        store: &store,
+        lock: None,
+    };
+    let err = match tenet::source::resolve(
+        &decl("nope", ProviderSource::Builtin("nope".into())),
+        &policy,
+    ) {
         Ok(_) => panic!("unknown builtin must be refused"),
         Err(e) => e,
     };
@@ -650,7 +675,7 @@ async fn hundreds_of_resources_apply_in_parallel_ordered_by_paths_and_references
 async fn abi_versions_are_checked_before_instantiation_and_0_1_0_providers_still_load() {
     let host = PluginHost::new(CompileCache::new(None)).expect("host");
     let future = ProviderSource::Path(env!("TENET_TEST_GUEST_FUTURE_ABI_WASM").into());
-    let err = match host.load(&decl("future", future)).await {
+    let err = match load(&host, &decl("future", future)).await {
         Ok(_) => panic!("a 0.2.0 provider must be refused"),
         Err(e) => e,
     };
@@ -662,7 +687,7 @@ async fn abi_versions_are_checked_before_instantiation_and_0_1_0_providers_still
 
     // Built against the released 0.1.0 text: no `capabilities` export, host 0.1.0 imports.
     let old = ProviderSource::Path(env!("TENET_TEST_GUEST_ABI_0_1_0_WASM").into());
-    let p = host.load(&decl("old", old)).await.expect("0.1.0 loads");
+    let p = load(&host, &decl("old", old)).await.expect("0.1.0 loads");
     assert_eq!(p.info().kinds["note"].identity, "name");
     assert_eq!(
         *p.requested(),

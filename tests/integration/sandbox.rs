@@ -188,7 +188,7 @@ fn hostile_providers_are_contained_and_the_rest_of_the_run_applies() {
         ("lying-apply", "{action: lying-apply}".to_owned()),
     ];
     let mut body = format!(
-        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n      \
+        "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    unsigned: true\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n      \
          exec:\n        - {{program: /bin/echo, args: [[\"**\"]], mode: probe}}\n        - {{program: /bin/sleep, args: [[\"*\"]]}}\n      \
          net: [\"http://127.0.0.1:{gp}\"]\n      env: [TENET_TEST_GRANTED]\n    \
          limits: {{memory: 64MiB, timeout: 2s, output: 1MiB, log_lines: 100}}\n  \
@@ -372,7 +372,7 @@ fn imports_without_a_matching_grant_are_refused_at_load() {
     write_manifest(
         dir,
         &format!(
-            "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\nresources:\n  - {{id: p, type: bad.probe, properties: {{path: ./p, action: ok}}}}\n"
+            "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    unsigned: true\nresources:\n  - {{id: p, type: bad.probe, properties: {{path: ./p, action: ok}}}}\n"
         ),
     );
     let o = tenet(dir, &["validate"]);
@@ -389,7 +389,7 @@ fn imports_without_a_matching_grant_are_refused_at_load() {
     write_manifest(
         dir,
         &format!(
-            "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    grants:\n      exec: [{{program: /bin/echo}}]\nresources:\n  - {{id: p, type: bad.probe, properties: {{path: ./p, action: ok}}}}\n"
+            "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    unsigned: true\n    grants:\n      exec: [{{program: /bin/echo}}]\nresources:\n  - {{id: p, type: bad.probe, properties: {{path: ./p, action: ok}}}}\n"
         ),
     );
     let err = stderr(&tenet(dir, &["validate"]));
@@ -407,7 +407,7 @@ fn providers_and_plans_show_requested_granted_and_missing_capabilities() {
     write_manifest(
         dir,
         &format!(
-            "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    grants:\n      \
+            "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    unsigned: true\n    grants:\n      \
              fs: [{{path: ./out, access: rw}}]\n      \
              exec: [{{program: /bin/echo, args: [[\"**\"]], mode: probe}}]\n      net: [\"http://127.0.0.1:*\"]\n\
              resources:\n  - {{id: p, type: bad.probe, properties: {{path: ./out/p, action: ok}}}}\n"

@@ -26,6 +26,12 @@ pub fn tenet_command(cwd: &Path, args: &[&str]) -> Command {
     c.args(args)
         .current_dir(cwd)
         .env("TENET_CACHE_DIR", cache_dir())
+        // Installed plugins go to the test's own directory, and no real registry
+        // credentials are picked up.
+        .env("TENET_STORE_DIR", cwd.join(".tenet-store"))
+        .env("DOCKER_CONFIG", cwd.join(".docker"))
+        .env_remove("TENET_REGISTRY_USERNAME")
+        .env_remove("TENET_REGISTRY_PASSWORD")
         .env("NO_COLOR", "1")
         .env_remove("TENET_LOG")
         .stdin(Stdio::null());
@@ -106,4 +112,98 @@ pub fn write_manifest(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("tenet.yaml");
     std::fs::write(&path, body).expect("write manifest");
     path
+}
+
+/// A tool the tests need from Debian: its path, or `None` (with the reason printed) when
+/// it is missing and this is not CI. In CI (`CI` set) a missing tool fails the test:
+/// `.ci/run` installs it.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`{name}` is not installed; .ci/run installs it (apt-get install {name})"
+        );
+        eprintln!("SKIPPED: `{name}` is not installed (apt-get install {name}); CI runs this");
+    }
+    found
+}
+
+/// A real OCI registry (Debian's docker-registry, the CNCF distribution registry) on a
+/// free loopback port, storing into its own temporary directory; stopped on drop.
+pub struct Registry {
+    pub addr: String,
+    pub storage: PathBuf,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Option<Registry> {
+        let bin = tool("docker-registry")?;
+        let dir = tempfile::tempdir().expect("registry dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let storage = dir.path().join("data");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                storage.display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).expect("log"))
+            .spawn()
+            .expect("start docker-registry");
+        let registry = Registry {
+            addr,
+            storage,
+            child,
+            _dir: dir,
+        };
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(&registry.addr).is_ok() {
+                return Some(registry);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!(
+            "docker-registry did not start listening on {}",
+            registry.addr
+        );
+    }
+
+    /// The file holding a blob (to tamper with it).
+    pub fn blob(&self, sha256: &str) -> PathBuf {
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&sha256[..2])
+            .join(sha256)
+            .join("data")
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -62,11 +62,16 @@ enum Command {
     Show(history::ShowArgs),
     /// Check the history's hash chain.
     Audit(history::AuditArgs),
-    /// Pin every provider of the manifest by digest in tenet.lock.
+    /// Install what the manifest's providers need and pin them in tenet.lock.
+    Init(plugin::InitArgs),
+    /// Pin every provider of the manifest by digest in tenet.lock (--upgrade NAME moves
+    /// a pin and shows the capability changes).
     Lock(plugin::LockArgs),
+    /// The compile cache: `gc`.
+    Cache(plugin::CacheArgs),
     /// Signing keys for plugin bundles.
     Key(plugin::KeyArgs),
-    /// Plugin bundles: pack, sign, verify, inspect.
+    /// Plugin bundles: pack, sign, verify, inspect, install, list, remove, push, pull.
     Plugin(plugin::PluginArgs),
     /// Compliance metrics from the history: compliance rate, drift frequency, MTTR,
     /// change failure rate, provisioning time.
@@ -85,6 +90,10 @@ pub struct ManifestArgs {
     /// YAML file of variable values (repeatable; later files win).
     #[arg(long = "values", value_name = "FILE")]
     pub values: Vec<PathBuf>,
+    /// Run providers that carry no signature (shown loudly in plans). A signature that
+    /// is present must still verify.
+    #[arg(long)]
+    pub allow_unsigned: bool,
 }
 
 /// How a run walks the graph.
@@ -169,6 +178,8 @@ pub fn main() -> ExitCode {
             Command::Report(a) => history::report(a),
             Command::Key(a) => plugin::key(a),
             Command::Lock(a) => plugin::lock(a).await,
+            Command::Init(a) => plugin::init(a).await,
+            Command::Cache(a) => plugin::cache(a),
             Command::Plugin(a) => plugin::plugin(a).await,
         }
     });

@@ -1,11 +1,16 @@
-//! `tenet key generate` and `tenet plugin pack|sign|verify|inspect`: make a bundle from a
-//! component (its metadata read from the component itself), sign it with a minisign key,
-//! and check a bundle — digest, declared capabilities against the component's real
-//! imports, and the signature against trusted keys.
+//! Distribution commands: `tenet key generate`; `tenet plugin pack|sign|verify|inspect|
+//! install|list|remove|push|pull`; `tenet init` / `tenet lock [--upgrade]`; `tenet cache
+//! gc`. A bundle's metadata is read from the component itself; everything fetched is
+//! checked (digest, declared capabilities against the component's real imports, the
+//! signature against trusted keys) before anything is stored.
 
 use crate::bundle::{self, Bundle, FORMAT_VERSION, Metadata};
+use crate::lockfile::{LockFile, Pin};
+use crate::manifest::{ProviderSource, TrustedKey};
+use crate::oci;
 use crate::plugin::{CompileCache, PluginHost};
 use crate::provider::Provider;
+use crate::store::Store;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -67,6 +72,46 @@ pub struct PluginArgs {
     command: PluginCommand,
 }
 
+/// How to reach registries.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Allow plain HTTP to a registry that is not on loopback (loopback registries may
+    /// always use it).
+    #[arg(long)]
+    insecure_http: bool,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> oci::Options {
+        oci::Options {
+            insecure_http: self.insecure_http,
+        }
+    }
+}
+
+/// The keys to trust: `--trust` files plus a manifest's `trust:` list.
+#[derive(Debug, Clone, Args)]
+pub struct TrustArgs {
+    /// Trusted public key file (repeatable).
+    #[arg(long = "trust", value_name = "KEY.pub")]
+    trust: Vec<PathBuf>,
+    /// Also trust the keys listed under `trust:` in this manifest.
+    #[arg(long, value_name = "PATH")]
+    manifest: Option<PathBuf>,
+}
+
+impl TrustArgs {
+    fn keys(&self) -> anyhow::Result<Vec<TrustedKey>> {
+        let mut keys = bundle::keys_from_files(&self.trust)?;
+        if let Some(m) = &self.manifest {
+            let (m, diags) = crate::manifest::load(m, &crate::manifest::LoadOptions::default());
+            diags.into_result()?;
+            keys.extend(m.trusted_keys);
+        }
+        Ok(keys)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum PluginCommand {
     /// Make a bundle from a provider component.
@@ -80,7 +125,8 @@ enum PluginCommand {
         #[arg(long, default_value = "")]
         source_url: String,
     },
-    /// Sign a bundle: writes BUNDLE.minisig (or --out).
+    /// Sign a bundle (file or directory) or a .wasm component: writes its signature
+    /// (BUNDLE.minisig, DIR/signature.minisig) or --out.
     Sign {
         bundle: PathBuf,
         #[arg(long)]
@@ -88,30 +134,125 @@ enum PluginCommand {
         #[arg(long, short = 'o')]
         out: Option<PathBuf>,
     },
-    /// Check a bundle: digest, declared capabilities against the component, signature.
+    /// Check a bundle: entries, digest, declared capabilities against the component, and
+    /// that a trusted key signed it.
     Verify {
-        bundle: PathBuf,
-        /// Trusted public key file (repeatable).
-        #[arg(long = "trust", required = true)]
-        trust: Vec<PathBuf>,
-        /// Detached signature (default BUNDLE.minisig).
+        /// A bundle file or directory, or oci://host/repo:tag.
+        bundle: String,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// Detached signature (default: the bundle's own).
         #[arg(long)]
         signature: Option<PathBuf>,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
-    /// Show a bundle's metadata.
-    Inspect { bundle: PathBuf },
+    /// Show a bundle's metadata, capabilities, digest and signature status.
+    Inspect {
+        /// A bundle file or directory, oci://host/repo:tag, or an installed NAME[@VERSION]
+        /// or digest.
+        bundle: String,
+        #[command(flatten)]
+        trust: TrustArgs,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Verify a bundle and install it into the local plugin store (content-addressed),
+    /// compiling it for this machine so the first plan is fast.
+    Install {
+        /// A bundle file or directory, or oci://host[:port]/repo:tag|@sha256:…
+        source: String,
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// Install a bundle that carries no signature.
+        #[arg(long)]
+        allow_unsigned: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// List installed bundles.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove installed bundles (NAME, NAME@VERSION or digest) and their compiled code.
+    Remove { what: String },
+    /// Push a bundle (and its signature, if signed) to an OCI registry.
+    Push {
+        bundle: PathBuf,
+        /// oci://host[:port]/repository:tag
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Pull a bundle from an OCI registry into a bundle file (+ .minisig), unverified.
+    Pull {
+        reference: String,
+        #[arg(long, short = 'o')]
+        out: PathBuf,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
 }
 
-fn signature_path(bundle: &Path) -> PathBuf {
-    let mut s = bundle.as_os_str().to_owned();
-    s.push(".minisig");
-    PathBuf::from(s)
-}
-
-async fn host() -> anyhow::Result<PluginHost> {
+fn host() -> anyhow::Result<PluginHost> {
     Ok(PluginHost::new(CompileCache::new(
         CompileCache::default_dir(),
     ))?)
+}
+
+/// A bundle and its signature from a path or a registry.
+struct Fetched {
+    bundle: Bundle,
+    signature: Option<String>,
+    /// Where the signature was (for messages).
+    signature_desc: String,
+    /// Canonical reference to record in the store.
+    reference: String,
+    manifest_digest: Option<String>,
+}
+
+async fn fetch(source: &str, registry: &RegistryArgs) -> anyhow::Result<Fetched> {
+    if source.starts_with("oci://") {
+        let r = oci::OciRef::parse(source)?;
+        let pulled = oci::pull(&r, &registry.options()).await?;
+        return Ok(Fetched {
+            bundle: pulled.bundle,
+            signature: pulled.signature,
+            signature_desc: format!("{source} (signature layer)"),
+            reference: source.to_owned(),
+            manifest_digest: Some(pulled.manifest_digest),
+        });
+    }
+    let path = PathBuf::from(source);
+    let b = Bundle::read(&path)?;
+    let sig_path = bundle::signature_path(&path);
+    let reference = std::fs::canonicalize(&path)
+        .with_context(|| format!("cannot resolve {}", path.display()))?
+        .display()
+        .to_string();
+    Ok(Fetched {
+        bundle: b,
+        signature: bundle::read_signature(&sig_path)?,
+        signature_desc: sig_path.display().to_string(),
+        reference,
+        manifest_digest: None,
+    })
+}
+
+/// Load the bundle's component (compiling it through the cache) and check that what
+/// the bundle declares is what the component really imports and requests: a bundle
+/// cannot hide a capability.
+async fn check_component(host: &PluginHost, b: &Bundle, origin: &str) -> anyhow::Result<()> {
+    let p = host.inspect(&b.metadata.name, &b.component, origin).await?;
+    if *p.requested() != b.metadata.capabilities {
+        bail!(
+            "{origin}: the declared capabilities differ from the component's: the bundle declares [{}], the component requests [{}]",
+            b.metadata.capabilities.summary().join(", "),
+            p.requested().summary().join(", ")
+        );
+    }
+    Ok(())
 }
 
 pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
@@ -124,7 +265,7 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
         } => {
             let bytes = std::fs::read(&component)
                 .with_context(|| format!("cannot read {}", component.display()))?;
-            let host = host().await?;
+            let host = host()?;
             let p = host
                 .inspect("bundle", &bytes, &component.display().to_string())
                 .await?;
@@ -155,9 +296,32 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
             Ok(0)
         }
         PluginCommand::Sign { bundle, key, out } => {
-            let b = Bundle::read(&bundle)?;
+            let b = if bundle.is_file() && crate::source::is_wasm(&bundle) {
+                let bytes = std::fs::read(&bundle)
+                    .with_context(|| format!("cannot read {}", bundle.display()))?;
+                let p = host()?
+                    .inspect("component", &bytes, &bundle.display().to_string())
+                    .await?;
+                Bundle {
+                    metadata: Metadata {
+                        format_version: FORMAT_VERSION,
+                        name: p.info().name.clone(),
+                        version: p.info().version.clone(),
+                        description: String::new(),
+                        license: String::new(),
+                        source_url: String::new(),
+                        abi: p.requested().abi.clone(),
+                        kinds: Vec::new(),
+                        capabilities: p.requested().clone(),
+                        component_sha256: bundle::digest(&bytes),
+                    },
+                    component: bytes,
+                }
+            } else {
+                Bundle::read(&bundle)?
+            };
             let sig = bundle::sign(&b, &key)?;
-            let out = out.unwrap_or_else(|| signature_path(&bundle));
+            let out = out.unwrap_or_else(|| bundle::signature_path(&bundle));
             std::fs::write(&out, sig).with_context(|| format!("cannot write {}", out.display()))?;
             println!(
                 "Signed {} {} (sha256 {}): {}.",
@@ -172,72 +336,566 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
             bundle,
             trust,
             signature,
+            registry,
         } => {
-            let b = Bundle::read(&bundle)?;
-            // What the bundle declares must be what the component really imports and
-            // requests: a bundle cannot hide a capability.
-            let host = host().await?;
-            let p = host
-                .inspect("bundle", &b.component, &bundle.display().to_string())
-                .await?;
-            if *p.requested() != b.metadata.capabilities {
+            let keys = trust.keys()?;
+            if keys.is_empty() {
                 bail!(
-                    "{}: the declared capabilities differ from the component's: declared {}, component {}",
-                    bundle.display(),
-                    serde_json::to_string(&b.metadata.capabilities)?,
-                    serde_json::to_string(p.requested())?
+                    "no trusted keys: pass --trust KEY.pub or --manifest PATH with a `trust:` list"
                 );
             }
-            let sig = signature.unwrap_or_else(|| signature_path(&bundle));
-            let signer = bundle::verify(&b, &sig, &trust)?;
+            let mut f = fetch(&bundle, &registry).await?;
+            if let Some(sig) = signature {
+                f.signature = bundle::read_signature(&sig)?;
+                f.signature_desc = sig.display().to_string();
+            }
+            check_component(&host()?, &f.bundle, &bundle).await?;
+            let Some(text) = &f.signature else {
+                bail!("{bundle}: not signed (no {})", f.signature_desc);
+            };
+            let key = bundle::verify(&f.bundle.component, text, &f.signature_desc, &keys)?;
             println!(
-                "Verified {} {} (sha256 {}): signed by trusted key {signer}; capabilities match the component.",
-                b.metadata.name, b.metadata.version, b.metadata.component_sha256
+                "Verified {} {} (sha256 {}): signed by trusted key {} ({}); capabilities match the component.",
+                f.bundle.metadata.name,
+                f.bundle.metadata.version,
+                f.bundle.metadata.component_sha256,
+                key.id,
+                key.name
             );
             Ok(0)
         }
-        PluginCommand::Inspect { bundle } => {
+        PluginCommand::Inspect {
+            bundle,
+            trust,
+            registry,
+        } => {
+            let store = Store::open_default();
+            let installed = if bundle.starts_with("oci://") || Path::new(&bundle).exists() {
+                None
+            } else {
+                let mut found: Vec<_> = store
+                    .list()?
+                    .into_iter()
+                    .filter(|i| {
+                        i.digest == bundle
+                            || i.metadata.name == bundle
+                            || format!("{}@{}", i.metadata.name, i.metadata.version) == bundle
+                    })
+                    .collect();
+                match found.len() {
+                    0 => bail!(
+                        "`{bundle}` is neither a bundle file, a directory, an oci:// reference nor an installed bundle (see `tenet plugin list`)"
+                    ),
+                    1 => found.pop(),
+                    n => bail!(
+                        "`{bundle}` matches {n} installed bundles; name one as NAME@VERSION or by digest"
+                    ),
+                }
+            };
+            let (metadata, signature, signature_desc, extra) = match installed {
+                Some(i) => {
+                    let desc = i.dir.join(bundle::DIR_SIGNATURE).display().to_string();
+                    let refs = i.references.join(", ");
+                    (
+                        i.metadata,
+                        i.signature,
+                        desc,
+                        format!("installed: {} (from {refs})", i.dir.display()),
+                    )
+                }
+                None => {
+                    let f = fetch(&bundle, &registry).await?;
+                    let extra = f
+                        .manifest_digest
+                        .map(|d| format!("OCI manifest: {d}"))
+                        .unwrap_or_default();
+                    (f.bundle.metadata, f.signature, f.signature_desc, extra)
+                }
+            };
+            let keys = trust.keys()?;
+            println!("name:         {}", metadata.name);
+            println!("version:      {}", metadata.version);
+            println!("description:  {}", metadata.description);
+            println!("license:      {}", metadata.license);
+            println!("source URL:   {}", metadata.source_url);
+            println!("ABI:          tenet:provider@{}", metadata.abi);
+            println!("kinds:        {}", metadata.kinds.join(", "));
+            println!("sha256:       {}", metadata.component_sha256);
+            let caps = metadata.capabilities.summary();
+            println!(
+                "capabilities: {}",
+                if caps.is_empty() {
+                    "none".to_owned()
+                } else {
+                    caps.join("\n              ")
+                }
+            );
+            let status = match &signature {
+                None => "unsigned".to_owned(),
+                Some(text) => {
+                    let signer = minisign::SignatureBox::from_string(text)
+                        .map(|s| bundle::key_id(s.keynum()))
+                        .unwrap_or_else(|_| "unreadable".into());
+                    if keys.is_empty() {
+                        format!("signed by key {signer} (not checked: no --trust given)")
+                    } else {
+                        let store_bytes;
+                        let component = match Bundle::read(Path::new(&bundle)) {
+                            Ok(b) => {
+                                store_bytes = b.component;
+                                &store_bytes
+                            }
+                            Err(_) => {
+                                // Installed or pulled: fetch the bytes again to verify.
+                                let f = fetch_component(
+                                    &store,
+                                    &metadata.component_sha256,
+                                    &bundle,
+                                    &registry,
+                                )
+                                .await?;
+                                store_bytes = f;
+                                &store_bytes
+                            }
+                        };
+                        match bundle::verify(component, text, &signature_desc, &keys) {
+                            Ok(k) => {
+                                format!("signed by trusted key {} ({}), verified", k.id, k.name)
+                            }
+                            Err(e) => format!("NOT VERIFIED: {e}"),
+                        }
+                    }
+                }
+            };
+            println!("signature:    {status}");
+            if !extra.is_empty() {
+                println!("{extra}");
+            }
+            Ok(0)
+        }
+        PluginCommand::Install {
+            source,
+            trust,
+            allow_unsigned,
+            registry,
+        } => {
+            let keys = trust.keys()?;
+            let host = host()?;
+            let store = Store::open_default();
+            let i = install(&host, &store, &source, &keys, allow_unsigned, &registry).await?;
+            println!("{i}");
+            Ok(0)
+        }
+        PluginCommand::List { json } => {
+            let store = Store::open_default();
+            let list = store.list()?;
+            if json {
+                let items: Vec<_> = list
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({
+                            "name": i.metadata.name,
+                            "version": i.metadata.version,
+                            "sha256": i.digest,
+                            "signer": i.signature.as_deref().and_then(|t| minisign::SignatureBox::from_string(t).ok()).map(|s| bundle::key_id(s.keynum())),
+                            "capabilities": i.metadata.capabilities.summary(),
+                            "references": i.references,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&items)?);
+                return Ok(0);
+            }
+            if list.is_empty() {
+                println!("No plugins installed in {}.", store.root().display());
+            }
+            for i in &list {
+                let signer = i
+                    .signature
+                    .as_deref()
+                    .and_then(|t| minisign::SignatureBox::from_string(t).ok())
+                    .map_or_else(
+                        || "UNSIGNED".to_owned(),
+                        |s| format!("signed by {}", bundle::key_id(s.keynum())),
+                    );
+                println!(
+                    "{} {}  sha256:{}  {signer}\n  from: {}",
+                    i.metadata.name,
+                    i.metadata.version,
+                    i.digest,
+                    if i.references.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        i.references.join(", ")
+                    }
+                );
+            }
+            Ok(0)
+        }
+        PluginCommand::Remove { what } => {
+            let store = Store::open_default();
+            let removed = store.remove(&what)?;
+            if removed.is_empty() {
+                bail!("no installed bundle matches `{what}` (see `tenet plugin list`)");
+            }
+            // Their compiled code goes too: keep only what is still installed or built in.
+            let (compiled, _, _) = host()?.gc_cache(&keep_set(&store)?)?;
+            for i in &removed {
+                println!(
+                    "Removed {} {} (sha256 {}).",
+                    i.metadata.name, i.metadata.version, i.digest
+                );
+            }
+            if compiled > 0 {
+                println!("Removed {compiled} compiled artifacts.");
+            }
+            Ok(0)
+        }
+        PluginCommand::Push {
+            bundle,
+            reference,
+            registry,
+        } => {
             let b = Bundle::read(&bundle)?;
-            println!("{}", serde_json::to_string_pretty(&b.metadata)?);
+            let sig = bundle::read_signature(&bundle::signature_path(&bundle))?;
+            let r = oci::OciRef::parse(&reference)?;
+            let digest = oci::push(&r, &b, sig.as_deref(), &registry.options()).await?;
+            println!(
+                "Pushed {} {} (component sha256 {}{}) to {reference}: manifest {digest}.",
+                b.metadata.name,
+                b.metadata.version,
+                b.metadata.component_sha256,
+                if sig.is_some() {
+                    ", signed"
+                } else {
+                    ", UNSIGNED"
+                }
+            );
+            Ok(0)
+        }
+        PluginCommand::Pull {
+            reference,
+            out,
+            registry,
+        } => {
+            let r = oci::OciRef::parse(&reference)?;
+            let pulled = oci::pull(&r, &registry.options()).await?;
+            pulled.bundle.write(&out)?;
+            let sig_path = bundle::signature_path(&out);
+            match &pulled.signature {
+                Some(sig) => std::fs::write(&sig_path, sig)
+                    .with_context(|| format!("cannot write {}", sig_path.display()))?,
+                None => {
+                    let _ = std::fs::remove_file(&sig_path);
+                }
+            }
+            println!(
+                "Pulled {} {} (sha256 {}, manifest {}) into {}{}.",
+                pulled.bundle.metadata.name,
+                pulled.bundle.metadata.version,
+                pulled.bundle.metadata.component_sha256,
+                pulled.manifest_digest,
+                out.display(),
+                if pulled.signature.is_some() {
+                    format!(" and {}", sig_path.display())
+                } else {
+                    " (unsigned)".into()
+                }
+            );
             Ok(0)
         }
     }
+}
+
+async fn fetch_component(
+    store: &Store,
+    digest: &str,
+    source: &str,
+    registry: &RegistryArgs,
+) -> anyhow::Result<Vec<u8>> {
+    if let Some(i) = store.get(digest)? {
+        return Ok(store.component(&i)?);
+    }
+    Ok(fetch(source, registry).await?.bundle.component)
+}
+
+/// Digests whose compiled code is worth keeping: built-in and installed providers.
+fn keep_set(store: &Store) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let mut keep: std::collections::BTreeSet<String> = crate::plugin::BUILTINS
+        .iter()
+        .map(|(_, b)| bundle::digest(b))
+        .collect();
+    keep.extend(store.digests()?);
+    Ok(keep)
+}
+
+/// Fetch, check and install a bundle: components and declared capabilities agree, the
+/// signature verifies with a trusted key (or `allow_unsigned`), then the store gets it
+/// whole and the compile cache gets its native code. Nothing is written before every
+/// check passed.
+async fn install(
+    host: &PluginHost,
+    store: &Store,
+    source: &str,
+    keys: &[TrustedKey],
+    allow_unsigned: bool,
+    registry: &RegistryArgs,
+) -> anyhow::Result<String> {
+    let f = fetch(source, registry).await?;
+    let signer = match &f.signature {
+        Some(text) => {
+            let k = bundle::verify(&f.bundle.component, text, &f.signature_desc, keys)?;
+            format!("signed by trusted key {} ({})", k.id, k.name)
+        }
+        None if allow_unsigned => "UNSIGNED (--allow-unsigned)".to_owned(),
+        None => bail!(
+            "{source}: not signed; install signed bundles (`tenet plugin sign`), or pass --allow-unsigned"
+        ),
+    };
+    let started = std::time::Instant::now();
+    check_component(host, &f.bundle, source).await?;
+    let compiled = started.elapsed();
+    let i = store.install(&f.bundle, f.signature.as_deref(), Some(&f.reference))?;
+    Ok(format!(
+        "Installed {} {} (sha256 {}), {signer}, into {}; compiled for this machine in {} ms.",
+        i.metadata.name,
+        i.metadata.version,
+        i.digest,
+        i.dir.display(),
+        compiled.as_millis()
+    ))
 }
 
 #[derive(Debug, Args)]
 pub struct LockArgs {
     #[command(flatten)]
     manifest: super::ManifestArgs,
+    /// Move the pin of this provider to what its source holds now, and show how its
+    /// capabilities change (repeatable).
+    #[arg(long, value_name = "NAME")]
+    upgrade: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
-/// `tenet lock`: pin every provider of the manifest in `tenet.lock` (deterministic).
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    manifest: super::ManifestArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// `tenet init`: install what the manifest's providers need (at the pinned digests when
+/// `tenet.lock` exists) and pin what is not pinned yet.
+pub async fn init(args: InitArgs) -> anyhow::Result<u8> {
+    lock(LockArgs {
+        manifest: args.manifest,
+        upgrade: Vec::new(),
+        registry: args.registry,
+    })
+    .await
+}
+
+/// `tenet lock [--upgrade NAME]`: pin every provider of the manifest in `tenet.lock`
+/// (deterministic). Existing pins stay unless upgraded; a provider whose bytes moved
+/// without `--upgrade` is an error.
 pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
     let (m, diags) = crate::manifest::load(&args.manifest.path, &args.manifest.load_options()?);
     diags.into_result()?;
-    let host = host().await?;
-    let mut lock = crate::lockfile::LockFile {
+    for name in &args.upgrade {
+        if !m.providers.contains_key(name) {
+            bail!("--upgrade {name}: the manifest declares no provider `{name}`");
+        }
+    }
+    let host = host()?;
+    let sources = super::session::Sources::new(&m, args.manifest.allow_unsigned)?;
+    let old = sources.lock.clone().unwrap_or(LockFile {
+        format_version: crate::lockfile::FORMAT_VERSION,
+        providers: std::collections::BTreeMap::new(),
+    });
+    let mut lock = LockFile {
         format_version: crate::lockfile::FORMAT_VERSION,
         providers: std::collections::BTreeMap::new(),
     };
+    let mut changes = Vec::new();
     for decl in m.providers.values() {
-        let p = host.load(decl).await?;
-        lock.providers.insert(
-            decl.name.clone(),
-            crate::lockfile::Pin {
-                source: p.source().to_owned(),
-                version: p.info().version.clone(),
-                component_sha256: p.sha256().to_owned(),
-                builtin: matches!(decl.source, crate::manifest::ProviderSource::Builtin(_)),
-            },
-        );
+        let source = crate::lockfile::source_of(&decl.source, &m.base_dir);
+        let upgrading = args.upgrade.contains(&decl.name);
+        let pinned = old.providers.get(&decl.name).filter(|_| !upgrading);
+        if let Some(pin) = pinned
+            && pin.source != source
+        {
+            bail!(
+                "provider `{}` now comes from {source}, but {} pins it from {}; run `tenet lock --upgrade {}`",
+                decl.name,
+                sources.lock_path.display(),
+                pin.source,
+                decl.name
+            );
+        }
+        let mut oci_manifest = None;
+        if let ProviderSource::Oci(reference) = &decl.source {
+            oci_manifest =
+                ensure_installed(&sources.store, &m, reference, pinned, &args.registry, &host)
+                    .await?;
+        }
+        let loaded = sources
+            .load(&host, &m, decl, false)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let p = &loaded.provider;
+        if let Some(pin) = pinned
+            && pin.component_sha256 != p.sha256()
+            && !pin.builtin
+        {
+            bail!(
+                "provider `{}` changed: {} pins sha256 {}, {source} now has sha256 {}; run `tenet lock --upgrade {}` to move the pin",
+                decl.name,
+                sources.lock_path.display(),
+                pin.component_sha256,
+                p.sha256(),
+                decl.name
+            );
+        }
+        let new = Pin {
+            source,
+            version: p.info().version.clone(),
+            component_sha256: p.sha256().to_owned(),
+            signer: loaded.provenance.signer().map(str::to_owned),
+            oci_manifest: oci_manifest.or_else(|| pinned.and_then(|p| p.oci_manifest.clone())),
+            capabilities: p.requested().summary(),
+            builtin: matches!(decl.source, ProviderSource::Builtin(_)),
+        };
+        if let Some(before) = old.providers.get(&decl.name)
+            && before.component_sha256 != new.component_sha256
+        {
+            let (added, removed) =
+                LockFile::capability_changes(&before.capabilities, &new.capabilities);
+            let mut text = format!(
+                "{}: {} (sha256 {}) -> {} (sha256 {})",
+                decl.name,
+                before.version,
+                &before.component_sha256[..12.min(before.component_sha256.len())],
+                new.version,
+                &new.component_sha256[..12]
+            );
+            for a in &added {
+                text.push_str(&format!(
+                    "\n  {} {} now requests {a}",
+                    decl.name, new.version
+                ));
+            }
+            for r in &removed {
+                text.push_str(&format!(
+                    "\n  {} {} no longer requests {r}",
+                    decl.name, new.version
+                ));
+            }
+            if added.is_empty() && removed.is_empty() {
+                text.push_str("\n  capabilities unchanged");
+            }
+            if before.signer != new.signer {
+                text.push_str(&format!(
+                    "\n  signer: {} -> {}",
+                    before.signer.as_deref().unwrap_or("none"),
+                    new.signer.as_deref().unwrap_or("none")
+                ));
+            }
+            changes.push(text);
+        }
+        lock.providers.insert(decl.name.clone(), new);
     }
-    let path = crate::lockfile::path_for(&m.path);
+    let path = sources.lock_path.clone();
     super::plan::write_atomically(&path, lock.to_text().as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
+    for c in &changes {
+        println!("{c}");
+    }
     println!(
         "Pinned {} providers in {}.",
         lock.providers.len(),
         path.display()
+    );
+    Ok(0)
+}
+
+/// Make sure the store holds what an `oci://` provider needs: the pinned bytes (pulled
+/// by manifest digest when the lock records one), or — unpinned or upgrading — what the
+/// reference points to now. Points the store's reference at it; returns the manifest
+/// digest when something was pulled.
+async fn ensure_installed(
+    store: &Store,
+    m: &crate::manifest::Manifest,
+    reference: &str,
+    pinned: Option<&Pin>,
+    registry: &RegistryArgs,
+    host: &PluginHost,
+) -> anyhow::Result<Option<String>> {
+    if let Some(pin) = pinned
+        && store.get(&pin.component_sha256)?.is_some()
+    {
+        if store.resolve(reference)?.as_deref() != Some(pin.component_sha256.as_str()) {
+            let i = store.get(&pin.component_sha256)?.context("vanished")?;
+            let b = Bundle {
+                metadata: i.metadata.clone(),
+                component: store.component(&i)?,
+            };
+            store.install(&b, i.signature.as_deref(), Some(reference))?;
+        }
+        return Ok(None);
+    }
+    let r = oci::OciRef::parse(reference)?;
+    let target = match pinned.and_then(|p| p.oci_manifest.as_deref()) {
+        Some(d) => r.at_digest(d),
+        None => r,
+    };
+    let f = fetch(&target.text, registry).await?;
+    if let Some(pin) = pinned
+        && pin.component_sha256 != f.bundle.metadata.component_sha256
+    {
+        bail!(
+            "{}: the registry serves sha256 {}, but tenet.lock pins sha256 {}; run `tenet lock --upgrade` to move the pin",
+            target.text,
+            f.bundle.metadata.component_sha256,
+            pin.component_sha256
+        );
+    }
+    // Verified against the manifest's keys before anything is stored.
+    if let Some(text) = &f.signature {
+        bundle::verify(
+            &f.bundle.component,
+            text,
+            &f.signature_desc,
+            &m.trusted_keys,
+        )?;
+    }
+    check_component(host, &f.bundle, reference).await?;
+    store.install(&f.bundle, f.signature.as_deref(), Some(reference))?;
+    Ok(f.manifest_digest)
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// Delete compiled code that no installed or built-in provider needs, and code
+    /// compiled by other Tenet versions. Providers loaded from paths are compiled again
+    /// on their next use.
+    Gc,
+}
+
+pub fn cache(args: CacheArgs) -> anyhow::Result<u8> {
+    let CacheCommand::Gc = args.command;
+    let store = Store::open_default();
+    let (removed, freed, kept) = host()?.gc_cache(&keep_set(&store)?)?;
+    println!(
+        "Removed {removed} compiled artifacts ({}); kept {kept}.",
+        bytesize::ByteSize::b(freed)
     );
     Ok(0)
 }

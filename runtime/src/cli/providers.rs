@@ -19,14 +19,17 @@ pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
     let (m, diags) = manifest::load(&args.manifest.path, &args.manifest.load_options()?);
     diags.into_result()?;
     let host = PluginHost::new(CompileCache::new(CompileCache::default_dir()))?;
+    let sources = super::session::Sources::new(&m, args.manifest.allow_unsigned)?;
     let mut out = String::new();
     let mut failed = false;
     for decl in m.providers.values() {
         writeln!(out, "{}", decl.name)?;
         writeln!(out, "  source:  {}", decl.source)?;
-        let loaded = host.load(decl).await;
+        let loaded = sources.load(&host, &m, decl, true).await;
         let loaded = match loaded {
-            Ok(p) => {
+            Ok(l) => {
+                let p = l.provider;
+                writeln!(out, "  trust:   {}", l.provenance)?;
                 let info = p.info();
                 writeln!(out, "  version: {} ({})", info.version, info.description)?;
                 writeln!(out, "  sha256:  {}", p.sha256())?;

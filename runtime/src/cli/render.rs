@@ -50,6 +50,7 @@ fn verb(action: Action) -> &'static str {
 pub fn sandbox_text(plan: &Plan) -> String {
     let mut out = String::new();
     let yellow = color(AnsiColor::Yellow);
+    let red = color(AnsiColor::Red).bold();
     let _ = writeln!(out, "\nSandbox (what each provider may do):");
     for (name, pin) in &plan.providers {
         let granted = if pin.granted.is_empty() {
@@ -57,7 +58,14 @@ pub fn sandbox_text(plan: &Plan) -> String {
         } else {
             pin.granted.join("; ")
         };
-        let _ = writeln!(out, "  {name}: {granted}");
+        let from = match &pin.provenance {
+            Some(p @ crate::source::Provenance::Unsigned { .. }) => {
+                format!(" [{red}{p}{red:#}]")
+            }
+            Some(p) => format!(" [{p}]"),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "  {name}{from}: {granted}");
         for m in &pin.missing {
             let _ = writeln!(out, "    {yellow}not granted:{yellow:#} {m}");
         }
@@ -65,8 +73,25 @@ pub fn sandbox_text(plan: &Plan) -> String {
     out
 }
 
+/// One loud line per provider that runs without a signature.
+pub fn unsigned_text(plan: &Plan) -> String {
+    let red = color(AnsiColor::Red).bold();
+    let mut out = String::new();
+    for (name, pin) in &plan.providers {
+        if let Some(crate::source::Provenance::Unsigned { reason }) = &pin.provenance {
+            let _ = writeln!(
+                out,
+                "{red}WARNING: provider `{name}` is UNSIGNED ({reason}): no trusted key vouches for {} (sha256 {}).{red:#}",
+                pin.source, pin.component_sha256
+            );
+        }
+    }
+    out
+}
+
 pub fn plan_text(plan: &Plan) -> String {
-    let mut out = plan_actions_text(plan);
+    let mut out = unsigned_text(plan);
+    out.push_str(&plan_actions_text(plan));
     out.push_str(&sandbox_text(plan));
     out
 }

@@ -6,17 +6,106 @@ use super::ManifestArgs;
 use crate::diag::{Diagnostics, ValidationFailed};
 use crate::engine::{Engine, RunOptions};
 use crate::graph::{Graph, GraphInput};
+use crate::lockfile::{self, LockFile};
 use crate::manifest::{self, Manifest, check};
 use crate::plan::ProviderPin;
 use crate::plugin::{CompileCache, PluginHost, WasmProvider};
 use crate::provider::{CallContext, Provider, ProviderInfo};
+use crate::source::{self, Policy, Provenance};
+use crate::store::Store;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+
+/// Where a manifest's providers come from and what may run: the plugin store, the lock
+/// file, `--allow-unsigned`.
+pub struct Sources {
+    pub store: Store,
+    pub lock: Option<LockFile>,
+    pub lock_path: PathBuf,
+    pub allow_unsigned: bool,
+}
+
+/// A provider loaded under the project's policy.
+pub struct Loaded {
+    pub provider: Arc<WasmProvider>,
+    pub provenance: Provenance,
+}
+
+impl Sources {
+    pub fn new(manifest: &Manifest, allow_unsigned: bool) -> Result<Sources, lockfile::LockError> {
+        let lock_path = lockfile::path_for(&manifest.path);
+        Ok(Sources {
+            store: Store::open_default(),
+            lock: LockFile::read(&lock_path)?,
+            lock_path,
+            allow_unsigned,
+        })
+    }
+
+    /// Resolve `decl`'s source (signature policy included), load it, check a bundle's
+    /// declared capabilities against the component, and — with `enforce_lock` — check it
+    /// against `tenet.lock`. The error names the provider.
+    pub async fn load(
+        &self,
+        host: &PluginHost,
+        manifest: &Manifest,
+        decl: &manifest::ProviderDecl,
+        enforce_lock: bool,
+    ) -> Result<Loaded, String> {
+        let policy = Policy {
+            trusted: &manifest.trusted_keys,
+            allow_unsigned: self.allow_unsigned,
+            store: &self.store,
+            lock: self
+                .lock
+                .as_ref()
+                .filter(|_| enforce_lock)
+                .map(|l| (l, self.lock_path.as_path())),
+        };
+        let resolved = source::resolve(decl, &policy).map_err(|e| e.to_string())?;
+        let provider = host
+            .load(decl, &resolved.bytes, &resolved.origin)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(meta) = &resolved.metadata
+            && meta.capabilities != *provider.requested()
+        {
+            return Err(format!(
+                "provider `{}`: {} declares capabilities [{}] but its component requests [{}]: the bundle is inconsistent",
+                decl.name,
+                resolved.origin,
+                meta.capabilities.summary().join(", "),
+                provider.requested().summary().join(", ")
+            ));
+        }
+        if enforce_lock && let Some(lock) = &self.lock {
+            let builtin = matches!(decl.source, manifest::ProviderSource::Builtin(_));
+            lock.check(
+                &self.lock_path,
+                &decl.name,
+                (
+                    &lockfile::source_of(&decl.source, &manifest.base_dir),
+                    &resolved.origin,
+                ),
+                provider.sha256(),
+                builtin,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(Loaded {
+            provider,
+            provenance: resolved.provenance,
+        })
+    }
+}
 
 pub struct Session {
     pub manifest: Manifest,
     pub graph: Graph,
     pub providers: BTreeMap<String, Arc<WasmProvider>>,
+    /// Why each provider may run (built in, signed by whom, or unsigned and why).
+    pub provenance: BTreeMap<String, Provenance>,
     pub warnings: Diagnostics,
     // Keeps the engine and deadline ticker alive for the providers.
     _host: PluginHost,
@@ -62,30 +151,19 @@ impl Session {
         let host = PluginHost::new(cache)?;
 
         let mut providers = BTreeMap::new();
-        for decl in manifest.providers.values() {
-            match host.load(decl).await {
-                Ok(p) => {
-                    providers.insert(decl.name.clone(), p);
-                }
-                Err(e) => diags.error(Some(decl.location.clone()), e.to_string()),
-            }
-        }
-        // `tenet.lock`, when present, pins every provider loaded from a path.
-        let lock_path = crate::lockfile::path_for(&manifest.path);
-        match crate::lockfile::LockFile::read(&lock_path) {
-            Ok(Some(lock)) => {
+        let mut provenance = BTreeMap::new();
+        match Sources::new(&manifest, args.allow_unsigned) {
+            Ok(sources) => {
                 for decl in manifest.providers.values() {
-                    if let Some(p) = providers.get(&decl.name) {
-                        let builtin = matches!(decl.source, manifest::ProviderSource::Builtin(_));
-                        if let Err(e) =
-                            lock.check(&lock_path, &decl.name, p.source(), p.sha256(), builtin)
-                        {
-                            diags.error(Some(decl.location.clone()), e.to_string());
+                    match sources.load(&host, &manifest, decl, true).await {
+                        Ok(l) => {
+                            providers.insert(decl.name.clone(), l.provider);
+                            provenance.insert(decl.name.clone(), l.provenance);
                         }
+                        Err(e) => diags.error(Some(decl.location.clone()), e),
                     }
                 }
             }
-            Ok(None) => {}
             Err(e) => diags.error(None, e.to_string()),
         }
         let infos: BTreeMap<String, &ProviderInfo> = providers
@@ -195,6 +273,7 @@ impl Session {
             manifest,
             graph,
             providers,
+            provenance,
             warnings,
             _host: host,
         })
@@ -266,6 +345,7 @@ impl Session {
                         source: p.source().to_owned(),
                         version: p.info().version.clone(),
                         component_sha256: p.sha256().to_owned(),
+                        provenance: self.provenance.get(n).cloned(),
                         granted: p.capabilities().grant_lines(),
                         missing: p
                             .capabilities()

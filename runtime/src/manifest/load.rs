@@ -5,7 +5,7 @@ use super::vars::{self, VarDecl};
 use super::yaml::{self, Spans};
 use super::{
     Access, Dependency, ExecGrant, FsGrant, Grants, Limits, MAX_LOG_LINES, MAX_OUTPUT_LIMIT,
-    Manifest, NetGrant, ProviderDecl, ProviderSource, ResourceDecl,
+    Manifest, NetGrant, ProviderDecl, ProviderSource, ResourceDecl, TrustedKey,
 };
 use crate::diag::{Diagnostics, Location};
 use serde_json::{Map, Value};
@@ -89,11 +89,11 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     for doc in &docs {
         if let Some(map) = doc.value.as_object() {
             for key in map.keys() {
-                if !["vars", "providers", "resources"].contains(&key.as_str()) {
+                if !["vars", "providers", "resources", "trust"].contains(&key.as_str()) {
                     diags.error(
                         Some(doc.spans.key(&format!("/{key}"))),
                         format!(
-                            "unknown top-level key `{key}` (expected `vars`, `providers`, `resources`)"
+                            "unknown top-level key `{key}` (expected `vars`, `providers`, `resources`, `trust`)"
                         ),
                     );
                 }
@@ -105,6 +105,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     }
     let values = resolve_vars(&decls, options, &mut diags);
 
+    let mut trusted_keys = Vec::new();
     let mut providers = BTreeMap::new();
     let mut resources: Vec<ResourceDecl> = Vec::new();
     let mut seen_ids: BTreeMap<String, Location> = BTreeMap::new();
@@ -119,6 +120,9 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
             if let Some(v) = map.get_mut(key) {
                 vars::interpolate(v, &format!("/{key}"), &doc.spans, &values, &mut diags);
             }
+        }
+        if let Some(v) = map.get("trust") {
+            parse_trust(v, &doc.spans, &dir, &mut trusted_keys, &mut diags);
         }
         if let Some(v) = map.get("providers") {
             parse_providers(v, &doc.spans, &dir, &mut providers, &mut diags);
@@ -160,6 +164,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
             .map(|(k, _)| k.clone())
             .collect(),
         vars: values,
+        trusted_keys,
         providers,
         resources,
         rejected_ids,
@@ -476,6 +481,7 @@ fn parse_providers(
                     "limits",
                     "max_concurrency",
                     "consistency_check",
+                    "unsigned",
                 ],
                 diags,
             )
@@ -483,11 +489,27 @@ fn parse_providers(
         let Some(fields) = fields else { continue };
         let source = match string(fields, "source", &pointer, spans, &what, diags) {
             None => ProviderSource::Builtin(name.clone()),
+            Some(s) if s.starts_with("oci://") => {
+                if let Err(e) = crate::oci::OciRef::parse(s) {
+                    diags.error(
+                        Some(spans.value(&format!("{pointer}/source"))),
+                        format!("source of {what}: {e}"),
+                    );
+                }
+                ProviderSource::Oci(s.to_owned())
+            }
             Some(s) => match s.strip_prefix("builtin:") {
                 Some(b) => ProviderSource::Builtin(b.to_owned()),
                 None => ProviderSource::Path(absolute(dir, Path::new(s))),
             },
         };
+        let unsigned = boolean(fields, "unsigned", &pointer, spans, &what, false, diags);
+        if unsigned && !matches!(source, ProviderSource::Path(_)) {
+            diags.error(
+                Some(spans.value(&format!("{pointer}/unsigned"))),
+                format!("unsigned: true is only for providers loaded from a local path; {what} comes from `{source}`"),
+            );
+        }
         let grants = fields
             .get("grants")
             .map(|g| parse_grants(g, &format!("{pointer}/grants"), spans, &what, dir, diags))
@@ -527,9 +549,87 @@ fn parse_providers(
                 limits,
                 max_concurrency,
                 consistency_check,
+                unsigned,
                 location,
             },
         );
+    }
+}
+
+/// `trust:` — a list of minisign public keys, each `key: RWQ…` or `file: path.pub`, with
+/// an optional `name`.
+fn parse_trust(
+    value: &Value,
+    spans: &Spans,
+    dir: &Path,
+    out: &mut Vec<TrustedKey>,
+    diags: &mut Diagnostics,
+) {
+    let Some(items) = value.as_array() else {
+        diags.error(
+            Some(spans.value("/trust")),
+            format!(
+                "`trust` must be a list of public keys (`- key: RWQ…` or `- file: keys/release.pub`), found {}",
+                type_name(value)
+            ),
+        );
+        return;
+    };
+    for (i, item) in items.iter().enumerate() {
+        let pointer = format!("/trust/{i}");
+        let what = format!("trusted key #{}", i + 1);
+        let Some(fields) = object(
+            item,
+            &pointer,
+            spans,
+            &what,
+            &["key", "file", "name"],
+            diags,
+        ) else {
+            continue;
+        };
+        let location = spans.value(&pointer);
+        let name = string(fields, "name", &pointer, spans, &what, diags).map(str::to_owned);
+        let (text, origin, at) = match (
+            string(fields, "key", &pointer, spans, &what, diags),
+            string(fields, "file", &pointer, spans, &what, diags),
+        ) {
+            (Some(k), None) => (k.to_owned(), None, format!("{pointer}/key")),
+            (None, Some(f)) => {
+                let path = absolute(dir, Path::new(f));
+                match std::fs::read_to_string(&path) {
+                    Ok(t) => (t, Some(f.to_owned()), format!("{pointer}/file")),
+                    Err(e) => {
+                        diags.error(
+                            Some(spans.value(&format!("{pointer}/file"))),
+                            format!("{what}: cannot read {}: {e}", path.display()),
+                        );
+                        continue;
+                    }
+                }
+            }
+            _ => {
+                diags.error(
+                    Some(location),
+                    format!("{what} needs exactly one of `key` (the public key) or `file` (a minisign .pub file)"),
+                );
+                continue;
+            }
+        };
+        match crate::bundle::parse_public_key(&text) {
+            Ok((id, public_key)) => {
+                if out.iter().any(|k| k.id == id) {
+                    continue;
+                }
+                out.push(TrustedKey {
+                    name: name.or(origin).unwrap_or_else(|| id.clone()),
+                    id,
+                    public_key,
+                    location,
+                });
+            }
+            Err(e) => diags.error(Some(spans.value(&at)), format!("{what}: {e}")),
+        }
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Manifest {
     pub vars: BTreeMap<String, Value>,
     /// Variables declared `sensitive: true`.
     pub sensitive_vars: BTreeSet<String>,
+    /// `trust:`: the public keys whose signatures this project accepts.
+    pub trusted_keys: Vec<TrustedKey>,
     pub providers: BTreeMap<String, ProviderDecl>,
     pub resources: Vec<ResourceDecl>,
     /// Ids of resources that were declared but left out because of errors already
@@ -69,8 +71,12 @@ pub struct Manifest {
 pub enum ProviderSource {
     /// Embedded in the `tenet` binary (`builtin:file`, or no `source` at all).
     Builtin(String),
-    /// A `.wasm` component on disk (absolute after loading).
+    /// A component on disk (absolute after loading): a `.wasm` file (signed by
+    /// `FILE.minisig` beside it), a bundle file or a bundle directory.
     Path(PathBuf),
+    /// A bundle in an OCI registry, `oci://host[:port]/repo:tag` or `…@sha256:…`, run
+    /// from the local plugin store (`tenet init` / `tenet plugin install` put it there).
+    Oci(String),
 }
 
 impl std::fmt::Display for ProviderSource {
@@ -78,6 +84,7 @@ impl std::fmt::Display for ProviderSource {
         match self {
             ProviderSource::Builtin(n) => write!(f, "builtin:{n}"),
             ProviderSource::Path(p) => write!(f, "{}", p.display()),
+            ProviderSource::Oci(r) => f.write_str(r),
         }
     }
 }
@@ -275,6 +282,20 @@ pub struct ProviderDecl {
     /// Re-read each resource after apply and fail it when the provider's result does not
     /// match (`consistency_check`, default true).
     pub consistency_check: bool,
+    /// `unsigned: true`: run this provider without a signature (local paths only).
+    pub unsigned: bool,
+    pub location: Location,
+}
+
+/// One entry of `trust:`: a minisign public key (`key: RWQ…`, or `file: keys/x.pub`).
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    /// minisign key id (16 hex digits, as `minisign` prints it).
+    pub id: String,
+    /// The public key, base64 (the second line of a `.pub` file).
+    pub public_key: String,
+    /// `name:` if given, else the key file or the key id.
+    pub name: String,
     pub location: Location,
 }
 

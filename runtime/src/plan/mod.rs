@@ -42,6 +42,9 @@ pub struct ProviderPin {
     pub source: String,
     pub version: String,
     pub component_sha256: String,
+    /// Why its code may run: built in, signed by a trusted key, or unsigned and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<crate::source::Provenance>,
     /// What the provider may do, one line per grant (`fs rw /srv`, `exec …`, `net …`).
     #[serde(default)]
     pub granted: Vec<String>,

@@ -36,11 +36,51 @@ impl CompileCache {
             .map(|d| d.join("compiled"))
     }
 
-    fn entry(&self, engine: &Engine, sha256: &str) -> Option<PathBuf> {
+    fn suffix(engine: &Engine) -> String {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        let key = format!("{sha256}-{:016x}.cwasm", h.finish());
+        format!("-{:016x}.cwasm", h.finish())
+    }
+
+    fn entry(&self, engine: &Engine, sha256: &str) -> Option<PathBuf> {
+        let key = format!("{sha256}{}", Self::suffix(engine));
         self.dir.as_ref().map(|d| d.join(key))
+    }
+
+    /// Remove every entry that is not for this engine or not for one of the `keep`
+    /// digests, and stray temporary files; returns (entries removed, bytes freed, kept).
+    pub fn gc(
+        &self,
+        engine: &Engine,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> std::io::Result<(usize, u64, usize)> {
+        let Some(dir) = &self.dir else {
+            return Ok((0, 0, 0));
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0, 0)),
+            other => other?,
+        };
+        let suffix = Self::suffix(engine);
+        let (mut removed, mut freed, mut kept) = (0, 0, 0);
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let wanted = name
+                .strip_suffix(&suffix)
+                .is_some_and(|digest| keep.contains(digest));
+            if wanted {
+                kept += 1;
+                continue;
+            }
+            let meta = entry.metadata()?;
+            if meta.is_file() {
+                std::fs::remove_file(entry.path())?;
+                removed += 1;
+                freed += meta.len();
+            }
+        }
+        Ok((removed, freed, kept))
     }
 
     /// The compiled component for `bytes` (whose sha256 is `sha256`).

@@ -73,18 +73,6 @@ pub const MAX_COMPONENT_BYTES: u64 = 256 * 1024 * 1024;
 /// Why a provider could not be loaded. Every case names the plugin.
 #[derive(Debug, thiserror::Error)]
 pub enum PluginError {
-    #[error("provider `{plugin}`: no built-in provider `{name}` (built-in: {available})")]
-    UnknownBuiltin {
-        plugin: String,
-        name: String,
-        available: String,
-    },
-    #[error("provider `{plugin}`: cannot read {path}: {message}")]
-    Read {
-        plugin: String,
-        path: String,
-        message: String,
-    },
     #[error(
         "provider `{plugin}`: {source_desc} is not a Tenet provider: expected a WebAssembly component exporting {ABI_INTERFACE}@0.1.x, found {found}"
     )]
@@ -177,46 +165,24 @@ impl PluginHost {
         &self.cache
     }
 
-    /// The component bytes for a provider source, and a description of where they came from.
-    fn read_source(decl: &ProviderDecl) -> Result<(Vec<u8>, String), PluginError> {
-        match &decl.source {
-            ProviderSource::Builtin(name) => BUILTINS
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, b)| (b.to_vec(), format!("builtin:{name}")))
-                .ok_or_else(|| PluginError::UnknownBuiltin {
-                    plugin: decl.name.clone(),
-                    name: name.clone(),
-                    available: BUILTINS
-                        .iter()
-                        .map(|(n, _)| *n)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                }),
-            ProviderSource::Path(path) => {
-                let read_err = |message: String| PluginError::Read {
-                    plugin: decl.name.clone(),
-                    path: path.display().to_string(),
-                    message,
-                };
-                let len = std::fs::metadata(path)
-                    .map_err(|e| read_err(e.to_string()))?
-                    .len();
-                if len > MAX_COMPONENT_BYTES {
-                    return Err(read_err(format!(
-                        "{len} bytes is larger than the {MAX_COMPONENT_BYTES}-byte limit"
-                    )));
-                }
-                let bytes = std::fs::read(path).map_err(|e| read_err(e.to_string()))?;
-                Ok((bytes, path.display().to_string()))
-            }
-        }
+    /// Garbage-collect the compile cache: keep only this engine's artifacts of `keep`.
+    pub fn gc_cache(
+        &self,
+        keep: &std::collections::BTreeSet<String>,
+    ) -> std::io::Result<(usize, u64, usize)> {
+        self.cache.gc(&self.engine, keep)
     }
 
-    /// Load, verify, compile and describe the provider `decl` declares.
-    pub async fn load(&self, decl: &ProviderDecl) -> Result<Arc<WasmProvider>, PluginError> {
-        let (bytes, source_desc) = Self::read_source(decl)?;
-        self.load_bytes(decl, &bytes, &source_desc, true).await
+    /// Verify, compile and describe the provider `decl` declares, from its component's
+    /// `bytes` (resolved and signature-checked by [`crate::source::resolve`]; `origin`
+    /// says where they came from).
+    pub async fn load(
+        &self,
+        decl: &ProviderDecl,
+        bytes: &[u8],
+        origin: &str,
+    ) -> Result<Arc<WasmProvider>, PluginError> {
+        self.load_bytes(decl, bytes, origin, true).await
     }
 
     /// Load a component to describe it, whatever it imports (nothing is granted: every
@@ -234,6 +200,7 @@ impl PluginHost {
             limits: crate::manifest::Limits::default(),
             max_concurrency: None,
             consistency_check: true,
+            unsigned: false,
             location: crate::diag::Location::new(source_desc, 1, 1),
         };
         self.load_bytes(&decl, bytes, source_desc, false).await

@@ -1,0 +1,303 @@
+//! The local plugin store: installed bundles, content-addressed by the sha256 of their
+//! component, and the references (`oci://…`, bundle files) they were installed from.
+//!
+//! ```text
+//! STORE/sha256/<digest>/metadata.json, component.wasm[, signature.minisig]
+//! STORE/refs/<sha256 of the reference>.json   {"reference": "...", "digest": "..."}
+//! ```
+//!
+//! An install writes a complete bundle directory under a temporary name and renames it
+//! into place, so a bundle is either wholly installed or absent; each reference is its
+//! own file, replaced atomically. Only bundle bytes live here: compiled native code is in
+//! the compile cache, produced on this machine (never downloaded).
+
+use crate::bundle::{self, Bundle, BundleError, COMPONENT, DIR_SIGNATURE, METADATA, Metadata};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("plugin store {path}: {message}")]
+    Io { path: String, message: String },
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+}
+
+/// One installed bundle.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub digest: String,
+    pub metadata: Metadata,
+    /// The detached minisign signature, if the bundle was installed signed.
+    pub signature: Option<String>,
+    /// References that resolve to it.
+    pub references: Vec<String>,
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RefFile {
+    reference: String,
+    digest: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+fn io_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn valid_digest(d: &str) -> bool {
+    d.len() == 64
+        && d.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+impl Store {
+    /// `$TENET_STORE_DIR`, else the user's data directory (`~/.local/share/tenet/plugins`).
+    pub fn default_dir() -> PathBuf {
+        std::env::var_os("TENET_STORE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| dirs::data_dir().map(|d| d.join("tenet").join("plugins")))
+            .unwrap_or_else(|| PathBuf::from(".tenet-plugins"))
+    }
+
+    pub fn new(root: PathBuf) -> Store {
+        Store { root }
+    }
+
+    pub fn open_default() -> Store {
+        Store::new(Self::default_dir())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn blob_dir(&self, digest: &str) -> PathBuf {
+        self.root.join("sha256").join(digest)
+    }
+
+    fn ref_file(&self, reference: &str) -> PathBuf {
+        self.root
+            .join("refs")
+            .join(format!("{}.json", bundle::digest(reference.as_bytes())))
+    }
+
+    fn private_dir(path: &Path) -> Result<(), StoreError> {
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(path)
+            .map_err(|e| io_err(path, e))
+    }
+
+    /// Install a verified bundle (and its signature) under its digest, and point
+    /// `reference` at it. Installing the same bytes again only updates the reference.
+    pub fn install(
+        &self,
+        bundle: &Bundle,
+        signature: Option<&str>,
+        reference: Option<&str>,
+    ) -> Result<Installed, StoreError> {
+        let digest = bundle.metadata.component_sha256.clone();
+        let dir = self.blob_dir(&digest);
+        let parent = self.root.join("sha256");
+        Self::private_dir(&parent)?;
+        if !dir.is_dir() || (signature.is_some() && !dir.join(DIR_SIGNATURE).is_file()) {
+            let tmp = tempfile::Builder::new()
+                .prefix(".install-")
+                .tempdir_in(&parent)
+                .map_err(|e| io_err(&parent, e))?;
+            let meta = serde_json::to_vec_pretty(&bundle.metadata).map_err(|e| io_err(&dir, e))?;
+            let mut files = vec![(METADATA, meta.as_slice()), (COMPONENT, &bundle.component)];
+            if let Some(sig) = signature {
+                files.push((DIR_SIGNATURE, sig.as_bytes()));
+            }
+            for (name, data) in files {
+                let path = tmp.path().join(name);
+                let mut f = std::fs::File::create(&path).map_err(|e| io_err(&path, e))?;
+                std::io::Write::write_all(&mut f, data).map_err(|e| io_err(&path, e))?;
+                f.sync_all().map_err(|e| io_err(&path, e))?;
+            }
+            let staged = tmp.keep();
+            if dir.is_dir() {
+                // Replacing an unsigned install with the same bytes, now signed.
+                std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+            }
+            if let Err(e) = std::fs::rename(&staged, &dir) {
+                let _ = std::fs::remove_dir_all(&staged);
+                // Another process installed the same digest meanwhile: theirs is as good.
+                if !dir.is_dir() {
+                    return Err(io_err(&dir, e));
+                }
+            }
+        }
+        if let Some(reference) = reference {
+            self.set_ref(reference, &digest)?;
+        }
+        self.get(&digest)?
+            .ok_or_else(|| io_err(&dir, "vanished right after installing"))
+    }
+
+    fn set_ref(&self, reference: &str, digest: &str) -> Result<(), StoreError> {
+        let path = self.ref_file(reference);
+        let dir = self.root.join("refs");
+        Self::private_dir(&dir)?;
+        let text = serde_json::to_vec(&RefFile {
+            reference: reference.to_owned(),
+            digest: digest.to_owned(),
+        })
+        .map_err(|e| io_err(&path, e))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| io_err(&dir, e))?;
+        std::io::Write::write_all(&mut tmp, &text).map_err(|e| io_err(&path, e))?;
+        tmp.persist(&path).map_err(|e| io_err(&path, e.error))?;
+        Ok(())
+    }
+
+    /// The digest `reference` was last installed as.
+    pub fn resolve(&self, reference: &str) -> Result<Option<String>, StoreError> {
+        let path = self.ref_file(reference);
+        match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err(&path, e)),
+            Ok(bytes) => {
+                let r: RefFile = serde_json::from_slice(&bytes).map_err(|e| io_err(&path, e))?;
+                Ok((r.reference == reference && valid_digest(&r.digest)).then_some(r.digest))
+            }
+        }
+    }
+
+    fn refs(&self) -> Result<Vec<RefFile>, StoreError> {
+        let dir = self.root.join("refs");
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir, e)),
+            Ok(e) => e,
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| io_err(&dir, e))?.path();
+            if path.extension().is_some_and(|e| e == "json")
+                && let Ok(bytes) = std::fs::read(&path)
+                && let Ok(r) = serde_json::from_slice::<RefFile>(&bytes)
+            {
+                out.push(r);
+            }
+        }
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
+    }
+
+    /// The installed bundle with this digest, re-checked (entries, sizes, digest).
+    pub fn get(&self, digest: &str) -> Result<Option<Installed>, StoreError> {
+        if !valid_digest(digest) {
+            return Ok(None);
+        }
+        let dir = self.blob_dir(digest);
+        if !dir.is_dir() {
+            return Ok(None);
+        }
+        let b = Bundle::read(&dir)?;
+        if b.metadata.component_sha256 != digest {
+            return Err(io_err(
+                &dir,
+                format!(
+                    "holds a component with sha256 {}, not {digest}: remove it with `tenet plugin remove {digest}`",
+                    b.metadata.component_sha256
+                ),
+            ));
+        }
+        let signature = bundle::read_signature(&dir.join(DIR_SIGNATURE))?;
+        let references = self
+            .refs()?
+            .into_iter()
+            .filter(|r| r.digest == digest)
+            .map(|r| r.reference)
+            .collect();
+        Ok(Some(Installed {
+            digest: digest.to_owned(),
+            metadata: b.metadata,
+            signature,
+            references,
+            dir,
+        }))
+    }
+
+    /// The component bytes of an installed bundle (already checked by [`Store::get`]).
+    pub fn component(&self, installed: &Installed) -> Result<Vec<u8>, StoreError> {
+        let path = installed.dir.join(COMPONENT);
+        let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
+        if bundle::digest(&bytes) != installed.digest {
+            return Err(io_err(&path, "changed on disk since it was checked"));
+        }
+        Ok(bytes)
+    }
+
+    /// Every installed bundle, by name then version.
+    pub fn list(&self) -> Result<Vec<Installed>, StoreError> {
+        let dir = self.root.join("sha256");
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&dir, e)),
+            Ok(e) => e,
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let name = entry.map_err(|e| io_err(&dir, e))?.file_name();
+            if let Some(digest) = name.to_str().filter(|d| valid_digest(d))
+                && let Some(i) = self.get(digest)?
+            {
+                out.push(i);
+            }
+        }
+        out.sort_by(|a, b| {
+            (&a.metadata.name, &a.metadata.version, &a.digest).cmp(&(
+                &b.metadata.name,
+                &b.metadata.version,
+                &b.digest,
+            ))
+        });
+        Ok(out)
+    }
+
+    /// Remove the bundles `what` names (a digest, `NAME` or `NAME@VERSION`) and the
+    /// references to them; returns what was removed.
+    pub fn remove(&self, what: &str) -> Result<Vec<Installed>, StoreError> {
+        let (name, version) = match what.split_once('@') {
+            Some((n, v)) => (n, Some(v)),
+            None => (what, None),
+        };
+        let doomed: Vec<Installed> = self
+            .list()?
+            .into_iter()
+            .filter(|i| {
+                i.digest == what
+                    || (i.metadata.name == name && version.is_none_or(|v| v == i.metadata.version))
+            })
+            .collect();
+        for i in &doomed {
+            for r in &i.references {
+                let path = self.ref_file(r);
+                std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+            }
+            // Rename first so a concurrent reader never sees half a directory.
+            let trash = self
+                .root
+                .join("sha256")
+                .join(format!(".remove-{}", i.digest));
+            std::fs::rename(&i.dir, &trash).map_err(|e| io_err(&i.dir, e))?;
+            std::fs::remove_dir_all(&trash).map_err(|e| io_err(&trash, e))?;
+        }
+        Ok(doomed)
+    }
+
+    /// Digests of every installed bundle (for the compile cache's garbage collection).
+    pub fn digests(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.list()?.into_iter().map(|i| i.digest).collect())
+    }
+}
