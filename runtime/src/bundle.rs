@@ -123,6 +123,27 @@ pub fn digest(bytes: &[u8]) -> String {
 }
 
 impl Bundle {
+    /// Write the bundle as a directory at `path` (which must not exist yet): built under a
+    /// temporary name beside it and renamed into place.
+    pub fn write_dir(&self, path: &Path) -> Result<(), BundleError> {
+        if path.exists() {
+            return Err(invalid(path, "exists; not overwriting"));
+        }
+        let parent = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new()
+            .prefix(".bundle-")
+            .tempdir_in(parent)
+            .map_err(|e| io(path, e))?;
+        let meta = serde_json::to_vec_pretty(&self.metadata).map_err(|e| io(path, e))?;
+        for (name, data) in [(METADATA, meta.as_slice()), (COMPONENT, &self.component)] {
+            std::fs::write(tmp.path().join(name), data).map_err(|e| io(path, e))?;
+        }
+        std::fs::rename(tmp.keep(), path).map_err(|e| io(path, e))
+    }
+
     /// Write the bundle as a tar file at `path` (atomically).
     pub fn write(&self, path: &Path) -> Result<(), BundleError> {
         let meta = serde_json::to_vec_pretty(&self.metadata).map_err(|e| io(path, e))?;

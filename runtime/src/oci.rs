@@ -47,7 +47,7 @@ pub enum OciError {
     #[error("{reference}: not found in the registry ({message})")]
     NotFound { reference: String, message: String },
     #[error(
-        "{reference}: the registry refused the credentials ({message}); set them with `docker login` or TENET_REGISTRY_USERNAME / TENET_REGISTRY_PASSWORD"
+        "{reference}: the registry wants credentials or refused the ones given ({message}); set them with `docker login` or TENET_REGISTRY_USERNAME / TENET_REGISTRY_PASSWORD"
     )]
     Unauthorized { reference: String, message: String },
     #[error(
@@ -226,9 +226,15 @@ fn map_err(r: &OciRef, e: OciDistributionError) -> OciError {
             message: e.to_string(),
         },
         OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => OciError::Unauthorized {
+        | OciDistributionError::AuthenticationFailure(_)
+        | OciDistributionError::ServerError {
+            code: 401 | 403, ..
+        } => OciError::Unauthorized {
             reference,
-            message: e.to_string(),
+            message: match &e {
+                OciDistributionError::ServerError { code, .. } => format!("HTTP {code}"),
+                other => other.to_string(),
+            },
         },
         OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
             expected,

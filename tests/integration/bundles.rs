@@ -552,6 +552,53 @@ fn bundles_install_into_a_content_addressed_store_precompiled_and_are_listed_and
     bytes[last] ^= 1;
     std::fs::write(entry.join("component.wasm"), &bytes).expect("restore");
 
+    // A bundle directory installs the same bytes (already there: one entry, two sources);
+    // one that hides a capability is refused.
+    ok(&tenet(
+        d,
+        &[
+            "plugin",
+            "pack",
+            MISBEHAVE_WASM,
+            "-o",
+            &format!("{}/", s("mis.d")),
+        ],
+    ));
+    sign(d, "mis.d", "release");
+    assert!(d.join("mis.d/signature.minisig").is_file());
+    ok(&tenet(
+        d,
+        &[
+            "plugin",
+            "install",
+            &s("mis.d"),
+            "--trust",
+            &s("release.pub"),
+        ],
+    ));
+    let list = stdout(&tenet(d, &["plugin", "list"]));
+    assert_eq!(list.matches("misbehave 0.1.0").count(), 1, "{list}");
+    assert!(
+        list.contains("mis.d") && list.contains("mis.tenet"),
+        "{list}"
+    );
+    let meta = d.join("mis.d/metadata.json");
+    let text = std::fs::read_to_string(&meta).expect("meta");
+    std::fs::write(&meta, text.replace("\"tenet:host/exec@0.1.1\",", "")).expect("hide");
+    fails_with(
+        &tenet(
+            d,
+            &[
+                "plugin",
+                "install",
+                &s("mis.d"),
+                "--trust",
+                &s("release.pub"),
+            ],
+        ),
+        "the declared capabilities differ from the component's",
+    );
+
     let rm = crate::support::tenet_command(d, &["plugin", "remove", "misbehave"])
         .env("TENET_CACHE_DIR", cache.path())
         .output()
@@ -808,4 +855,65 @@ fn push_foreign_artifact(addr: &str) {
             .await
             .expect("push foreign");
     });
+}
+
+#[test]
+fn registry_credentials_come_from_the_environment_or_the_docker_config() {
+    let Some(registry) = crate::support::Registry::start_with_auth() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    let s = |p: &str| d.join(p).display().to_string();
+    key(d, "release");
+    ok(&tenet(
+        d,
+        &["plugin", "pack", MISBEHAVE_WASM, "-o", &s("mis.tenet")],
+    ));
+    sign(d, "mis.tenet", "release");
+    let tag = format!("oci://{}/tenet/misbehave:0.1.0", registry.addr);
+    let push = || crate::support::tenet_command(d, &["plugin", "push", &s("mis.tenet"), &tag]);
+
+    fails_with(
+        &push().output().expect("run"),
+        "the registry wants credentials",
+    );
+    let wrong = push()
+        .env("TENET_REGISTRY_USERNAME", crate::support::REGISTRY_USER)
+        .env("TENET_REGISTRY_PASSWORD", "wrong")
+        .output()
+        .expect("run");
+    fails_with(
+        &wrong,
+        "the registry wants credentials or refused the ones given",
+    );
+    ok(&push()
+        .env("TENET_REGISTRY_USERNAME", crate::support::REGISTRY_USER)
+        .env("TENET_REGISTRY_PASSWORD", crate::support::REGISTRY_PASSWORD)
+        .output()
+        .expect("run"));
+
+    // `docker login` leaves base64 of user:password in config.json.
+    let auth = "dGVuZXQ6dGVuZXQtc2VjcmV0";
+    assert_eq!(
+        format!(
+            "{}:{}",
+            crate::support::REGISTRY_USER,
+            crate::support::REGISTRY_PASSWORD
+        ),
+        "tenet:tenet-secret"
+    );
+    std::fs::create_dir_all(d.join(".docker")).expect("docker dir");
+    std::fs::write(
+        d.join(".docker/config.json"),
+        format!(
+            "{{\"auths\": {{\"{}\": {{\"auth\": \"{auth}\"}}}}}}",
+            registry.addr
+        ),
+    )
+    .expect("docker config");
+    ok(&tenet(
+        d,
+        &["plugin", "install", &tag, "--trust", &s("release.pub")],
+    ));
 }

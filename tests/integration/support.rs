@@ -142,8 +142,24 @@ pub struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// User and password of [`Registry::start_with_auth`]; the htpasswd line holds the
+/// bcrypt hash of the password (made once with Python's bcrypt, cost 5).
+pub const REGISTRY_USER: &str = "tenet";
+pub const REGISTRY_PASSWORD: &str = "tenet-secret";
+const REGISTRY_HTPASSWD: &str =
+    "tenet:$2y$05$WD2nIfVgj9rcmurK.fDlheLTkpGaUvw05eJS4bmXjYO./A1sHgzcm\n";
+
 impl Registry {
     pub fn start() -> Option<Registry> {
+        Self::start_inner(false)
+    }
+
+    /// A registry that requires basic auth ([`REGISTRY_USER`] / [`REGISTRY_PASSWORD`]).
+    pub fn start_with_auth() -> Option<Registry> {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(auth: bool) -> Option<Registry> {
         let bin = tool("docker-registry")?;
         let dir = tempfile::tempdir().expect("registry dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -153,10 +169,20 @@ impl Registry {
         let addr = format!("127.0.0.1:{port}");
         let storage = dir.path().join("data");
         let config = dir.path().join("config.yml");
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, REGISTRY_HTPASSWD).expect("htpasswd");
+        let auth = if auth {
+            format!(
+                "auth:\n  htpasswd:\n    realm: tenet-test\n    path: {}\n",
+                htpasswd.display()
+            )
+        } else {
+            String::new()
+        };
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
                 storage.display()
             ),
         )

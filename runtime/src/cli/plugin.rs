@@ -117,7 +117,7 @@ enum PluginCommand {
     /// Make a bundle from a provider component.
     Pack {
         component: PathBuf,
-        /// Bundle file to write.
+        /// Bundle file to write (a path ending in `/` writes a bundle directory).
         #[arg(long, short = 'o')]
         out: PathBuf,
         #[arg(long, default_value = "")]
@@ -285,7 +285,11 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
                 },
                 component: bytes,
             };
-            b.write(&out)?;
+            if out.as_os_str().to_string_lossy().ends_with('/') {
+                b.write_dir(&out)?;
+            } else {
+                b.write(&out)?;
+            }
             println!(
                 "Packed {} {} (sha256 {}) into {}.",
                 b.metadata.name,
