@@ -307,6 +307,42 @@ impl Bundle {
     }
 }
 
+/// Check what a bundle's metadata says against what its component says of itself (name,
+/// version, ABI, kinds, capabilities): a bundle can neither hide a capability nor pose
+/// as another provider. The error lists every difference.
+pub fn check_against_component(
+    meta: &Metadata,
+    info: &crate::provider::ProviderInfo,
+    requested: &Requested,
+) -> Result<(), String> {
+    let mut diffs = Vec::new();
+    if meta.capabilities != *requested {
+        diffs.push(format!(
+            "the declared capabilities differ from the component's: the bundle declares [{}], the component requests [{}]",
+            meta.capabilities.summary().join(", "),
+            requested.summary().join(", ")
+        ));
+    }
+    let kinds: Vec<String> = info.kinds.keys().cloned().collect();
+    for (field, declared, actual) in [
+        ("name", meta.name.clone(), info.name.clone()),
+        ("version", meta.version.clone(), info.version.clone()),
+        ("ABI", meta.abi.clone(), requested.abi.clone()),
+        ("kinds", meta.kinds.join(", "), kinds.join(", ")),
+    ] {
+        if declared != actual {
+            diffs.push(format!(
+                "the bundle's {field} is `{declared}`, the component's is `{actual}`"
+            ));
+        }
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(diffs.join("; "))
+    }
+}
+
 /// A minisign key id as minisign prints it (hex of the key number, big-endian).
 pub fn key_id(keynum: &[u8]) -> String {
     keynum.iter().rev().map(|b| format!("{b:02X}")).collect()

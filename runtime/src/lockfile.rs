@@ -64,6 +64,15 @@ pub enum LockError {
         pinned: String,
         source_desc: String,
     },
+    #[error(
+        "provider `{provider}`: {path} pins signer {pinned}, but these bytes are signed by {actual}; if the change is intended, run `tenet lock --upgrade {provider}`"
+    )]
+    Signer {
+        path: String,
+        provider: String,
+        pinned: String,
+        actual: String,
+    },
     #[error("provider `{provider}` is not in {path}: run `tenet lock` to pin it")]
     Missing { path: String, provider: String },
 }
@@ -123,14 +132,15 @@ impl LockFile {
         (added, removed)
     }
 
-    /// Check a loaded provider against its pin: `source` as the manifest writes it,
-    /// `origin` where its bytes came from, `actual` their sha256.
+    /// Check a provider against its pin before it runs: `source` as the manifest writes
+    /// it, `origin` where its bytes came from, `actual` their sha256, `signer` the key
+    /// that signed them.
     pub fn check(
         &self,
         path: &Path,
         provider: &str,
         (source, origin): (&str, &str),
-        actual: &str,
+        (actual, signer): (&str, Option<&str>),
         builtin: bool,
     ) -> Result<(), LockError> {
         if builtin {
@@ -157,6 +167,17 @@ impl LockFile {
                 expected: pin.component_sha256.clone(),
                 actual: actual.to_owned(),
                 source_desc: origin.to_owned(),
+            });
+        }
+        if pin.signer.as_deref() != signer {
+            return Err(LockError::Signer {
+                path: path.display().to_string(),
+                provider: provider.to_owned(),
+                pinned: pin
+                    .signer
+                    .clone()
+                    .unwrap_or_else(|| "nobody (unsigned)".into()),
+                actual: signer.unwrap_or("nobody (unsigned)").to_owned(),
             });
         }
         Ok(())

@@ -151,19 +151,23 @@ pub struct Pulled {
     pub manifest_digest: String,
 }
 
-fn client(r: &OciRef, options: &Options) -> Result<Client, OciError> {
-    // reqwest's rustls needs a process-wide crypto provider; ring is the one wasmtime's
-    // HTTP stack already links. Installing twice is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let protocol = if r.is_loopback() {
+/// Plain HTTP for loopback registries or with `insecure_http`; HTTPS otherwise.
+fn protocol(r: &OciRef, options: &Options) -> ClientProtocol {
+    if r.is_loopback() {
         ClientProtocol::HttpsExcept(vec![r.registry().to_owned()])
     } else if options.insecure_http {
         ClientProtocol::Http
     } else {
         ClientProtocol::Https
-    };
+    }
+}
+
+fn client(r: &OciRef, options: &Options) -> Result<Client, OciError> {
+    // reqwest's rustls needs a process-wide crypto provider; ring is the one wasmtime's
+    // HTTP stack already links. Installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Client::try_from(ClientConfig {
-        protocol,
+        protocol: protocol(r, options),
         connect_timeout: Some(CONNECT_TIMEOUT),
         read_timeout: Some(READ_TIMEOUT),
         ..ClientConfig::default()
@@ -171,23 +175,50 @@ fn client(r: &OciRef, options: &Options) -> Result<Client, OciError> {
     .map_err(|e| map_err(r, e))
 }
 
-/// Credentials: TENET_REGISTRY_USERNAME / TENET_REGISTRY_PASSWORD, else the docker
-/// config (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, credential helpers
-/// included), else anonymous.
-fn auth(r: &OciRef) -> RegistryAuth {
-    if let (Ok(user), Ok(pass)) = (
-        std::env::var("TENET_REGISTRY_USERNAME"),
-        std::env::var("TENET_REGISTRY_PASSWORD"),
+/// Credentials for `r`: TENET_REGISTRY_USERNAME / TENET_REGISTRY_PASSWORD when
+/// TENET_REGISTRY_HOST names this registry (so a manifest naming another registry never
+/// receives them), else the docker config (`$DOCKER_CONFIG/config.json` or
+/// `~/.docker/config.json`, credential helpers included, matched per registry), else
+/// anonymous. Credentials are never sent over plain HTTP to a registry off this machine.
+fn auth(r: &OciRef, options: &Options) -> Result<RegistryAuth, OciError> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let from_env = match (
+        env("TENET_REGISTRY_USERNAME"),
+        env("TENET_REGISTRY_PASSWORD"),
     ) {
-        return RegistryAuth::Basic(user, pass);
-    }
-    match docker_credential::get_credential(r.reference.resolve_registry()) {
-        Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
-            RegistryAuth::Basic(u, p)
+        (Some(user), Some(pass)) => match env("TENET_REGISTRY_HOST") {
+            Some(host) if host == r.registry() => Some(RegistryAuth::Basic(user, pass)),
+            Some(_) => None,
+            None => {
+                tracing::warn!(
+                    "TENET_REGISTRY_USERNAME/PASSWORD ignored: set TENET_REGISTRY_HOST to the registry they are for"
+                );
+                None
+            }
+        },
+        _ => None,
+    };
+    let auth = from_env.unwrap_or_else(|| {
+        match docker_credential::get_credential(r.reference.resolve_registry()) {
+            Ok(docker_credential::DockerCredential::UsernamePassword(u, p)) => {
+                RegistryAuth::Basic(u, p)
+            }
+            Ok(docker_credential::DockerCredential::IdentityToken(t)) => RegistryAuth::Bearer(t),
+            Err(_) => RegistryAuth::Anonymous,
         }
-        Ok(docker_credential::DockerCredential::IdentityToken(t)) => RegistryAuth::Bearer(t),
-        Err(_) => RegistryAuth::Anonymous,
+    });
+    if !matches!(auth, RegistryAuth::Anonymous)
+        && matches!(protocol(r, options), ClientProtocol::Http)
+    {
+        return Err(OciError::Registry {
+            reference: r.text.clone(),
+            message: format!(
+                "refusing to send credentials over plain HTTP to {}, which is not on this machine",
+                r.registry()
+            ),
+        });
     }
+    Ok(auth)
 }
 
 fn map_err(r: &OciRef, e: OciDistributionError) -> OciError {
@@ -335,7 +366,7 @@ pub async fn push(
     ]);
     let mut manifest = OciImageManifest::build(&layers, &config, Some(annotations));
     manifest.media_type = Some(OCI_IMAGE_MEDIA_TYPE.into());
-    let auth = auth(r);
+    let auth = auth(r, options)?;
     client
         .push(&r.reference, &layers, config, &auth, Some(manifest))
         .await
@@ -354,7 +385,7 @@ fn size_of(d: &OciDescriptor) -> u64 {
 /// download each blob (verified against its digest) within its limit.
 pub async fn pull(r: &OciRef, options: &Options) -> Result<Pulled, OciError> {
     let client = client(r, options)?;
-    let auth = auth(r);
+    let auth = auth(r, options)?;
     let (manifest, manifest_digest) = client
         .pull_image_manifest(&r.reference, &auth)
         .await
@@ -473,5 +504,64 @@ impl tokio::io::AsyncWrite for Capped {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_for_loopback_registries_or_when_asked() {
+        let strict = Options::default();
+        let insecure = Options {
+            insecure_http: true,
+        };
+        for local in [
+            "oci://127.0.0.1:5000/a/b:1",
+            "oci://127.9.9.9/a/b:1",
+            "oci://localhost:5000/a/b:1",
+        ] {
+            let r = OciRef::parse(local).expect(local);
+            assert!(
+                matches!(protocol(&r, &strict), ClientProtocol::HttpsExcept(ref h) if h == &vec![r.registry().to_owned()]),
+                "{local}"
+            );
+        }
+        for remote in [
+            "oci://registry.example.com/a/b:1",
+            "oci://10.0.0.1:5000/a/b:1",
+            "oci://127.0.0.1.nip.io/a/b:1",
+        ] {
+            let r = OciRef::parse(remote).expect(remote);
+            assert!(
+                matches!(protocol(&r, &strict), ClientProtocol::Https),
+                "{remote}"
+            );
+            assert!(
+                matches!(protocol(&r, &insecure), ClientProtocol::Http),
+                "{remote}"
+            );
+        }
+    }
+
+    #[test]
+    fn references_name_a_registry_and_a_tag_or_digest() {
+        let ok = OciRef::parse("oci://ghcr.io/acme/nginx:1.2.0").expect("tag");
+        assert_eq!(ok.registry(), "ghcr.io");
+        let d = format!("oci://ghcr.io/acme/nginx@sha256:{}", "a".repeat(64));
+        assert!(OciRef::parse(&d).expect("digest").digest().is_some());
+        for (bad, why) in [
+            ("ghcr.io/acme/nginx:1", "does not start with oci://"),
+            ("oci://acme/nginx:1", "not a registry host"),
+            ("oci://ghcr.io/acme/nginx", "neither a tag nor a digest"),
+            (
+                "oci://ghcr.io/acme/nginx@sha256:abc",
+                "not an OCI reference",
+            ),
+        ] {
+            let e = OciRef::parse(bad).expect_err(bad).to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

@@ -64,6 +64,9 @@ pub struct Policy<'a> {
     pub store: &'a Store,
     /// `tenet.lock` and where it is, when there is one.
     pub lock: Option<(&'a LockFile, &'a Path)>,
+    /// Run `oci://` sources at this component digest (wins over the lock and the store's
+    /// reference): what `tenet lock` is about to pin.
+    pub oci_digest: Option<&'a str>,
 }
 
 /// A provider's component, ready to load.
@@ -105,13 +108,11 @@ pub enum SourceError {
         #[source]
         source: BundleError,
     },
-    #[error(
-        "provider `{plugin}`: {reference} is not installed{at}; run `tenet init` (or `tenet plugin install {reference}`)"
-    )]
+    #[error("provider `{plugin}`: {reference} is not installed{hint}")]
     NotInstalled {
         plugin: String,
         reference: String,
-        at: String,
+        hint: String,
     },
     #[error("provider `{plugin}`: {source}")]
     Store {
@@ -154,9 +155,10 @@ pub fn resolve(decl: &ProviderDecl, policy: &Policy<'_>) -> Result<Resolved, Sou
                 .and_then(|(lock, _)| lock.providers.get(&decl.name))
                 .filter(|pin| pin.source == *reference)
                 .map(|pin| pin.component_sha256.clone());
-            let digest = match &pinned {
-                Some(d) => Some(d.clone()),
-                None => policy.store.resolve(reference).map_err(store_err)?,
+            let digest = match (policy.oci_digest, &pinned) {
+                (Some(d), _) => Some(d.to_owned()),
+                (None, Some(d)) => Some(d.clone()),
+                (None, None) => policy.store.resolve(reference).map_err(store_err)?,
             };
             let installed = match &digest {
                 Some(d) => policy.store.get(d).map_err(store_err)?,
@@ -166,9 +168,14 @@ pub fn resolve(decl: &ProviderDecl, policy: &Policy<'_>) -> Result<Resolved, Sou
                 return Err(SourceError::NotInstalled {
                     plugin,
                     reference: reference.clone(),
-                    at: pinned
-                        .map(|d| format!(" at the digest tenet.lock pins (sha256 {d})"))
-                        .unwrap_or_default(),
+                    hint: match pinned {
+                        Some(d) => format!(
+                            " at the digest tenet.lock pins (sha256 {d}); run `tenet init` to fetch exactly that"
+                        ),
+                        None => {
+                            format!("; run `tenet init` (or `tenet plugin install {reference}`)")
+                        }
+                    },
                 });
             };
             let bytes = policy.store.component(&installed).map_err(store_err)?;

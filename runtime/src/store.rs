@@ -108,7 +108,18 @@ impl Store {
         let dir = self.blob_dir(&digest);
         let parent = self.root.join("sha256");
         Self::private_dir(&parent)?;
-        if !dir.is_dir() || (signature.is_some() && !dir.join(DIR_SIGNATURE).is_file()) {
+        if dir.is_dir() {
+            // The same bytes again: only the signature may be new (another key, or an
+            // unsigned install now signed); replace that one file atomically.
+            if let Some(sig) = signature {
+                let path = dir.join(DIR_SIGNATURE);
+                let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| io_err(&dir, e))?;
+                std::io::Write::write_all(&mut tmp, sig.as_bytes())
+                    .map_err(|e| io_err(&path, e))?;
+                tmp.as_file().sync_all().map_err(|e| io_err(&path, e))?;
+                tmp.persist(&path).map_err(|e| io_err(&path, e.error))?;
+            }
+        } else {
             let tmp = tempfile::Builder::new()
                 .prefix(".install-")
                 .tempdir_in(&parent)
@@ -125,10 +136,6 @@ impl Store {
                 f.sync_all().map_err(|e| io_err(&path, e))?;
             }
             let staged = tmp.keep();
-            if dir.is_dir() {
-                // Replacing an unsigned install with the same bytes, now signed.
-                std::fs::remove_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
-            }
             if let Err(e) = std::fs::rename(&staged, &dir) {
                 let _ = std::fs::remove_dir_all(&staged);
                 // Another process installed the same digest meanwhile: theirs is as good.
@@ -144,7 +151,8 @@ impl Store {
             .ok_or_else(|| io_err(&dir, "vanished right after installing"))
     }
 
-    fn set_ref(&self, reference: &str, digest: &str) -> Result<(), StoreError> {
+    /// Point `reference` at `digest` (atomically replacing what it pointed at).
+    pub fn set_ref(&self, reference: &str, digest: &str) -> Result<(), StoreError> {
         let path = self.ref_file(reference);
         let dir = self.root.join("refs");
         Self::private_dir(&dir)?;
@@ -238,7 +246,8 @@ impl Store {
         Ok(bytes)
     }
 
-    /// Every installed bundle, by name then version.
+    /// Every installed bundle, by name then version. An entry that fails its checks is
+    /// left out with a warning naming it (loading it still fails with the reason).
     pub fn list(&self) -> Result<Vec<Installed>, StoreError> {
         let dir = self.root.join("sha256");
         let entries = match std::fs::read_dir(&dir) {
@@ -249,10 +258,15 @@ impl Store {
         let mut out = Vec::new();
         for entry in entries {
             let name = entry.map_err(|e| io_err(&dir, e))?.file_name();
-            if let Some(digest) = name.to_str().filter(|d| valid_digest(d))
-                && let Some(i) = self.get(digest)?
-            {
-                out.push(i);
+            let Some(digest) = name.to_str().filter(|d| valid_digest(d)) else {
+                continue;
+            };
+            match self.get(digest) {
+                Ok(Some(i)) => out.push(i),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    "skipping a damaged installed bundle: {e}; `tenet plugin remove {digest}` removes it"
+                ),
             }
         }
         out.sort_by(|a, b| {
@@ -266,31 +280,32 @@ impl Store {
     }
 
     /// Remove the bundles `what` names (a digest, `NAME` or `NAME@VERSION`) and the
-    /// references to them; returns what was removed.
-    pub fn remove(&self, what: &str) -> Result<Vec<Installed>, StoreError> {
+    /// references to them; returns the digests removed.
+    pub fn remove(&self, what: &str) -> Result<Vec<String>, StoreError> {
         let (name, version) = match what.split_once('@') {
             Some((n, v)) => (n, Some(v)),
             None => (what, None),
         };
-        let doomed: Vec<Installed> = self
+        let mut doomed: Vec<String> = self
             .list()?
             .into_iter()
-            .filter(|i| {
-                i.digest == what
-                    || (i.metadata.name == name && version.is_none_or(|v| v == i.metadata.version))
-            })
+            .filter(|i| i.metadata.name == name && version.is_none_or(|v| v == i.metadata.version))
+            .map(|i| i.digest)
             .collect();
-        for i in &doomed {
-            for r in &i.references {
-                let path = self.ref_file(r);
+        // By digest even when the entry is damaged (and so not listed).
+        if valid_digest(what) && self.blob_dir(what).is_dir() && !doomed.iter().any(|d| d == what) {
+            doomed.push(what.to_owned());
+        }
+        let refs = self.refs()?;
+        for digest in &doomed {
+            for r in refs.iter().filter(|r| r.digest == *digest) {
+                let path = self.ref_file(&r.reference);
                 std::fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
             }
             // Rename first so a concurrent reader never sees half a directory.
-            let trash = self
-                .root
-                .join("sha256")
-                .join(format!(".remove-{}", i.digest));
-            std::fs::rename(&i.dir, &trash).map_err(|e| io_err(&i.dir, e))?;
+            let dir = self.blob_dir(digest);
+            let trash = self.root.join("sha256").join(format!(".remove-{digest}"));
+            std::fs::rename(&dir, &trash).map_err(|e| io_err(&dir, e))?;
             std::fs::remove_dir_all(&trash).map_err(|e| io_err(&trash, e))?;
         }
         Ok(doomed)

@@ -357,12 +357,50 @@ fn tenet_lock_pins_digest_signer_and_capabilities_and_upgrade_shows_what_changed
     );
     assert_eq!(lock["providers"]["file"]["builtin"], true);
     ok(&tenet(d, &["validate"]));
+    // The same bytes signed by another trusted key: the signer is pinned too.
+    let other = key(d, "other");
+    sign(d, "mis.wasm", "other");
+    crate::support::write_manifest(
+        d,
+        &manifest.replace(
+            trust,
+            "trust:\n  - file: release.pub\n  - file: other.pub\n",
+        ),
+    );
+    fails_with(
+        &tenet(d, &["validate"]),
+        &format!("pins signer {id}, but these bytes are signed by {other}"),
+    );
+    fails_with(
+        &tenet(d, &["lock"]),
+        "run `tenet lock --upgrade bad` to move the pin",
+    );
+    sign(d, "mis.wasm", "release");
+    crate::support::write_manifest(d, &manifest);
 
     // … version 2 (other bytes, same path, signed too) is refused until the pin moves.
     std::fs::copy(MISBEHAVE_WASM, d.join("mis.wasm")).expect("swap");
     sign(d, "mis.wasm", "release");
     let v2 = tenet::bundle::digest(&std::fs::read(MISBEHAVE_WASM).expect("wasm"));
-    let o = tenet(d, &["validate"]);
+    // Refused before any of its code is compiled or run: a fresh compile cache gets
+    // nothing for the new digest.
+    let cache = tempfile::tempdir().expect("cache");
+    let o = crate::support::tenet_command(d, &["validate"])
+        .env("TENET_CACHE_DIR", cache.path())
+        .output()
+        .expect("run");
+    let compiled: Vec<String> = std::fs::read_dir(cache.path().join("compiled"))
+        .map(|entries| {
+            entries
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !compiled.is_empty(),
+        "the built-in file provider was compiled"
+    );
+    assert!(!compiled.iter().any(|c| c.starts_with(&v2)), "{compiled:?}");
     fails_with(&o, "provider `bad` does not match");
     assert!(
         stderr(&o).contains(&v1)
@@ -548,9 +586,35 @@ fn bundles_install_into_a_content_addressed_store_precompiled_and_are_listed_and
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     std::fs::write(entry.join("component.wasm"), &bytes).expect("tamper");
-    fails_with(&tenet(d, &["plugin", "list"]), "component.wasm has sha256");
+    let listed = tenet(d, &["plugin", "list"]);
+    ok(&listed);
+    assert!(
+        stderr(&listed).contains("skipping a damaged installed bundle")
+            && stderr(&listed).contains("component.wasm has sha256")
+            && !stdout(&listed).contains("misbehave"),
+        "{}{}",
+        stdout(&listed),
+        stderr(&listed)
+    );
     bytes[last] ^= 1;
     std::fs::write(entry.join("component.wasm"), &bytes).expect("restore");
+    // The same bytes installed again with another trusted signer: its signature replaces
+    // the stored one.
+    let other = key(d, "other");
+    sign(d, "mis.tenet", "other");
+    ok(&tenet(
+        d,
+        &[
+            "plugin",
+            "install",
+            &s("mis.tenet"),
+            "--trust",
+            &s("other.pub"),
+        ],
+    ));
+    let list = stdout(&tenet(d, &["plugin", "list"]));
+    assert!(list.contains(&format!("signed by {other}")), "{list}");
+    sign(d, "mis.tenet", "release");
 
     // A bundle directory installs the same bytes (already there: one entry, two sources);
     // one that hides a capability is refused.
@@ -759,6 +823,32 @@ fn bundles_round_trip_through_a_real_oci_registry() {
         &install(&format!("{repo}:stranger")),
         "which is not trusted",
     );
+    // An unsigned bundle in the registry: `tenet lock --upgrade` refuses it before
+    // storing or running anything, and the lock stays as it was.
+    ok(&tenet(
+        d,
+        &["plugin", "pack", MISBEHAVE_WASM, "-o", &s("u.tenet")],
+    ));
+    ok(&tenet(
+        d,
+        &["plugin", "push", &s("u.tenet"), &format!("{repo}:unsigned")],
+    ));
+    let lock_before = std::fs::read(d.join("tenet.lock")).expect("lock");
+    manifest_with(
+        d,
+        &format!("{repo}:unsigned"),
+        "",
+        "trust:\n  - file: release.pub\n",
+    );
+    fails_with(
+        &tenet(d, &["lock", "--upgrade", "bad"]),
+        ":unsigned is not signed",
+    );
+    assert_eq!(
+        std::fs::read(d.join("tenet.lock")).expect("lock"),
+        lock_before
+    );
+    crate::support::write_manifest(d, &m);
     // Not a Tenet bundle: an artifact with other media types.
     push_foreign_artifact(&registry.addr);
     fails_with(
@@ -795,8 +885,6 @@ fn bundles_round_trip_through_a_real_oci_registry() {
         store_before,
         "nothing half-installed"
     );
-    // Plain HTTP to a registry that is not on loopback is not attempted.
-    fails_with(&install("oci://registry.invalid/x/y:1"), "registry.invalid");
 }
 
 /// skopeo (Debian) reads the artifact: its manifest names the Wasm config and layer, and
@@ -872,7 +960,11 @@ fn registry_credentials_come_from_the_environment_or_the_docker_config() {
     ));
     sign(d, "mis.tenet", "release");
     let tag = format!("oci://{}/tenet/misbehave:0.1.0", registry.addr);
-    let push = || crate::support::tenet_command(d, &["plugin", "push", &s("mis.tenet"), &tag]);
+    let push = || {
+        let mut c = crate::support::tenet_command(d, &["plugin", "push", &s("mis.tenet"), &tag]);
+        c.env("TENET_REGISTRY_HOST", &registry.addr);
+        c
+    };
 
     fails_with(
         &push().output().expect("run"),
@@ -887,6 +979,14 @@ fn registry_credentials_come_from_the_environment_or_the_docker_config() {
         &wrong,
         "the registry wants credentials or refused the ones given",
     );
+    // Environment credentials go only to the registry TENET_REGISTRY_HOST names.
+    let elsewhere = push()
+        .env("TENET_REGISTRY_USERNAME", crate::support::REGISTRY_USER)
+        .env("TENET_REGISTRY_PASSWORD", crate::support::REGISTRY_PASSWORD)
+        .env("TENET_REGISTRY_HOST", "registry.example.com")
+        .output()
+        .expect("run");
+    fails_with(&elsewhere, "the registry wants credentials");
     ok(&push()
         .env("TENET_REGISTRY_USERNAME", crate::support::REGISTRY_USER)
         .env("TENET_REGISTRY_PASSWORD", crate::support::REGISTRY_PASSWORD)

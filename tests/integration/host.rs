@@ -498,6 +498,7 @@ async fn load(
         allow_unsigned: false,
         store: &store,
         lock: None,
+        oci_digest: None,
     };
     let r = tenet::source::resolve(decl, &policy).expect("resolve");
     host.load(decl, &r.bytes, &r.origin).await
@@ -580,6 +581,7 @@ async fn non_providers_are_refused_with_what_was_expected_and_found() {
         allow_unsigned: false,
         store: &store,
         lock: None,
+        oci_digest: None,
     };
     let err = match tenet::source::resolve(
         &decl("nope", ProviderSource::Builtin("nope".into())),

@@ -32,6 +32,7 @@ pub fn tenet_command(cwd: &Path, args: &[&str]) -> Command {
         .env("DOCKER_CONFIG", cwd.join(".docker"))
         .env_remove("TENET_REGISTRY_USERNAME")
         .env_remove("TENET_REGISTRY_PASSWORD")
+        .env_remove("TENET_REGISTRY_HOST")
         .env("NO_COLOR", "1")
         .env_remove("TENET_LOG")
         .stdin(Stdio::null());

@@ -245,14 +245,8 @@ async fn fetch(source: &str, registry: &RegistryArgs) -> anyhow::Result<Fetched>
 /// cannot hide a capability.
 async fn check_component(host: &PluginHost, b: &Bundle, origin: &str) -> anyhow::Result<()> {
     let p = host.inspect(&b.metadata.name, &b.component, origin).await?;
-    if *p.requested() != b.metadata.capabilities {
-        bail!(
-            "{origin}: the declared capabilities differ from the component's: the bundle declares [{}], the component requests [{}]",
-            b.metadata.capabilities.summary().join(", "),
-            p.requested().summary().join(", ")
-        );
-    }
-    Ok(())
+    bundle::check_against_component(&b.metadata, p.info(), p.requested())
+        .map_err(|e| anyhow::anyhow!("{origin}: {e}"))
 }
 
 pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
@@ -353,11 +347,11 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
                 f.signature = bundle::read_signature(&sig)?;
                 f.signature_desc = sig.display().to_string();
             }
-            check_component(&host()?, &f.bundle, &bundle).await?;
             let Some(text) = &f.signature else {
                 bail!("{bundle}: not signed (no {})", f.signature_desc);
             };
             let key = bundle::verify(&f.bundle.component, text, &f.signature_desc, &keys)?;
+            check_component(&host()?, &f.bundle, &bundle).await?;
             println!(
                 "Verified {} {} (sha256 {}): signed by trusted key {} ({}); capabilities match the component.",
                 f.bundle.metadata.name,
@@ -396,16 +390,21 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
                     ),
                 }
             };
-            let (metadata, signature, signature_desc, extra) = match installed {
+            // The bytes shown are the bytes verified: one read of the bundle.
+            let (b, signature, signature_desc, extra) = match installed {
                 Some(i) => {
+                    let component = store.component(&i)?;
                     let desc = i.dir.join(bundle::DIR_SIGNATURE).display().to_string();
-                    let refs = i.references.join(", ");
-                    (
-                        i.metadata,
-                        i.signature,
-                        desc,
-                        format!("installed: {} (from {refs})", i.dir.display()),
-                    )
+                    let extra = format!(
+                        "installed:    {} (from {})",
+                        i.dir.display(),
+                        i.references.join(", ")
+                    );
+                    let b = Bundle {
+                        metadata: i.metadata,
+                        component,
+                    };
+                    (b, i.signature, desc, extra)
                 }
                 None => {
                     let f = fetch(&bundle, &registry).await?;
@@ -413,10 +412,11 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
                         .manifest_digest
                         .map(|d| format!("OCI manifest: {d}"))
                         .unwrap_or_default();
-                    (f.bundle.metadata, f.signature, f.signature_desc, extra)
+                    (f.bundle, f.signature, f.signature_desc, extra)
                 }
             };
             let keys = trust.keys()?;
+            let metadata = &b.metadata;
             println!("name:         {}", metadata.name);
             println!("version:      {}", metadata.version);
             println!("description:  {}", metadata.description);
@@ -436,40 +436,14 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
             );
             let status = match &signature {
                 None => "unsigned".to_owned(),
-                Some(text) => {
-                    let signer = minisign::SignatureBox::from_string(text)
-                        .map(|s| bundle::key_id(s.keynum()))
-                        .unwrap_or_else(|_| "unreadable".into());
-                    if keys.is_empty() {
-                        format!("signed by key {signer} (not checked: no --trust given)")
-                    } else {
-                        let store_bytes;
-                        let component = match Bundle::read(Path::new(&bundle)) {
-                            Ok(b) => {
-                                store_bytes = b.component;
-                                &store_bytes
-                            }
-                            Err(_) => {
-                                // Installed or pulled: fetch the bytes again to verify.
-                                let f = fetch_component(
-                                    &store,
-                                    &metadata.component_sha256,
-                                    &bundle,
-                                    &registry,
-                                )
-                                .await?;
-                                store_bytes = f;
-                                &store_bytes
-                            }
-                        };
-                        match bundle::verify(component, text, &signature_desc, &keys) {
-                            Ok(k) => {
-                                format!("signed by trusted key {} ({}), verified", k.id, k.name)
-                            }
-                            Err(e) => format!("NOT VERIFIED: {e}"),
-                        }
-                    }
-                }
+                Some(_) if keys.is_empty() => format!(
+                    "signed by key {} (not checked: no --trust given)",
+                    signer_of(signature.as_deref())
+                ),
+                Some(text) => match bundle::verify(&b.component, text, &signature_desc, &keys) {
+                    Ok(k) => format!("signed by trusted key {} ({}), verified", k.id, k.name),
+                    Err(e) => format!("NOT VERIFIED: {e}"),
+                },
             };
             println!("signature:    {status}");
             if !extra.is_empty() {
@@ -501,7 +475,7 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
                             "name": i.metadata.name,
                             "version": i.metadata.version,
                             "sha256": i.digest,
-                            "signer": i.signature.as_deref().and_then(|t| minisign::SignatureBox::from_string(t).ok()).map(|s| bundle::key_id(s.keynum())),
+                            "signer": i.signature.as_deref().map(|t| signer_of(Some(t))),
                             "capabilities": i.metadata.capabilities.summary(),
                             "references": i.references,
                         })
@@ -544,11 +518,8 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
             }
             // Their compiled code goes too: keep only what is still installed or built in.
             let (compiled, _, _) = host()?.gc_cache(&keep_set(&store)?)?;
-            for i in &removed {
-                println!(
-                    "Removed {} {} (sha256 {}).",
-                    i.metadata.name, i.metadata.version, i.digest
-                );
+            for digest in &removed {
+                println!("Removed sha256 {digest}.");
             }
             if compiled > 0 {
                 println!("Removed {compiled} compiled artifacts.");
@@ -611,16 +582,13 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
     }
 }
 
-async fn fetch_component(
-    store: &Store,
-    digest: &str,
-    source: &str,
-    registry: &RegistryArgs,
-) -> anyhow::Result<Vec<u8>> {
-    if let Some(i) = store.get(digest)? {
-        return Ok(store.component(&i)?);
+/// The key id a signature names (unverified), for listings.
+fn signer_of(signature: Option<&str>) -> String {
+    match signature.map(minisign::SignatureBox::from_string) {
+        None => "none".into(),
+        Some(Ok(s)) => bundle::key_id(s.keynum()),
+        Some(Err(_)) => "unreadable".into(),
     }
-    Ok(fetch(source, registry).await?.bundle.component)
 }
 
 /// Digests whose compiled code is worth keeping: built-in and installed providers.
@@ -702,8 +670,9 @@ pub async fn init(args: InitArgs) -> anyhow::Result<u8> {
 }
 
 /// `tenet lock [--upgrade NAME]`: pin every provider of the manifest in `tenet.lock`
-/// (deterministic). Existing pins stay unless upgraded; a provider whose bytes moved
-/// without `--upgrade` is an error.
+/// (deterministic). Existing pins stay unless upgraded; a provider whose bytes or signer
+/// moved without `--upgrade` is an error. `oci://` providers are installed first (signed,
+/// verified, checked); the store's references move only once the lock is written.
 pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
     let (m, diags) = crate::manifest::load(&args.manifest.path, &args.manifest.load_options()?);
     diags.into_result()?;
@@ -723,96 +692,95 @@ pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
         providers: std::collections::BTreeMap::new(),
     };
     let mut changes = Vec::new();
+    let mut references = Vec::new();
     for decl in m.providers.values() {
         let source = crate::lockfile::source_of(&decl.source, &m.base_dir);
         let upgrading = args.upgrade.contains(&decl.name);
         let pinned = old.providers.get(&decl.name).filter(|_| !upgrading);
+        let must_upgrade = |what: String| {
+            anyhow::anyhow!(
+                "provider `{}`: {what}; run `tenet lock --upgrade {}` to move the pin",
+                decl.name,
+                decl.name
+            )
+        };
         if let Some(pin) = pinned
             && pin.source != source
         {
-            bail!(
-                "provider `{}` now comes from {source}, but {} pins it from {}; run `tenet lock --upgrade {}`",
-                decl.name,
+            return Err(must_upgrade(format!(
+                "it now comes from {source}, but {} pins it from {}",
                 sources.lock_path.display(),
-                pin.source,
-                decl.name
-            );
+                pin.source
+            )));
         }
-        let mut oci_manifest = None;
+        let mut fetched = None;
         if let ProviderSource::Oci(reference) = &decl.source {
-            oci_manifest =
-                ensure_installed(&sources.store, &m, reference, pinned, &args.registry, &host)
-                    .await?;
+            let f = ensure_installed(
+                &sources.store,
+                &m,
+                (&decl.name, reference),
+                pinned,
+                args.manifest.allow_unsigned,
+                &args.registry,
+                &host,
+            )
+            .await?;
+            references.push((reference.clone(), f.0.clone()));
+            fetched = Some(f);
         }
         let loaded = sources
-            .load(&host, &m, decl, false)
+            .load(
+                &host,
+                &m,
+                decl,
+                super::session::Lock::Digest(fetched.as_ref().map(|f| f.0.as_str())),
+            )
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         let p = &loaded.provider;
-        if let Some(pin) = pinned
-            && pin.component_sha256 != p.sha256()
-            && !pin.builtin
-        {
-            bail!(
-                "provider `{}` changed: {} pins sha256 {}, {source} now has sha256 {}; run `tenet lock --upgrade {}` to move the pin",
-                decl.name,
-                sources.lock_path.display(),
-                pin.component_sha256,
-                p.sha256(),
-                decl.name
-            );
+        let signer = loaded.provenance.signer().map(str::to_owned);
+        if let Some(pin) = pinned.filter(|p| !p.builtin) {
+            if pin.component_sha256 != p.sha256() {
+                return Err(must_upgrade(format!(
+                    "{} pins sha256 {}, {source} now has sha256 {}",
+                    sources.lock_path.display(),
+                    pin.component_sha256,
+                    p.sha256()
+                )));
+            }
+            if pin.signer != signer {
+                return Err(must_upgrade(format!(
+                    "{} pins signer {}, the bytes are now signed by {}",
+                    sources.lock_path.display(),
+                    pin.signer.as_deref().unwrap_or("nobody"),
+                    signer.as_deref().unwrap_or("nobody")
+                )));
+            }
         }
         let new = Pin {
             source,
             version: p.info().version.clone(),
             component_sha256: p.sha256().to_owned(),
-            signer: loaded.provenance.signer().map(str::to_owned),
-            oci_manifest: oci_manifest.or_else(|| pinned.and_then(|p| p.oci_manifest.clone())),
+            signer,
+            oci_manifest: fetched
+                .and_then(|f| f.1)
+                .or_else(|| pinned.and_then(|p| p.oci_manifest.clone())),
             capabilities: p.requested().summary(),
             builtin: matches!(decl.source, ProviderSource::Builtin(_)),
         };
         if let Some(before) = old.providers.get(&decl.name)
-            && before.component_sha256 != new.component_sha256
+            && (before.component_sha256 != new.component_sha256 || before.signer != new.signer)
         {
-            let (added, removed) =
-                LockFile::capability_changes(&before.capabilities, &new.capabilities);
-            let mut text = format!(
-                "{}: {} (sha256 {}) -> {} (sha256 {})",
-                decl.name,
-                before.version,
-                &before.component_sha256[..12.min(before.component_sha256.len())],
-                new.version,
-                &new.component_sha256[..12]
-            );
-            for a in &added {
-                text.push_str(&format!(
-                    "\n  {} {} now requests {a}",
-                    decl.name, new.version
-                ));
-            }
-            for r in &removed {
-                text.push_str(&format!(
-                    "\n  {} {} no longer requests {r}",
-                    decl.name, new.version
-                ));
-            }
-            if added.is_empty() && removed.is_empty() {
-                text.push_str("\n  capabilities unchanged");
-            }
-            if before.signer != new.signer {
-                text.push_str(&format!(
-                    "\n  signer: {} -> {}",
-                    before.signer.as_deref().unwrap_or("none"),
-                    new.signer.as_deref().unwrap_or("none")
-                ));
-            }
-            changes.push(text);
+            changes.push(describe_move(&decl.name, before, &new));
         }
         lock.providers.insert(decl.name.clone(), new);
     }
     let path = sources.lock_path.clone();
     super::plan::write_atomically(&path, lock.to_text().as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
+    for (reference, digest) in &references {
+        sources.store.set_ref(reference, digest)?;
+    }
     for c in &changes {
         println!("{c}");
     }
@@ -824,30 +792,57 @@ pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// "bad: 0.1.0 (sha256 …) -> 0.2.0 (sha256 …)" and the capability and signer changes.
+fn describe_move(name: &str, before: &Pin, new: &Pin) -> String {
+    let short = |d: &str| d.get(..12).unwrap_or(d).to_owned();
+    let (added, removed) = LockFile::capability_changes(&before.capabilities, &new.capabilities);
+    let mut text = format!(
+        "{name}: {} (sha256 {}) -> {} (sha256 {})",
+        before.version,
+        short(&before.component_sha256),
+        new.version,
+        short(&new.component_sha256)
+    );
+    for a in &added {
+        text.push_str(&format!("\n  {name} {} now requests {a}", new.version));
+    }
+    for r in &removed {
+        text.push_str(&format!(
+            "\n  {name} {} no longer requests {r}",
+            new.version
+        ));
+    }
+    if added.is_empty() && removed.is_empty() {
+        text.push_str("\n  capabilities unchanged");
+    }
+    if before.signer != new.signer {
+        text.push_str(&format!(
+            "\n  signer: {} -> {}",
+            before.signer.as_deref().unwrap_or("none"),
+            new.signer.as_deref().unwrap_or("none")
+        ));
+    }
+    text
+}
+
 /// Make sure the store holds what an `oci://` provider needs: the pinned bytes (pulled
 /// by manifest digest when the lock records one), or — unpinned or upgrading — what the
-/// reference points to now. Points the store's reference at it; returns the manifest
-/// digest when something was pulled.
+/// reference points to now, signed by a trusted key (unless `allow_unsigned`), verified
+/// and checked before anything is stored. Returns the component digest and, when
+/// something was pulled, the manifest digest.
 async fn ensure_installed(
     store: &Store,
     m: &crate::manifest::Manifest,
-    reference: &str,
+    (name, reference): (&str, &str),
     pinned: Option<&Pin>,
+    allow_unsigned: bool,
     registry: &RegistryArgs,
     host: &PluginHost,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<(String, Option<String>)> {
     if let Some(pin) = pinned
         && store.get(&pin.component_sha256)?.is_some()
     {
-        if store.resolve(reference)?.as_deref() != Some(pin.component_sha256.as_str()) {
-            let i = store.get(&pin.component_sha256)?.context("vanished")?;
-            let b = Bundle {
-                metadata: i.metadata.clone(),
-                component: store.component(&i)?,
-            };
-            store.install(&b, i.signature.as_deref(), Some(reference))?;
-        }
-        return Ok(None);
+        return Ok((pin.component_sha256.clone(), None));
     }
     let r = oci::OciRef::parse(reference)?;
     let target = match pinned.and_then(|p| p.oci_manifest.as_deref()) {
@@ -859,24 +854,31 @@ async fn ensure_installed(
         && pin.component_sha256 != f.bundle.metadata.component_sha256
     {
         bail!(
-            "{}: the registry serves sha256 {}, but tenet.lock pins sha256 {}; run `tenet lock --upgrade` to move the pin",
+            "provider `{name}`: {} serves sha256 {}, but tenet.lock pins sha256 {}; run `tenet lock --upgrade {name}` to move the pin",
             target.text,
             f.bundle.metadata.component_sha256,
             pin.component_sha256
         );
     }
-    // Verified against the manifest's keys before anything is stored.
-    if let Some(text) = &f.signature {
-        bundle::verify(
-            &f.bundle.component,
-            text,
-            &f.signature_desc,
-            &m.trusted_keys,
-        )?;
+    match &f.signature {
+        Some(text) => {
+            bundle::verify(
+                &f.bundle.component,
+                text,
+                &f.signature_desc,
+                &m.trusted_keys,
+            )
+            .map_err(|e| anyhow::anyhow!("provider `{name}`: {e}"))?;
+        }
+        None if allow_unsigned => {}
+        None => bail!(
+            "provider `{name}`: {} is not signed; ask its publisher for a signed bundle, or pass --allow-unsigned",
+            target.text
+        ),
     }
-    check_component(host, &f.bundle, reference).await?;
-    store.install(&f.bundle, f.signature.as_deref(), Some(reference))?;
-    Ok(f.manifest_digest)
+    check_component(host, &f.bundle, &target.text).await?;
+    let i = store.install(&f.bundle, f.signature.as_deref(), None)?;
+    Ok((i.digest, f.manifest_digest))
 }
 
 #[derive(Debug, Args)]

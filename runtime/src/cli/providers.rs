@@ -25,7 +25,9 @@ pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
     for decl in m.providers.values() {
         writeln!(out, "{}", decl.name)?;
         writeln!(out, "  source:  {}", decl.source)?;
-        let loaded = sources.load(&host, &m, decl, true).await;
+        let loaded = sources
+            .load(&host, &m, decl, super::session::Lock::Enforce)
+            .await;
         let loaded = match loaded {
             Ok(l) => {
                 let p = l.provider;

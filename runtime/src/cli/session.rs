@@ -43,16 +43,17 @@ impl Sources {
         })
     }
 
-    /// Resolve `decl`'s source (signature policy included), load it, check a bundle's
-    /// declared capabilities against the component, and — with `enforce_lock` — check it
-    /// against `tenet.lock`. The error names the provider.
+    /// Resolve `decl`'s source (signature policy included), check it against
+    /// `tenet.lock` (`Lock::Enforce`) before any of its code runs, load it, and check a
+    /// bundle's declared metadata against the component. The error names the provider.
     pub async fn load(
         &self,
         host: &PluginHost,
         manifest: &Manifest,
         decl: &manifest::ProviderDecl,
-        enforce_lock: bool,
+        lock: Lock<'_>,
     ) -> Result<Loaded, String> {
+        let enforce = matches!(lock, Lock::Enforce);
         let policy = Policy {
             trusted: &manifest.trusted_keys,
             allow_unsigned: self.allow_unsigned,
@@ -60,26 +61,15 @@ impl Sources {
             lock: self
                 .lock
                 .as_ref()
-                .filter(|_| enforce_lock)
+                .filter(|_| enforce)
                 .map(|l| (l, self.lock_path.as_path())),
+            oci_digest: match lock {
+                Lock::Enforce => None,
+                Lock::Digest(d) => d,
+            },
         };
         let resolved = source::resolve(decl, &policy).map_err(|e| e.to_string())?;
-        let provider = host
-            .load(decl, &resolved.bytes, &resolved.origin)
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(meta) = &resolved.metadata
-            && meta.capabilities != *provider.requested()
-        {
-            return Err(format!(
-                "provider `{}`: {} declares capabilities [{}] but its component requests [{}]: the bundle is inconsistent",
-                decl.name,
-                resolved.origin,
-                meta.capabilities.summary().join(", "),
-                provider.requested().summary().join(", ")
-            ));
-        }
-        if enforce_lock && let Some(lock) = &self.lock {
+        if enforce && let Some(lock) = &self.lock {
             let builtin = matches!(decl.source, manifest::ProviderSource::Builtin(_));
             lock.check(
                 &self.lock_path,
@@ -88,16 +78,36 @@ impl Sources {
                     &lockfile::source_of(&decl.source, &manifest.base_dir),
                     &resolved.origin,
                 ),
-                provider.sha256(),
+                (
+                    &crate::bundle::digest(&resolved.bytes),
+                    resolved.provenance.signer(),
+                ),
                 builtin,
             )
             .map_err(|e| e.to_string())?;
+        }
+        let provider = host
+            .load(decl, &resolved.bytes, &resolved.origin)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(meta) = &resolved.metadata {
+            crate::bundle::check_against_component(meta, provider.info(), provider.requested())
+                .map_err(|e| format!("provider `{}`: {}: {e}", decl.name, resolved.origin))?;
         }
         Ok(Loaded {
             provider,
             provenance: resolved.provenance,
         })
     }
+}
+
+/// How [`Sources::load`] uses `tenet.lock`.
+#[derive(Debug, Clone, Copy)]
+pub enum Lock<'a> {
+    /// Check the provider against its pin before it runs; `oci://` at the pinned digest.
+    Enforce,
+    /// Do not check (while writing the lock); `oci://` at this digest if given.
+    Digest(Option<&'a str>),
 }
 
 pub struct Session {
@@ -155,7 +165,7 @@ impl Session {
         match Sources::new(&manifest, args.allow_unsigned) {
             Ok(sources) => {
                 for decl in manifest.providers.values() {
-                    match sources.load(&host, &manifest, decl, true).await {
+                    match sources.load(&host, &manifest, decl, Lock::Enforce).await {
                         Ok(l) => {
                             providers.insert(decl.name.clone(), l.provider);
                             provenance.insert(decl.name.clone(), l.provenance);
