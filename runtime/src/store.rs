@@ -53,6 +53,15 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// A directory's entries; `None` when it does not exist (nothing installed yet).
+fn read_dir(dir: &Path) -> Result<Option<std::fs::ReadDir>, StoreError> {
+    match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(dir, e)),
+        Ok(e) => Ok(Some(e)),
+    }
+}
+
 fn valid_digest(d: &str) -> bool {
     d.len() == 64
         && d.bytes()
@@ -182,10 +191,8 @@ impl Store {
 
     fn refs(&self) -> Result<Vec<RefFile>, StoreError> {
         let dir = self.root.join("refs");
-        let entries = match std::fs::read_dir(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(&dir, e)),
-            Ok(e) => e,
+        let Some(entries) = read_dir(&dir)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in entries {
@@ -250,10 +257,8 @@ impl Store {
     /// left out with a warning naming it (loading it still fails with the reason).
     pub fn list(&self) -> Result<Vec<Installed>, StoreError> {
         let dir = self.root.join("sha256");
-        let entries = match std::fs::read_dir(&dir) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(io_err(&dir, e)),
-            Ok(e) => e,
+        let Some(entries) = read_dir(&dir)? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for entry in entries {

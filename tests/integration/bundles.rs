@@ -5,7 +5,7 @@
 //! with signer, capabilities and `--upgrade`; the content-addressed store; and push/pull
 //! through a real OCI registry (Debian's docker-registry) read by a generic tool (skopeo).
 
-use crate::support::{MISBEHAVE_WASM, fails_with, ok, stderr, stdout, tenet};
+use crate::support::{MISBEHAVE_WASM, fails_with, has, ok, stderr, stdout, tenet};
 use std::path::Path;
 use tenet::bundle::Bundle;
 
@@ -87,11 +87,7 @@ fn bundles_are_packed_signed_verified_and_bad_ones_refused() {
     ));
     let o = verify("mis.tenet", "release.pub", &[]);
     ok(&o);
-    assert!(
-        stdout(&o).contains(&format!("signed by trusted key {key_id}")),
-        "{}",
-        stdout(&o)
-    );
+    has(&stdout(&o), &format!("signed by trusted key {key_id}"));
 
     // An untrusted key.
     fails_with(
@@ -218,33 +214,24 @@ fn signatures_are_required_when_providers_load() {
     manifest_with(d, "./mis.wasm", "", "");
     let o = tenet(d, &["validate"]);
     fails_with(&o, "provider `bad`: ");
-    assert!(
-        stderr(&o).contains("mis.wasm is not signed (no ") && stderr(&o).contains("unsigned: true"),
-        "{}",
-        stderr(&o)
-    );
+    has(&stderr(&o), "mis.wasm is not signed (no ");
+    has(&stderr(&o), "unsigned: true");
     // --allow-unsigned runs it, loudly.
     let o = tenet(d, &["plan", "--allow-unsigned"]);
     ok(&o);
-    assert!(
-        stdout(&o).contains("WARNING: provider `bad` is UNSIGNED (--allow-unsigned)"),
-        "{}",
-        stdout(&o)
+    has(
+        &stdout(&o),
+        "WARNING: provider `bad` is UNSIGNED (--allow-unsigned)",
     );
     // So does `unsigned: true`, in text and JSON plans.
     manifest_with(d, "./mis.wasm", "    unsigned: true\n", "");
     let o = tenet(d, &["plan"]);
     ok(&o);
-    assert!(
-        stdout(&o).contains("WARNING: provider `bad` is UNSIGNED (unsigned: true in the manifest)"),
-        "{}",
-        stdout(&o)
+    has(
+        &stdout(&o),
+        "WARNING: provider `bad` is UNSIGNED (unsigned: true in the manifest)",
     );
-    assert!(
-        stdout(&o).contains("file [built into tenet]"),
-        "{}",
-        stdout(&o)
-    );
+    has(&stdout(&o), "file [built into tenet]");
     let json: serde_json::Value =
         serde_json::from_str(&stdout(&tenet(d, &["plan", "--json"]))).expect("json");
     assert_eq!(json["providers"]["bad"]["provenance"]["kind"], "unsigned");
@@ -269,10 +256,9 @@ fn signatures_are_required_when_providers_load() {
     manifest_with(d, "./mis.wasm", "", trust);
     let o = tenet(d, &["apply", "--yes"]);
     ok(&o);
-    assert!(
-        stdout(&o).contains(&format!("bad [signed by trusted key {id} (release.pub)]")),
-        "{}",
-        stdout(&o)
+    has(
+        &stdout(&o),
+        &format!("bad [signed by trusted key {id} (release.pub)]"),
     );
     assert!(!stdout(&o).contains("UNSIGNED"), "{}", stdout(&o));
     let pub_text = std::fs::read_to_string(d.join("release.pub")).expect("pub");
@@ -308,16 +294,11 @@ fn signatures_are_required_when_providers_load() {
         &o,
         "tenet.yaml:2:10: error: trusted key #1: not a minisign public key",
     );
-    assert!(
-        stderr(&o).contains("tenet.yaml:3:11: error: trusted key #2: cannot read"),
-        "{}",
-        stderr(&o)
+    has(
+        &stderr(&o),
+        "tenet.yaml:3:11: error: trusted key #2: cannot read",
     );
-    assert!(
-        stderr(&o).contains("trusted key #3 needs exactly one of `key`"),
-        "{}",
-        stderr(&o)
-    );
+    has(&stderr(&o), "trusted key #3 needs exactly one of `key`");
 }
 
 #[test]
@@ -402,14 +383,9 @@ fn tenet_lock_pins_digest_signer_and_capabilities_and_upgrade_shows_what_changed
     );
     assert!(!compiled.iter().any(|c| c.starts_with(&v2)), "{compiled:?}");
     fails_with(&o, "provider `bad` does not match");
-    assert!(
-        stderr(&o).contains(&v1)
-            && stderr(&o).contains(&v2)
-            && stderr(&o).contains("mis.wasm")
-            && stderr(&o).contains("tenet lock --upgrade bad"),
-        "{}",
-        stderr(&o)
-    );
+    for needle in [v1.as_str(), &v2, "mis.wasm", "tenet lock --upgrade bad"] {
+        has(&stderr(&o), needle);
+    }
     fails_with(
         &tenet(d, &["lock"]),
         "run `tenet lock --upgrade bad` to move the pin",
@@ -522,12 +498,9 @@ fn bundles_install_into_a_content_addressed_store_precompiled_and_are_listed_and
     .expect("run");
     ok(&o);
     let digest = tenet::bundle::digest(&std::fs::read(MISBEHAVE_WASM).expect("wasm"));
-    assert!(
-        stdout(&o).contains(&format!(
-            "Installed misbehave 0.1.0 (sha256 {digest}), signed by trusted key {id}"
-        )),
-        "{}",
-        stdout(&o)
+    has(
+        &stdout(&o),
+        &format!("Installed misbehave 0.1.0 (sha256 {digest}), signed by trusted key {id}"),
     );
     let entry = d.join(".tenet-store/sha256").join(&digest);
     assert!(entry.join("component.wasm").is_file() && entry.join("signature.minisig").is_file());
@@ -574,11 +547,7 @@ fn bundles_install_into_a_content_addressed_store_precompiled_and_are_listed_and
         .output()
         .expect("gc");
     ok(&gc);
-    assert!(
-        stdout(&gc).contains("Removed 1 compiled artifacts"),
-        "{}",
-        stdout(&gc)
-    );
+    has(&stdout(&gc), "Removed 1 compiled artifacts");
     assert_eq!(std::fs::read_dir(&compiled_dir).expect("ls").count(), 1);
 
     // A tampered store entry is caught when read.
@@ -739,11 +708,7 @@ fn bundles_round_trip_through_a_real_oci_registry() {
         &["plugin", "verify", &by_digest, "--trust", &s("release.pub")],
     );
     ok(&v);
-    assert!(
-        stdout(&v).contains(&format!("signed by trusted key {id}")),
-        "{}",
-        stdout(&v)
-    );
+    has(&stdout(&v), &format!("signed by trusted key {id}"));
 
     // A manifest using it: not installed → told to init; init installs, pins, applies.
     let m = manifest_with(d, &tag, "", "trust:\n  - file: release.pub\n");
@@ -767,10 +732,9 @@ fn bundles_round_trip_through_a_real_oci_registry() {
     assert_eq!(lock["providers"]["bad"]["signer"], id.as_str());
     let o = tenet(d, &["apply", "--yes"]);
     ok(&o);
-    assert!(
-        stdout(&o).contains(&format!("bad [signed by trusted key {id} (release.pub)]")),
-        "{}",
-        stdout(&o)
+    has(
+        &stdout(&o),
+        &format!("bad [signed by trusted key {id} (release.pub)]"),
     );
     assert_eq!(
         std::fs::read_to_string(d.join("out/f")).expect("applied"),

@@ -59,6 +59,11 @@ pub fn fails_with(o: &Output, text: &str) {
     );
 }
 
+/// Assert `text` contains `needle`, showing the text otherwise.
+pub fn has(text: &str, needle: &str) {
+    assert!(text.contains(needle), "expected {needle:?} in:\n{text}");
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
