@@ -7,6 +7,7 @@ mod bundles;
 mod cli;
 mod fixtures;
 mod host;
+mod languages;
 mod sandbox;
 mod state;
 mod support;

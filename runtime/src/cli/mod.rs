@@ -9,6 +9,7 @@ pub mod history;
 mod plan;
 mod plugin;
 mod progress;
+mod provider;
 mod providers;
 mod render;
 pub mod session;
@@ -71,6 +72,8 @@ enum Command {
     Cache(plugin::CacheArgs),
     /// Signing keys for plugin bundles.
     Key(plugin::KeyArgs),
+    /// Write providers: build one from source (Rust, Python or JavaScript).
+    Provider(provider::ProviderArgs),
     /// Plugin bundles: pack, sign, verify, inspect, install, list, remove, push, pull.
     Plugin(plugin::PluginArgs),
     /// Compliance metrics from the history: compliance rate, drift frequency, MTTR,
@@ -180,6 +183,7 @@ pub fn main() -> ExitCode {
             Command::Lock(a) => plugin::lock(a).await,
             Command::Init(a) => plugin::init(a).await,
             Command::Cache(a) => plugin::cache(a),
+            Command::Provider(a) => provider::execute(a),
             Command::Plugin(a) => plugin::plugin(a).await,
         }
     });
