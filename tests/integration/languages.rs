@@ -2,15 +2,29 @@
 //! `tenet provider build`: the Python INI provider (componentize-py) and the JavaScript
 //! JSON provider (jco, QuickJS backend). Each is planned, applied, re-applied (no
 //! changes), checked for drift, corrected, and refused a write its grants do not allow.
+//! The conformance kit (`tenet provider test`) runs on every provider in the repository,
+//! all three languages, and fails a provider that breaks the contract.
 
 use crate::support::{has, ok, stderr, stdout, tenet, tenet_command, tool};
 use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `tenet provider test ARGS…` from the repository root: (exit code, output).
+fn conformance(args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec!["provider", "test"];
+    all.extend_from_slice(args);
+    let o = tenet(&repo(), &all);
+    (o.status.code(), format!("{}{}", stdout(&o), stderr(&o)))
+}
 
 /// Build `examples/providers/NAME` with `tenet provider build`, or `None` (reason
 /// printed) when the toolchain is missing outside CI.
 fn build(name: &str, toolchain: &str) -> Option<PathBuf> {
     tool(toolchain)?;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = repo();
     let src = root.join("examples/providers").join(name);
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("providers")
@@ -94,6 +108,13 @@ fn a_python_provider_manages_ini_files() {
     let Some(component) = build("python-ini", "componentize-py") else {
         return;
     };
+    let (code, out) = conformance(&[
+        &component.display().to_string(),
+        "--fixtures",
+        "examples/providers/python-ini/fixtures",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    has(&out, "11 checks: 11 passed, 0 failed");
     lifecycle(
         &component,
         "ini",
@@ -108,6 +129,13 @@ fn a_javascript_provider_manages_json_documents() {
     let Some(component) = build("js-json", "jco") else {
         return;
     };
+    let (code, out) = conformance(&[
+        &component.display().to_string(),
+        "--fixtures",
+        "examples/providers/js-json/fixtures",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    has(&out, "11 checks: 11 passed, 0 failed");
     lifecycle(
         &component,
         "json",
@@ -115,4 +143,52 @@ fn a_javascript_provider_manages_json_documents() {
         "app.json",
         ("8080", "9"),
     );
+}
+
+#[test]
+fn the_built_in_rust_providers_pass_the_conformance_kit() {
+    let (code, out) = conformance(&["builtin:file", "--fixtures", "plugins/file/fixtures"]);
+    assert_eq!(code, Some(0), "{out}");
+    has(&out, "43 checks: 43 passed, 0 failed");
+    for kind in ["file ", "directory ", "symlink "] {
+        has(&out, kind);
+    }
+    let (code, out) = conformance(&["builtin:exec", "--fixtures", "plugins/exec/fixtures"]);
+    assert_eq!(code, Some(0), "{out}");
+    has(&out, "delete succeeds and keeps (as declared)");
+}
+
+#[test]
+fn the_conformance_kit_fails_a_provider_that_breaks_the_contract() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let fixtures = tmp.path();
+    // The misbehaving provider, asked to lie about what apply did and to report changes
+    // when there are none.
+    std::fs::write(
+        fixtures.join("grants.yaml"),
+        "exec: [{program: /bin/echo, args: [[\"**\"]], mode: probe}]\nnet: [\"http://127.0.0.1:*\"]\n",
+    )
+    .expect("grants");
+    std::fs::write(
+        fixtures.join("probe.yaml"),
+        "lying:\n  properties: {action: lying-apply, path: ./lie}\n",
+    )
+    .expect("fixtures");
+    let (code, out) = conformance(&[
+        crate::support::MISBEHAVE_WASM,
+        "--fixtures",
+        &fixtures.display().to_string(),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    has(&out, "FAILED probe / lying / apply → read round-trips");
+    has(&out, "failed");
+    // No fixtures for a kind is a failure too, and bad fixtures are reported with their place.
+    std::fs::write(fixtures.join("probe.yaml"), "x: {}\n").expect("bad");
+    let (code, out) = conformance(&[
+        crate::support::MISBEHAVE_WASM,
+        "--fixtures",
+        &fixtures.display().to_string(),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    has(&out, "probe.yaml:1:4: fixture `x` needs `properties`");
 }

@@ -174,6 +174,8 @@ function state(props) {
     const v = get(doc, p);
     values[p] = v === undefined ? null : v;
   }
+  // The resource is the set of values, not the document: none there, nothing there.
+  if (Object.keys(values).length && Object.values(values).every((v) => v === null)) return null;
   const absent = (props.absent || []).filter((p) => get(doc, p) === undefined);
   const out = { path: props.path, values };
   if (props.absent) out.absent = absent;

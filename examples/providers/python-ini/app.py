@@ -123,10 +123,15 @@ def load(path):
 
 
 def state(props):
+    """The declared keys as they are; None when the file or every declared key is absent
+    (the resource is the set of keys, not the file)."""
     text = load(props["path"])
     if text is None:
         return None
-    return {"path": props["path"], "sections": current_values(parse(text), props["sections"])}
+    values = current_values(parse(text), props["sections"])
+    if all(v is None for keys in values.values() for v in keys.values()):
+        return None
+    return {"path": props["path"], "sections": values}
 
 
 def props_of(text):

@@ -72,7 +72,8 @@ enum Command {
     Cache(plugin::CacheArgs),
     /// Signing keys for plugin bundles.
     Key(plugin::KeyArgs),
-    /// Write providers: build one from source (Rust, Python or JavaScript).
+    /// Write providers: build one from source (Rust, Python or JavaScript), and test one
+    /// against the provider contract.
     Provider(provider::ProviderArgs),
     /// Plugin bundles: pack, sign, verify, inspect, install, list, remove, push, pull.
     Plugin(plugin::PluginArgs),
@@ -183,7 +184,7 @@ pub fn main() -> ExitCode {
             Command::Lock(a) => plugin::lock(a).await,
             Command::Init(a) => plugin::init(a).await,
             Command::Cache(a) => plugin::cache(a),
-            Command::Provider(a) => provider::execute(a),
+            Command::Provider(a) => provider::execute(a).await,
             Command::Plugin(a) => plugin::plugin(a).await,
         }
     });

@@ -1,7 +1,9 @@
 //! `tenet provider build`: build a provider from source, whatever its language — Rust
 //! (cargo, wasm32-wasip2), Python (componentize-py) or JavaScript (jco with the QuickJS
 //! backend) — against the WIT this `tenet` speaks (the project's own `wit/` if it has
-//! one, else the copy embedded in the binary).
+//! one, else the copy embedded in the binary). `tenet provider test`: the conformance
+//! kit ([`crate::provider::conformance`]) against any provider, with fixtures from its
+//! directory.
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -57,6 +59,17 @@ enum ProviderCommand {
         #[arg(long, short = 'o')]
         out: Option<PathBuf>,
     },
+    /// Run the provider contract against a provider: a component or bundle, or
+    /// builtin:NAME. Prints a pass/fail table; exits 1 if a check fails.
+    Test {
+        provider: String,
+        /// Fixtures: KIND.yaml files, each mapping fixture names to `{properties, update,
+        /// delete: keeps}` (`delete: keeps` for kinds whose delete leaves things as they are), and an
+        /// optional grants.yaml with extra grants (default: the provider's directory's
+        /// `fixtures/`).
+        #[arg(long)]
+        fixtures: Option<PathBuf>,
+    },
 }
 
 /// The languages `tenet provider build` knows.
@@ -93,8 +106,9 @@ impl Lang {
     }
 }
 
-pub fn execute(args: ProviderArgs) -> anyhow::Result<u8> {
+pub async fn execute(args: ProviderArgs) -> anyhow::Result<u8> {
     match args.command {
+        ProviderCommand::Test { provider, fixtures } => test(&provider, fixtures).await,
         ProviderCommand::Build { dir, out } => {
             let out = match out {
                 Some(o) => o,
@@ -235,4 +249,254 @@ pub fn build(dir: &Path, out: &Path) -> anyhow::Result<Lang> {
         }
     }
     Ok(lang)
+}
+
+/// The fixtures in `dir`: kind → cases, and extra grants (`grants.yaml`). Every problem
+/// is reported with its file and line.
+fn read_fixtures(
+    dir: &Path,
+) -> anyhow::Result<(
+    std::collections::BTreeMap<String, Vec<crate::provider::conformance::Case>>,
+    serde_json::Value,
+)> {
+    use crate::manifest::yaml;
+    let mut kinds = std::collections::BTreeMap::new();
+    let mut grants = serde_json::json!({});
+    let mut problems = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the fixtures directory {}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let (value, spans) = match yaml::parse(&file, &text) {
+            Ok(v) => v,
+            Err(e) => {
+                problems.push(format!("{}: {}", e.location, e.message));
+                continue;
+            }
+        };
+        let stem = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if stem == "grants" {
+            grants = value;
+            continue;
+        }
+        let Some(items) = value.as_object() else {
+            problems.push(format!(
+                "{}: a fixtures file maps fixture names to {{properties, update}}",
+                spans.value("")
+            ));
+            continue;
+        };
+        let mut cases = Vec::new();
+        for (name, item) in items {
+            let at = spans.value(&format!("/{name}"));
+            let Some(properties) = item.get("properties").filter(|p| p.is_object()) else {
+                problems.push(format!(
+                    "{at}: fixture `{name}` needs `properties` (a mapping)"
+                ));
+                continue;
+            };
+            cases.push(crate::provider::conformance::Case {
+                name: name.clone(),
+                properties: properties.clone(),
+                update: item.get("update").cloned(),
+                delete_keeps: item.get("delete") == Some(&serde_json::json!("keeps")),
+            });
+        }
+        kinds.insert(stem, cases);
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    Ok((kinds, grants))
+}
+
+/// Make the kind's relative path properties absolute under `dir` (what the host does for
+/// manifests).
+fn resolve_paths(kind: &crate::provider::KindInfo, doc: &mut serde_json::Value, dir: &Path) {
+    for prop in &kind.path_properties {
+        if let Some(serde_json::Value::String(p)) = doc.get_mut(prop)
+            && !Path::new(p.as_str()).is_absolute()
+        {
+            *p = crate::manifest::load::absolute(dir, Path::new(p.as_str()))
+                .display()
+                .to_string();
+        }
+    }
+}
+
+/// Everything observable under `dir` (paths, kinds, modes, contents, link targets; not
+/// times), as one string.
+fn fingerprint(dir: &Path) -> String {
+    fn walk(p: &Path, out: &mut String) {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        let mode = m.permissions().mode();
+        if m.file_type().is_symlink() {
+            let target = std::fs::read_link(p).unwrap_or_default();
+            out.push_str(&format!("{} link {}\n", p.display(), target.display()));
+        } else if m.is_dir() {
+            out.push_str(&format!("{} dir {mode:o}\n", p.display()));
+            let mut children: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|e| e.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            children.sort();
+            for c in children {
+                walk(&c, out);
+            }
+        } else {
+            let digest = std::fs::read(p)
+                .map(|b| crate::bundle::digest(&b))
+                .unwrap_or_default();
+            out.push_str(&format!("{} file {mode:o} {digest}\n", p.display()));
+        }
+    }
+    let mut out = String::new();
+    walk(dir, &mut out);
+    out
+}
+
+async fn test(provider: &str, fixtures: Option<PathBuf>) -> anyhow::Result<u8> {
+    use crate::provider::Provider as _;
+    let (source, unsigned, default_fixtures) = match provider.strip_prefix("builtin:") {
+        Some(_) => (provider.to_owned(), false, None),
+        None => {
+            let p = std::fs::canonicalize(provider)
+                .with_context(|| format!("cannot read {provider}"))?;
+            let dir = p.parent().map(|d| d.join("fixtures"));
+            (p.display().to_string(), true, dir)
+        }
+    };
+    let fixtures = fixtures
+        .or(default_fixtures)
+        .context("pass --fixtures DIR (a built-in provider has no directory of its own)")?;
+    let (cases, extra_grants) = read_fixtures(&fixtures)?;
+
+    // A scratch manifest granting the provider a scratch directory (plus the fixtures'
+    // grants), so every call runs in the real sandbox with the real limits.
+    let scratch = tempfile::tempdir()?;
+    let root = std::fs::canonicalize(scratch.path())?;
+    let work = root.join("work");
+    std::fs::create_dir_all(&work)?;
+    let mut grants = match extra_grants {
+        serde_json::Value::Object(m) => serde_json::Value::Object(m),
+        _ => serde_json::json!({}),
+    };
+    let fs = grants
+        .as_object_mut()
+        .map(|g| g.entry("fs").or_insert_with(|| serde_json::json!([])));
+    if let Some(serde_json::Value::Array(list)) = fs {
+        list.push(serde_json::json!({"path": work.display().to_string(), "access": "rw"}));
+    }
+    let manifest = serde_json::json!({
+        "providers": {"p": {"source": source, "unsigned": unsigned, "grants": grants}}
+    });
+    let manifest_path = root.join("tenet.yaml");
+    std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest)?)?;
+    let session = super::session::Session::open(&super::ManifestArgs {
+        path: manifest_path,
+        vars: Vec::new(),
+        values: Vec::new(),
+        allow_unsigned: false,
+    })
+    .await?;
+    let p = session
+        .providers
+        .get("p")
+        .context("the provider did not load")?;
+    let info = p.info().clone();
+    println!(
+        "Testing {} {} ({provider}) with fixtures from {}",
+        info.name,
+        info.version,
+        fixtures.display()
+    );
+
+    let mut checks = Vec::new();
+    let mut missing = Vec::new();
+    for kind in info.kinds.values() {
+        let Some(kind_cases) = cases.get(&kind.name) else {
+            missing.push(kind.name.clone());
+            continue;
+        };
+        for case in kind_cases {
+            let mut case = case.clone();
+            resolve_paths(kind, &mut case.properties, &work);
+            if let Some(u) = case.update.as_mut() {
+                resolve_paths(kind, u, &work);
+            }
+            let observe = || fingerprint(&work);
+            checks.extend(
+                crate::provider::conformance::check_case(p.as_ref(), kind, &case, &observe).await,
+            );
+        }
+    }
+    for name in cases.keys().filter(|k| !info.kinds.contains_key(*k)) {
+        missing.push(format!(
+            "{name} (fixtures for a kind the provider does not describe)"
+        ));
+    }
+
+    let width = |f: &dyn Fn(&crate::provider::conformance::Check) -> usize, min: usize| {
+        checks.iter().map(f).max().unwrap_or(0).max(min)
+    };
+    let (wk, wc, wn) = (
+        width(&|c| c.kind.len(), 4),
+        width(&|c| c.case.len(), 7),
+        width(&|c| c.name.len(), 5),
+    );
+    println!(
+        "{:wk$}  {:wc$}  {:wn$}  {:6}  {:>9}",
+        "KIND", "FIXTURE", "CHECK", "RESULT", "TIME"
+    );
+    for c in &checks {
+        println!(
+            "{:wk$}  {:wc$}  {:wn$}  {:6}  {:>7.1}ms",
+            c.kind,
+            c.case,
+            c.name,
+            if c.outcome.is_ok() { "ok" } else { "FAILED" },
+            c.elapsed.as_secs_f64() * 1000.0
+        );
+    }
+    let failed: Vec<_> = checks.iter().filter(|c| c.outcome.is_err()).collect();
+    for c in &failed {
+        if let Err(e) = &c.outcome {
+            println!("\nFAILED {} / {} / {}:\n  {e}", c.kind, c.case, c.name);
+        }
+    }
+    for m in &missing {
+        println!("\nFAILED: no fixtures for kind {m}");
+    }
+    let slowest = checks.iter().map(|c| c.elapsed).max().unwrap_or_default();
+    println!(
+        "\n{} checks: {} passed, {} failed{}; slowest check {:.1} ms (limit per call {}).",
+        checks.len(),
+        checks.len() - failed.len(),
+        failed.len(),
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!("; {} kinds without fixtures", missing.len())
+        },
+        slowest.as_secs_f64() * 1000.0,
+        humantime::format_duration(session.manifest.providers["p"].limits.call_timeout)
+    );
+    Ok(
+        if failed.is_empty() && missing.is_empty() && !checks.is_empty() {
+            0
+        } else {
+            super::EXIT_ERROR
+        },
+    )
 }

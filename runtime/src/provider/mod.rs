@@ -2,6 +2,7 @@
 //! The Wasm implementation lives in `plugin`; [`mock`] implements the same trait in
 //! memory so the engine is tested without Wasm. Nothing here knows about wasmtime.
 
+pub mod conformance;
 pub mod mock;
 
 use serde::{Deserialize, Serialize};
