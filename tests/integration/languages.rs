@@ -192,3 +192,64 @@ fn the_conformance_kit_fails_a_provider_that_breaks_the_contract() {
     assert_eq!(code, Some(1), "{out}");
     has(&out, "probe.yaml:1:4: fixture `x` needs `properties`");
 }
+
+/// `tenet provider new NAME --lang L` → `tenet provider build` → `tenet provider test`:
+/// the skeleton builds and passes the contract as written.
+fn scaffold_builds_and_passes(lang: &str) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    let name = format!("note-{lang}");
+    ok(&tenet(d, &["provider", "new", &name, "--lang", lang]));
+    // Not over an existing project.
+    let again = tenet(d, &["provider", "new", &name, "--lang", lang]);
+    crate::support::fails_with(&again, "exists and is not empty");
+    let o = tenet_command(d, &["provider", "build", &name])
+        .env(
+            "CARGO_TARGET_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target"),
+        )
+        .output()
+        .expect("build");
+    ok(&o);
+    if lang == "rust" {
+        // The skeleton's own native unit test passes too.
+        let o = std::process::Command::new(env!("CARGO"))
+            .args(["test", "--quiet"])
+            .current_dir(d.join(&name))
+            .env(
+                "CARGO_TARGET_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target"),
+            )
+            .output()
+            .expect("cargo test");
+        ok(&o);
+    }
+    let component = d.join(&name).join(format!("{name}.wasm"));
+    let o = tenet(d, &["provider", "test", &component.display().to_string()]);
+    ok(&o);
+    has(&stdout(&o), "11 checks: 11 passed, 0 failed");
+}
+
+#[test]
+fn scaffolded_providers_build_and_pass_the_contract_in_every_language() {
+    scaffold_builds_and_passes("rust");
+    if tool("componentize-py").is_some() {
+        scaffold_builds_and_passes("python");
+    }
+    if tool("jco").is_some() {
+        scaffold_builds_and_passes("js");
+    }
+    fails_with_name();
+}
+
+fn fails_with_name() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    crate::support::fails_with(
+        &tenet(tmp.path(), &["provider", "new", "Bad Name", "--lang", "js"]),
+        "is not a provider name",
+    );
+    crate::support::fails_with(
+        &tenet(tmp.path(), &["provider", "build", "."]),
+        "no provider source found",
+    );
+}

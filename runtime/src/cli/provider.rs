@@ -59,6 +59,20 @@ enum ProviderCommand {
         #[arg(long, short = 'o')]
         out: Option<PathBuf>,
     },
+    /// Write a working, buildable provider skeleton (one example kind `note`, its
+    /// fixtures and — in Rust — a unit test) into a new directory NAME.
+    New {
+        name: String,
+        #[arg(long, value_enum)]
+        lang: Lang,
+        /// Where to create it (default: ./NAME).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Rust only: path to the tenet-sdk crate (default: the SDK this tenet was built
+        /// from, when it is still there).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Run the provider contract against a provider: a component or bundle, or
     /// builtin:NAME. Prints a pass/fail table; exits 1 if a check fails.
     Test {
@@ -109,6 +123,22 @@ impl Lang {
 pub async fn execute(args: ProviderArgs) -> anyhow::Result<u8> {
     match args.command {
         ProviderCommand::Test { provider, fixtures } => test(&provider, fixtures).await,
+        ProviderCommand::New {
+            name,
+            lang,
+            dir,
+            sdk,
+        } => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            scaffold(&name, lang, &dir, sdk)?;
+            println!(
+                "Created {} ({lang:?} provider `{name}`, kind `note`). Next: `tenet provider build {}` then `tenet provider test {}`.",
+                dir.display(),
+                dir.display(),
+                dir.join(format!("{name}.wasm")).display()
+            );
+            Ok(0)
+        }
         ProviderCommand::Build { dir, out } => {
             let out = match out {
                 Some(o) => o,
@@ -219,11 +249,16 @@ pub fn build(dir: &Path, out: &Path) -> anyhow::Result<Lang> {
         }
         Lang::Rust => {
             let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+            // A plain library natively (so `cargo test` links); a `cdylib` — a component —
+            // only for wasm32-wasip2.
             c.current_dir(dir).args([
-                "build",
+                "rustc",
+                "--lib",
                 "--release",
                 "--target",
                 "wasm32-wasip2",
+                "--crate-type",
+                "cdylib",
                 "--message-format=json-render-diagnostics",
             ]);
             let o = run(c, "cargo build")?;
@@ -243,7 +278,7 @@ pub fn build(dir: &Path, out: &Path) -> anyhow::Result<Lang> {
                         .collect::<Vec<_>>()
                 })
                 .next_back()
-                .context("cargo built no .wasm: is the crate type `cdylib`?")?;
+                .context("cargo built no .wasm: is there a library target (src/lib.rs)?")?;
             std::fs::copy(&built, &out)
                 .with_context(|| format!("cannot copy {} to {}", built.display(), out.display()))?;
         }
@@ -499,4 +534,89 @@ async fn test(provider: &str, fixtures: Option<PathBuf>) -> anyhow::Result<u8> {
             super::EXIT_ERROR
         },
     )
+}
+
+/// Where the SDK this binary was built with lives, if the checkout is still there.
+fn default_sdk() -> Option<PathBuf> {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+    sdk.join("Cargo.toml")
+        .is_file()
+        .then(|| std::fs::canonicalize(&sdk).ok())
+        .flatten()
+}
+
+/// Write a provider skeleton for `lang` into `dir` (which must not exist or be empty).
+pub fn scaffold(name: &str, lang: Lang, dir: &Path, sdk: Option<PathBuf>) -> anyhow::Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        || !name.starts_with(|c: char| c.is_ascii_lowercase())
+    {
+        bail!(
+            "`{name}` is not a provider name: use lowercase letters, digits, `-` and `_`, starting with a letter"
+        );
+    }
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_some()
+    {
+        bail!("{} exists and is not empty; not overwriting", dir.display());
+    }
+    let fill = |t: &str, sdk: &str| {
+        t.replace("{{name}}", name)
+            .replace("{{lang}}", &format!("{lang:?}"))
+            .replace("{{sdk}}", sdk)
+    };
+    let mut files: Vec<(&str, String)> = vec![
+        (
+            "README.md",
+            fill(include_str!("../../templates/README.md"), ""),
+        ),
+        (
+            "fixtures/note.yaml",
+            fill(include_str!("../../templates/fixtures_note.yaml"), ""),
+        ),
+    ];
+    match lang {
+        Lang::Rust => {
+            let sdk = sdk.or_else(default_sdk).context(
+                "pass --sdk PATH to the tenet-sdk crate (the one this tenet was built from is gone)",
+            )?;
+            let sdk = std::fs::canonicalize(&sdk)
+                .with_context(|| format!("no tenet-sdk at {}", sdk.display()))?;
+            let sdk = sdk.display().to_string();
+            files.push((
+                "Cargo.toml",
+                fill(include_str!("../../templates/rust/Cargo.toml"), &sdk),
+            ));
+            files.push((
+                "src/lib.rs",
+                fill(include_str!("../../templates/rust/src_lib.rs"), &sdk),
+            ));
+        }
+        Lang::Python => files.push((
+            "app.py",
+            fill(include_str!("../../templates/python/app.py"), ""),
+        )),
+        Lang::Js => files.push((
+            "provider.js",
+            fill(include_str!("../../templates/js/provider.js"), ""),
+        )),
+    }
+    for (rel, text) in files {
+        let path = dir.join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if lang != Lang::Rust {
+        // Rust builds against the SDK's own WIT; the others need it beside them.
+        write_wit(&dir.join("wit"))?;
+    }
+    Ok(())
 }
