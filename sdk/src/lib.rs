@@ -152,6 +152,44 @@ impl KindInfo {
         }
     }
 
+    /// A kind whose properties are the Rust type `T`: its JSON Schema is generated from
+    /// `T` (field types, `Option` for optional fields, doc comments as descriptions,
+    /// `#[serde(deny_unknown_fields)]` for a closed object, `#[schemars(length(min =
+    /// 1))]`, `range`, `regex` … for constraints), so the schema the host validates
+    /// manifests against and the type the provider decodes them into cannot drift apart.
+    ///
+    /// ```
+    /// use schemars::JsonSchema;
+    /// use serde::Deserialize;
+    /// use tenet_sdk::KindInfo;
+    ///
+    /// /// A greeting.
+    /// #[derive(Deserialize, JsonSchema)]
+    /// #[serde(deny_unknown_fields)]
+    /// struct Greeting {
+    ///     /// Who to greet.
+    ///     #[schemars(length(min = 1))]
+    ///     name: String,
+    ///     /// How often.
+    ///     times: Option<u32>,
+    /// }
+    ///
+    /// let kind = KindInfo::of::<Greeting>("greeting", "a greeting", "name");
+    /// assert_eq!(kind.schema["required"], serde_json::json!(["name"]));
+    /// assert_eq!(kind.schema["additionalProperties"], false);
+    /// assert_eq!(kind.schema["properties"]["name"]["description"], "Who to greet.");
+    /// assert_eq!(kind.schema["properties"]["name"]["minLength"], 1);
+    /// ```
+    pub fn of<T: schemars::JsonSchema>(name: &str, description: &str, identity: &str) -> Self {
+        let mut schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
+        if let Some(map) = schema.as_object_mut() {
+            // The type's name and doc are the kind's name and description already.
+            map.remove("title");
+            map.remove("description");
+        }
+        Self::new(name, description, schema, identity)
+    }
+
     /// Declare properties whose change forces replacement.
     pub fn force_new(mut self, properties: &[&str]) -> Self {
         self.force_new = properties.iter().map(|p| (*p).to_owned()).collect();

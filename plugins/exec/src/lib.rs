@@ -13,8 +13,9 @@
 //! express: `validate` refuses it. After a run, the guards must say "in sync", or the
 //! host's consistency check reports that the command did not converge.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tenet_sdk::exec::{Command, Output};
@@ -23,58 +24,48 @@ use tenet_sdk::{Diagnostic, Error, KindInfo, Provider, ProviderInfo, from_value}
 /// Most bytes of a failing command's stderr quoted in its error.
 const MAX_QUOTED_STDERR: usize = 2048;
 
-/// The desired properties of `exec.command`.
-#[derive(Debug, Clone, Deserialize)]
+/// The desired properties of `exec.command`; its JSON Schema is generated from this type
+/// (doc comments are the descriptions), so the two cannot drift apart.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Cmd {
+    /// Program (absolute path or granted name) and arguments; no shell.
+    #[schemars(length(min = 1))]
     command: Vec<String>,
+    /// In sync when this path exists.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     creates: Option<String>,
+    /// In sync when this command exits 0 (runs during plans: grant it with mode: probe).
     #[serde(default)]
+    #[schemars(length(min = 1))]
     unless: Option<Vec<String>>,
+    /// In sync when this command exits non-zero (runs during plans: grant it with mode:
+    /// probe).
     #[serde(default)]
+    #[schemars(length(min = 1))]
     onlyif: Option<Vec<String>>,
+    /// Working directory, inside an fs grant.
     #[serde(default)]
     cwd: Option<String>,
+    /// Environment variables; each name must be granted.
     #[serde(default)]
     env: BTreeMap<String, String>,
     /// Seconds.
     #[serde(default)]
+    #[schemars(range(min = 1))]
     timeout: Option<u64>,
+    /// Exit codes that mean success (default [0]).
     #[serde(default = "success")]
+    #[schemars(length(min = 1))]
     returns: Vec<i32>,
+    /// Run only when notified by a resource that changed in this run.
     #[serde(default)]
     refresh_only: bool,
 }
 
 fn success() -> Vec<i32> {
     vec![0]
-}
-
-fn schema() -> Value {
-    let argv = json!({"type": "array", "items": {"type": "string"}, "minItems": 1});
-    json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "type": "object",
-        "properties": {
-            "command": {"type": "array", "items": {"type": "string"}, "minItems": 1,
-                "description": "program (absolute path or granted name) and arguments; no shell"},
-            "creates": {"type": "string", "minLength": 1,
-                "description": "in sync when this path exists"},
-            "unless": {"allOf": [argv], "description": "in sync when this command exits 0 (runs during plans: grant it with mode: probe)"},
-            "onlyif": {"allOf": [argv], "description": "in sync when this command exits non-zero (runs during plans: grant it with mode: probe)"},
-            "cwd": {"type": "string", "description": "working directory, inside an fs grant"},
-            "env": {"type": "object", "additionalProperties": {"type": "string"},
-                "description": "environment variables; each name must be granted"},
-            "timeout": {"type": "integer", "minimum": 1, "description": "seconds"},
-            "returns": {"type": "array", "items": {"type": "integer"}, "minItems": 1,
-                "description": "exit codes that mean success (default [0])"},
-            "refresh_only": {"type": "boolean",
-                "description": "run only when notified by a resource that changed in this run"}
-        },
-        "required": ["command"],
-        "additionalProperties": false
-    })
 }
 
 fn command_line(argv: &[String]) -> String {
@@ -145,10 +136,9 @@ impl Provider for ExecProvider {
             "commands guarded by creates/unless/onlyif, and refresh-only handlers",
         )
         .kind(
-            KindInfo::new(
+            KindInfo::of::<Cmd>(
                 "command",
                 "a command run when its guards say the system needs it",
-                schema(),
                 "command",
             )
             .path_properties(&["creates", "cwd"]),
@@ -218,6 +208,42 @@ tenet_sdk::export_provider!(ExecProvider);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_schema_is_generated_from_the_properties_type() {
+        let info = ExecProvider::describe();
+        let schema = &info.kinds[0].schema;
+        assert_eq!(schema["required"], json!(["command"]));
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(schema["properties"]["command"]["minItems"], 1);
+        assert_eq!(schema["properties"]["timeout"]["minimum"], 1);
+        assert_eq!(
+            schema["properties"]["creates"]["description"],
+            "In sync when this path exists."
+        );
+        // Every field of the type is in the schema, and nothing else.
+        let fields: Vec<&str> = schema["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "command",
+                "creates",
+                "unless",
+                "onlyif",
+                "cwd",
+                "env",
+                "timeout",
+                "returns",
+                "refresh_only"
+            ]
+        );
+    }
 
     fn sh(script: &str) -> Value {
         json!(["/bin/sh", "-c", script])
