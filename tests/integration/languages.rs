@@ -71,6 +71,11 @@ fn lifecycle(component: &Path, name: &str, resources: &str, file: &str, edit: (&
     let o = tenet(d, &["apply", "--yes"]);
     ok(&o);
     has(&stdout(&o), "No changes");
+    // The second run loads the compiled component from the cache: no recompilation.
+    let o = tenet(d, &["-vv", "plan"]);
+    ok(&o);
+    has(&stderr(&o), "compiled component loaded from cache");
+    assert!(!stderr(&o).contains("component compiled"), "{}", stderr(&o));
     assert_eq!(
         std::fs::read_to_string(d.join("out").join(file)).expect("same"),
         written
@@ -251,5 +256,72 @@ fn fails_with_name() {
     crate::support::fails_with(
         &tenet(tmp.path(), &["provider", "build", "."]),
         "no provider source found",
+    );
+}
+
+#[test]
+fn components_that_are_not_providers_are_refused_saying_what_was_expected_and_found() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    let expected =
+        "expected a WebAssembly component exporting tenet:provider/resources@0.1.x, found";
+    let refused = |file: &str, found: &str| {
+        let (code, out) = conformance(&[
+            &d.join(file).display().to_string(),
+            "--fixtures",
+            &d.display().to_string(),
+        ]);
+        assert_eq!(code, Some(1), "{out}");
+        has(&out, expected);
+        has(&out, found);
+    };
+    std::fs::write(d.join("random.wasm"), b"certainly not WebAssembly").expect("write");
+    refused("random.wasm", "25 bytes that are not WebAssembly");
+    std::fs::write(d.join("core.wasm"), b"\0asm\x01\0\0\0").expect("write");
+    refused("core.wasm", "a core WebAssembly module");
+    refused_future_abi(d);
+    // A real component of another world, built with jco.
+    if tool("jco").is_none() {
+        return;
+    }
+    std::fs::create_dir_all(d.join("greeter")).expect("dir");
+    std::fs::write(
+        d.join("greeter/world.wit"),
+        "package test:greeter;\nworld greeter {\n  export greet: func() -> string;\n}\n",
+    )
+    .expect("wit");
+    std::fs::write(
+        d.join("greeter/greet.js"),
+        "export function greet() { return 'hi'; }\n",
+    )
+    .expect("js");
+    let o = std::process::Command::new("jco")
+        .args([
+            "componentize",
+            "greet.js",
+            "--wit",
+            "world.wit",
+            "--backend",
+            "quickjs",
+            "-o",
+            "../greeter.wasm",
+        ])
+        .current_dir(d.join("greeter"))
+        .output()
+        .expect("jco");
+    ok(&o);
+    refused("greeter.wasm", "a component exporting init, greet");
+}
+
+fn refused_future_abi(d: &Path) {
+    let (code, out) = conformance(&[
+        env!("TENET_TEST_GUEST_FUTURE_ABI_WASM"),
+        "--fixtures",
+        &d.display().to_string(),
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    has(
+        &out,
+        "unsupported ABI version 0.2.0 of tenet:provider/resources; this Tenet supports >=0.1.0, <0.2.0",
     );
 }
