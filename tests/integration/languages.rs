@@ -119,7 +119,7 @@ fn a_python_provider_manages_ini_files() {
         "examples/providers/python-ini/fixtures",
     ]);
     assert_eq!(code, Some(0), "{out}");
-    has(&out, "11 checks: 11 passed, 0 failed");
+    has(&out, "12 checks: 12 passed, 0 failed");
     lifecycle(
         &component,
         "ini",
@@ -127,6 +127,29 @@ fn a_python_provider_manages_ini_files() {
         "app.ini",
         ("port = 8080", "port = 9"),
     );
+
+    // An existing file: CRLF line ends, a duplicated key, no final newline, a comment.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    std::fs::create_dir_all(d.join("out")).expect("out");
+    std::fs::write(
+        d.join("out/dup.ini"),
+        "; keep\r\n[server]\r\nport=1\r\nport=2\r\nhost=x",
+    )
+    .expect("ini");
+    manifest(
+        d,
+        &component,
+        "ini",
+        "rw",
+        "  - id: dup\n    type: ini.file\n    properties: {path: ./out/dup.ini, sections: {server: {port: \"8080\", new: \"1\"}}}\n",
+    );
+    ok(&tenet(d, &["apply", "--yes"]));
+    assert_eq!(
+        std::fs::read_to_string(d.join("out/dup.ini")).expect("ini"),
+        "; keep\r\n[server]\r\nport = 8080\r\nhost=x\r\nnew = 1\r\n"
+    );
+    has(&stdout(&tenet(d, &["apply", "--yes"])), "No changes");
 }
 
 #[test]
@@ -140,7 +163,7 @@ fn a_javascript_provider_manages_json_documents() {
         "examples/providers/js-json/fixtures",
     ]);
     assert_eq!(code, Some(0), "{out}");
-    has(&out, "11 checks: 11 passed, 0 failed");
+    has(&out, "12 checks: 12 passed, 0 failed");
     lifecycle(
         &component,
         "json",
@@ -154,11 +177,17 @@ fn a_javascript_provider_manages_json_documents() {
 fn the_built_in_rust_providers_pass_the_conformance_kit() {
     let (code, out) = conformance(&["builtin:file", "--fixtures", "plugins/file/fixtures"]);
     assert_eq!(code, Some(0), "{out}");
-    has(&out, "43 checks: 43 passed, 0 failed");
+    has(&out, "47 checks: 47 passed, 0 failed");
     for kind in ["file ", "directory ", "symlink "] {
         has(&out, kind);
     }
-    let (code, out) = conformance(&["builtin:exec", "--fixtures", "plugins/exec/fixtures"]);
+    let (code, out) = conformance(&[
+        "builtin:exec",
+        "--fixtures",
+        "plugins/exec/fixtures",
+        "--grants",
+        "plugins/exec/grants.yaml",
+    ]);
     assert_eq!(code, Some(0), "{out}");
     has(&out, "delete succeeds and keeps (as declared)");
 }
@@ -169,8 +198,9 @@ fn the_conformance_kit_fails_a_provider_that_breaks_the_contract() {
     let fixtures = tmp.path();
     // The misbehaving provider, asked to lie about what apply did and to report changes
     // when there are none.
+    let grants = tmp.path().join("grants.yaml");
     std::fs::write(
-        fixtures.join("grants.yaml"),
+        &grants,
         "exec: [{program: /bin/echo, args: [[\"**\"]], mode: probe}]\nnet: [\"http://127.0.0.1:*\"]\n",
     )
     .expect("grants");
@@ -179,23 +209,48 @@ fn the_conformance_kit_fails_a_provider_that_breaks_the_contract() {
         "lying:\n  properties: {action: lying-apply, path: ./lie}\n",
     )
     .expect("fixtures");
-    let (code, out) = conformance(&[
-        crate::support::MISBEHAVE_WASM,
-        "--fixtures",
-        &fixtures.display().to_string(),
-    ]);
+    let fixtures = tmp.path().join("fixtures");
+    std::fs::create_dir_all(&fixtures).expect("dir");
+    std::fs::rename(tmp.path().join("probe.yaml"), fixtures.join("probe.yaml")).expect("mv");
+    let run = |fixtures: &Path| {
+        conformance(&[
+            crate::support::MISBEHAVE_WASM,
+            "--fixtures",
+            &fixtures.display().to_string(),
+            "--grants",
+            &grants.display().to_string(),
+            "--timeout",
+            "1s",
+        ])
+    };
+    let (code, out) = run(&fixtures);
     assert_eq!(code, Some(1), "{out}");
     has(&out, "FAILED probe / lying / apply → read round-trips");
     has(&out, "failed");
     // No fixtures for a kind is a failure too, and bad fixtures are reported with their place.
     std::fs::write(fixtures.join("probe.yaml"), "x: {}\n").expect("bad");
-    let (code, out) = conformance(&[
-        crate::support::MISBEHAVE_WASM,
-        "--fixtures",
-        &fixtures.display().to_string(),
-    ]);
+    let (code, out) = run(&fixtures);
     assert_eq!(code, Some(1), "{out}");
     has(&out, "probe.yaml:1:4: fixture `x` needs `properties`");
+    // An empty fixtures file does not count as testing the kind.
+    std::fs::write(fixtures.join("probe.yaml"), "{}\n").expect("empty");
+    let (code, out) = run(&fixtures);
+    assert_eq!(code, Some(1), "{out}");
+    has(&out, "FAILED: no fixtures for kind probe");
+    // A provider stopped by a limit fails "calls stay within limits".
+    std::fs::write(
+        fixtures.join("probe.yaml"),
+        "looping:\n  properties: {action: loop, path: ./x}\n",
+    )
+    .expect("loop");
+    std::fs::write(
+        &grants,
+        "exec: [{program: /bin/echo, args: [[\"**\"]], mode: probe}]\nnet: [\"http://127.0.0.1:*\"]\n",
+    )
+    .expect("grants");
+    let (code, out) = run(&fixtures);
+    assert_eq!(code, Some(1), "{out}");
+    has(&out, "FAILED probe / looping / calls stay within limits");
 }
 
 /// `tenet provider new NAME --lang L` → `tenet provider build` → `tenet provider test`:
@@ -232,7 +287,7 @@ fn scaffold_builds_and_passes(lang: &str) {
     let component = d.join(&name).join(format!("{name}.wasm"));
     let o = tenet(d, &["provider", "test", &component.display().to_string()]);
     ok(&o);
-    has(&stdout(&o), "11 checks: 11 passed, 0 failed");
+    has(&stdout(&o), "12 checks: 12 passed, 0 failed");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 // directories the manifest grants.
 
 import { log } from 'tenet:host/log@0.1.1';
+import { stat, chmod, chown } from 'tenet:host/fs-ext@0.1.1';
 import { getDirectories } from 'wasi:filesystem/preopens@0.2.12';
 
 const SCHEMA = {
@@ -89,13 +90,19 @@ function readText(path) {
   let offset = 0; // u64 is a number in this runtime
   for (;;) {
     const [data, end] = file.read(65536, offset);
-    chunks.push(...data);
+    for (let i = 0; i < data.length; i++) chunks.push(data[i]); // no spread: argument limits
     offset += data.length;
     if (end || data.length === 0) break;
   }
-  return decode(chunks);
+  try {
+    return decode(chunks);
+  } catch (e) {
+    fail('conflict', `${path} is not UTF-8 text`);
+  }
 }
 
+// Replace `path` atomically: a temporary file beside it with the original's mode and
+// owner, synced, renamed over it; the temporary file never stays behind.
 function writeText(path, text) {
   const [dir, rel] = locate(path);
   const tmp = rel + '.tenet-tmp';
@@ -108,8 +115,18 @@ function writeText(path, text) {
       offset += Number(n);
     }
     file.syncData();
+    const before = stat(path);
+    if (before) {
+      chmod(path + '.tenet-tmp', before.mode & 0o7777);
+      chown(path + '.tenet-tmp', before.uid, before.gid);
+    }
     dir.renameAt(tmp, dir, rel);
   } catch (e) {
+    try {
+      dir.unlinkFileAt(tmp);
+    } catch (_) {
+      // already gone
+    }
     if (e && e.tag) throw e;
     fail('capability-denied', `cannot write ${path}: ${errorCode(e)}`);
   }
@@ -127,13 +144,25 @@ function get(doc, pointer) {
   return node;
 }
 
+// Only object members are addressed: array items move when others are added or removed,
+// so a pointer into an array would not name one thing from run to run.
+function walkable(node, t, pointer) {
+  if (Array.isArray(node)) fail('conflict', `${pointer}: \`${t}\` is inside an array; only object members can be managed`);
+  if (t === '__proto__' || t === 'constructor' || t === 'prototype') fail('invalid-input', `${pointer}: \`${t}\` cannot be managed`);
+}
+
 function set(doc, pointer, value) {
   const ts = tokens(pointer);
   let node = doc;
   for (const t of ts.slice(0, -1)) {
-    if (node[t] === null || typeof node[t] !== 'object') node[t] = {};
+    walkable(node, t, pointer);
+    if (node[t] === undefined) node[t] = {};
+    else if (node[t] === null || typeof node[t] !== 'object') {
+      fail('conflict', `${pointer}: \`${t}\` holds ${JSON.stringify(node[t])}, not an object`);
+    }
     node = node[t];
   }
+  walkable(node, ts[ts.length - 1], pointer);
   node[ts[ts.length - 1]] = value;
 }
 
@@ -141,13 +170,12 @@ function remove(doc, pointer) {
   const ts = tokens(pointer);
   let node = doc;
   for (const t of ts.slice(0, -1)) {
-    if (node === null || typeof node !== 'object') return;
+    if (node === null || typeof node !== 'object' || Array.isArray(node) || !Object.prototype.hasOwnProperty.call(node, t)) return;
     node = node[t];
   }
-  if (node !== null && typeof node === 'object') {
-    if (Array.isArray(node)) node.splice(Number(ts[ts.length - 1]), 1);
-    else delete node[ts[ts.length - 1]];
-  }
+  const last = ts[ts.length - 1];
+  walkable(node, last, pointer);
+  if (node !== null && typeof node === 'object') delete node[last];
 }
 
 const canonical = (v) =>

@@ -61,7 +61,7 @@ def parse(text):
 
 
 def value_of(line):
-    return line.split("=", 1)[1].strip()
+    return line.split("=", 1)[1].strip()  # strip() also drops a CRLF's \r
 
 
 def current_values(lines, sections):
@@ -74,45 +74,62 @@ def current_values(lines, sections):
 
 
 def edit(lines, sections):
-    """The file's new text: declared keys set or removed, everything else kept."""
+    """The file's new text: declared keys set or removed, everything else kept. A key
+    that appears more than once in its section is written once (where it first was): the
+    file then says one thing."""
     pending = {s: dict(keys) for s, keys in sections.items()}
+    declared = {s: dict(keys) for s, keys in sections.items()}
     out = []
     section_of_last = {}
-    for i, (kind, section, key, line) in enumerate(lines):
-        if kind == "key" and key in pending.get(section, {}):
-            value = pending[section].pop(key)
-            if value is not None:
-                out.append(f"{key} = {value}\n")
+    for kind, section, key, line in lines:
+        if kind == "key" and key in declared.get(section, {}):
+            if key in pending.get(section, {}):
+                value = pending[section].pop(key)
+                if value is not None:
+                    out.append(f"{key} = {value}{eol(line)}")
+            # Later copies of a declared key are dropped.
         else:
             out.append(line)
         if kind != "other":
             section_of_last[section] = len(out)
+    newline = eol(lines[0][3]) if lines else "\n"
     # Keys still pending go at the end of their section, or a new section at the end.
     inserts = []
     for section, keys in pending.items():
-        new = [f"{k} = {v}\n" for k, v in keys.items() if v is not None]
+        new = [f"{k} = {v}{newline}" for k, v in keys.items() if v is not None]
         if not new:
             continue
         if section in section_of_last:
             inserts.append((section_of_last[section], new))
         elif not section:
             # Keys outside any section must come before the first section.
-            inserts.append((0, new + (["\n"] if out else [])))
+            inserts.append((0, new + ([newline] if out else [])))
         else:
-            if out and not out[-1].endswith("\n"):
-                out[-1] += "\n"
+            terminate(out, newline)
             if out and out[-1].strip():
-                out.append("\n")
-            out.append(f"[{section}]\n" if section else "")
+                out.append(newline)
+            out.append(f"[{section}]{newline}")
             out.extend(new)
     for at, new in sorted(inserts, key=lambda x: -x[0]):
+        if at > 0 and not out[at - 1].endswith("\n"):
+            out[at - 1] += newline
         out[at:at] = new
     return "".join(out)
 
 
+def eol(line):
+    """The line ending a file uses (CRLF files stay CRLF)."""
+    return "\r\n" if line.endswith("\r\n") else "\n"
+
+
+def terminate(out, newline):
+    if out and not out[-1].endswith("\n"):
+        out[-1] += newline
+
+
 def load(path):
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8", newline="") as f:
             return f.read()
     except FileNotFoundError:
         return None
@@ -120,6 +137,37 @@ def load(path):
         fail(types.Error_CapabilityDenied, f"cannot read {path}: {e}")
     except OSError as e:
         fail(types.Error_Internal, f"cannot read {path}: {e}")
+
+
+def write(path, text, existing, mode):
+    """Replace `path` atomically: a temporary file beside it (with the original's mode and
+    owner, or `mode` for a new file), fsync, rename; the temporary file never stays."""
+    tmp = f"{path}.tenet-tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if existing:
+            st = fs_ext.stat(path)
+            if st is not None:
+                fs_ext.chmod(tmp, st.mode & 0o7777)
+                fs_ext.chown(tmp, st.uid, st.gid)
+        elif mode is not None:
+            fs_ext.chmod(tmp, int(mode, 8))
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(e, Err):
+            fail(types.Error_CapabilityDenied, f"cannot set the mode or owner of {path}: {e.value}")
+        if isinstance(e, PermissionError):
+            fail(types.Error_CapabilityDenied, f"cannot write {path}: {e}")
+        if isinstance(e, OSError):
+            fail(types.Error_Internal, f"cannot write {path}: {e}")
+        raise
 
 
 def state(props):
@@ -162,12 +210,12 @@ class Resources(exports.Resources):
         out = []
         props = json.loads(properties)
         for section, keys in props.get("sections", {}).items():
-            if any(c in section for c in "[]\n"):
-                out.append(types.Diagnostic(types.Severity.ERROR, f"/sections/{section}", "a section name cannot contain [, ] or a newline"))
+            if any(c in section for c in "[]\r\n") or section != section.strip():
+                out.append(types.Diagnostic(types.Severity.ERROR, f"/sections/{section}", "a section name cannot contain [, ] or a newline, or start/end with spaces"))
             for key, value in keys.items():
-                if not key or any(c in key for c in "=\n[];#") or key != key.strip():
+                if not key or any(c in key for c in "=\r\n[];#") or key != key.strip():
                     out.append(types.Diagnostic(types.Severity.ERROR, f"/sections/{section}/{key}", "a key cannot be empty, contain = ; # [ ] or a newline, or start/end with spaces"))
-                if isinstance(value, str) and ("\n" in value or value != value.strip()):
+                if isinstance(value, str) and ("\n" in value or "\r" in value or value != value.strip()):
                     out.append(types.Diagnostic(types.Severity.ERROR, f"/sections/{section}/{key}", "a value cannot contain a newline or start/end with spaces"))
         return out
 
@@ -178,6 +226,9 @@ class Resources(exports.Resources):
     def diff(self, kind, desired, current):
         want = props_of(desired)
         if current is None:
+            if all(v is None for keys in want["sections"].values() for v in keys.values()):
+                # Only absent keys declared, and none there: nothing to do.
+                return types.DiffResult(types.Action.NONE, [])
             return types.DiffResult(types.Action.CREATE, [
                 types.FieldChange(f"/sections/{s}/{k}", None, json.dumps(v), False)
                 for s, keys in want["sections"].items() for k, v in keys.items() if v is not None
@@ -202,21 +253,7 @@ class Resources(exports.Resources):
         text = load(path)
         new = edit(parse(text or ""), props["sections"])
         if new != text:
-            tmp = f"{path}.tenet-tmp"
-            try:
-                with open(tmp, "w", encoding="utf-8") as f:
-                    f.write(new)
-                    f.flush()
-                    os.fsync(f.fileno())
-                if text is None and "mode" in props:
-                    fs_ext.chmod(tmp, int(props["mode"], 8))
-                os.replace(tmp, path)
-            except PermissionError as e:
-                fail(types.Error_CapabilityDenied, f"cannot write {path}: {e}")
-            except OSError as e:
-                fail(types.Error_Internal, f"cannot write {path}: {e}")
-            except Err as e:
-                fail(types.Error_CapabilityDenied, f"cannot set the mode of {path}: {e.value}")
+            write(path, new, existing=text is not None, mode=props.get("mode"))
             log.log(log.Level.INFO, f"wrote {path}")
         return json.dumps(state(props))
 

@@ -78,11 +78,18 @@ enum ProviderCommand {
     Test {
         provider: String,
         /// Fixtures: KIND.yaml files, each mapping fixture names to `{properties, update,
-        /// delete: keeps}` (`delete: keeps` for kinds whose delete leaves things as they are), and an
-        /// optional grants.yaml with extra grants (default: the provider's directory's
-        /// `fixtures/`).
+        /// delete: keeps}` (`delete: keeps` for kinds whose delete leaves things as they
+        /// are) (default: the provider's directory's `fixtures/`).
         #[arg(long)]
         fixtures: Option<PathBuf>,
+        /// Extra grants for the provider (a YAML mapping like a manifest's `grants:`), on
+        /// top of the scratch directory. Never taken implicitly: grants are the operator's
+        /// decision, and the kit only watches the scratch directory for changes.
+        #[arg(long, value_name = "FILE")]
+        grants: Option<PathBuf>,
+        /// Deadline per call (a provider call that runs longer fails its check).
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 
@@ -122,7 +129,12 @@ impl Lang {
 
 pub async fn execute(args: ProviderArgs) -> anyhow::Result<u8> {
     match args.command {
-        ProviderCommand::Test { provider, fixtures } => test(&provider, fixtures).await,
+        ProviderCommand::Test {
+            provider,
+            fixtures,
+            grants,
+            timeout,
+        } => test(&provider, fixtures, grants, timeout).await,
         ProviderCommand::New {
             name,
             lang,
@@ -290,13 +302,9 @@ pub fn build(dir: &Path, out: &Path) -> anyhow::Result<Lang> {
 /// is reported with its file and line.
 fn read_fixtures(
     dir: &Path,
-) -> anyhow::Result<(
-    std::collections::BTreeMap<String, Vec<crate::provider::conformance::Case>>,
-    serde_json::Value,
-)> {
+) -> anyhow::Result<std::collections::BTreeMap<String, Vec<crate::provider::conformance::Case>>> {
     use crate::manifest::yaml;
     let mut kinds = std::collections::BTreeMap::new();
-    let mut grants = serde_json::json!({});
     let mut problems = Vec::new();
     let entries = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the fixtures directory {}", dir.display()))?;
@@ -319,10 +327,6 @@ fn read_fixtures(
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if stem == "grants" {
-            grants = value;
-            continue;
-        }
         let Some(items) = value.as_object() else {
             problems.push(format!(
                 "{}: a fixtures file maps fixture names to {{properties, update}}",
@@ -351,7 +355,7 @@ fn read_fixtures(
     if !problems.is_empty() {
         bail!("{}", problems.join("\n"));
     }
-    Ok((kinds, grants))
+    Ok(kinds)
 }
 
 /// Make the kind's relative path properties absolute under `dir` (what the host does for
@@ -401,7 +405,12 @@ fn fingerprint(dir: &Path) -> String {
     out
 }
 
-async fn test(provider: &str, fixtures: Option<PathBuf>) -> anyhow::Result<u8> {
+async fn test(
+    provider: &str,
+    fixtures: Option<PathBuf>,
+    grants: Option<PathBuf>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<u8> {
     use crate::provider::Provider as _;
     let (source, unsigned, default_fixtures) = match provider.strip_prefix("builtin:") {
         Some(_) => (provider.to_owned(), false, None),
@@ -415,7 +424,17 @@ async fn test(provider: &str, fixtures: Option<PathBuf>) -> anyhow::Result<u8> {
     let fixtures = fixtures
         .or(default_fixtures)
         .context("pass --fixtures DIR (a built-in provider has no directory of its own)")?;
-    let (cases, extra_grants) = read_fixtures(&fixtures)?;
+    let cases = read_fixtures(&fixtures)?;
+    let extra_grants = match &grants {
+        None => serde_json::json!({}),
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            crate::manifest::yaml::parse(file, &text)
+                .map_err(|e| anyhow::anyhow!("{}: {}", e.location, e.message))?
+                .0
+        }
+    };
 
     // A scratch manifest granting the provider a scratch directory (plus the fixtures'
     // grants), so every call runs in the real sandbox with the real limits.
@@ -434,7 +453,12 @@ async fn test(provider: &str, fixtures: Option<PathBuf>) -> anyhow::Result<u8> {
         list.push(serde_json::json!({"path": work.display().to_string(), "access": "rw"}));
     }
     let manifest = serde_json::json!({
-        "providers": {"p": {"source": source, "unsigned": unsigned, "grants": grants}}
+        "providers": {"p": {
+            "source": source,
+            "unsigned": unsigned,
+            "grants": grants,
+            "limits": {"timeout": humantime::format_duration(timeout).to_string()},
+        }}
     });
     let manifest_path = root.join("tenet.yaml");
     std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest)?)?;
@@ -460,7 +484,7 @@ async fn test(provider: &str, fixtures: Option<PathBuf>) -> anyhow::Result<u8> {
     let mut checks = Vec::new();
     let mut missing = Vec::new();
     for kind in info.kinds.values() {
-        let Some(kind_cases) = cases.get(&kind.name) else {
+        let Some(kind_cases) = cases.get(&kind.name).filter(|c| !c.is_empty()) else {
             missing.push(kind.name.clone());
             continue;
         };
@@ -587,7 +611,12 @@ pub fn scaffold(name: &str, lang: Lang, dir: &Path, sdk: Option<PathBuf>) -> any
             )?;
             let sdk = std::fs::canonicalize(&sdk)
                 .with_context(|| format!("no tenet-sdk at {}", sdk.display()))?;
-            let sdk = sdk.display().to_string();
+            // A TOML basic string.
+            let sdk = sdk
+                .display()
+                .to_string()
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"");
             files.push((
                 "Cargo.toml",
                 fill(include_str!("../../templates/rust/Cargo.toml"), &sdk),

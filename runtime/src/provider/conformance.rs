@@ -42,6 +42,8 @@ struct Run<'a> {
     case: &'a Case,
     out: Vec<Check>,
     spent: Duration,
+    /// Calls stopped by a limit (a trap: memory, stack; or the deadline).
+    over_limits: Vec<String>,
 }
 
 impl Run<'_> {
@@ -64,7 +66,13 @@ impl Run<'_> {
         let started = Instant::now();
         let r = f.await;
         self.spent += started.elapsed();
-        r.map_err(|e| e.to_string())
+        r.map_err(|e| {
+            if matches!(e.kind, super::ErrorKind::Trap | super::ErrorKind::Timeout) {
+                self.over_limits
+                    .push(format!("{}: {}", e.operation, e.kind));
+            }
+            e.to_string()
+        })
     }
 
     async fn read(&mut self, props: &Value) -> Result<Option<Value>, String> {
@@ -115,7 +123,25 @@ pub async fn check_case(
         case,
         out: Vec::new(),
         spent: Duration::ZERO,
+        over_limits: Vec::new(),
     };
+    let out = contract(&mut run, fingerprint).await;
+    let within = expect(run.over_limits.is_empty(), || {
+        format!("stopped by a limit: {}", run.over_limits.join("; "))
+    });
+    let mut out = out;
+    out.push(Check {
+        kind: kind.name.clone(),
+        case: case.name.clone(),
+        name: "calls stay within limits",
+        outcome: within,
+        elapsed: Duration::ZERO,
+    });
+    out
+}
+
+async fn contract(run: &mut Run<'_>, fingerprint: Fingerprint<'_>) -> Vec<Check> {
+    let (p, kind, case) = (run.p, run.kind, run.case);
     let k = kind.name.clone();
     let desired = &case.properties;
 
@@ -124,14 +150,14 @@ pub async fn check_case(
         Ok(v) => v,
         Err(e) => {
             run.record("schema compiles", Err(e));
-            return run.out;
+            return std::mem::take(&mut run.out);
         }
     };
     let accepted = validator
         .validate(desired)
         .map_err(|e| format!("the fixture does not match the kind's schema: {e}"));
     if !run.record("schema accepts the fixture", accepted) {
-        return run.out;
+        return std::mem::take(&mut run.out);
     }
     let rejects = match violation(&kind.schema, desired) {
         Some((doc, how)) => expect(!validator.is_valid(&doc), || {
@@ -165,7 +191,7 @@ pub async fn check_case(
         })
     });
     if !run.record("read before apply finds nothing", found_nothing) {
-        return run.out;
+        return std::mem::take(&mut run.out);
     }
     let plan = run.timed(p.diff(cx, &k, desired, None)).await;
     run.record(
@@ -188,7 +214,7 @@ pub async fn check_case(
         Ok(s) => s,
         Err(e) => {
             run.record("apply → read round-trips", Err(e));
-            return run.out;
+            return std::mem::take(&mut run.out);
         }
     };
     let reread = run.read(desired).await;
@@ -199,11 +225,11 @@ pub async fn check_case(
                 "apply → read round-trips",
                 Err("read finds nothing after apply".into()),
             );
-            return run.out;
+            return std::mem::take(&mut run.out);
         }
         Err(e) => {
             run.record("apply → read round-trips", Err(e));
-            return run.out;
+            return std::mem::take(&mut run.out);
         }
     };
     run.record(
@@ -298,7 +324,7 @@ pub async fn check_case(
         },
         after,
     );
-    run.out
+    std::mem::take(&mut run.out)
 }
 
 #[cfg(test)]
@@ -323,7 +349,7 @@ mod tests {
         let checks = check_case(&p, &kind, &case(), &|| String::new()).await;
         let failed: Vec<_> = checks.iter().filter(|c| c.outcome.is_err()).collect();
         assert!(failed.is_empty(), "{failed:#?}");
-        assert_eq!(checks.len(), 11, "{checks:#?}");
+        assert_eq!(checks.len(), 12, "{checks:#?}");
     }
 
     #[tokio::test]
@@ -361,7 +387,11 @@ mod tests {
             delete_keeps: false,
         };
         let checks = check_case(&p, &kind, &bad, &|| String::new()).await;
-        assert_eq!(checks.len(), 1);
+        assert_eq!(
+            checks.len(),
+            2,
+            "the failed check and the limits check: {checks:#?}"
+        );
         assert!(
             checks[0]
                 .outcome

@@ -35,8 +35,30 @@ function locate(path) {
 }
 
 // UTF-8 (this runtime has no TextEncoder).
-const encode = (s) => new Uint8Array(unescape(encodeURIComponent(s)).split('').map((c) => c.charCodeAt(0)));
-const decode = (b) => decodeURIComponent(escape(String.fromCharCode(...b)));
+function encode(s) {
+  const out = [];
+  for (const ch of s) {
+    const c = ch.codePointAt(0);
+    if (c < 0x80) out.push(c);
+    else if (c < 0x800) out.push(0xc0 | (c >> 6), 0x80 | (c & 63));
+    else if (c < 0x10000) out.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+    else out.push(0xf0 | (c >> 18), 0x80 | ((c >> 12) & 63), 0x80 | ((c >> 6) & 63), 0x80 | (c & 63));
+  }
+  return new Uint8Array(out);
+}
+
+function decode(bytes) {
+  let s = '';
+  for (let i = 0; i < bytes.length; ) {
+    const b = bytes[i];
+    const n = b < 0x80 ? 1 : b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
+    let c = n === 1 ? b : b & (0xff >> (n + 1));
+    for (let k = 1; k < n; k++) c = (c << 6) | (bytes[i + k] & 63);
+    s += String.fromCodePoint(c);
+    i += n;
+  }
+  return s;
+}
 
 function readNote(path) {
   const [dir, rel] = locate(path);
@@ -50,7 +72,7 @@ function readNote(path) {
   const bytes = [];
   for (let offset = 0; ; ) {
     const [data, end] = file.read(65536, offset);
-    bytes.push(...data);
+    for (let i = 0; i < data.length; i++) bytes.push(data[i]); // no spread: argument limits
     offset += data.length;
     if (end || data.length === 0) break;
   }

@@ -3,14 +3,20 @@
 //! Build: `tenet provider build` (cargo, wasm32-wasip2). Test natively: `cargo test`;
 //! against the provider contract: `tenet provider test {{name}}.wasm`.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tenet_sdk::{Error, KindInfo, Provider, ProviderInfo, from_value, to_value};
 
 /// The properties of a `note`, as the manifest declares them and `read` observes them.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+/// The kind's JSON Schema is generated from this type (doc comments are descriptions).
+#[derive(Debug, Serialize, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
 struct Note {
+    /// The note's file.
+    #[schemars(length(min = 1))]
     path: String,
+    /// What the note says.
     text: String,
 }
 
@@ -18,17 +24,10 @@ struct NoteProvider;
 
 impl Provider for NoteProvider {
     fn describe() -> ProviderInfo {
-        let schema = json!({
-            "type": "object",
-            "properties": {
-                "path": {"type": "string", "minLength": 1, "description": "the note's file"},
-                "text": {"type": "string", "description": "what the note says"}
-            },
-            "required": ["path", "text"],
-            "additionalProperties": false
-        });
-        ProviderInfo::new("{{name}}", env!("CARGO_PKG_VERSION"), "notes in text files")
-            .kind(KindInfo::new("note", "a text file holding a note", schema, "path").path_properties(&["path"]))
+        ProviderInfo::new("{{name}}", env!("CARGO_PKG_VERSION"), "notes in text files").kind(
+            KindInfo::of::<Note>("note", "a text file holding a note", "path")
+                .path_properties(&["path"]),
+        )
     }
 
     fn read(_kind: &str, properties: &Value) -> Result<Option<Value>, Error> {
@@ -63,6 +62,7 @@ tenet_sdk::export_provider!(NoteProvider);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_note_is_written_read_back_and_removed() {
