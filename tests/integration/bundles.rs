@@ -445,9 +445,9 @@ fn bundles_install_into_a_content_addressed_store_precompiled_and_are_listed_and
         d,
         &["plugin", "pack", MISBEHAVE_WASM, "-o", &s("mis.tenet")],
     ));
-    // Unsigned bundles are not installed without saying so.
-    fails_with(
-        &tenet(
+    // Unsigned bundles are not installed without saying so, nor those of a stranger.
+    let install_trusting_release = || {
+        tenet(
             d,
             &[
                 "plugin",
@@ -456,23 +456,11 @@ fn bundles_install_into_a_content_addressed_store_precompiled_and_are_listed_and
                 "--trust",
                 &s("release.pub"),
             ],
-        ),
-        "not signed",
-    );
+        )
+    };
+    fails_with(&install_trusting_release(), "not signed");
     sign(d, "mis.tenet", "stranger");
-    fails_with(
-        &tenet(
-            d,
-            &[
-                "plugin",
-                "install",
-                &s("mis.tenet"),
-                "--trust",
-                &s("release.pub"),
-            ],
-        ),
-        "which is not trusted",
-    );
+    fails_with(&install_trusting_release(), "which is not trusted");
     assert!(
         !d.join(".tenet-store/sha256").exists()
             || std::fs::read_dir(d.join(".tenet-store/sha256"))
