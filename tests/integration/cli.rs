@@ -58,6 +58,14 @@ fn plan_apply_converge_with_documented_exit_codes() {
     let o = tenet(dir, &["apply", "--yes"]);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("Apply complete: 2 created, 0 updated, 0 replaced, 0 deleted, 0 unchanged, 0 failed, 0 skipped."));
+    // One line per finished resource, each with its label.
+    let out = stdout(&o);
+    let done: Vec<&str> = out.lines().filter(|l| l.contains(" created in ")).collect();
+    assert_eq!(done.len(), 2, "{out}");
+    assert!(
+        done.iter().all(|l| l.ends_with("(intentional)")),
+        "{done:?}"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("out/site/index.html")).expect("read"),
         "<h1>Hello</h1>\n"

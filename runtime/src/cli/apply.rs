@@ -527,7 +527,7 @@ async fn run(
                 progress.finished(&r.id);
                 if let Some(mut line) = render::result_line(r) {
                     if let Some(k) = label(r) {
-                        line = format!("{} ({k})", line.trim_end());
+                        line = format!("{} ({k})\n", line.trim_end());
                     }
                     progress.println(&line);
                 }
