@@ -452,8 +452,31 @@ async fn test(
     if let Some(serde_json::Value::Array(list)) = fs {
         list.push(serde_json::json!({"path": work.display().to_string(), "access": "rw"}));
     }
+    // Named after the component (or the built-in), so messages name it.
+    let stem = provider
+        .strip_prefix("builtin:")
+        .map(str::to_owned)
+        .or_else(|| {
+            Path::new(provider)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_default();
+    let mut name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        name = "provider".into();
+    }
     let manifest = serde_json::json!({
-        "providers": {"p": {
+        "providers": {&name: {
             "source": source,
             "unsigned": unsigned,
             "grants": grants,
@@ -471,7 +494,7 @@ async fn test(
     .await?;
     let p = session
         .providers
-        .get("p")
+        .get(&name)
         .context("the provider did not load")?;
     let info = p.info().clone();
     println!(
@@ -549,7 +572,7 @@ async fn test(
             format!("; {} kinds without fixtures", missing.len())
         },
         slowest.as_secs_f64() * 1000.0,
-        humantime::format_duration(session.manifest.providers["p"].limits.call_timeout)
+        humantime::format_duration(session.manifest.providers[&name].limits.call_timeout)
     );
     Ok(
         if failed.is_empty() && missing.is_empty() && !checks.is_empty() {
