@@ -102,6 +102,10 @@ pub enum SourceError {
         origin: String,
         signature: String,
     },
+    #[error(
+        "provider `{plugin}`: {origin} was installed without a signature; install a signed bundle, or pass --allow-unsigned"
+    )]
+    UnsignedInstalled { plugin: String, origin: String },
     #[error("provider `{plugin}`: {source}")]
     Signature {
         plugin: String,
@@ -292,6 +296,12 @@ fn check_signature(
         None if policy.allow_unsigned => Ok(Provenance::Unsigned {
             reason: "--allow-unsigned".into(),
         }),
+        None if matches!(decl.source, ProviderSource::Oci(_)) => {
+            Err(SourceError::UnsignedInstalled {
+                plugin: decl.name.clone(),
+                origin: origin.to_owned(),
+            })
+        }
         None => Err(SourceError::Unsigned {
             plugin: decl.name.clone(),
             origin: origin.to_owned(),

@@ -750,6 +750,28 @@ fn bundles_round_trip_through_a_real_oci_registry() {
     assert!(list.contains(&digest), "the pinned bytes: {list}");
     crate::support::write_manifest(d, &m);
 
+    // The same bytes installed from elsewhere with another signer replace the stored
+    // signature: the project's pin notices, and `tenet init` fetches the pinned one again.
+    let other = key(d, "other");
+    sign(d, "mis.tenet", "other");
+    ok(&tenet(
+        d,
+        &[
+            "plugin",
+            "install",
+            &s("mis.tenet"),
+            "--trust",
+            &s("other.pub"),
+        ],
+    ));
+    fails_with(
+        &tenet(d, &["validate"]),
+        &format!("signed by key {other}, which is not trusted"),
+    );
+    ok(&tenet(d, &["init"]));
+    ok(&tenet(d, &["validate"]));
+    sign(d, "mis.tenet", "release");
+
     // Refusals, each leaving the store as it was.
     let store_before = crate::support::snapshot(&d.join(".tenet-store"));
     let install = |r: &str| tenet(d, &["plugin", "install", r, "--trust", &s("release.pub")]);

@@ -382,6 +382,10 @@ async fn apply_saved(args: &ApplyArgs, mut plan: Plan) -> anyhow::Result<u8> {
             }
         }
     }
+    // Why each provider may run is what holds now, not what the plan file says.
+    for (name, pin) in plan.providers.iter_mut() {
+        pin.provenance = session.provenance.get(name).cloned();
+    }
     // Sensitive desired values come from the manifest (its digest matched).
     for r in plan
         .resources

@@ -682,7 +682,12 @@ pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
         }
     }
     let host = host()?;
-    let sources = super::session::Sources::new(&m, args.manifest.allow_unsigned)?;
+    let sources = super::session::Sources::new(&m, args.manifest.allow_unsigned).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}; to pin everything again from what the sources hold now, delete {} and run `tenet lock`",
+            crate::lockfile::path_for(&m.path).display()
+        )
+    })?;
     let old = sources.lock.clone().unwrap_or(LockFile {
         format_version: crate::lockfile::FORMAT_VERSION,
         providers: std::collections::BTreeMap::new(),
@@ -733,30 +738,15 @@ pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
                 &host,
                 &m,
                 decl,
-                super::session::Lock::Digest(fetched.as_ref().map(|f| f.0.as_str())),
+                super::session::Lock::Writing {
+                    oci_digest: fetched.as_ref().map(|f| f.0.as_str()),
+                    pin: pinned,
+                },
             )
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         let p = &loaded.provider;
         let signer = loaded.provenance.signer().map(str::to_owned);
-        if let Some(pin) = pinned.filter(|p| !p.builtin) {
-            if pin.component_sha256 != p.sha256() {
-                return Err(must_upgrade(format!(
-                    "{} pins sha256 {}, {source} now has sha256 {}",
-                    sources.lock_path.display(),
-                    pin.component_sha256,
-                    p.sha256()
-                )));
-            }
-            if pin.signer != signer {
-                return Err(must_upgrade(format!(
-                    "{} pins signer {}, the bytes are now signed by {}",
-                    sources.lock_path.display(),
-                    pin.signer.as_deref().unwrap_or("nobody"),
-                    signer.as_deref().unwrap_or("nobody")
-                )));
-            }
-        }
         let new = Pin {
             source,
             version: p.info().version.clone(),
@@ -839,8 +829,11 @@ async fn ensure_installed(
     registry: &RegistryArgs,
     host: &PluginHost,
 ) -> anyhow::Result<(String, Option<String>)> {
+    // The pinned bytes with the pinned signer's signature are already here. (The store
+    // keeps one signature per digest: if another install replaced it, fetch again.)
     if let Some(pin) = pinned
-        && store.get(&pin.component_sha256)?.is_some()
+        && let Some(i) = store.get(&pin.component_sha256)?
+        && i.signature.as_deref().map(|t| signer_of(Some(t))) == pin.signer
     {
         return Ok((pin.component_sha256.clone(), None));
     }

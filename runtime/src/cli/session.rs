@@ -65,10 +65,41 @@ impl Sources {
                 .map(|l| (l, self.lock_path.as_path())),
             oci_digest: match lock {
                 Lock::Enforce => None,
-                Lock::Digest(d) => d,
+                Lock::Writing { oci_digest, .. } => oci_digest,
             },
         };
         let resolved = source::resolve(decl, &policy).map_err(|e| e.to_string())?;
+        // While writing the lock, a pin that stays must still match — checked here,
+        // before any of the provider's code runs.
+        if let Lock::Writing { pin: Some(pin), .. } = lock
+            && !pin.builtin
+        {
+            let digest = crate::bundle::digest(&resolved.bytes);
+            let signer = resolved.provenance.signer();
+            let what = if pin.component_sha256 != digest {
+                Some(format!(
+                    "{} pins sha256 {}, {} has sha256 {digest}",
+                    self.lock_path.display(),
+                    pin.component_sha256,
+                    resolved.origin
+                ))
+            } else if pin.signer.as_deref() != signer {
+                Some(format!(
+                    "{} pins signer {}, the bytes are now signed by {}",
+                    self.lock_path.display(),
+                    pin.signer.as_deref().unwrap_or("nobody"),
+                    signer.unwrap_or("nobody")
+                ))
+            } else {
+                None
+            };
+            if let Some(what) = what {
+                return Err(format!(
+                    "provider `{}` changed: {what}; run `tenet lock --upgrade {}` to move the pin",
+                    decl.name, decl.name
+                ));
+            }
+        }
         if enforce && let Some(lock) = &self.lock {
             let builtin = matches!(decl.source, manifest::ProviderSource::Builtin(_));
             lock.check(
@@ -106,8 +137,12 @@ impl Sources {
 pub enum Lock<'a> {
     /// Check the provider against its pin before it runs; `oci://` at the pinned digest.
     Enforce,
-    /// Do not check (while writing the lock); `oci://` at this digest if given.
-    Digest(Option<&'a str>),
+    /// While writing the lock: `oci://` at `oci_digest` if given, and the bytes and
+    /// signer checked against `pin` (a pin that stays) before the provider runs.
+    Writing {
+        oci_digest: Option<&'a str>,
+        pin: Option<&'a lockfile::Pin>,
+    },
 }
 
 pub struct Session {
