@@ -271,6 +271,31 @@ fn signatures_are_required_when_providers_load() {
     );
     ok(&tenet(d, &["validate"]));
 
+    // A saved plan shows why each provider may run now, not what the plan file says:
+    // planned signed, applied after the signature went away, with --allow-unsigned.
+    std::fs::write(d.join("out/f"), "drifted").expect("drift");
+    ok(&tenet(
+        d,
+        &["plan", "--out", &d.join("saved.plan").display().to_string()],
+    ));
+    let sig = std::fs::read(d.join("mis.wasm.minisig")).expect("sig");
+    std::fs::remove_file(d.join("mis.wasm.minisig")).expect("rm sig");
+    let o = tenet(
+        d,
+        &[
+            "apply",
+            &d.join("saved.plan").display().to_string(),
+            "--yes",
+            "--allow-unsigned",
+        ],
+    );
+    ok(&o);
+    has(
+        &stdout(&o),
+        "WARNING: provider `bad` is UNSIGNED (--allow-unsigned)",
+    );
+    std::fs::write(d.join("mis.wasm.minisig"), sig).expect("restore sig");
+
     // Other bytes under that signature: refused even with every opt-out.
     std::fs::copy(env!("TENET_TEST_GUEST_ABI_0_1_0_WASM"), d.join("mis.wasm")).expect("swap");
     manifest_with(d, "./mis.wasm", "    unsigned: true\n", trust);
