@@ -73,6 +73,8 @@ pub struct Policy<'a> {
 #[derive(Debug)]
 pub struct Resolved {
     pub bytes: Vec<u8>,
+    /// sha256 of `bytes`, hex (computed once, where the bytes were read).
+    pub sha256: String,
     /// Where the bytes came from, for messages.
     pub origin: String,
     pub provenance: Provenance,
@@ -134,6 +136,7 @@ pub fn resolve(decl: &ProviderDecl, policy: &Policy<'_>) -> Result<Resolved, Sou
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, b)| Resolved {
+                sha256: bundle::digest(b),
                 bytes: b.to_vec(),
                 origin: format!("builtin:{name}"),
                 provenance: Provenance::Builtin,
@@ -165,10 +168,10 @@ pub fn resolve(decl: &ProviderDecl, policy: &Policy<'_>) -> Result<Resolved, Sou
                 (None, None) => policy.store.resolve(reference).map_err(store_err)?,
             };
             let installed = match &digest {
-                Some(d) => policy.store.get(d).map_err(store_err)?,
+                Some(d) => policy.store.get_with_component(d).map_err(store_err)?,
                 None => None,
             };
-            let Some(installed) = installed else {
+            let Some((installed, bytes)) = installed else {
                 return Err(SourceError::NotInstalled {
                     plugin,
                     reference: reference.clone(),
@@ -182,28 +185,55 @@ pub fn resolve(decl: &ProviderDecl, policy: &Policy<'_>) -> Result<Resolved, Sou
                     },
                 });
             };
-            let bytes = policy.store.component(&installed).map_err(store_err)?;
-            let origin = format!("{reference} (installed as {})", installed.dir.display());
-            let provenance = check_signature(
+            let sig_path = installed.dir.join(bundle::DIR_SIGNATURE);
+            signed(
                 decl,
-                &bytes,
+                Unverified {
+                    origin: format!("{reference} (installed as {})", installed.dir.display()),
+                    sha256: installed.digest,
+                    bytes,
+                    metadata: Some(installed.metadata),
+                },
                 installed.signature.as_deref(),
-                &installed
-                    .dir
-                    .join(bundle::DIR_SIGNATURE)
-                    .display()
-                    .to_string(),
-                &origin,
+                &sig_path,
                 policy,
-            )?;
-            Ok(Resolved {
-                bytes,
-                origin,
-                provenance,
-                metadata: Some(installed.metadata),
-            })
+            )
         }
     }
+}
+
+/// A component read from its source, its signature not yet checked.
+struct Unverified {
+    bytes: Vec<u8>,
+    sha256: String,
+    origin: String,
+    metadata: Option<Metadata>,
+}
+
+/// Check `signature` (read from `sig_path`) under `policy`: the resolved component, or
+/// why it may not run.
+fn signed(
+    decl: &ProviderDecl,
+    c: Unverified,
+    signature: Option<&str>,
+    sig_path: &Path,
+    policy: &Policy<'_>,
+) -> Result<Resolved, SourceError> {
+    let provenance = check_signature(
+        decl,
+        &c.bytes,
+        signature,
+        &sig_path.display().to_string(),
+        &c.origin,
+        policy,
+    )?;
+    Ok(Resolved {
+        bytes: c.bytes,
+        sha256: c.sha256,
+        origin: c.origin,
+        provenance,
+        metadata: c.metadata,
+    })
 }
 
 fn resolve_path(
@@ -240,21 +270,23 @@ fn resolve_path(
         plugin: decl.name.clone(),
         source: e,
     })?;
-    let origin = path.display().to_string();
-    let provenance = check_signature(
+    let sha256 = match &metadata {
+        // Checked against the component by `Bundle::read`.
+        Some(m) => m.component_sha256.clone(),
+        None => bundle::digest(&bytes),
+    };
+    signed(
         decl,
-        &bytes,
+        Unverified {
+            bytes,
+            sha256,
+            origin: path.display().to_string(),
+            metadata,
+        },
         signature.as_deref(),
-        &sig_path.display().to_string(),
-        &origin,
+        &sig_path,
         policy,
-    )?;
-    Ok(Resolved {
-        bytes,
-        origin,
-        provenance,
-        metadata,
-    })
+    )
 }
 
 /// Is the file a component (named `.wasm` or starting like WebAssembly) rather than a

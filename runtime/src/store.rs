@@ -210,6 +210,22 @@ impl Store {
 
     /// The installed bundle with this digest, re-checked (entries, sizes, digest).
     pub fn get(&self, digest: &str) -> Result<Option<Installed>, StoreError> {
+        Ok(self.read(digest, &self.refs()?)?.map(|(i, _)| i))
+    }
+
+    /// [`Store::get`] and the component's bytes, read (and checked) once.
+    pub fn get_with_component(
+        &self,
+        digest: &str,
+    ) -> Result<Option<(Installed, Vec<u8>)>, StoreError> {
+        self.read(digest, &self.refs()?)
+    }
+
+    fn read(
+        &self,
+        digest: &str,
+        refs: &[RefFile],
+    ) -> Result<Option<(Installed, Vec<u8>)>, StoreError> {
         if !valid_digest(digest) {
             return Ok(None);
         }
@@ -228,29 +244,19 @@ impl Store {
             ));
         }
         let signature = bundle::read_signature(&dir.join(DIR_SIGNATURE))?;
-        let references = self
-            .refs()?
-            .into_iter()
+        let references = refs
+            .iter()
             .filter(|r| r.digest == digest)
-            .map(|r| r.reference)
+            .map(|r| r.reference.clone())
             .collect();
-        Ok(Some(Installed {
+        let installed = Installed {
             digest: digest.to_owned(),
             metadata: b.metadata,
             signature,
             references,
             dir,
-        }))
-    }
-
-    /// The component bytes of an installed bundle (already checked by [`Store::get`]).
-    pub fn component(&self, installed: &Installed) -> Result<Vec<u8>, StoreError> {
-        let path = installed.dir.join(COMPONENT);
-        let bytes = std::fs::read(&path).map_err(|e| io_err(&path, e))?;
-        if bundle::digest(&bytes) != installed.digest {
-            return Err(io_err(&path, "changed on disk since it was checked"));
-        }
-        Ok(bytes)
+        };
+        Ok(Some((installed, b.component)))
     }
 
     /// Every installed bundle, by name then version. An entry that fails its checks is
@@ -260,14 +266,15 @@ impl Store {
         let Some(entries) = read_dir(&dir)? else {
             return Ok(Vec::new());
         };
+        let refs = self.refs()?;
         let mut out = Vec::new();
         for entry in entries {
             let name = entry.map_err(|e| io_err(&dir, e))?.file_name();
             let Some(digest) = name.to_str().filter(|d| valid_digest(d)) else {
                 continue;
             };
-            match self.get(digest) {
-                Ok(Some(i)) => out.push(i),
+            match self.read(digest, &refs) {
+                Ok(Some((i, _))) => out.push(i),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(
                     "skipping a damaged installed bundle: {e}; `tenet plugin remove {digest}` removes it"

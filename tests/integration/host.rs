@@ -506,7 +506,7 @@ async fn load(
     let store = tenet::store::Store::new(std::path::PathBuf::from("/nonexistent-store"));
     let policy = no_trust(&store);
     let r = tenet::source::resolve(decl, &policy).expect("resolve");
-    host.load(decl, &r.bytes, &r.origin).await
+    host.load(decl, &r).await
 }
 
 #[tokio::test]

@@ -392,8 +392,11 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
             };
             // The bytes shown are the bytes verified: one read of the bundle.
             let (b, signature, signature_desc, extra) = match installed {
-                Some(i) => {
-                    let component = store.component(&i)?;
+                Some(found) => {
+                    let (i, component) =
+                        store.get_with_component(&found.digest)?.with_context(|| {
+                            format!("{} was removed meanwhile", found.dir.display())
+                        })?;
                     let desc = i.dir.join(bundle::DIR_SIGNATURE).display().to_string();
                     let extra = format!(
                         "installed:    {} (from {})",

@@ -118,7 +118,7 @@ impl Sources {
             .map_err(|e| e.to_string())?;
         }
         let provider = host
-            .load(decl, &resolved.bytes, &resolved.origin)
+            .load(decl, &resolved)
             .await
             .map_err(|e| e.to_string())?;
         if let Some(meta) = &resolved.metadata {

@@ -173,16 +173,21 @@ impl PluginHost {
         self.cache.gc(&self.engine, keep)
     }
 
-    /// Verify, compile and describe the provider `decl` declares, from its component's
-    /// `bytes` (resolved and signature-checked by [`crate::source::resolve`]; `origin`
-    /// says where they came from).
+    /// Verify, compile and describe the provider `decl` declares, from its component as
+    /// resolved and signature-checked by [`crate::source::resolve`].
     pub async fn load(
         &self,
         decl: &ProviderDecl,
-        bytes: &[u8],
-        origin: &str,
+        component: &crate::source::Resolved,
     ) -> Result<Arc<WasmProvider>, PluginError> {
-        self.load_bytes(decl, bytes, origin, true).await
+        self.load_bytes(
+            decl,
+            &component.bytes,
+            Some(&component.sha256),
+            &component.origin,
+            true,
+        )
+        .await
     }
 
     /// Load a component to describe it, whatever it imports (nothing is granted: every
@@ -203,13 +208,15 @@ impl PluginHost {
             unsigned: false,
             location: crate::diag::Location::new(source_desc, 1, 1),
         };
-        self.load_bytes(&decl, bytes, source_desc, false).await
+        self.load_bytes(&decl, bytes, None, source_desc, false)
+            .await
     }
 
     async fn load_bytes(
         &self,
         decl: &ProviderDecl,
         bytes: &[u8],
+        sha256: Option<&str>,
         source_desc: &str,
         enforce_grants: bool,
     ) -> Result<Arc<WasmProvider>, PluginError> {
@@ -217,7 +224,8 @@ impl PluginHost {
         let source_desc = source_desc.to_owned();
         let bytes = bytes.to_vec();
         check_header(&plugin, &source_desc, &bytes)?;
-        let sha256 = hex::encode(Sha256::digest(&bytes));
+        // Hashed once, where the bytes were read (sources), or here (inspect).
+        let sha256 = sha256.map_or_else(|| hex::encode(Sha256::digest(&bytes)), str::to_owned);
         let component = self
             .cache
             .load(&self.engine, &sha256, &bytes)
