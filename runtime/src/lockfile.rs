@@ -46,7 +46,7 @@ pub enum LockError {
     #[error("{path}: {message}")]
     Invalid { path: String, message: String },
     #[error(
-        "provider `{provider}` does not match {path}: it pins sha256 {expected}, the component at {source_desc} has sha256 {actual}; if the change is intended, run `tenet lock --upgrade {provider}`"
+        "provider `{provider}` does not match {path}: it pins sha256 {expected}, the component at {source_desc} has sha256 {actual}; if the change is intended, run `tenet lock --upgrade {provider}` to move the pin"
     )]
     Mismatch {
         path: String,
@@ -56,7 +56,7 @@ pub enum LockError {
         source_desc: String,
     },
     #[error(
-        "provider `{provider}` now comes from {source_desc}, but {path} pins it from {pinned}; run `tenet lock --upgrade {provider}`"
+        "provider `{provider}` now comes from {source_desc}, but {path} pins it from {pinned}; run `tenet lock --upgrade {provider}` to move the pin"
     )]
     SourceChanged {
         path: String,
@@ -65,7 +65,7 @@ pub enum LockError {
         source_desc: String,
     },
     #[error(
-        "provider `{provider}`: {path} pins signer {pinned}, but these bytes are signed by {actual}; if the change is intended, run `tenet lock --upgrade {provider}`"
+        "provider `{provider}`: {path} pins signer {pinned}, but these bytes are signed by {actual}; if the change is intended, run `tenet lock --upgrade {provider}` to move the pin"
     )]
     Signer {
         path: String,
@@ -160,6 +160,21 @@ impl LockFile {
                 source_desc: source.to_owned(),
             });
         }
+        pin.check(path, provider, origin, (actual, signer))
+    }
+}
+
+impl Pin {
+    /// Check bytes (`actual` sha256, read from `origin`, signed by `signer`) against
+    /// this pin: the same digest and the same signer, or the error saying which moved.
+    pub fn check(
+        &self,
+        path: &Path,
+        provider: &str,
+        origin: &str,
+        (actual, signer): (&str, Option<&str>),
+    ) -> Result<(), LockError> {
+        let pin = self;
         if pin.component_sha256 != actual {
             return Err(LockError::Mismatch {
                 path: path.display().to_string(),

@@ -705,21 +705,16 @@ pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
         let source = crate::lockfile::source_of(&decl.source, &m.base_dir);
         let upgrading = args.upgrade.contains(&decl.name);
         let pinned = old.providers.get(&decl.name).filter(|_| !upgrading);
-        let must_upgrade = |what: String| {
-            anyhow::anyhow!(
-                "provider `{}`: {what}; run `tenet lock --upgrade {}` to move the pin",
-                decl.name,
-                decl.name
-            )
-        };
         if let Some(pin) = pinned
             && pin.source != source
         {
-            return Err(must_upgrade(format!(
-                "it now comes from {source}, but {} pins it from {}",
-                sources.lock_path.display(),
-                pin.source
-            )));
+            return Err(crate::lockfile::LockError::SourceChanged {
+                path: sources.lock_path.display().to_string(),
+                provider: decl.name.clone(),
+                pinned: pin.source.clone(),
+                source_desc: source,
+            }
+            .into());
         }
         let mut fetched = None;
         if let ProviderSource::Oci(reference) = &decl.source {

@@ -74,31 +74,13 @@ impl Sources {
         if let Lock::Writing { pin: Some(pin), .. } = lock
             && !pin.builtin
         {
-            let digest = crate::bundle::digest(&resolved.bytes);
-            let signer = resolved.provenance.signer();
-            let what = if pin.component_sha256 != digest {
-                Some(format!(
-                    "{} pins sha256 {}, {} has sha256 {digest}",
-                    self.lock_path.display(),
-                    pin.component_sha256,
-                    resolved.origin
-                ))
-            } else if pin.signer.as_deref() != signer {
-                Some(format!(
-                    "{} pins signer {}, the bytes are now signed by {}",
-                    self.lock_path.display(),
-                    pin.signer.as_deref().unwrap_or("nobody"),
-                    signer.unwrap_or("nobody")
-                ))
-            } else {
-                None
-            };
-            if let Some(what) = what {
-                return Err(format!(
-                    "provider `{}` changed: {what}; run `tenet lock --upgrade {}` to move the pin",
-                    decl.name, decl.name
-                ));
-            }
+            pin.check(
+                &self.lock_path,
+                &decl.name,
+                &resolved.origin,
+                (&resolved.sha256, resolved.provenance.signer()),
+            )
+            .map_err(|e| e.to_string())?;
         }
         if enforce && let Some(lock) = &self.lock {
             let builtin = matches!(decl.source, manifest::ProviderSource::Builtin(_));
@@ -109,10 +91,7 @@ impl Sources {
                     &lockfile::source_of(&decl.source, &manifest.base_dir),
                     &resolved.origin,
                 ),
-                (
-                    &crate::bundle::digest(&resolved.bytes),
-                    resolved.provenance.signer(),
-                ),
+                (&resolved.sha256, resolved.provenance.signer()),
                 builtin,
             )
             .map_err(|e| e.to_string())?;
