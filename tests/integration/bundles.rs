@@ -183,6 +183,25 @@ fn key(d: &Path, name: &str) -> String {
         .to_owned()
 }
 
+/// Sign `d/mis.tenet` with a new key `name` and install it trusting only that key: the
+/// same bytes, another signer. Returns the key id.
+fn install_resigned(d: &Path, name: &str) -> String {
+    let id = key(d, name);
+    sign(d, "mis.tenet", name);
+    let (bundle, public) = (d.join("mis.tenet"), d.join(format!("{name}.pub")));
+    ok(&tenet(
+        d,
+        &[
+            "plugin",
+            "install",
+            &bundle.display().to_string(),
+            "--trust",
+            &public.display().to_string(),
+        ],
+    ));
+    id
+}
+
 /// Sign a bundle or component in `d` with `d/key.key`.
 fn sign(d: &Path, what: &str, key: &str) {
     let (what, key) = (
@@ -582,18 +601,7 @@ fn bundles_install_into_a_content_addressed_store_precompiled_and_are_listed_and
     std::fs::write(entry.join("component.wasm"), &bytes).expect("restore");
     // The same bytes installed again with another trusted signer: its signature replaces
     // the stored one.
-    let other = key(d, "other");
-    sign(d, "mis.tenet", "other");
-    ok(&tenet(
-        d,
-        &[
-            "plugin",
-            "install",
-            &s("mis.tenet"),
-            "--trust",
-            &s("other.pub"),
-        ],
-    ));
+    let other = install_resigned(d, "other");
     let list = stdout(&tenet(d, &["plugin", "list"]));
     assert!(list.contains(&format!("signed by {other}")), "{list}");
     sign(d, "mis.tenet", "release");
@@ -777,18 +785,7 @@ fn bundles_round_trip_through_a_real_oci_registry() {
 
     // The same bytes installed from elsewhere with another signer replace the stored
     // signature: the project's pin notices, and `tenet init` fetches the pinned one again.
-    let other = key(d, "other");
-    sign(d, "mis.tenet", "other");
-    ok(&tenet(
-        d,
-        &[
-            "plugin",
-            "install",
-            &s("mis.tenet"),
-            "--trust",
-            &s("other.pub"),
-        ],
-    ));
+    let other = install_resigned(d, "other");
     fails_with(
         &tenet(d, &["validate"]),
         &format!("signed by key {other}, which is not trusted"),

@@ -491,14 +491,10 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
                 println!("No plugins installed in {}.", store.root().display());
             }
             for i in &list {
-                let signer = i
-                    .signature
-                    .as_deref()
-                    .and_then(|t| minisign::SignatureBox::from_string(t).ok())
-                    .map_or_else(
-                        || "UNSIGNED".to_owned(),
-                        |s| format!("signed by {}", bundle::key_id(s.keynum())),
-                    );
+                let signer = match i.signature.as_deref() {
+                    None => "UNSIGNED".to_owned(),
+                    t => format!("signed by {}", signer_of(t)),
+                };
                 println!(
                     "{} {}  sha256:{}  {signer}\n  from: {}",
                     i.metadata.name,
