@@ -12,6 +12,14 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The example's component passes the conformance kit with its own fixtures.
+fn passes_the_kit(component: &Path, example: &str) {
+    let fixtures = format!("examples/providers/{example}/fixtures");
+    let (code, out) = conformance(&[&component.display().to_string(), "--fixtures", &fixtures]);
+    assert_eq!(code, Some(0), "{out}");
+    has(&out, "12 checks: 12 passed, 0 failed");
+}
+
 /// `tenet provider test ARGS…` from the repository root: (exit code, output).
 fn conformance(args: &[&str]) -> (Option<i32>, String) {
     let mut all = vec!["provider", "test"];
@@ -113,13 +121,7 @@ fn a_python_provider_manages_ini_files() {
     let Some(component) = build("python-ini", "componentize-py") else {
         return;
     };
-    let (code, out) = conformance(&[
-        &component.display().to_string(),
-        "--fixtures",
-        "examples/providers/python-ini/fixtures",
-    ]);
-    assert_eq!(code, Some(0), "{out}");
-    has(&out, "12 checks: 12 passed, 0 failed");
+    passes_the_kit(&component, "python-ini");
     lifecycle(
         &component,
         "ini",
@@ -157,13 +159,7 @@ fn a_javascript_provider_manages_json_documents() {
     let Some(component) = build("js-json", "jco") else {
         return;
     };
-    let (code, out) = conformance(&[
-        &component.display().to_string(),
-        "--fixtures",
-        "examples/providers/js-json/fixtures",
-    ]);
-    assert_eq!(code, Some(0), "{out}");
-    has(&out, "12 checks: 12 passed, 0 failed");
+    passes_the_kit(&component, "js-json");
     lifecycle(
         &component,
         "json",
