@@ -459,6 +459,7 @@ pub fn keys_from_files(files: &[std::path::PathBuf]) -> Result<Vec<TrustedKey>, 
                 public_key,
                 name: f.display().to_string(),
                 location: crate::diag::Location::file(f),
+                file: Some(f.clone()),
             })
         })
         .collect()

@@ -55,9 +55,10 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
+        let message = terminal_text(&self.message, CONTINUATION);
         match &self.location {
-            Some(loc) => write!(f, "{loc}: {sev}: {}", self.message),
-            None => write!(f, "{sev}: {}", self.message),
+            Some(loc) => write!(f, "{loc}: {sev}: {message}"),
+            None => write!(f, "{sev}: {message}"),
         }
     }
 }
@@ -140,6 +141,52 @@ impl fmt::Display for Diagnostics {
     }
 }
 
+/// Most bytes of one message shown on a terminal (errors quote providers and programs,
+/// who control their length); the rest is counted, not shown.
+pub const MAX_TERMINAL_TEXT_BYTES: usize = 8 * 1024;
+
+/// What starts every continuation line of a multi-line message: an indent and a bar, so
+/// no line of it stands at column 0 where Tenet's own output does.
+pub const CONTINUATION: &str = "    │ ";
+
+/// Text that may come from a provider (an error, a log message, a diagnostic, a value)
+/// made safe to print among Tenet's own lines: control characters other than newline and
+/// tab are escaped (`\r`, `\u{1b}`: no carriage return over a line, no escape sequence),
+/// every line after the first starts with `continuation`, and the text is cut at
+/// [`MAX_TERMINAL_TEXT_BYTES`]. JSON output does not need this: it keeps one string.
+pub fn terminal_text(text: &str, continuation: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_TERMINAL_TEXT_BYTES) + 16);
+    let mut shown = 0;
+    for c in text.chars() {
+        if shown >= MAX_TERMINAL_TEXT_BYTES {
+            out.push_str(&format!(" … ({} more bytes not shown)", text.len() - shown));
+            break;
+        }
+        shown += c.len_utf8();
+        match c {
+            '\n' => {
+                out.push('\n');
+                out.push_str(continuation);
+            }
+            '\t' => out.push('\t'),
+            c if c.is_control() || is_bidi_control(c) => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// One line of provider text (a log message, a line of a diff): as [`terminal_text`],
+/// with newlines escaped too.
+pub fn one_line(text: &str) -> String {
+    terminal_text(&text.replace('\n', "\\n"), "")
+}
+
+/// Unicode's bidirectional overrides reorder what a terminal shows ("Trojan Source").
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Validation found at least one error; carries every problem found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}{} problem(s) found", .0, .0.iter().filter(|d| d.severity == Severity::Error).count())]
@@ -148,6 +195,31 @@ pub struct ValidationFailed(pub Diagnostics);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn provider_text_cannot_pass_as_tenets_own_lines() {
+        // Regression (issue 12): a provider error forging Tenet's closing line.
+        let forged = "disk full\nApply complete! 0 failed.\r\u{1b}[2Kok\u{202e}";
+        let shown = terminal_text(forged, CONTINUATION);
+        assert_eq!(
+            shown,
+            "disk full\n    │ Apply complete! 0 failed.\\r\\u{1b}[2Kok\\u{202e}"
+        );
+        assert!(shown.lines().skip(1).all(|l| l.starts_with(CONTINUATION)));
+        assert_eq!(one_line("a\nb\rc"), "a\\nb\\rc");
+        let long = "x".repeat(MAX_TERMINAL_TEXT_BYTES + 10);
+        assert!(terminal_text(&long, "").ends_with("… (10 more bytes not shown)"));
+    }
+
+    #[test]
+    fn diagnostics_indent_continuation_lines() {
+        let mut d = Diagnostics::new();
+        d.error(Some(Location::new("a.yaml", 2, 5)), "bad\nerror: forged");
+        assert_eq!(
+            d.to_string(),
+            "a.yaml:2:5: error: bad\n    │ error: forged\n"
+        );
+    }
 
     #[test]
     fn sorted_by_place_then_unplaced() {

@@ -584,6 +584,7 @@ mod tests {
                 fs: vec![FsGrant {
                     path: dir.to_path_buf(),
                     access,
+                    location: None,
                 }],
                 ..Grants::default()
             },

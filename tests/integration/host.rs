@@ -21,6 +21,7 @@ fn args(dir: &Path) -> ManifestArgs {
         vars: vec![],
         values: vec![],
         allow_unsigned: false,
+        location: tenet::cli::history::StateLocation { state: None },
     }
 }
 
@@ -476,6 +477,7 @@ fn decl(name: &str, source: ProviderSource) -> ProviderDecl {
             fs: vec![FsGrant {
                 path: "/nonexistent-grant".into(),
                 access: Access::ReadOnly,
+                location: None,
             }],
             ..Grants::default()
         },
@@ -541,7 +543,9 @@ async fn the_second_load_uses_the_compile_cache() {
         1
     );
     assert_eq!(p.info().name, "file");
-    let entries = std::fs::read_dir(cache.path()).expect("ls").count();
+    let entries = std::fs::read_dir(cache.path().join("compiled"))
+        .expect("ls")
+        .count();
     assert_eq!(entries, 1, "one artifact, no temporaries left behind");
 }
 

@@ -5,6 +5,7 @@
 
 mod bundles;
 mod cli;
+mod edges;
 mod fixtures;
 mod host;
 mod languages;

@@ -3,7 +3,7 @@
 //! two applies apart and names its holder, and `tenet audit verify` finds a record
 //! edited or deleted directly in the database.
 
-use crate::support::{ok, stderr, stdout, tenet, write_manifest};
+use crate::support::{has, ok, stderr, stdout, tenet, write_manifest};
 use std::time::Duration;
 use tenet::state::sqlite::SqliteStore;
 use tenet::state::{Holder, StateStore};
@@ -142,19 +142,28 @@ fn the_run_lock_names_its_holder_and_can_be_forced() {
         "{}",
         stdout(&o)
     );
+    // Regression (issue 12): the forced-out holder is alive. It notices before it
+    // writes anything more, and no run writes beside it meanwhile.
+    match store.put_resources(&[]) {
+        Err(tenet::state::StateError::LockLost { .. }) => {}
+        other => panic!("a write after losing the lock: {other:?}"),
+    }
+    let o = tenet(dir, &["apply", "--yes"]);
+    assert_eq!(o.status.code(), Some(1));
+    has(&stderr(&o), "in use by another tenet process");
+    drop(store);
     ok(&tenet(dir, &["apply", "--yes"]));
+    let store = SqliteStore::open(&dir.join(".tenet/state.db")).expect("open");
     assert_eq!(
         store.lock_holder().expect("holder"),
         None,
         "released after the run"
     );
 
-    // A holder that crashed on this host is taken over without --force.
-    let crashed = Holder {
-        pid: 4_194_304 + 77,
-        ..Holder::me()
-    };
-    store.lock(&crashed, Duration::ZERO).expect("lock");
+    // A holder that died (its lock file's flock went with it) is taken over without
+    // --force, even under this process's own pid and host name (two containers).
+    store.lock(&Holder::me(), Duration::ZERO).expect("lock");
+    drop(store);
     ok(&tenet(dir, &["apply", "--yes"]));
 }
 

@@ -132,12 +132,54 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     if found.is_none() {
         assert!(
             std::env::var_os("CI").is_none(),
-            "`{name}` is not installed; .ci/run installs it (apt-get install {name})"
+            "`{name}` is not installed; scripts/test installs it"
         );
-        eprintln!("SKIPPED: `{name}` is not installed (apt-get install {name}); CI runs this");
+        skipped(&format!("`{name}` is not installed"));
     }
     found
 }
+
+/// Tests that skipped, and why: printed as they happen and again when the test binary
+/// exits, past the harness's output capture, so a plain `cargo test` that checked less
+/// than everything says so.
+static SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Record that the current test skips (some or all of its checks) because of `reason`.
+/// Only outside CI: `tool` fails the test there instead.
+pub fn skipped(reason: &str) {
+    use std::io::Write;
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    let line = format!("{test}: {reason}");
+    // Straight to the file descriptor: the harness captures only `print!`/`eprint!`.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {line} (scripts/test installs it)"
+    );
+    if let Ok(mut all) = SKIPPED.lock() {
+        all.push(line);
+    }
+}
+
+extern "C" fn print_skipped() {
+    use std::io::Write;
+    let Ok(all) = SKIPPED.lock() else { return };
+    if all.is_empty() {
+        return;
+    }
+    let mut text = format!(
+        "\n{} test(s) skipped checks because tools are missing; run scripts/test (installs them, then runs everything):\n",
+        all.len()
+    );
+    for line in all.iter() {
+        text.push_str(&format!("  SKIPPED {line}\n"));
+    }
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}
+
+/// Runs [`print_skipped`] when the process exits normally (after the harness's summary).
+#[used]
+#[unsafe(link_section = ".fini_array")]
+static PRINT_SKIPPED_AT_EXIT: extern "C" fn() = print_skipped;
 
 /// A real OCI registry (Debian's docker-registry, the CNCF distribution registry) on a
 /// free loopback port, storing into its own temporary directory; stopped on drop.

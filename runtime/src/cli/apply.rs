@@ -6,9 +6,7 @@
 //! Ctrl-C once: start nothing new, let the calls in flight finish (they are bounded by
 //! their deadlines; writes are atomic), print what was and was not done. Twice: exit now.
 
-use super::history::{
-    RunLock, StateLocation, change_kinds, open_for, parse_timeout, recover, remember,
-};
+use super::history::{RunLock, change_kinds, open_for, parse_timeout, recover, remember};
 use super::progress::LiveProgress;
 use super::session::Session;
 use super::{EXIT_ERROR, ManifestArgs, RunArgs, render};
@@ -52,8 +50,6 @@ pub struct RunControl {
     /// How long to wait for another run holding the state's lock (e.g. `30s`).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_timeout)]
     lock_timeout: std::time::Duration,
-    #[command(flatten)]
-    location: StateLocation,
 }
 
 #[derive(Debug, Args)]
@@ -87,14 +83,24 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
     if args.control.json && !args.control.yes {
         bail!("--json needs --yes: there is no one to ask for confirmation in a stream");
     }
-    let state_path = args.control.location.path_for(&args.manifest.path);
+    let state_path = args.manifest.location.path_for(&args.manifest.path);
     if !state_path.exists() {
         bail!(
             "no state at {}: there is no history to roll back to",
             state_path.display()
         );
     }
-    let store = args.control.location.open(&args.manifest.path)?;
+    let store = args.manifest.location.open(&args.manifest.path)?;
+    // A record is acted on only if the chain verifies up to it: an edited snapshot
+    // would apply what no run ever applied.
+    if let Err(broken) = store.verify()?
+        && broken.seq() <= args.run_id
+    {
+        bail!(
+            "refusing to roll back to run {}: the history does not verify up to it: {broken}; see `tenet audit verify`",
+            args.run_id
+        );
+    }
     let target = store.run(args.run_id)?;
     let rec = &target.record;
     if !matches!(rec.command.as_str(), "apply" | "rollback") {
@@ -280,7 +286,7 @@ async fn converge(session: Session, args: &ApplyArgs) -> anyhow::Result<u8> {
 /// Take the state's run lock, then report what a killed run left half done.
 fn take_lock(session: &Session, args: &ApplyArgs) -> anyhow::Result<RunLock> {
     let lock = RunLock::take(
-        open_for(&args.control.location, &session.manifest)?,
+        open_for(&args.manifest.location, &session.manifest)?,
         args.control.lock_timeout,
     )?;
     report_interrupted(&lock, session)?;
@@ -342,7 +348,7 @@ fn unchanged(plan: &Plan) -> ApplyReport {
     }
 }
 
-async fn apply_saved(args: &ApplyArgs, mut plan: Plan) -> anyhow::Result<u8> {
+async fn apply_saved(args: &ApplyArgs, plan: Plan) -> anyhow::Result<u8> {
     let manifest_args = ManifestArgs {
         path: plan.manifest.path.clone().into(),
         ..args.manifest.clone()
@@ -382,41 +388,38 @@ async fn apply_saved(args: &ApplyArgs, mut plan: Plan) -> anyhow::Result<u8> {
             }
         }
     }
-    // Why each provider may run is what holds now, not what the plan file says.
-    for (name, pin) in plan.providers.iter_mut() {
-        pin.provenance = session.provenance.get(name).cloned();
-    }
-    // Sensitive desired values come from the manifest (its digest matched).
-    for r in plan
-        .resources
-        .iter_mut()
-        .filter(|r| !r.sensitive.is_empty() && !r.orphan)
-    {
-        if let (Some(decl), Some(want)) = (
-            session.manifest.resources.iter().find(|d| d.id == r.id),
-            r.desired.as_object_mut(),
-        ) {
-            for f in &r.sensitive {
-                if let Some(v) = decl.properties.get(f) {
-                    want.insert(f.clone(), v.clone());
-                }
-            }
-        }
-    }
-    // Re-read everything: refuse if the system moved, and take the current states from
-    // the system (a plan file holds no sensitive values).
-    let stale = session.engine().recheck(&mut plan).await;
-    if !stale.is_empty() {
-        let list: Vec<String> = stale
-            .iter()
-            .map(|s| format!("  {}: {}", s.id, s.reason))
-            .collect();
+    // The plan file is only compared, never applied: what runs is the plan the manifest
+    // produces now (real sensitive values, today's provider provenance), and it must be
+    // exactly what was reviewed — the system unchanged, and the file not edited.
+    let options = session.run_options(args.control.run.parallelism, args.fail_fast);
+    let fresh = session.plan(Some(lock.store().as_ref()), &options).await?;
+    let mismatches = crate::plan::check_saved(&plan, &fresh);
+    let (stale, altered): (Vec<_>, Vec<_>) = mismatches
+        .iter()
+        .partition(|m| matches!(m, crate::plan::Mismatch::Stale { .. }));
+    let list = |ms: &[&crate::plan::Mismatch]| -> String {
+        ms.iter()
+            .map(|m| match m {
+                crate::plan::Mismatch::Stale { id, reason } => format!("  {id}: {reason}"),
+                crate::plan::Mismatch::Altered { id, what } => format!("  {id}: {what}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    if !altered.is_empty() {
         bail!(
-            "refusing to apply a stale plan: the system changed since the plan was made:\n{}\nrun `tenet plan` again",
-            list.join("\n")
+            "refusing to apply {}: it is not what the manifest plans (the file was edited after it was made):\n{}\nrun `tenet plan` again and review it",
+            args.manifest.path.display(),
+            list(&altered)
         );
     }
-    let options = session.run_options(args.control.run.parallelism, args.fail_fast);
+    if !stale.is_empty() {
+        bail!(
+            "refusing to apply a stale plan: the system changed since the plan was made:\n{}\nrun `tenet plan` again",
+            list(&stale)
+        );
+    }
+    let plan = fresh;
     if !args.control.json {
         render::plan(&plan.redacted())?;
         if !plan.has_changes() && !plan.has_errors() {
@@ -490,6 +493,7 @@ async fn run(
     let journal = lock.store().clone();
     let index = super::history::RunIndex::new(&session.manifest, plan);
     let pid = std::process::id();
+    let cancel = options.cancel.clone();
     let mut on_event = |e: Event| {
         // The journal first: an intent is on disk before its provider call starts, and
         // cleared once the resource is done, whatever happened.
@@ -507,13 +511,24 @@ async fn run(
                 outcome: None,
             }),
             Event::ResourceFinished(r) => super::history::remember_one(journal.as_ref(), &index, r)
-                .map_err(|e| crate::state::StateError::Database {
-                    path: journal.location(),
-                    message: format!("{e:#}"),
+                .map_err(|e| match e.downcast::<crate::state::StateError>() {
+                    Ok(e) => e,
+                    Err(e) => crate::state::StateError::Database {
+                        path: journal.location(),
+                        message: format!("{e:#}"),
+                    },
                 }),
         };
-        if let Err(err) = written {
-            tracing::warn!("cannot write the run journal or state: {err}");
+        match written {
+            Ok(()) => {}
+            // Another run owns the state now: start nothing more (calls in flight end
+            // within their deadlines); recording the run fails the same way.
+            Err(err @ crate::state::StateError::LockLost { .. }) => {
+                if !cancel.swap(true, Ordering::SeqCst) {
+                    eprintln!("error: {err}");
+                }
+            }
+            Err(err) => tracing::warn!("cannot write the run journal or state: {err}"),
         }
         if json {
             let mut value = serde_json::to_value(&e).unwrap_or_default();

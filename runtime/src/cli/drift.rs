@@ -4,7 +4,7 @@
 //! with the fields that drifted. Independent of manifest edits: a changed manifest is
 //! an intentional change for `plan`, not drift. The check is recorded in the history.
 
-use super::history::{StateLocation, open_for};
+use super::history::{ReadLock, open_for};
 use super::session::Session;
 use super::{EXIT_CHANGES, EXIT_ERROR, ManifestArgs, RunArgs};
 use crate::plan::SENSITIVE;
@@ -29,8 +29,10 @@ pub struct DriftArgs {
     /// Exit 0 when nothing drifted, 2 when something did, 1 on error.
     #[arg(long)]
     detailed_exitcode: bool,
-    #[command(flatten)]
-    location: StateLocation,
+    /// How long to wait for a run that holds the state's lock (e.g. `30s`): the system is
+    /// read only while no apply is changing it, so a half-applied change is not drift.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = super::history::parse_timeout)]
+    lock_timeout: std::time::Duration,
 }
 
 /// One resource's check.
@@ -138,7 +140,7 @@ async fn check(p: Option<Arc<dyn Provider>>, r: StoredResource, salt: Arc<String
 pub async fn execute(args: DriftArgs) -> anyhow::Result<u8> {
     let session = Session::open(&args.manifest).await?;
     session.print_warnings();
-    let path = args.location.path_for(&session.manifest.path);
+    let path = args.manifest.location.path_for(&session.manifest.path);
     if !path.exists() {
         println!(
             "No state at {}: nothing has been applied here yet, so nothing can have drifted.",
@@ -146,7 +148,8 @@ pub async fn execute(args: DriftArgs) -> anyhow::Result<u8> {
         );
         return Ok(0);
     }
-    let store = open_for(&args.location, &session.manifest)?;
+    let store = open_for(&args.manifest.location, &session.manifest)?;
+    let _reading = ReadLock::take(store.clone(), args.lock_timeout)?;
     let started_at = crate::state::now();
     let resources = store.resources()?;
     let salt = Arc::new(store.salt()?);
@@ -215,12 +218,14 @@ pub async fn execute(args: DriftArgs) -> anyhow::Result<u8> {
                     writeln!(out, "  ~ {} ({}) drifted:", c.id, c.type_name)?;
                     for f in &c.fields {
                         let show = |v: &Option<Value>| {
-                            v.as_ref().map_or("(absent)".to_owned(), Value::to_string)
+                            v.as_ref().map_or("(absent)".to_owned(), |v| {
+                                crate::diag::one_line(&v.to_string())
+                            })
                         };
                         writeln!(
                             out,
                             "      {}: expected {}, found {}",
-                            f.path.trim_start_matches('/'),
+                            crate::diag::one_line(f.path.trim_start_matches('/')),
                             show(&f.expected),
                             show(&f.actual)
                         )?;
@@ -236,7 +241,10 @@ pub async fn execute(args: DriftArgs) -> anyhow::Result<u8> {
                     "  ! {} ({}) could not be checked: {}",
                     c.id,
                     c.type_name,
-                    c.error.as_deref().unwrap_or("")
+                    crate::diag::terminal_text(
+                        c.error.as_deref().unwrap_or(""),
+                        crate::diag::CONTINUATION
+                    )
                 )?,
                 _ => {}
             }

@@ -5,6 +5,7 @@
 
 use crate::engine::{ApplyReport, Orphan, Outcome};
 use crate::manifest::Manifest;
+use crate::manifest::scrub;
 use crate::plan::Plan;
 use crate::state::sqlite::SqliteStore;
 use crate::state::{
@@ -72,6 +73,23 @@ impl Drop for RunLock {
     }
 }
 
+/// Holds the state's shared lock until dropped: readers of the system against the
+/// state (drift) never overlap a run changing it, and do not exclude each other.
+pub struct ReadLock(Arc<dyn StateStore>);
+
+impl ReadLock {
+    pub fn take(store: Arc<dyn StateStore>, timeout: Duration) -> anyhow::Result<ReadLock> {
+        store.lock_shared(timeout)?;
+        Ok(ReadLock(store))
+    }
+}
+
+impl Drop for ReadLock {
+    fn drop(&mut self) {
+        self.0.unlock_shared();
+    }
+}
+
 /// The manifest's files and variables: enough to plan it again later. Sensitive
 /// variables are sealed; a rollback asks for them again. Sensitive values written
 /// literally in the files are cut out (`redacted`: such a run cannot be rolled back to).
@@ -89,6 +107,14 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
         }
     }
     let mut redacted = false;
+    // Sensitive per resource: what the plan found (schema, `sensitive:`, variables).
+    let sensitive_props = |id: &str| -> Vec<String> {
+        plan.resources
+            .iter()
+            .filter(|r| r.id == id)
+            .flat_map(|r| r.sensitive.clone())
+            .collect()
+    };
     let files: BTreeMap<String, String> = m
         .files
         .iter()
@@ -99,7 +125,18 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
                 .unwrap_or(&abs)
                 .display()
                 .to_string();
-            let mut text = m.sources.get(f).cloned().unwrap_or_default();
+            let original = m.sources.get(f).cloned().unwrap_or_default();
+            let (defaults, props) = match crate::manifest::yaml::parse(f, &original) {
+                Ok((doc, _)) => {
+                    scrub::sensitive_pointers(&doc, &m.sensitive_vars, &sensitive_props)
+                }
+                // It parsed when loaded; if not now, nothing of it is kept.
+                Err(_) => (vec!["/".to_owned()], Vec::new()),
+            };
+            let scrubbed = scrub::scrub(f, &original, &defaults, &props);
+            redacted |= scrubbed.literal_cut || scrubbed.withheld;
+            let mut text = scrubbed.text;
+            // Any other place the same literal secret was typed (a comment, a copy).
             for secret in &literals {
                 if text.contains(secret.as_str()) {
                     text = text.replace(secret.as_str(), crate::plan::SENSITIVE);

@@ -21,6 +21,8 @@ use std::process::ExitCode;
 
 /// Exit code: something failed (invalid manifest, provider error, failed resource).
 pub const EXIT_ERROR: u8 = 1;
+/// How long the exit waits for work still on the runtime's blocking pool.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Exit code of `plan --detailed-exitcode` when there are changes.
 pub const EXIT_CHANGES: u8 = 2;
 
@@ -98,6 +100,9 @@ pub struct ManifestArgs {
     /// is present must still verify.
     #[arg(long)]
     pub allow_unsigned: bool,
+    /// Where the state lives: the session refuses grants that reach it.
+    #[command(flatten)]
+    pub location: history::StateLocation,
 }
 
 /// How a run walks the graph.
@@ -188,6 +193,9 @@ pub fn main() -> ExitCode {
             Command::Plugin(a) => plugin::plugin(a).await,
         }
     });
+    // Abandoned provider calls stop themselves; whatever is still on the blocking pool
+    // (a thread stuck in a system call) does not hold the exit up.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -198,7 +206,11 @@ pub fn main() -> ExitCode {
                 eprint!("{v}");
                 eprintln!();
             } else {
-                eprintln!("error: {e:#}");
+                // Errors quote providers and programs: their text stays visibly theirs.
+                eprintln!(
+                    "error: {}",
+                    crate::diag::terminal_text(&format!("{e:#}"), crate::diag::CONTINUATION)
+                );
             }
             ExitCode::from(EXIT_ERROR)
         }

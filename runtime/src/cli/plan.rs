@@ -22,8 +22,6 @@ pub struct PlanArgs {
     /// Exit 0 when there is nothing to change, 2 when there are changes, 1 on error.
     #[arg(long)]
     detailed_exitcode: bool,
-    #[command(flatten)]
-    location: super::history::StateLocation,
 }
 
 pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
@@ -32,8 +30,16 @@ pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
     let started_at = crate::state::now();
     // The state, if there is one (a plan never creates it): for deletions, and to
     // record the plan in the history.
-    let store = if args.location.path_for(&session.manifest.path).exists() {
-        Some(super::history::open_for(&args.location, &session.manifest)?)
+    let store = if args
+        .manifest
+        .location
+        .path_for(&session.manifest.path)
+        .exists()
+    {
+        Some(super::history::open_for(
+            &args.manifest.location,
+            &session.manifest,
+        )?)
     } else {
         None
     };

@@ -490,6 +490,7 @@ async fn test(
         vars: Vec::new(),
         values: Vec::new(),
         allow_unsigned: false,
+        location: super::history::StateLocation { state: None },
     })
     .await?;
     let p = session

@@ -131,7 +131,11 @@ fn plan_actions_text(plan: &Plan) -> String {
                 "  {red}!{red:#} {bold}{}{bold:#} ({}) cannot be planned:",
                 r.id, r.type_name
             );
-            let _ = writeln!(out, "      {e}\n");
+            let _ = writeln!(
+                out,
+                "      {}\n",
+                crate::diag::terminal_text(e, crate::diag::CONTINUATION)
+            );
             continue;
         }
         if r.refresh {
@@ -254,7 +258,7 @@ fn value(v: &Value, indent: usize) -> String {
             let mut text = String::from("<<EOT\n");
             let lines: Vec<&str> = s.lines().collect();
             for line in lines.iter().take(MAX_DIFF_LINES) {
-                let _ = writeln!(text, "{pad}  {line}");
+                let _ = writeln!(text, "{pad}  {}", crate::diag::one_line(line));
             }
             if lines.len() > MAX_DIFF_LINES {
                 let _ = writeln!(
@@ -317,6 +321,7 @@ fn unified_diff(out: &mut String, before: &str, after: &str) {
         } else {
             Style::new()
         };
+        let line = crate::diag::one_line(line);
         let _ = writeln!(out, "          {style}{line}{style:#}");
     }
     if lines.len() > MAX_DIFF_LINES {
@@ -354,7 +359,14 @@ pub fn result_line(r: &ResourceResult) -> Option<String> {
             format!("replaced in {ms:.1} ms"),
         ),
         Outcome::Deleted => ("-", color(AnsiColor::Red), format!("deleted in {ms:.1} ms")),
-        Outcome::Failed { error } => ("!", color(AnsiColor::Red), format!("failed: {error}")),
+        Outcome::Failed { error } => (
+            "!",
+            color(AnsiColor::Red),
+            format!(
+                "failed: {}",
+                crate::diag::terminal_text(error, crate::diag::CONTINUATION)
+            ),
+        ),
         Outcome::Skipped { upstream } => (
             "·",
             color(AnsiColor::Yellow),

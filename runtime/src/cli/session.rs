@@ -7,7 +7,7 @@ use crate::diag::{Diagnostics, ValidationFailed};
 use crate::engine::{Engine, RunOptions};
 use crate::graph::{Graph, GraphInput};
 use crate::lockfile::{self, LockFile};
-use crate::manifest::{self, Manifest, check};
+use crate::manifest::{self, Manifest, check, protect};
 use crate::plan::ProviderPin;
 use crate::plugin::{CompileCache, PluginHost, WasmProvider};
 use crate::provider::{CallContext, Provider, ProviderInfo};
@@ -111,6 +111,31 @@ impl Sources {
     }
 }
 
+/// Every path this run's host owns, which no grant may reach (see [`protect`]).
+fn owned_paths(
+    manifest: &Manifest,
+    args: &ManifestArgs,
+    options: &manifest::LoadOptions,
+    host: &PluginHost,
+) -> Vec<protect::Owned> {
+    // The state first: of all a grant may reach, it is what matters most to name.
+    let mut owned = protect::Owned::state(&args.location.path_for(&args.path));
+    owned.extend(protect::Owned::of_manifest(manifest, &options.values_files));
+    if let Some(root) = host.cache().root() {
+        owned.push(protect::Owned::new(
+            root,
+            "the compile cache",
+            protect::Guard::NoAccess,
+        ));
+    }
+    owned.push(protect::Owned::new(
+        Store::default_dir(),
+        "the plugin store",
+        protect::Guard::NoAccess,
+    ));
+    owned
+}
+
 /// How [`Sources::load`] uses `tenet.lock`.
 #[derive(Debug, Clone, Copy)]
 pub enum Lock<'a> {
@@ -173,6 +198,10 @@ impl Session {
     ) -> anyhow::Result<Session> {
         let (mut manifest, mut diags) = manifest::load(&args.path, &options);
         let host = PluginHost::new(cache)?;
+        diags.extend(protect::check(
+            &manifest,
+            &owned_paths(&manifest, args, &options, &host),
+        ));
 
         let mut providers = BTreeMap::new();
         let mut provenance = BTreeMap::new();

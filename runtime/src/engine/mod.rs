@@ -176,13 +176,6 @@ pub enum Event {
     ResourceFinished(ResourceResult),
 }
 
-/// A resource whose observed state moved since the plan was computed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stale {
-    pub id: String,
-    pub reason: String,
-}
-
 /// One node's planning, boxed so declared resources and orphans share a type.
 type PlanFuture<'a> = std::pin::Pin<
     Box<
@@ -601,10 +594,21 @@ impl Engine {
                 }
             }
         }
+        // `sensitive: true` is every property but the identity: that names the object
+        // (plans, drift and deletion must find it again), it is not a secret.
+        let identity = self
+            .providers
+            .get(&r.provider)
+            .and_then(|p| p.info().kinds.get(&r.kind))
+            .map(|k| k.identity.clone());
         for f in &r.sensitive {
             if f == "*" {
                 if let Some(map) = r.properties.as_object() {
-                    fields.extend(map.keys().cloned());
+                    fields.extend(
+                        map.keys()
+                            .filter(|k| identity.as_ref() != Some(*k))
+                            .cloned(),
+                    );
                 }
             } else {
                 fields.insert(f.clone());
@@ -639,50 +643,6 @@ impl Engine {
                     .collect()
             })
             .collect()
-    }
-
-    /// Re-read every resource of a saved plan; report those whose state changed since.
-    pub async fn stale(&self, plan: &Plan) -> Vec<Stale> {
-        self.recheck(&mut plan.clone()).await
-    }
-
-    /// Re-read every resource of a saved plan, report those whose state changed since,
-    /// and put each fresh state in the plan (it matches the planned digest unless
-    /// reported: a plan file holds no sensitive values, the system does).
-    pub async fn recheck(&self, plan: &mut Plan) -> Vec<Stale> {
-        let mut out = Vec::new();
-        for r in &mut plan.resources {
-            let cx = CallContext { resource: &r.id };
-            let now = match self.provider(&r.provider) {
-                Ok(p) => p
-                    .read(cx, &r.kind, &r.desired)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e),
-            };
-            match now {
-                Ok(now) => {
-                    let digest = now.as_ref().map(plan::digest);
-                    if digest != r.current_sha256 {
-                        let reason = match (&r.current_sha256, &digest) {
-                            (None, Some(_)) => "it was absent at plan time and now exists",
-                            (Some(_), None) => "it existed at plan time and is now gone",
-                            _ => "its observed state changed since the plan was made",
-                        };
-                        out.push(Stale {
-                            id: r.id.clone(),
-                            reason: reason.to_owned(),
-                        });
-                    }
-                    r.current = now;
-                }
-                Err(e) => out.push(Stale {
-                    id: r.id.clone(),
-                    reason: format!("cannot be read again: {e}"),
-                }),
-            }
-        }
-        out
     }
 
     /// Carry out a plan: every resource after what it depends on, independent ones in
@@ -1454,14 +1414,17 @@ mod tests {
     #[tokio::test]
     async fn saved_plan_goes_stale_when_the_system_moves() {
         let dir = tempfile::tempdir().expect("tmp");
-        let (mock, e, plan) = planned(&dir, &[]).await;
-        assert!(e.stale(&plan).await.is_empty());
-        mock.state
+        let s = Setup::new(&dir, THREE, &[]).await;
+        assert!(crate::plan::check_saved(&s.plan, &s.replan().await).is_empty());
+        s.mock
+            .state
             .lock()
             .expect("state")
             .insert("z".into(), serde_json::json!({"name": "z", "value": 0}));
-        let stale = e.stale(&plan).await;
-        assert_eq!(stale.len(), 1);
-        assert_eq!(stale[0].id, "z");
+        let found = crate::plan::check_saved(&s.plan, &s.replan().await);
+        assert!(
+            matches!(&found[..], [crate::plan::Mismatch::Stale { id, .. }] if id == "z"),
+            "{found:?}"
+        );
     }
 }

@@ -29,6 +29,22 @@ async fn capped(mut stream: impl AsyncRead + Unpin, limit: u64) -> (Vec<u8>, boo
     (kept, dropped > 0)
 }
 
+/// A child's process group, killed when dropped unless disarmed (`.0 = None`): a call
+/// that times out or is abandoned takes the child's own children with it.
+struct ProcessGroup(Option<u32>);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self
+            .0
+            .take()
+            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 impl HostState {
     fn exec_denied(&mut self, program: &str, denied: &Denied) -> ExecError {
         // Running any program during a plan is treated as an attempt to change the
@@ -114,6 +130,9 @@ impl HostState {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so what it starts in the background can be stopped
+            // with it.
+            .process_group(0)
             // A child left behind by a timed-out or abandoned call is killed.
             .kill_on_drop(true);
         let mut child = child.spawn().map_err(|e| match e.kind() {
@@ -122,6 +141,7 @@ impl HostState {
             }
             _ => ExecError::Io(format!("cannot start {}: {e}", program.display())),
         })?;
+        let mut group = ProcessGroup(child.id());
 
         let limit = self.config.output_bytes;
         let stdin = child.stdin.take();
@@ -159,6 +179,9 @@ impl HostState {
         .await;
         match waited {
             Ok((out, err, status)) => {
+                // It exited and was reaped: its pid may be reused, so the group is left
+                // alone (a daemon it started on purpose keeps running).
+                group.0 = None;
                 let status = status.map_err(|e| {
                     ExecError::Io(format!("waiting for {}: {e}", program.display()))
                 })?;
@@ -180,7 +203,10 @@ impl HostState {
             }
             Err(_) => {
                 // The output read so far is lost with the futures; what matters is that
-                // the child is stopped before the call's deadline.
+                // the child and everything it started are stopped before the call's
+                // deadline. The group first: the child is not reaped yet, so its pid
+                // (the group's id) cannot have been reused.
+                drop(group);
                 let _ = child.kill().await;
                 tracing::warn!(
                     provider = %self.provider(),

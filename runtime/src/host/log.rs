@@ -12,7 +12,9 @@ impl Host for HostState {
             self.logs_dropped = self.logs_dropped.saturating_add(1);
             return Ok(());
         }
-        let msg = super::truncate(message, MAX_LOG_MESSAGE_BYTES);
+        // One line per message, whatever the guest put in it: a newline would start a
+        // line that reads as Tenet's own.
+        let msg = crate::diag::one_line(&super::truncate(message, MAX_LOG_MESSAGE_BYTES));
         let provider = self.provider();
         let resource = &self.call.resource;
         let operation = self.call.operation;

@@ -58,6 +58,7 @@ pub fn check(
             continue;
         };
         let errors_before = diags.len();
+        check_path_characters(r, kind, &mut diags);
         resolve_paths(r, kind);
         let validator = validators
             .entry((r.provider.clone(), r.kind.clone()))
@@ -130,6 +131,26 @@ pub fn managed_paths(r: &ResourceDecl, kind: &KindInfo) -> Vec<std::path::PathBu
         .filter(|p| !p.contains("${resources."))
         .map(std::path::PathBuf::from)
         .collect()
+}
+
+/// A control character (NUL above all) in a path is invisible in a terminal and fails
+/// later with a garbled message, or names another file than the operator sees: refuse it
+/// here, rendered escaped.
+fn check_path_characters(r: &ResourceDecl, kind: &KindInfo, diags: &mut Diagnostics) {
+    for prop in &kind.path_properties {
+        if let Some(Value::String(p)) = r.properties.get(prop.as_str())
+            && let Some(problem) = super::control_characters(p)
+        {
+            let pointer = format!("/{prop}");
+            diags.error(
+                Some(r.property_location(&pointer)),
+                format!(
+                    "resource `{}` ({}): property `{pointer}`: {problem}",
+                    r.id, r.type_name
+                ),
+            );
+        }
+    }
 }
 
 /// Relative paths in path properties become absolute, relative to the declaring file.

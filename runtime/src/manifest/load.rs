@@ -254,6 +254,13 @@ fn resolve_vars(
         match yaml::parse(file, &text) {
             Ok((Value::Object(map), spans)) => {
                 for (k, v) in map {
+                    vars::refuse_placeholders(
+                        &v,
+                        &format!("/{}", yaml::escape(&k)),
+                        &spans,
+                        &format!("the value of variable `{k}` in this values file"),
+                        diags,
+                    );
                     if !decls.contains_key(&k) {
                         diags.error(
                             Some(spans.key(&format!("/{k}"))),
@@ -590,6 +597,7 @@ fn parse_trust(
         };
         let location = spans.value(&pointer);
         let name = string(fields, "name", &pointer, spans, &what, diags).map(str::to_owned);
+        let mut file = None;
         let (text, origin, at) = match (
             string(fields, "key", &pointer, spans, &what, diags),
             string(fields, "file", &pointer, spans, &what, diags),
@@ -598,7 +606,10 @@ fn parse_trust(
             (None, Some(f)) => {
                 let path = absolute(dir, Path::new(f));
                 match std::fs::read_to_string(&path) {
-                    Ok(t) => (t, Some(f.to_owned()), format!("{pointer}/file")),
+                    Ok(t) => {
+                        file = Some(path);
+                        (t, Some(f.to_owned()), format!("{pointer}/file"))
+                    }
                     Err(e) => {
                         diags.error(
                             Some(spans.value(&format!("{pointer}/file"))),
@@ -626,6 +637,7 @@ fn parse_trust(
                     id,
                     public_key,
                     location,
+                    file,
                 });
             }
             Err(e) => diags.error(Some(spans.value(&at)), format!("{what}: {e}")),
@@ -726,10 +738,18 @@ fn parse_grants(
                 None
             }
         };
+        if let Some(problem) = path.and_then(super::control_characters) {
+            diags.error(
+                Some(spans.value(&format!("{p}/path"))),
+                format!("an fs grant of {what}: {problem}"),
+            );
+            continue;
+        }
         match (path, access) {
             (Some(path), Some(access)) => grants.fs.push(FsGrant {
                 path: absolute(dir, Path::new(path)),
                 access,
+                location: Some(spans.value(&format!("{p}/path"))),
             }),
             (None, _) => diags.error(
                 Some(spans.value(&p)),
@@ -843,6 +863,13 @@ fn parse_exec_grant(
             }
         }
         Some(_) => bad_args(diags),
+    }
+    if let Some(problem) = program.and_then(super::control_characters) {
+        diags.error(
+            Some(spans.value(&format!("{p}/program"))),
+            format!("exec grant program of {what}: {problem}"),
+        );
+        return None;
     }
     match program {
         Some(program) if Path::new(program).is_absolute() => Some(ExecGrant {

@@ -9,6 +9,8 @@
 
 pub mod check;
 pub(crate) mod load;
+pub mod protect;
+pub mod scrub;
 mod vars;
 pub mod yaml;
 
@@ -38,6 +40,17 @@ pub fn dir_of(manifest: &std::path::Path) -> PathBuf {
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), std::path::Path::to_path_buf)
     }
+}
+
+/// Why `path` cannot be a path: it holds a control character (shown escaped, with its
+/// position), which no terminal shows and no operator means.
+pub(crate) fn control_characters(path: &str) -> Option<String> {
+    let (at, c) = path.char_indices().find(|(_, c)| c.is_control())?;
+    Some(format!(
+        "the path `{}` contains the control character `{}` at byte {at}; paths may not contain NUL or control characters",
+        path.escape_debug(),
+        c.escape_unicode()
+    ))
 }
 
 /// A loaded manifest: every declaration, variables already substituted.
@@ -113,6 +126,9 @@ pub struct FsGrant {
     /// Absolute, lexically normalised.
     pub path: PathBuf,
     pub access: Access,
+    /// Where the manifest grants it (not part of what the grant means).
+    #[serde(skip)]
+    pub location: Option<Location>,
 }
 
 /// A program the provider may run through `tenet:host/exec`.
@@ -297,6 +313,8 @@ pub struct TrustedKey {
     /// `name:` if given, else the key file or the key id.
     pub name: String,
     pub location: Location,
+    /// The `.pub` file it was read from (`file:`), absolute.
+    pub file: Option<PathBuf>,
 }
 
 /// One `depends_on` entry.

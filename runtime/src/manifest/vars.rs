@@ -73,6 +73,20 @@ pub fn declarations(
             }
             _ => Some(v.clone()),
         };
+        if let Some(default) = &default {
+            let at = if v.as_object().is_some_and(|d| d.contains_key("default")) {
+                format!("{pointer}/default")
+            } else {
+                pointer.clone()
+            };
+            refuse_placeholders(
+                default,
+                &at,
+                spans,
+                &format!("the default of variable `{name}`"),
+                diags,
+            );
+        }
         if let Some(prev) = out.get(name) {
             diags.error(
                 Some(location.clone()),
@@ -91,6 +105,38 @@ pub fn declarations(
                 location,
             },
         );
+    }
+}
+
+/// Values are not interpolated (Terraform refuses the same): a `${…}` in a default or a
+/// values file would be written into files literally. Refuse it where it stands.
+pub fn refuse_placeholders(
+    value: &Value,
+    pointer: &str,
+    spans: &Spans,
+    what: &str,
+    diags: &mut Diagnostics,
+) {
+    match value {
+        Value::String(s) if s.contains("${") => diags.error(
+            Some(spans.value(pointer)),
+            format!(
+                "{what} contains `${{`: values are not interpolated, so `{}` would be written literally; set the value with --var or a values file, or build the string where it is used",
+                s.escape_debug()
+            ),
+        ),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                refuse_placeholders(item, &format!("{pointer}/{i}"), spans, what, diags);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                let child = format!("{pointer}/{}", super::yaml::escape(k));
+                refuse_placeholders(item, &child, spans, what, diags);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -127,7 +173,7 @@ pub fn interpolate(
         }
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
-                let child = format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1"));
+                let child = format!("{pointer}/{}", super::yaml::escape(k));
                 interpolate(item, &child, spans, vars, diags);
             }
         }

@@ -16,6 +16,8 @@ pub struct Spans {
     values: BTreeMap<String, Location>,
     /// JSON pointer → where the key of that value starts (mapping entries only).
     keys: BTreeMap<String, Location>,
+    /// JSON pointer → the character index in the text where the value starts.
+    offsets: BTreeMap<String, usize>,
 }
 
 impl Spans {
@@ -33,6 +35,11 @@ impl Spans {
         }
     }
 
+    /// The character index where the value at exactly `pointer` starts in the text.
+    pub fn offset(&self, pointer: &str) -> Option<usize> {
+        self.offsets.get(pointer).copied()
+    }
+
     /// The place of the key whose value is at `pointer`, or the value's place.
     pub fn key(&self, pointer: &str) -> Location {
         self.keys
@@ -43,17 +50,18 @@ impl Spans {
 
     /// A view of the spans under `prefix`, re-rooted so `prefix` becomes `""`.
     pub fn subtree(&self, prefix: &str) -> Spans {
-        let cut = |m: &BTreeMap<String, Location>| {
+        fn cut<T: Clone>(m: &BTreeMap<String, T>, prefix: &str) -> BTreeMap<String, T> {
             m.range(prefix.to_owned()..)
                 .take_while(|(k, _)| k.starts_with(prefix))
                 .filter(|(k, _)| k.len() == prefix.len() || k[prefix.len()..].starts_with('/'))
                 .map(|(k, v)| (k[prefix.len()..].to_owned(), v.clone()))
                 .collect()
-        };
+        }
         Spans {
             file: self.file.clone(),
-            values: cut(&self.values),
-            keys: cut(&self.keys),
+            values: cut(&self.values, prefix),
+            keys: cut(&self.keys, prefix),
+            offsets: cut(&self.offsets, prefix),
         }
     }
 }
@@ -134,7 +142,8 @@ fn load_error(file: &Path, e: marked_yaml::LoadError) -> YamlError {
     YamlError { location, message }
 }
 
-fn escape(key: &str) -> String {
+/// `key` as one JSON-pointer segment (RFC 6901: `~` → `~0`, `/` → `~1`).
+pub fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
@@ -143,6 +152,9 @@ fn convert(node: &Node, pointer: String, spans: &mut Spans) -> Value {
     spans
         .values
         .insert(pointer.clone(), marker_loc(&file, node.span().start()));
+    if let Some(m) = node.span().start() {
+        spans.offsets.insert(pointer.clone(), m.character());
+    }
     match node {
         Node::Scalar(s) => scalar(s),
         Node::Sequence(seq) => Value::Array(

@@ -195,6 +195,107 @@ impl Plan {
     }
 }
 
+/// Why a saved plan cannot be applied as it stands, per resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The system or the state moved since the plan was made: plan again.
+    Stale { id: String, reason: String },
+    /// The plan file says something the manifest does not: it was edited after it was
+    /// made (or made with other variables). Applying it would apply what nobody planned.
+    Altered { id: String, what: String },
+}
+
+/// Compare a saved plan with the plan the same manifest produces now. The saved file is
+/// only ever compared, never applied: what runs is `fresh`, which must match what was
+/// reviewed field for field (sensitive values compared as their redaction, since a plan
+/// file never holds them). Empty when the saved plan is exactly what would run.
+pub fn check_saved(saved: &Plan, fresh: &Plan) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    let saved_by_id: BTreeMap<&str, &PlannedResource> =
+        saved.resources.iter().map(|r| (r.id.as_str(), r)).collect();
+    let fresh_by_id: BTreeMap<&str, &PlannedResource> =
+        fresh.resources.iter().map(|r| (r.id.as_str(), r)).collect();
+    for (id, s) in &saved_by_id {
+        if !fresh_by_id.contains_key(id) {
+            out.push(if s.orphan {
+                Mismatch::Stale {
+                    id: id.to_string(),
+                    reason: "the state no longer remembers it".into(),
+                }
+            } else {
+                Mismatch::Altered {
+                    id: id.to_string(),
+                    what: "the manifest does not declare it".into(),
+                }
+            });
+        }
+    }
+    for f in &fresh.resources {
+        let Some(s) = saved_by_id.get(f.id.as_str()) else {
+            out.push(if f.orphan {
+                Mismatch::Stale {
+                    id: f.id.clone(),
+                    reason: "the state remembers it now (another run applied it since)".into(),
+                }
+            } else {
+                Mismatch::Altered {
+                    id: f.id.clone(),
+                    what: "the plan file leaves it out".into(),
+                }
+            });
+            continue;
+        };
+        if s.current_sha256 != f.current_sha256 {
+            let reason = match (&s.current_sha256, &f.current_sha256) {
+                (None, Some(_)) => "it was absent at plan time and now exists",
+                (Some(_), None) => "it existed at plan time and is now gone",
+                _ => "its observed state changed since the plan was made",
+            };
+            out.push(Mismatch::Stale {
+                id: f.id.clone(),
+                reason: reason.into(),
+            });
+            continue;
+        }
+        let (s, f) = (s.redacted(), f.redacted());
+        let fields: [(&str, bool); 13] = [
+            ("type", s.type_name == f.type_name),
+            ("provider", s.provider == f.provider),
+            ("kind", s.kind == f.kind),
+            ("action", s.action == f.action),
+            ("desired properties", s.desired == f.desired),
+            ("changes", s.changes == f.changes),
+            ("dependencies", s.depends_on == f.depends_on),
+            ("values known after apply", s.unknown == f.unknown),
+            ("notifiers", s.notified_by == f.notified_by),
+            ("refresh", s.refresh == f.refresh),
+            ("deletion as an orphan", s.orphan == f.orphan),
+            ("sensitive fields", s.sensitive == f.sensitive),
+            ("error", s.error == f.error),
+        ];
+        if let Some((what, _)) = fields.iter().find(|(_, same)| !same) {
+            out.push(Mismatch::Altered {
+                id: f.id.clone(),
+                what: format!("its planned {what} differ from what the manifest produces"),
+            });
+        }
+    }
+    let order = |p: &Plan| p.resources.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    if out.is_empty() && order(saved) != order(fresh) {
+        out.push(Mismatch::Altered {
+            id: "(plan)".into(),
+            what: "the order of execution differs from the manifest's".into(),
+        });
+    }
+    if saved.forget != fresh.forget {
+        out.push(Mismatch::Altered {
+            id: "(plan)".into(),
+            what: "the resources it forgets differ from what the manifest produces".into(),
+        });
+    }
+    out
+}
+
 /// sha256 of a document's canonical JSON (object keys sorted), so equal states have equal
 /// digests whatever order a provider wrote their fields in.
 pub fn digest(value: &Value) -> String {
@@ -221,6 +322,81 @@ pub fn canonical(value: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn resource(id: &str, desired: Value) -> PlannedResource {
+        PlannedResource {
+            id: id.into(),
+            type_name: "file.file".into(),
+            provider: "file".into(),
+            kind: "file".into(),
+            action: Action::Create,
+            changes: Vec::new(),
+            desired,
+            current: None,
+            current_sha256: None,
+            depends_on: Vec::new(),
+            error: None,
+            unknown: Vec::new(),
+            notified_by: Vec::new(),
+            refresh: false,
+            orphan: false,
+            sensitive: vec!["content".into()],
+        }
+    }
+
+    fn plan(resources: Vec<PlannedResource>) -> Plan {
+        Plan {
+            format_version: FORMAT_VERSION,
+            tenet_version: "test".into(),
+            manifest: ManifestRef {
+                path: "tenet.yaml".into(),
+                sha256: "00".into(),
+            },
+            providers: BTreeMap::new(),
+            summary: Summary::of(&resources),
+            resources,
+            forget: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_saved_plan_must_be_what_the_manifest_plans() {
+        let fresh = plan(vec![
+            resource("a", json!({"path": "/x/a", "content": "s3cret"})),
+            resource("b", json!({"path": "/x/b", "content": "b"})),
+        ]);
+        // As saved: sensitive values redacted. That is the same plan.
+        let saved = fresh.redacted();
+        assert_eq!(check_saved(&saved, &fresh), Vec::new());
+
+        // Regression (issue 12): an edited desired document is refused, naming it.
+        let mut edited = saved.clone();
+        edited.resources[1].desired["path"] = json!("/etc/cron.d/evil");
+        assert_eq!(
+            check_saved(&edited, &fresh),
+            vec![Mismatch::Altered {
+                id: "b".into(),
+                what: "its planned desired properties differ from what the manifest produces"
+                    .into()
+            }]
+        );
+        let mut action = saved.clone();
+        action.resources[0].action = Action::Delete;
+        assert!(
+            matches!(&check_saved(&action, &fresh)[..], [Mismatch::Altered { id, .. }] if id == "a")
+        );
+        let mut dropped = saved.clone();
+        dropped.resources.pop();
+        assert!(
+            matches!(&check_saved(&dropped, &fresh)[..], [Mismatch::Altered { id, .. }] if id == "b")
+        );
+        // The system moving is staleness, not tampering.
+        let mut moved = saved.clone();
+        moved.resources[0].current_sha256 = Some("ab".into());
+        assert!(
+            matches!(&check_saved(&moved, &fresh)[..], [Mismatch::Stale { id, .. }] if id == "a")
+        );
+    }
 
     #[test]
     fn digest_ignores_key_order() {

@@ -1,30 +1,85 @@
 //! The on-disk cache of compiled components. Compiling a component with Cranelift takes
 //! from a third of a second (Rust) to many seconds (Python); loading a cached artifact
 //! takes about a millisecond. Entries are keyed by the component's sha256 and the
-//! engine's compatibility hash (wasmtime version, target, settings), written atomically
-//! (temporary file + rename), and only ever read back from files this host wrote.
+//! engine's compatibility hash (wasmtime version, target, settings) and written
+//! atomically (temporary file + rename).
+//!
+//! An entry is native code the host will execute, so it is trusted only when it is known
+//! to be ours, whoever else could write the file (another local user, a restored backup,
+//! a provider whose grant reached the cache, a flipped bit):
+//! - the cache directory and each entry must be owned by the current user and not
+//!   writable by group or others, and are opened without following symlinks;
+//! - each entry starts with an HMAC-SHA256 tag over its name and code, keyed by a
+//!   per-user secret (`ROOT/key`, 0600, outside the entries' directory), checked before
+//!   anything is deserialized;
+//! - the bytes are read into memory and deserialized from there, never mapped from the
+//!   file (a file mapped while someone rewrites it changes code under the process: seen
+//!   as SIGBUS).
+//!
+//! Anything off is a warning and a recompile; the run goes on.
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// The compile cache; counts compilations and hits so callers and tests can tell.
+type Tag = Hmac<Sha256>;
+/// Bytes of the HMAC-SHA256 tag at the start of every entry.
+const TAG_LEN: usize = 32;
+/// Bytes of the per-user key.
+const KEY_LEN: usize = 32;
+/// Largest entry read back: compiled code of the 18 MB Python provider is ~60 MB; an
+/// entry past this is not ours and is not read into memory.
+const MAX_ENTRY_BYTES: u64 = 1 << 30;
+/// Domain separation for the tag, versioned with the entry format.
+const TAG_CONTEXT: &[u8] = b"tenet compiled component v1\0";
+
+/// The compile cache; counts compilations, hits and refused entries so callers and
+/// tests can tell.
 #[derive(Debug)]
 pub struct CompileCache {
-    dir: Option<PathBuf>,
+    root: Option<PathBuf>,
+    key: OnceLock<Option<[u8; KEY_LEN]>>,
     pub compiled: AtomicUsize,
     pub hits: AtomicUsize,
+    pub refused: AtomicUsize,
+}
+
+/// Why a cache entry or the cache itself is not trusted.
+#[derive(Debug, thiserror::Error)]
+enum Untrusted {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{path} is owned by uid {owner}, not by this user (uid {me})")]
+    Owner { path: String, owner: u32, me: u32 },
+    #[error("{path} is writable by group or others (mode {mode:o})")]
+    Writable { path: String, mode: u32 },
+    #[error("{path} is readable by group or others (mode {mode:o})")]
+    Readable { path: String, mode: u32 },
+    #[error("{path} is not a regular file")]
+    NotAFile { path: String },
+    #[error("{path} is too large ({size} bytes) to be a cache entry")]
+    TooLarge { path: String, size: u64 },
+    #[error("{path} does not carry this user's key: written by someone else, or damaged")]
+    Tag { path: String },
 }
 
 impl CompileCache {
-    /// `dir: None` disables the cache (every load compiles).
-    pub fn new(dir: Option<PathBuf>) -> Self {
+    /// `root: None` disables the cache (every load compiles). Entries live in
+    /// `ROOT/compiled`, the key in `ROOT/key`.
+    pub fn new(root: Option<PathBuf>) -> Self {
         CompileCache {
-            dir,
+            root,
+            key: OnceLock::new(),
             compiled: AtomicUsize::new(0),
             hits: AtomicUsize::new(0),
+            refused: AtomicUsize::new(0),
         }
     }
 
@@ -33,7 +88,15 @@ impl CompileCache {
         std::env::var_os("TENET_CACHE_DIR")
             .map(PathBuf::from)
             .or_else(|| dirs::cache_dir().map(|d| d.join("tenet")))
-            .map(|d| d.join("compiled"))
+    }
+
+    /// The directory the cache owns (entries and key), if enabled.
+    pub fn root(&self) -> Option<&Path> {
+        self.root.as_deref()
+    }
+
+    fn entries(&self) -> Option<PathBuf> {
+        self.root.as_ref().map(|r| r.join("compiled"))
     }
 
     fn suffix(engine: &Engine) -> String {
@@ -42,9 +105,21 @@ impl CompileCache {
         format!("-{:016x}.cwasm", h.finish())
     }
 
-    fn entry(&self, engine: &Engine, sha256: &str) -> Option<PathBuf> {
-        let key = format!("{sha256}{}", Self::suffix(engine));
-        self.dir.as_ref().map(|d| d.join(key))
+    /// The per-user key, created on first use; `None` (cache off, with a warning) when
+    /// the cache's directories or key are not this user's alone.
+    fn key(&self) -> Option<&[u8; KEY_LEN]> {
+        self.key
+            .get_or_init(|| {
+                let root = self.root.as_ref()?;
+                match open_key(root) {
+                    Ok(k) => Some(k),
+                    Err(e) => {
+                        tracing::warn!(cache = %root.display(), "compile cache disabled: {e}");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// Remove every entry that is not for this engine or not for one of the `keep`
@@ -54,10 +129,10 @@ impl CompileCache {
         engine: &Engine,
         keep: &std::collections::BTreeSet<String>,
     ) -> std::io::Result<(usize, u64, usize)> {
-        let Some(dir) = &self.dir else {
+        let Some(dir) = self.entries() else {
             return Ok((0, 0, 0));
         };
-        let entries = match std::fs::read_dir(dir) {
+        let entries = match std::fs::read_dir(&dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0, 0)),
             other => other?,
         };
@@ -85,23 +160,33 @@ impl CompileCache {
 
     /// The compiled component for `bytes` (whose sha256 is `sha256`).
     pub fn load(&self, engine: &Engine, sha256: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
-        let entry = self.entry(engine, sha256);
-        if let Some(path) = &entry
-            && path.is_file()
-        {
-            // SAFETY: the file is in our own cache directory, named after the sha256 of
-            // the component and the engine's compatibility hash, and was written by
-            // `store` below from `Engine::precompile_component` output.
-            #[allow(unsafe_code)]
-            let loaded = unsafe { Component::deserialize_file(engine, path) };
-            match loaded {
-                Ok(c) => {
-                    self.hits.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(cache = %path.display(), "compiled component loaded from cache");
-                    return Ok(c);
+        let name = format!("{sha256}{}", Self::suffix(engine));
+        let cached = self
+            .entries()
+            .zip(self.key())
+            .map(|(dir, key)| (dir.join(&name), key));
+        if let Some((path, key)) = &cached {
+            match read_entry(path, &name, key) {
+                Ok(None) => {}
+                Ok(Some(code)) => {
+                    // SAFETY: `code` is in memory (not a mapped file), and its tag proves
+                    // this user's key wrote it for this name: it is what `store` wrote
+                    // from `Engine::precompile_component` output for these bytes.
+                    #[allow(unsafe_code)]
+                    match unsafe { Component::deserialize(engine, &code) } {
+                        Ok(c) => {
+                            self.hits.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(cache = %path.display(), "compiled component loaded from cache");
+                            return Ok(c);
+                        }
+                        Err(e) => {
+                            tracing::warn!(cache = %path.display(), "recompiling: unusable cache entry: {e}");
+                        }
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(cache = %path.display(), "ignoring unusable cache entry: {e}");
+                    self.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(cache = %path.display(), "recompiling: cache entry refused: {e}");
                 }
             }
         }
@@ -109,8 +194,8 @@ impl CompileCache {
         let compiled = engine.precompile_component(bytes)?;
         self.compiled.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(elapsed = ?started.elapsed(), "component compiled");
-        if let Some(path) = &entry
-            && let Err(e) = store(path, &compiled)
+        if let Some((path, key)) = &cached
+            && let Err(e) = store(path, &name, key, &compiled)
         {
             tracing::warn!(cache = %path.display(), "cannot write compile cache: {e}");
         }
@@ -121,14 +206,245 @@ impl CompileCache {
     }
 }
 
-fn store(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    // Private to the user: the cache holds native code that is mapped and run.
+fn tag(key: &[u8; KEY_LEN], name: &str) -> Tag {
+    let mut mac = <Tag as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(TAG_CONTEXT);
+    mac.update(name.as_bytes());
+    mac.update(b"\0");
+    mac
+}
+
+/// A file or directory the cache trusts: ours, and writable only by us.
+fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), Untrusted> {
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(Untrusted::Owner {
+            path: path.display().to_string(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(Untrusted::Writable {
+            path: path.display().to_string(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+/// Create the cache's directories (0700) and its key (0600) if missing, check that both
+/// are this user's alone, and read the key.
+fn open_key(root: &Path) -> Result<[u8; KEY_LEN], Untrusted> {
+    let entries = root.join("compiled");
     std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(dir)?;
+        .create(&entries)?;
+    for dir in [root, entries.as_path()] {
+        check_owner(dir, &std::fs::symlink_metadata(dir)?)?;
+    }
+    let path = root.join("key");
+    let file = match open_nofollow(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; KEY_LEN];
+            getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let mut tmp = tempfile::NamedTempFile::new_in(root)?; // 0600
+            std::io::Write::write_all(&mut tmp, &key)?;
+            tmp.as_file().sync_all()?;
+            // Another process may have created it meanwhile: theirs wins, read it.
+            if let Err(e) = tmp.persist_noclobber(&path)
+                && e.error.kind() != std::io::ErrorKind::AlreadyExists
+            {
+                return Err(e.error.into());
+            }
+            open_nofollow(&path)?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let meta = file.metadata()?;
+    check_owner(&path, &meta)?;
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(Untrusted::Readable {
+            path: path.display().to_string(),
+            mode,
+        });
+    }
+    let mut key = [0u8; KEY_LEN];
+    let mut read = Vec::with_capacity(KEY_LEN + 1);
+    file.take(KEY_LEN as u64 + 1).read_to_end(&mut read)?;
+    if read.len() != KEY_LEN {
+        return Err(Untrusted::Tag {
+            path: path.display().to_string(),
+        });
+    }
+    key.copy_from_slice(&read);
+    Ok(key)
+}
+
+/// The code of the entry at `path`, read into memory, if it exists and is trusted.
+fn read_entry(path: &Path, name: &str, key: &[u8; KEY_LEN]) -> Result<Option<Vec<u8>>, Untrusted> {
+    let file = match open_nofollow(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let shown = || path.display().to_string();
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Untrusted::NotAFile { path: shown() });
+    }
+    check_owner(path, &meta)?;
+    if meta.len() > MAX_ENTRY_BYTES {
+        return Err(Untrusted::TooLarge {
+            path: shown(),
+            size: meta.len(),
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_ENTRY_BYTES).read_to_end(&mut bytes)?;
+    if bytes.len() < TAG_LEN {
+        return Err(Untrusted::Tag { path: shown() });
+    }
+    let code = bytes.split_off(TAG_LEN);
+    let mut mac = tag(key, name);
+    mac.update(&code);
+    mac.verify_slice(&bytes)
+        .map_err(|_| Untrusted::Tag { path: shown() })?;
+    Ok(Some(code))
+}
+
+fn store(path: &Path, name: &str, key: &[u8; KEY_LEN], code: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut mac = tag(key, name);
+    mac.update(code);
+    // NamedTempFile is created 0600 in the 0700 entries directory.
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
+    std::io::Write::write_all(&mut tmp, &mac.finalize().into_bytes())?;
+    std::io::Write::write_all(&mut tmp, code)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine() -> Engine {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        Engine::new(&config).expect("engine")
+    }
+
+    /// The smallest component there is.
+    const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    fn entry(root: &Path) -> PathBuf {
+        std::fs::read_dir(root.join("compiled"))
+            .expect("entries")
+            .map(|e| e.expect("entry").path())
+            .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .expect("one entry")
+    }
+
+    #[test]
+    fn entries_are_tagged_and_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine();
+        let cache = CompileCache::new(Some(dir.path().to_path_buf()));
+        cache.load(&engine, "aa", EMPTY).expect("compile");
+        cache.load(&engine, "aa", EMPTY).expect("cached");
+        assert_eq!(cache.compiled.load(Ordering::Relaxed), 1);
+        assert_eq!(cache.hits.load(Ordering::Relaxed), 1);
+        let key = std::fs::metadata(dir.path().join("key")).expect("key");
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+        assert_eq!(key.len(), KEY_LEN as u64);
+    }
+
+    #[test]
+    fn a_rewritten_or_foreign_entry_is_recompiled_never_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine();
+        let cache = CompileCache::new(Some(dir.path().to_path_buf()));
+        cache.load(&engine, "aa", EMPTY).expect("compile");
+        let path = entry(dir.path());
+        let good = std::fs::read(&path).expect("read");
+
+        // One flipped bit in the code.
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        std::fs::write(&path, &bad).expect("write");
+        // Another user's key: a valid entry for another key.
+        let other = CompileCache::new(Some(tempfile::tempdir().expect("t").keep()));
+        other.load(&engine, "aa", EMPTY).expect("compile");
+        let foreign = std::fs::read(entry(other.root().expect("root"))).expect("read");
+
+        for (what, bytes) in [("flipped bit", bad), ("foreign key", foreign)] {
+            std::fs::write(&path, &bytes).expect("write");
+            let fresh = CompileCache::new(Some(dir.path().to_path_buf()));
+            fresh.load(&engine, "aa", EMPTY).expect(what);
+            assert_eq!(fresh.refused.load(Ordering::Relaxed), 1, "{what}");
+            assert_eq!(fresh.compiled.load(Ordering::Relaxed), 1, "{what}");
+            assert_eq!(
+                std::fs::read(&path).expect("read"),
+                good,
+                "{what}: rewritten"
+            );
+        }
+
+        // An entry under another digest's name is not that digest's code.
+        let renamed = path.with_file_name(
+            path.file_name()
+                .expect("name")
+                .to_string_lossy()
+                .replacen("aa", "bb", 1),
+        );
+        std::fs::copy(&path, &renamed).expect("copy");
+        let fresh = CompileCache::new(Some(dir.path().to_path_buf()));
+        fresh.load(&engine, "bb", EMPTY).expect("bb");
+        assert_eq!(fresh.refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn group_writable_entries_and_shared_keys_are_not_trusted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = engine();
+        let cache = CompileCache::new(Some(dir.path().to_path_buf()));
+        cache.load(&engine, "aa", EMPTY).expect("compile");
+        let path = entry(dir.path());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).expect("chmod");
+        let fresh = CompileCache::new(Some(dir.path().to_path_buf()));
+        fresh.load(&engine, "aa", EMPTY).expect("recompiled");
+        assert_eq!(fresh.refused.load(Ordering::Relaxed), 1);
+
+        // A symlink in place of an entry is not followed.
+        std::fs::remove_file(&path).expect("rm");
+        std::os::unix::fs::symlink("/etc/passwd", &path).expect("symlink");
+        let fresh = CompileCache::new(Some(dir.path().to_path_buf()));
+        fresh.load(&engine, "aa", EMPTY).expect("recompiled");
+        assert_eq!(fresh.refused.load(Ordering::Relaxed), 1);
+
+        // A key others can read is no secret: the cache is off, loads still work.
+        std::fs::set_permissions(
+            dir.path().join("key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        let fresh = CompileCache::new(Some(dir.path().to_path_buf()));
+        fresh
+            .load(&engine, "aa", EMPTY)
+            .expect("compiled without cache");
+        assert_eq!(fresh.hits.load(Ordering::Relaxed), 0);
+        assert_eq!(fresh.compiled.load(Ordering::Relaxed), 1);
+    }
 }

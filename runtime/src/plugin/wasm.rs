@@ -417,10 +417,17 @@ impl WasmProvider {
         // On the blocking pool: a guest stuck in file I/O holds a pool thread, never one
         // of the runtime's workers, so timers, other calls and Ctrl-C keep running.
         let runtime = tokio::runtime::Handle::current();
+        // Dropped when this call gives up on the guest (the backstop fired, or the caller
+        // went away): the guest's future is dropped where it waits in the host, so no
+        // abandoned call lingers on the pool — none is left to fail when the runtime shuts
+        // down — and the instance goes with it.
+        let (_give_up, gave_up) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::task::spawn_blocking(move || {
             runtime.block_on(async move {
-                let result = f(&mut inst).await;
-                (inst, result)
+                tokio::select! {
+                    result = f(&mut inst) => Some((inst, result)),
+                    _ = gave_up => None,
+                }
             })
         });
         // Guest code is stopped by the epoch deadline; this timer is the backstop for a
@@ -442,7 +449,14 @@ impl WasmProvider {
                 ErrorKind::Host,
                 format!("the call's task failed: {join}"),
             )),
-            Ok(Ok((inst, result))) => self.checkin(inst, resource, operation, result),
+            Ok(Ok(Some((inst, result)))) => self.checkin(inst, resource, operation, result),
+            // Only once this call stopped waiting for the task; kept total for the types.
+            Ok(Ok(None)) => Err(self.error(
+                resource,
+                operation,
+                ErrorKind::Host,
+                "the call was abandoned".to_owned(),
+            )),
         }
     }
 

@@ -123,28 +123,62 @@ fn lock_excludes_others_and_names_the_holder(open: &Opener) {
 }
 
 fn stale_holders_are_replaced_and_force_unlock_works(open: &Opener) {
+    // A run that died holding the lock (its handle gone without unlocking), under the
+    // same pid and host name as this process: only the liveness of the lock tells.
+    let twin = Holder::me();
+    {
+        let dead = open();
+        dead.lock(&twin, Duration::ZERO).expect("take for the twin");
+    }
     let s = open();
-    // A process on this host that does not exist (pids are below 2^22 on Linux).
-    let dead = Holder {
-        host: Holder::me().host,
-        ..holder(4_194_303 + 1000, "")
+    let me = Holder {
+        since: "later".into(),
+        ..Holder::me()
     };
-    assert!(dead.is_stale());
-    assert!(!holder(1, "elsewhere.example").is_stale());
-    s.lock(&dead, Duration::ZERO).expect("take for the dead");
-    let me = Holder::me();
     s.lock(&me, Duration::ZERO)
-        .expect("a stale holder is replaced");
-    assert_eq!(s.lock_holder().expect("holder"), Some(me));
-    let alive_elsewhere = holder(1, "elsewhere.example");
-    s.force_unlock().expect("force");
-    s.lock(&alive_elsewhere, Duration::ZERO).expect("take");
+        .expect("a holder that is gone is replaced");
+    assert_eq!(s.lock_holder().expect("holder"), Some(me.clone()));
+
+    // A live holder whose lock is forced away notices before its next write, and the
+    // next run waits for it to stop instead of writing beside it.
+    let other = open();
     assert_eq!(
-        s.force_unlock().expect("force"),
-        Some(alive_elsewhere),
+        other.force_unlock().expect("force"),
+        Some(me.clone()),
         "force_unlock returns whom it removed"
     );
     assert_eq!(s.lock_holder().expect("holder"), None);
+    match s.put_resources(&[]) {
+        Err(StateError::LockLost { holder: None, .. }) => {}
+        other => panic!("a write after a forced unlock: {other:?}"),
+    }
+    match s.append_run(&record("apply", "created")) {
+        Err(StateError::LockLost { .. }) => {}
+        other => panic!("a run record after a forced unlock: {other:?}"),
+    }
+    match other.lock(&holder(1, "elsewhere.example"), Duration::ZERO) {
+        Err(StateError::Busy { .. }) => {}
+        other => panic!("a run while the forced-out one still runs: {other:?}"),
+    }
+    s.unlock(&me).expect("the forced-out run ends");
+    other
+        .lock(&holder(1, "elsewhere.example"), Duration::ZERO)
+        .expect("free once it stopped");
+    // Readers wait for a run, and a run for readers.
+    assert!(matches!(
+        s.lock_shared(Duration::ZERO),
+        Err(StateError::Locked { .. })
+    ));
+    other.force_unlock().expect("cleanup");
+    s.lock_shared(Duration::ZERO).expect("read");
+    open().lock_shared(Duration::ZERO).expect("readers share");
+    match other.lock(&me, Duration::ZERO) {
+        Err(StateError::Busy { .. }) => {}
+        other => panic!("a run while a drift check reads: {other:?}"),
+    }
+    s.unlock_shared();
+    other.lock(&me, Duration::ZERO).expect("readers gone");
+    other.force_unlock().expect("cleanup");
 }
 
 fn resources_round_trip_in_id_order(open: &Opener) {

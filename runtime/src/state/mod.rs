@@ -27,6 +27,18 @@ pub enum StateError {
         holder.pid, holder.host, holder.user, holder.since
     )]
     Locked { path: String, holder: Holder },
+    #[error(
+        "the state at {path} is in use by another tenet process (it holds {lock_file}): a drift check reading it, or a run whose lock was removed with `tenet state unlock --force` finishing its current call; wait for it (`--lock-timeout`)"
+    )]
+    Busy { path: String, lock_file: String },
+    #[error(
+        "lost the run lock on the state at {path}{}: the run stops before writing anything more (resources already changed are on the system; the next apply reads them again)",
+        match holder { Some(h) => format!(" (now held by pid {} on {})", h.pid, h.host), None => " (it was removed with `tenet state unlock --force`)".to_owned() }
+    )]
+    LockLost {
+        path: String,
+        holder: Option<Holder>,
+    },
     #[error("state database {path}: {message}")]
     Database { path: String, message: String },
     #[error(
@@ -61,18 +73,6 @@ impl Holder {
             host: hostname(),
             user: username(),
             since: now(),
-        }
-    }
-
-    /// Whether the holder is a process on this host that no longer exists: a crashed
-    /// run whose lock can be taken over safely.
-    pub fn is_stale(&self) -> bool {
-        if self.host != hostname() {
-            return false;
-        }
-        match rustix::process::Pid::from_raw(i32::try_from(self.pid).unwrap_or(i32::MAX)) {
-            Some(pid) => rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH),
-            None => false,
         }
     }
 }
@@ -262,6 +262,17 @@ pub enum ChainBreak {
     Unreadable { seq: u64, message: String },
 }
 
+impl ChainBreak {
+    /// The first record that does not verify.
+    pub fn seq(&self) -> u64 {
+        match self {
+            ChainBreak::Edited { seq }
+            | ChainBreak::Relinked { seq }
+            | ChainBreak::Unreadable { seq, .. } => *seq,
+        }
+    }
+}
+
 /// The result of walking the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainSummary {
@@ -320,12 +331,19 @@ pub trait StateStore: Send + Sync {
     /// Where the state lives, for messages.
     fn location(&self) -> String;
 
-    /// Take the run lock, waiting up to `timeout`; a stale holder (a process on this host
-    /// that no longer exists) is replaced. Fails naming the holder.
+    /// Take the run lock, waiting up to `timeout`; a holder whose process is gone is
+    /// replaced (however alike two processes look: same pid in two containers). Fails
+    /// naming the holder. While held, every write first checks that it still is, and
+    /// fails with [`StateError::LockLost`] once another took it or it was forced away.
     fn lock(&self, me: &Holder, timeout: Duration) -> Result<(), StateError>;
     /// Release the lock if `me` holds it.
     fn unlock(&self, me: &Holder) -> Result<(), StateError>;
-    /// Release the lock whoever holds it; returns the holder it removed.
+    /// Take a shared lock for reading the system against the state (drift): any number
+    /// of readers, never while a run holds the lock. Released by [`Self::unlock_shared`].
+    fn lock_shared(&self, timeout: Duration) -> Result<(), StateError>;
+    fn unlock_shared(&self);
+    /// Release the lock whoever holds it; returns the holder it removed. A live holder
+    /// notices at its next write and stops.
     fn force_unlock(&self) -> Result<Option<Holder>, StateError>;
     fn lock_holder(&self) -> Result<Option<Holder>, StateError>;
 

@@ -57,6 +57,19 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// The salt, once read (it never changes).
     salt: std::sync::OnceLock<String>,
+    /// The run lock this store holds, if any.
+    held: Mutex<Held>,
+}
+
+/// The run lock's two halves. The `lock` row says who holds it (for messages, and so a
+/// forced unlock is noticed); an `flock` on `STATE.lock`, held by the open file for as
+/// long as the run lasts, says whether that holder is still alive: the kernel drops it
+/// when the process dies, whatever its pid or host name look like.
+#[derive(Default)]
+struct Held {
+    file: Option<std::fs::File>,
+    /// Set while this store holds the run lock exclusively.
+    holder: Option<Holder>,
 }
 
 impl SqliteStore {
@@ -98,7 +111,88 @@ impl SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
             salt: std::sync::OnceLock::new(),
+            held: Mutex::new(Held::default()),
         })
+    }
+
+    /// The file whose `flock` tells a live run lock from a dead one.
+    pub fn lock_file(&self) -> PathBuf {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".lock");
+        PathBuf::from(name)
+    }
+
+    /// Try once to take the lock file's `flock` without waiting.
+    fn try_flock(&self, held: &mut Held, exclusive: bool) -> Result<bool, StateError> {
+        use rustix::fs::FlockOperation;
+        let file = match &mut held.file {
+            Some(f) => f,
+            slot => {
+                let path = self.lock_file();
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(|e| self.err(format!("cannot open {}: {e}", path.display())))?;
+                slot.insert(f)
+            }
+        };
+        let op = if exclusive {
+            FlockOperation::NonBlockingLockExclusive
+        } else {
+            FlockOperation::NonBlockingLockShared
+        };
+        match rustix::fs::flock(&*file, op) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+            Err(e) => Err(self.err(format!("cannot lock {}: {e}", self.lock_file().display()))),
+        }
+    }
+
+    fn held(&self) -> Result<std::sync::MutexGuard<'_, Held>, StateError> {
+        self.held.lock().map_err(|_| self.err("poisoned lock"))
+    }
+
+    /// Before a write under the run lock: is it still ours?
+    fn check_held(&self) -> Result<(), StateError> {
+        let held = self.held()?;
+        let Some(me) = &held.holder else {
+            return Ok(());
+        };
+        let now = self.lock_holder()?;
+        if now.as_ref() == Some(me) {
+            Ok(())
+        } else {
+            Err(StateError::LockLost {
+                path: self.location(),
+                holder: now,
+            })
+        }
+    }
+
+    /// Wait up to `timeout` for the lock file's `flock`.
+    fn wait_flock(&self, timeout: Duration, exclusive: bool) -> Result<(), StateError> {
+        let start = Instant::now();
+        loop {
+            if self.try_flock(&mut *self.held()?, exclusive)? {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                return Err(match self.lock_holder()? {
+                    Some(holder) => StateError::Locked {
+                        path: self.location(),
+                        holder,
+                    },
+                    None => StateError::Busy {
+                        path: self.location(),
+                        lock_file: self.lock_file().display().to_string(),
+                    },
+                });
+            }
+            std::thread::sleep(LOCK_POLL.min(timeout.saturating_sub(start.elapsed())));
+        }
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StateError {
@@ -160,44 +254,17 @@ impl StateStore for SqliteStore {
     }
 
     fn lock(&self, me: &Holder, timeout: Duration) -> Result<(), StateError> {
-        let start = Instant::now();
-        loop {
-            // Read and take in one immediate transaction: two processes cannot both see
-            // the lock free.
-            let taken: Option<Holder> = self.with(|c| {
-                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                let holder: Option<String> = tx
-                    .query_row("SELECT holder FROM lock WHERE id = 1", [], |r| r.get(0))
-                    .optional()?;
-                let holder: Option<Holder> = holder.and_then(|h| serde_json::from_str(&h).ok());
-                let free = match &holder {
-                    None => true,
-                    Some(h) => h == me || h.is_stale(),
-                };
-                if free {
-                    tx.execute(
-                        "INSERT OR REPLACE INTO lock (id, holder) VALUES (1, ?1)",
-                        params![json(me)?],
-                    )?;
-                    tx.commit()?;
-                    Ok(None)
-                } else {
-                    Ok(holder)
-                }
-            })?;
-            match taken {
-                None => return Ok(()),
-                Some(holder) if start.elapsed() >= timeout => {
-                    return Err(StateError::Locked {
-                        path: self.location(),
-                        holder,
-                    });
-                }
-                Some(_) => {
-                    std::thread::sleep(LOCK_POLL.min(timeout.saturating_sub(start.elapsed())))
-                }
-            }
-        }
+        // Holding the flock means whoever the row names is gone (or is us): take over.
+        self.wait_flock(timeout, true)?;
+        self.with(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO lock (id, holder) VALUES (1, ?1)",
+                params![json(me)?],
+            )
+            .map(drop)
+        })?;
+        self.held()?.holder = Some(me.clone());
+        Ok(())
     }
 
     fn unlock(&self, me: &Holder) -> Result<(), StateError> {
@@ -205,12 +272,30 @@ impl StateStore for SqliteStore {
         self.with(|c| {
             c.execute("DELETE FROM lock WHERE id = 1 AND holder = ?1", [json(me)?])
                 .map(drop)
-        })
+        })?;
+        let mut held = self.held()?;
+        if held.holder.as_ref() == Some(me) {
+            *held = Held::default();
+        }
+        Ok(())
+    }
+
+    fn lock_shared(&self, timeout: Duration) -> Result<(), StateError> {
+        self.wait_flock(timeout, false)
+    }
+
+    fn unlock_shared(&self) {
+        if let Ok(mut held) = self.held()
+            && held.holder.is_none()
+        {
+            held.file = None;
+        }
     }
 
     fn force_unlock(&self) -> Result<Option<Holder>, StateError> {
         let holder = self.lock_holder()?;
         self.with(|c| c.execute("DELETE FROM lock WHERE id = 1", []).map(drop))?;
+        *self.held()? = Held::default();
         Ok(holder)
     }
 
@@ -238,6 +323,7 @@ impl StateStore for SqliteStore {
     }
 
     fn put_resources(&self, resources: &[StoredResource]) -> Result<(), StateError> {
+        self.check_held()?;
         self.with(|c| {
             let tx = c.transaction()?;
             {
@@ -252,6 +338,7 @@ impl StateStore for SqliteStore {
     }
 
     fn remove_resources(&self, ids: &[String]) -> Result<(), StateError> {
+        self.check_held()?;
         self.with(|c| {
             let tx = c.transaction()?;
             {
@@ -265,6 +352,7 @@ impl StateStore for SqliteStore {
     }
 
     fn append_run(&self, record: &RunRecord) -> Result<u64, StateError> {
+        self.check_held()?;
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let last: Option<(u64, String)> = tx
@@ -329,6 +417,7 @@ impl StateStore for SqliteStore {
     }
 
     fn journal_begin(&self, entry: &JournalEntry) -> Result<(), StateError> {
+        self.check_held()?;
         self.with(|c| {
             c.execute(
                 "INSERT OR REPLACE INTO journal (id, entry) VALUES (?1, ?2)",
@@ -339,6 +428,7 @@ impl StateStore for SqliteStore {
     }
 
     fn journal_finish(&self, id: &str, outcome: &str) -> Result<(), StateError> {
+        self.check_held()?;
         // One statement (SQLite's JSON functions): this runs once per finished resource.
         self.with(|c| {
             c.execute(
@@ -354,6 +444,7 @@ impl StateStore for SqliteStore {
     }
 
     fn journal_clear(&self) -> Result<(), StateError> {
+        self.check_held()?;
         self.with(|c| c.execute("DELETE FROM journal", []).map(drop))
     }
 

@@ -23,7 +23,13 @@
 //! - `noisy-diff`: `diff` reports a change whose before and after are equal;
 //! - `malformed-json`: `apply` returns text that is not JSON;
 //! - `bad-schema`: `apply` returns a state whose `path` is a number;
-//! - `lying-apply`: `apply` claims a `value` that a fresh `read` does not show.
+//! - `lying-apply`: `apply` claims a `value` that a fresh `read` does not show;
+//! - `forge`: log a message, then fail with an error, both carrying `value` (text made to
+//!   pass as Tenet's own lines);
+//! - `clock-sleep`: sleep on the WASI clock for `value` seconds (default 60), which
+//!   blocks in a host call past any deadline;
+//! - `hold`: allocate `value` MiB (default 200) and keep it in a global, so a pooled
+//!   instance holds it between calls.
 //!
 //! It implements the export by hand instead of `export_provider!` so `apply` can return
 //! raw text (malformed JSON is impossible through the SDK).
@@ -205,9 +211,35 @@ fn perform(properties: &Value, reading: bool) -> Result<Option<Value>, Error> {
                 }
             }
         }
+        "forge" => {
+            let forged = text(properties, "value", "");
+            tenet_sdk::log::warn(forged);
+            return Err(Error::Internal(forged.to_owned()));
+        }
+        "clock-sleep" => {
+            let secs = properties
+                .get("value")
+                .and_then(Value::as_u64)
+                .unwrap_or(60);
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+        }
+        "hold" => {
+            let mib = properties
+                .get("value")
+                .and_then(Value::as_u64)
+                .unwrap_or(200) as usize;
+            // Touched, so the pages are really resident.
+            let block = vec![7u8; mib << 20];
+            HELD.with(|h| h.borrow_mut().push(std::hint::black_box(block)));
+        }
         _ => {}
     }
     Ok(Some(properties.clone()))
+}
+
+thread_local! {
+    /// What `hold` keeps: it lives as long as the instance.
+    static HELD: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl Provider for Misbehave {
@@ -223,7 +255,7 @@ impl Provider for Misbehave {
                         "action": {"enum": ["ok", "write", "chmod", "refusals-then-chmod", "chown", "exec", "exec-ignore",
                             "http", "env", "loop", "recurse", "panic", "alloc", "log-flood",
                             "output-flood", "block", "slow-apply", "noisy-diff",
-                            "malformed-json", "bad-schema", "lying-apply"]},
+                            "malformed-json", "bad-schema", "lying-apply", "forge", "clock-sleep", "hold"]},
                         "target": {"type": "string"},
                         "args": {"type": "array", "items": {"type": "string"}},
                         "method": {"type": "string"},
