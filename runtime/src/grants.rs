@@ -342,6 +342,16 @@ impl Capabilities {
     /// `write` is whether the call changes the path. The final component is never
     /// followed (calls act on a symlink itself), but every directory above it must
     /// resolve inside the grant.
+    /// The granted directory `path` (as [`Self::resolve`] returned it) lies in: the
+    /// root beneath which fs-ext opens it.
+    pub fn root_of(&self, path: &Path) -> Option<&Path> {
+        self.grants
+            .iter()
+            .filter(|g| path.starts_with(&g.path))
+            .max_by_key(|g| g.path.as_os_str().len())
+            .map(|g| g.path.as_path())
+    }
+
     pub fn resolve(&self, guest: &str, write: bool, mode: Mode) -> Result<PathBuf, Denied> {
         // Absolute (a relative guest path resolves against `/`), `.` and `..` removed
         // lexically; a `..` never climbs above `/`.
@@ -373,8 +383,8 @@ impl Capabilities {
         }
         // Symlinks in the directories above must not lead out of the grant. A parent that
         // does not exist cannot lead anywhere; any other failure to resolve it is a denial.
-        // (Checked, then used by path: a process outside the sandbox racing to swap a
-        // directory for a symlink in between is not defended against yet.)
+        // (fs-ext then opens the path again beneath the grant's root with openat2 and
+        // RESOLVE_BENEATH, so a directory swapped for a symlink in between leads nowhere.)
         if path != grant.path
             && let Some(parent) = path.parent()
         {

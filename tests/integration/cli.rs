@@ -257,7 +257,7 @@ fn a_directory_of_manifests_is_merged_and_providers_are_listed() {
         "{text}"
     );
     assert!(
-        text.contains("limits:  memory 32.0 MiB, 5s per call"),
+        text.contains("limits:  memory 32.0 MiB per instance, 1.0 GiB in all, 5s per call"),
         "{text}"
     );
 

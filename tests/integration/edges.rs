@@ -514,3 +514,136 @@ fn values_files_are_not_interpolated_and_say_so() {
         "vals/values.yaml:2:7: error: the value of variable `name` in this values file contains `${`",
     );
 }
+
+/// Seen: 40 resources each keeping 200 MiB with `--parallelism 10` made tenet's peak RSS
+/// 1.8 GiB under the default 256 MiB cap: pooled instances kept their memory. Now an
+/// instance that grew large is retired after its call, and all instances together stay
+/// within `memory_total`: growth past it fails the call, naming the budget.
+#[test]
+fn one_provider_holds_at_most_its_memory_budget() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let mut resources = String::new();
+    for i in 0..24 {
+        resources.push_str(&format!(
+            "  - {{id: hog{i}, type: bad.probe, properties: {{path: ./out/h{i}, action: hold, value: 100}}}}\n"
+        ));
+    }
+    misbehave(
+        dir,
+        "memory: 256MiB, memory_total: 512MiB, timeout: 20s",
+        &resources,
+    );
+    // One call at a time: each instance that took 100 MiB is retired after its call, so
+    // every call starts small (a pooled one would pile up 100 MiB per call and hit its
+    // 256 MiB cap at the third).
+    let (out, err, code, peak_kib) =
+        crate::sandbox::run_measured(dir, &["plan", "--parallelism", "1"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    has(
+        &out,
+        "No changes. The system matches the manifest (24 resources).",
+    );
+    let peak_mib = peak_kib / 1024;
+    eprintln!("peak RSS, 24 x 100 MiB one at a time: {peak_mib} MiB");
+    assert!(peak_mib < 320, "peak RSS {peak_mib} MiB");
+
+    // Ten at a time would be 1,000 MiB: the budget holds, refusing growth past it.
+    let (out, err, _, peak_kib) =
+        crate::sandbox::run_measured(dir, &["plan", "--parallelism", "10"], &[]);
+    let peak_mib = peak_kib / 1024;
+    eprintln!("peak RSS, 24 x 100 MiB ten at a time, budget 512 MiB: {peak_mib} MiB");
+    assert!(peak_mib < 512 + 150, "peak RSS {peak_mib} MiB:\n{out}{err}");
+    for line in out.lines().filter(|l| l.contains("failed to read")) {
+        assert!(
+            line.contains("memory budget exceeded: provider `bad` holds")
+                && line.contains("its budget (`limits.memory_total`) is 512 MiB"),
+            "{line}"
+        );
+    }
+}
+
+/// Seen: 29 `.fNNN.conf.tenet-XXXX-0.tmp` files beside managed files after 20 kills of a
+/// 2,000-file apply. A write interrupted by SIGKILL leaves at most one temporary per file,
+/// at a fixed name, and the next write of that file removes it.
+#[test]
+fn killed_applies_leave_no_temporary_files_behind() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let files = 400;
+    let manifest = |version: u32| {
+        let mut m = String::from(
+            "providers:\n  file:\n    grants:\n      fs: [{path: ./out, access: rw}]\nresources:\n",
+        );
+        for d in 0..4 {
+            m.push_str(&format!(
+                "  - {{id: d{d}, type: file.directory, properties: {{path: ./out/d{d}}}}}\n"
+            ));
+        }
+        for i in 0..files {
+            m.push_str(&format!(
+                "  - {{id: f{i}, type: file.file, properties: {{path: ./out/d{}/f{i}.conf, content: \"v{version} {i}\\n\"}}}}\n",
+                i % 4
+            ));
+        }
+        m
+    };
+    let count = |dir: &Path| -> (usize, Vec<String>) {
+        let mut n = 0;
+        let mut temps = Vec::new();
+        for d in 0..4 {
+            for e in std::fs::read_dir(dir.join(format!("out/d{d}"))).expect("ls") {
+                let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+                if name.ends_with(".tmp") {
+                    temps.push(name);
+                } else {
+                    n += 1;
+                }
+            }
+        }
+        (n, temps)
+    };
+    write_manifest(dir, &manifest(0));
+    ok(&tenet(dir, &["apply", "--yes"]));
+    let mut killed_with_temps = 0;
+    for round in 1..=6u32 {
+        // Every file changes, so every file is rewritten; kill the run part-way.
+        write_manifest(dir, &manifest(round));
+        let mut child = tenet_command(dir, &["apply", "--yes"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        loop {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).expect("read") > 0,
+                "ended early"
+            );
+            if line.starts_with("Plan:") {
+                break;
+            }
+        }
+        // Well inside the apply: wait until the first files changed, then kill.
+        let mut applied = 0;
+        while applied < 20 * u64::from(round) {
+            let mut line = String::new();
+            if reader.read_line(&mut line).expect("read") == 0 {
+                break;
+            }
+            applied += u64::from(line.contains(" updated"));
+        }
+        child.kill().expect("SIGKILL");
+        child.wait().expect("wait");
+        killed_with_temps += usize::from(!count(dir).1.is_empty());
+    }
+    // The next run converges and cleans up.
+    ok(&tenet(dir, &["apply", "--yes"]));
+    let (n, temps) = count(dir);
+    assert_eq!(n, files, "every managed file, nothing else");
+    assert!(temps.is_empty(), "temporaries left behind: {temps:?}");
+    let o = tenet(dir, &["drift", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    eprintln!("{killed_with_temps} of 6 kills left a temporary file for the next run to remove");
+}

@@ -50,7 +50,11 @@ fn http_probe() -> HttpProbe {
 /// The peak is the kernel's high-water mark of the process's own memory (`VmHWM` in
 /// /proc/PID/status, reset by exec), polled until it exits: `wait4`'s `ru_maxrss` would
 /// also count the test process it was spawned from, which is large.
-fn run_measured(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (String, String, i32, u64) {
+pub(crate) fn run_measured(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (String, String, i32, u64) {
     use std::process::Stdio;
     let mut child = crate::support::tenet_command(dir, args)
         .envs(env.iter().copied())

@@ -298,6 +298,9 @@ impl Provider for FileProvider {
         check_kind(kind)?;
         let current: Observed = tenet_sdk::from_value(current)?;
         let path = current.path.as_str();
+        if current.kind != "directory" {
+            remove_leftover(path);
+        }
         let result = match fsx::stat(path)? {
             None => return Ok(()),
             Some(s) if kind_name(s.kind) != current.kind => {
@@ -447,18 +450,30 @@ fn parent_of(path: &str) -> Result<&Path, Error> {
     }
 }
 
-/// A fresh name beside `path` for an atomic write.
+/// The name beside `path` for an atomic write: first always the same one, so a write
+/// interrupted by a killed run leaves at most one temporary per file, which the next write
+/// of that file (or its deletion) removes; then, only if that name is taken by something
+/// this write did not leave, fresh ones.
 fn temp_path(path: &str, attempt: u32) -> PathBuf {
     let p = Path::new(path);
     let name = p
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
+    if attempt == 0 {
+        return p.with_file_name(format!(".{name}.tenet.tmp"));
+    }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     p.with_file_name(format!(".{name}.tenet-{nanos:x}-{attempt}.tmp"))
+}
+
+/// Remove what an interrupted write of `path` left beside it. Unlinking never follows a
+/// symlink, so something planted at that name is removed, not written through.
+fn remove_leftover(path: &str) {
+    let _ = std::fs::remove_file(temp_path(path, 0));
 }
 
 /// Run `create` on a fresh temporary path beside `path`, then rename it over `path`.
@@ -469,9 +484,11 @@ fn atomically(
     finish: impl Fn(&str) -> Result<(), Error>,
 ) -> Result<(), Error> {
     parent_of(path)?;
+    remove_leftover(path);
     let mut attempt = 0;
     let tmp = loop {
         let tmp = temp_path(path, attempt);
+        // `create` makes the file exclusively (never through what is already there).
         match create(&tmp) {
             Ok(()) => break tmp,
             Err(e) if e.kind() == ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,

@@ -94,8 +94,11 @@ pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
         }
         writeln!(
             out,
-            "  limits:  memory {}, {} per call, output {}, {} log lines per call",
+            "  limits:  memory {} per instance, {} in all, {} per call, output {}, {} log lines per call",
             bytesize::ByteSize::b(decl.limits.memory_bytes)
+                .display()
+                .iec(),
+            bytesize::ByteSize::b(decl.limits.memory_total_bytes)
                 .display()
                 .iec(),
             humantime::format_duration(decl.limits.call_timeout),

@@ -1,11 +1,43 @@
 //! `tenet:host/fs-ext`: stat, chmod and chown — what WASI lacks — only inside the
 //! provider's grants, and chmod/chown only while the operation may write.
+//!
+//! A path is checked against the grants, then used through file descriptors opened
+//! beneath its grant's root (`openat2` with `RESOLVE_BENEATH`): the directories above it
+//! are resolved by the kernel, inside the grant, at the moment of use, and the last
+//! component is never followed. So a directory swapped for a symlink between the check
+//! and the call (by anything outside the sandbox) cannot redirect a chmod, chown or stat.
 
 use super::{HostState, MAX_PATH_BYTES};
 use crate::plugin::bindings::tenet::host::fs_ext::{FileKind, FileStat, FsError, Host};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use std::ffi::OsString;
 use std::io::ErrorKind;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// The directory holding `path`'s last component, opened beneath `root` (the grant)
+/// without leaving it, and that component's name (`.` for the root itself).
+fn beneath(root: &Path, path: &Path) -> std::io::Result<(OwnedFd, OsString)> {
+    let rel = path.strip_prefix(root).unwrap_or(Path::new(""));
+    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root_fd = rustix::fs::open(root, dir_flags, Mode::empty())?;
+    let (parent, name) = match (rel.parent(), rel.file_name()) {
+        (Some(parent), Some(name)) => (parent, name.to_owned()),
+        _ => return Ok((root_fd, OsString::from("."))),
+    };
+    if parent.as_os_str().is_empty() {
+        return Ok((root_fd, name));
+    }
+    let dir = rustix::fs::openat2(
+        &root_fd,
+        parent,
+        dir_flags,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+    )?;
+    Ok((dir, name))
+}
 
 impl HostState {
     /// Resolve `path` for an fs-ext call, or produce the guest-visible denial (also
@@ -36,30 +68,62 @@ fn io_error(path: &str, e: &std::io::Error) -> FsError {
     }
 }
 
+impl HostState {
+    /// `path` checked against the grants, then opened beneath its grant: the parent
+    /// directory's descriptor and the last component's name.
+    fn fs_beneath(
+        &mut self,
+        call: &str,
+        path: &str,
+        write: bool,
+    ) -> Result<Result<(OwnedFd, OsString), std::io::Error>, FsError> {
+        let host = self.fs_path(call, path, write)?;
+        let Some(root) = self.grants.root_of(&host).map(Path::to_path_buf) else {
+            return Err(FsError::Io(format!("{path}: no grant holds it")));
+        };
+        match beneath(&root, &host) {
+            // A symlink on the way leads out of the grant (or is a /proc magic link).
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+                let denied = crate::grants::Denied::Escapes {
+                    provider: self.grants.provider().to_owned(),
+                    path: path.to_owned(),
+                };
+                let capability = if write { "fs write" } else { "fs read" };
+                Err(FsError::Denied(self.deny(
+                    &format!("{call} {path}"),
+                    &denied,
+                    capability,
+                    write,
+                )))
+            }
+            other => Ok(other),
+        }
+    }
+}
+
 impl Host for HostState {
     fn stat(&mut self, path: String) -> wasmtime::Result<Result<Option<FileStat>, FsError>> {
-        let host = match self.fs_path("stat", &path, false) {
-            Ok(p) => p,
+        let opened = match self.fs_beneath("stat", &path, false) {
+            Ok(o) => o,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(match std::fs::symlink_metadata(&host) {
-            Ok(m) => {
-                let ft = m.file_type();
-                let kind = if ft.is_symlink() {
-                    FileKind::Symlink
-                } else if ft.is_dir() {
-                    FileKind::Directory
-                } else if ft.is_file() {
-                    FileKind::File
-                } else {
-                    FileKind::Other
+        let stat = opened.and_then(|(dir, name)| {
+            rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW).map_err(Into::into)
+        });
+        Ok(match stat {
+            Ok(st) => {
+                let kind = match FileType::from_raw_mode(st.st_mode) {
+                    FileType::Symlink => FileKind::Symlink,
+                    FileType::Directory => FileKind::Directory,
+                    FileType::RegularFile => FileKind::File,
+                    _ => FileKind::Other,
                 };
                 Ok(Some(FileStat {
                     kind,
-                    mode: m.mode() & 0o7777,
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    size: m.len(),
+                    mode: st.st_mode & 0o7777,
+                    uid: st.st_uid,
+                    gid: st.st_gid,
+                    size: u64::try_from(st.st_size).unwrap_or(0),
                 }))
             }
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
@@ -70,24 +134,35 @@ impl Host for HostState {
     }
 
     fn chmod(&mut self, path: String, mode: u32) -> wasmtime::Result<Result<(), FsError>> {
-        let host = match self.fs_path("chmod", &path, true) {
-            Ok(p) => p,
+        let opened = match self.fs_beneath("chmod", &path, true) {
+            Ok(o) => o,
             Err(e) => return Ok(Err(e)),
         };
-        // Linux cannot chmod a symlink itself, and following it could leave the grant.
-        match std::fs::symlink_metadata(&host) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Ok(Err(FsError::Io(format!(
-                    "{path} is a symlink; chmod is not applied through symlinks"
-                ))));
-            }
-            Err(e) => return Ok(Err(io_error(&path, &e))),
-            Ok(_) => {}
-        }
-        Ok(
-            std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode & 0o7777))
-                .map_err(|e| io_error(&path, &e)),
-        )
+        // The object itself, not followed if it is a symlink: Linux cannot chmod a
+        // symlink, and following it could leave the grant.
+        let target = opened.and_then(|(dir, name)| {
+            let fd = rustix::fs::openat2(
+                &dir,
+                &name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH,
+            )?;
+            let st = rustix::fs::fstat(&fd)?;
+            Ok((fd, FileType::from_raw_mode(st.st_mode)))
+        });
+        Ok(match target {
+            Ok((_, FileType::Symlink)) => Err(FsError::Io(format!(
+                "{path} is a symlink; chmod is not applied through symlinks"
+            ))),
+            // Through the descriptor: the very inode opened above, wherever names move.
+            Ok((fd, _)) => std::fs::set_permissions(
+                format!("/proc/self/fd/{}", fd.as_raw_fd()),
+                std::fs::Permissions::from_mode(mode & 0o7777),
+            )
+            .map_err(|e| io_error(&path, &e)),
+            Err(e) => Err(io_error(&path, &e)),
+        })
     }
 
     fn chown(
@@ -96,10 +171,73 @@ impl Host for HostState {
         uid: Option<u32>,
         gid: Option<u32>,
     ) -> wasmtime::Result<Result<(), FsError>> {
-        let host = match self.fs_path("chown", &path, true) {
-            Ok(p) => p,
+        let opened = match self.fs_beneath("chown", &path, true) {
+            Ok(o) => o,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(std::os::unix::fs::lchown(&host, uid, gid).map_err(|e| io_error(&path, &e)))
+        Ok(opened
+            .and_then(|(dir, name)| {
+                rustix::fs::chownat(
+                    &dir,
+                    &name,
+                    uid.map(rustix::fs::Uid::from_raw),
+                    gid.map(rustix::fs::Gid::from_raw),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(Into::into)
+            })
+            .map_err(|e| io_error(&path, &e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grants::{Capabilities, Mode};
+    use crate::manifest::{Access, FsGrant, Grants};
+
+    /// Regression (issue 12): fs-ext checked a path and then used it by path, so a
+    /// directory swapped for a symlink in between redirected the call.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_the_check_leads_nowhere() {
+        let root = tempfile::tempdir().expect("root");
+        let outside = tempfile::tempdir().expect("outside");
+        std::fs::write(outside.path().join("victim"), "x").expect("victim");
+        std::fs::create_dir(root.path().join("sub")).expect("sub");
+        std::fs::write(root.path().join("sub/victim"), "mine").expect("mine");
+        let grants = Capabilities::new(
+            "p",
+            &Grants {
+                fs: vec![FsGrant {
+                    path: root.path().to_path_buf(),
+                    access: Access::ReadWrite,
+                    location: None,
+                }],
+                ..Grants::default()
+            },
+        )
+        .expect("grants");
+        let guest = format!("{}/sub/victim", root.path().display());
+        let checked = grants
+            .resolve(&guest, true, Mode::ReadWrite)
+            .expect("inside");
+        let at = grants.root_of(&checked).expect("root");
+        assert!(beneath(at, &checked).is_ok(), "a real directory inside");
+
+        // Swapped after the check, before the use.
+        std::fs::rename(root.path().join("sub"), root.path().join("old")).expect("mv");
+        std::os::unix::fs::symlink(outside.path(), root.path().join("sub")).expect("ln");
+        let err = beneath(at, &checked).expect_err("the swap must not lead out");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::XDEV.raw_os_error())
+        );
+
+        // A relative link that stays inside is fine.
+        std::fs::remove_file(root.path().join("sub")).expect("rm");
+        std::os::unix::fs::symlink("old", root.path().join("sub")).expect("ln");
+        let (dir, name) = beneath(at, &checked).expect("inside through a link");
+        let st = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW).expect("stat");
+        assert_eq!(st.st_size, 4);
     }
 }

@@ -53,6 +53,66 @@ pub struct MemoryBudget {
     used: usize,
     /// Table elements in all the instance's tables together.
     table_elements: usize,
+    /// The budget this instance shares with every other instance of its provider.
+    shared: Arc<SharedMemory>,
+}
+
+/// The linear memory all instances of one provider hold together (`memory_total`):
+/// pooled instances keep their memory between calls, so without it one provider could
+/// hold `parallelism × memory`. Growth past it is refused, failing the call that asked.
+#[derive(Debug)]
+pub struct SharedMemory {
+    provider: String,
+    limit: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl SharedMemory {
+    pub fn new(provider: &str, limit: u64) -> Arc<SharedMemory> {
+        Arc::new(SharedMemory {
+            provider: provider.to_owned(),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            used: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes held by all instances now.
+    pub fn used(&self) -> usize {
+        self.used.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Reserve `bytes` more, if they fit.
+    fn reserve(&self, bytes: usize) -> Result<(), usize> {
+        use std::sync::atomic::Ordering;
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(bytes).filter(|total| *total <= self.limit)
+            })
+            .map(drop)
+    }
+
+    fn release(&self, bytes: usize) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+}
+
+impl MemoryBudget {
+    /// Linear memory this instance holds.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+}
+
+impl Drop for MemoryBudget {
+    fn drop(&mut self) {
+        // The instance's memory goes with its store.
+        self.shared.release(self.used);
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryBudget {
@@ -68,6 +128,16 @@ impl wasmtime::ResourceLimiter for MemoryBudget {
                 "memory limit exceeded: the provider asked for {} MiB in all, its limit is {} MiB",
                 total / (1024 * 1024),
                 self.limit / (1024 * 1024)
+            ));
+        }
+        let more = desired.saturating_sub(current);
+        if let Err(held) = self.shared.reserve(more) {
+            return Err(wasmtime::format_err!(
+                "memory budget exceeded: provider `{}` holds {} MiB in all its instances and this one asked for {} MiB more; its budget (`limits.memory_total`) is {} MiB",
+                self.shared.provider,
+                held / (1024 * 1024),
+                more.div_ceil(1024 * 1024),
+                self.shared.limit / (1024 * 1024)
             ));
         }
         self.used = total;
@@ -214,7 +284,12 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub fn new(grants: Arc<Capabilities>, mode: Mode, config: Limits) -> std::io::Result<Self> {
+    pub fn new(
+        grants: Arc<Capabilities>,
+        mode: Mode,
+        config: Limits,
+        shared: Arc<SharedMemory>,
+    ) -> std::io::Result<Self> {
         let output = usize::try_from(config.output_bytes).unwrap_or(usize::MAX);
         let stdout = MemoryOutputPipe::new(output);
         let stderr = MemoryOutputPipe::new(output);
@@ -223,6 +298,7 @@ impl HostState {
             limit: usize::try_from(config.memory_bytes).unwrap_or(usize::MAX),
             used: 0,
             table_elements: 0,
+            shared,
         };
         let call = CallInfo {
             resource: String::new(),
@@ -396,5 +472,52 @@ impl WasiHttpView for HostState {
             table: &mut self.table,
             hooks: &mut self.http_hooks,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    fn instance(shared: &Arc<SharedMemory>) -> MemoryBudget {
+        MemoryBudget {
+            limit: 64 << 20,
+            used: 0,
+            table_elements: 0,
+            shared: shared.clone(),
+        }
+    }
+
+    #[test]
+    fn instances_share_one_budget_and_return_it_when_dropped() {
+        let shared = SharedMemory::new("p", 100 << 20);
+        let mut a = instance(&shared);
+        let mut b = instance(&shared);
+        assert!(a.memory_growing(0, 60 << 20, None).expect("fits"));
+        let refused = b
+            .memory_growing(0, 60 << 20, None)
+            .expect_err("over the budget");
+        assert!(
+            refused
+                .to_string()
+                .contains("memory budget exceeded: provider `p` holds 60 MiB"),
+            "{refused}"
+        );
+        assert!(b.memory_growing(0, 40 << 20, None).expect("fits"));
+        assert_eq!(shared.used(), 100 << 20);
+        // Growing one memory counts only the growth; the per-instance cap still holds.
+        assert!(
+            a.memory_growing(60 << 20, 70 << 20, None).is_err(),
+            "budget"
+        );
+        drop(a);
+        assert_eq!(shared.used(), 40 << 20);
+        let mut c = instance(&shared);
+        assert!(c.memory_growing(0, 60 << 20, None).expect("returned"));
+        assert!(
+            c.memory_growing(60 << 20, 65 << 20, None).is_err(),
+            "instance cap"
+        );
     }
 }

@@ -942,13 +942,32 @@ fn parse_limits(
         pointer,
         spans,
         &format!("limits of {what}"),
-        &["memory", "timeout", "output", "log_lines"],
+        &["memory", "memory_total", "timeout", "output", "log_lines"],
         diags,
     ) else {
         return limits;
     };
     if let Some(b) = size(map, "memory", pointer, spans, diags) {
         limits.memory_bytes = b;
+    }
+    match size(map, "memory_total", pointer, spans, diags) {
+        Some(b) => limits.memory_total_bytes = b,
+        // Raising one instance's cap raises the budget with it (four such instances).
+        None => {
+            limits.memory_total_bytes = limits
+                .memory_total_bytes
+                .max(limits.memory_bytes.saturating_mul(4));
+        }
+    }
+    if limits.memory_total_bytes < limits.memory_bytes {
+        diags.error(
+            Some(spans.value(&format!("{pointer}/memory_total"))),
+            format!(
+                "memory_total ({}) must be at least memory ({}): it is the budget of all the provider's instances together",
+                bytesize::ByteSize(limits.memory_total_bytes),
+                bytesize::ByteSize(limits.memory_bytes)
+            ),
+        );
     }
     if let Some(b) = size(map, "output", pointer, spans, diags) {
         if (1..=MAX_OUTPUT_LIMIT).contains(&b) {

@@ -26,6 +26,15 @@ pub use load::{LoadOptions, Snapshot, load};
 /// Default memory cap per provider instance: generous for a JSON-and-files provider,
 /// small enough that a runaway guest cannot hurt the host.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 256 * 1024 * 1024;
+/// Default budget of one provider's instances together: four at the default cap, far
+/// under any machine Tenet runs on. With `--parallelism 10` and nothing but the
+/// per-instance cap, one provider could hold 2.5 GiB.
+pub const DEFAULT_MEMORY_TOTAL: u64 = 1024 * 1024 * 1024;
+
+fn default_memory_total() -> u64 {
+    DEFAULT_MEMORY_TOTAL
+}
+
 /// Default deadline for one provider call (describe, read, diff, apply or delete).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -252,6 +261,10 @@ pub const MAX_LOG_LINES: u32 = 1_000_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     pub memory_bytes: u64,
+    /// `memory_total`: linear memory of all the provider's instances together (pooled
+    /// instances keep theirs between calls), see [`DEFAULT_MEMORY_TOTAL`].
+    #[serde(default = "default_memory_total")]
+    pub memory_total_bytes: u64,
     #[serde(with = "humantime_serde_compat")]
     pub call_timeout: Duration,
     /// `output`: captured stdout/stderr bytes (see [`DEFAULT_OUTPUT_LIMIT`]).
@@ -264,6 +277,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             memory_bytes: DEFAULT_MEMORY_LIMIT,
+            memory_total_bytes: DEFAULT_MEMORY_TOTAL,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             output_bytes: DEFAULT_OUTPUT_LIMIT,
             log_lines: DEFAULT_LOG_LINES,

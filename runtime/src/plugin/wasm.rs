@@ -116,7 +116,14 @@ pub struct WasmProvider {
     /// Bumped whenever a read-write instance is made; read-only instances from an older
     /// generation are not pooled again.
     ro_generation: AtomicU64,
+    /// Linear memory of all its instances together, against `limits.memory_total`.
+    memory: Arc<crate::host::SharedMemory>,
 }
+
+/// An instance whose memory grew past this share of its cap (`limits.memory`) is
+/// dropped after its call instead of pooled: linear memory never shrinks, so a pooled
+/// instance that once needed much would hold it for the rest of the run.
+const RETIRE_ABOVE_SHARE_OF_CAP: u64 = 4;
 
 impl WasmProvider {
     pub(super) fn new(
@@ -128,6 +135,7 @@ impl WasmProvider {
         limits: Limits,
     ) -> Self {
         WasmProvider {
+            memory: crate::host::SharedMemory::new(&name, limits.memory_total_bytes),
             info: ProviderInfo {
                 name: name.clone(),
                 version: String::new(),
@@ -348,8 +356,11 @@ impl WasmProvider {
                 // Read before the context is built: a read-write build in between makes
                 // this instance's generation stale, never a stale one look current.
                 let generation = self.ro_generation.load(Ordering::SeqCst);
-                let state = HostState::new(self.grants.clone(), mode, self.limits)
-                    .map_err(|e| self.error(resource, operation, ErrorKind::Host, e.to_string()))?;
+                let state =
+                    HostState::new(self.grants.clone(), mode, self.limits, self.memory.clone())
+                        .map_err(|e| {
+                            self.error(resource, operation, ErrorKind::Host, e.to_string())
+                        })?;
                 let mut store = Store::new(self.exports.pre.engine(), state);
                 store.limiter(|s| &mut s.limits);
                 store.epoch_deadline_trap();
@@ -525,8 +536,11 @@ impl WasmProvider {
                         data.overflow_message(stream),
                     ));
                 }
+                let small = inst.store.data().limits.used() as u64
+                    <= self.limits.memory_bytes / RETIRE_ABOVE_SHARE_OF_CAP;
                 if stdio.keep
                     && current
+                    && small
                     && let Ok(mut pool) = self.pool(mode).lock()
                     && pool.len() < MAX_POOLED
                 {
@@ -561,6 +575,11 @@ impl WasmProvider {
             Some(trap) => {
                 tracing::debug!(provider = %self.name, resource, %operation, "trap: {e:?}");
                 trap.to_string()
+            }
+            // The host's own refusal (a limiter's message) under a wasm backtrace.
+            None if e.downcast_ref::<wasmtime::WasmBacktrace>().is_some() => {
+                tracing::debug!(provider = %self.name, resource, %operation, "{e:?}");
+                e.root_cause().to_string()
             }
             None => format!("{e:#}"),
         };
