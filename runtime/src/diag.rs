@@ -182,9 +182,19 @@ pub fn one_line(text: &str) -> String {
     terminal_text(&text.replace('\n', "\\n"), "")
 }
 
-/// Unicode's bidirectional overrides reorder what a terminal shows ("Trojan Source").
+/// Characters that change what a terminal shows without showing themselves:
+/// bidirectional overrides and marks ("Trojan Source") and Unicode's line separators.
 fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    matches!(
+        c,
+        '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{061c}'
+            | '\u{2028}'
+            | '\u{2029}'
+    )
 }
 
 /// Validation found at least one error; carries every problem found.

@@ -126,6 +126,10 @@ impl ExecRule {
 pub struct Capabilities {
     provider: String,
     grants: Vec<FsGrant>,
+    /// Each grant with symlinks resolved when it was checked (see `manifest::protect`):
+    /// a grant that resolves elsewhere later (a directory swapped for a symlink) is
+    /// refused, never opened.
+    seen: Vec<PathBuf>,
     exec: Vec<ExecRule>,
     net: Vec<NetGrant>,
     env: Vec<String>,
@@ -138,6 +142,11 @@ impl Capabilities {
         Ok(Capabilities {
             provider: provider.to_owned(),
             grants: grants.fs.clone(),
+            seen: grants
+                .fs
+                .iter()
+                .map(|g| crate::manifest::protect::resolved(&g.path))
+                .collect(),
             exec: grants.exec.iter().map(ExecRule::new).collect(),
             net: grants.net.clone(),
             env: grants.env.clone(),
@@ -301,7 +310,7 @@ impl Capabilities {
             // operation; each call runs on its own task, so a stuck one cannot hold the
             // deadline (see `plugin::wasm`).
             .allow_blocking_current_thread(true);
-        for g in &self.grants {
+        for (i, g) in self.grants.iter().enumerate() {
             let writable = mode == Mode::ReadWrite && g.access == Access::ReadWrite;
             if writable && !g.path.exists() {
                 std::fs::create_dir_all(&g.path).map_err(|e| {
@@ -311,6 +320,7 @@ impl Capabilities {
                     )
                 })?;
             }
+            self.still_where_checked(i)?;
             let guest = g.path.to_string_lossy();
             let perms = if writable {
                 FsPerms::ReadWrite
@@ -342,14 +352,29 @@ impl Capabilities {
     /// `write` is whether the call changes the path. The final component is never
     /// followed (calls act on a symlink itself), but every directory above it must
     /// resolve inside the grant.
-    /// The granted directory `path` (as [`Self::resolve`] returned it) lies in: the
-    /// root beneath which fs-ext opens it.
-    pub fn root_of(&self, path: &Path) -> Option<&Path> {
+    /// The granted directory `path` (as [`Self::resolve`] returned it) lies in, as
+    /// written and as it resolved when checked: the root beneath which fs-ext opens it.
+    pub fn root_of(&self, path: &Path) -> Option<(&Path, &Path)> {
         self.grants
             .iter()
-            .filter(|g| path.starts_with(&g.path))
-            .max_by_key(|g| g.path.as_os_str().len())
-            .map(|g| g.path.as_path())
+            .zip(&self.seen)
+            .filter(|(g, _)| path.starts_with(&g.path))
+            .max_by_key(|(g, _)| g.path.as_os_str().len())
+            .map(|(g, seen)| (g.path.as_path(), seen.as_path()))
+    }
+
+    /// Refuse a grant that no longer resolves where it did when it was checked.
+    fn still_where_checked(&self, i: usize) -> io::Result<()> {
+        let (g, seen) = (&self.grants[i], &self.seen[i]);
+        match g.path.canonicalize() {
+            Ok(now) if now != *seen => Err(io::Error::other(format!(
+                "granted directory {} now resolves to {}, not {} as when the manifest was checked; refusing to open it (was a directory replaced by a symlink?)",
+                g.path.display(),
+                now.display(),
+                seen.display()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     pub fn resolve(&self, guest: &str, write: bool, mode: Mode) -> Result<PathBuf, Denied> {

@@ -366,8 +366,8 @@ fn apply_json_streams_one_event_per_line_and_graph_prints_dot() {
 
 #[test]
 fn ctrl_c_lets_the_call_in_flight_finish_and_starts_nothing_more() {
-    use std::io::{BufRead, Read};
-    use std::process::{Command, Stdio};
+    use std::io::Read;
+    use std::process::Command;
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     // `slow-apply` reads as absent even after apply: opt out of the consistency check.
@@ -380,25 +380,10 @@ fn ctrl_c_lets_the_call_in_flight_finish_and_starts_nothing_more() {
         ));
     }
     write_manifest(dir, &body);
-    let mut child = crate::support::tenet_command(dir, &["apply", "--yes", "--parallelism", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
     // Wait until the plan is printed (the apply starts right after), then interrupt
     // while the first 1.5 s apply runs.
-    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut out = String::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).expect("read") == 0 {
-            panic!("tenet ended before applying: {out}");
-        }
-        out.push_str(&line);
-        if line.starts_with("Plan:") {
-            break;
-        }
-    }
+    let (child, mut reader, mut out) =
+        crate::support::started_applying(dir, &["apply", "--yes", "--parallelism", "1"]);
     std::thread::sleep(std::time::Duration::from_millis(400));
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

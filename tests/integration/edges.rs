@@ -3,12 +3,12 @@
 //! process — and proof that each is contained. Each test names the attack it replays.
 
 use crate::support::{
-    MISBEHAVE_GRANTS, MISBEHAVE_WASM, fails_with, has, ok, stderr, stdout, tenet, tenet_command,
-    write_manifest,
+    MISBEHAVE_GRANTS, MISBEHAVE_WASM, fails_with, has, ok, started_applying, stderr, stdout, tenet,
+    tenet_command, write_manifest,
 };
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 fn run_in(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
@@ -47,6 +47,15 @@ fn grants_cannot_reach_the_state_the_cache_or_the_manifest() {
     let o = tenet(dir, &["history"]);
     ok(&o);
     has(&stdout(&o), "apply");
+    // Every way of loading providers refuses it before the provider runs.
+    for cmd in [&["providers"][..], &["lock"], &["init"]] {
+        let o = tenet(dir, cmd);
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}");
+        has(
+            &format!("{}{}", stdout(&o), stderr(&o)),
+            "contains the state database",
+        );
+    }
 
     // Read-only is refused too (the state records what providers must not read), and
     // so is a symlink to the same directory.
@@ -65,9 +74,11 @@ fn grants_cannot_reach_the_state_the_cache_or_the_manifest() {
     // The compile cache and the plugin store, wherever they are, ro or rw.
     let cache = dir.join("cache");
     let store = dir.join("store");
+    let key = dir.join("secret/cache.key");
     for (granted, what) in [
         ("./cache", "the compile cache"),
         ("./store/sub", "the plugin store"),
+        ("./secret", "the compile cache's key"),
     ] {
         write_manifest(
             dir,
@@ -79,7 +90,11 @@ fn grants_cannot_reach_the_state_the_cache_or_the_manifest() {
         let o = run_in(
             dir,
             &["validate"],
-            &[("TENET_CACHE_DIR", &cache), ("TENET_STORE_DIR", &store)],
+            &[
+                ("TENET_CACHE_DIR", &cache),
+                ("TENET_STORE_DIR", &store),
+                ("TENET_CACHE_KEY", &key),
+            ],
         );
         fails_with(&o, what);
     }
@@ -137,15 +152,25 @@ fn compiled_code_runs_only_when_it_is_known_to_be_ours() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     let cache = dir.join("cache");
+    let key_file = dir.join("keys/cache.key");
     write_manifest(dir, FILE_OUT);
-    let env = [("TENET_CACHE_DIR", cache.as_path())];
+    let env = [
+        ("TENET_CACHE_DIR", cache.as_path()),
+        ("TENET_CACHE_KEY", key_file.as_path()),
+    ];
     ok(&run_in(dir, &["validate"], &env));
     let entries = cache_entries(&cache);
     assert_eq!(entries.len(), 1, "{entries:?}");
     let entry = &entries[0];
     let good = std::fs::read(entry).expect("read");
-    let key = std::fs::metadata(cache.join("key")).expect("key");
+    // The key lives outside the cache: a copied or restored cache carries none.
+    let key = std::fs::metadata(&key_file).expect("key");
     assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    assert!(
+        !std::fs::read_dir(&cache)
+            .expect("ls")
+            .any(|e| { std::fs::read(e.expect("e").path()).ok() == std::fs::read(&key_file).ok() })
+    );
 
     // Rewritten code (what a provider granted the cache did): refused, recompiled.
     let mut bad = good.clone();
@@ -303,22 +328,7 @@ fn a_run_notices_it_lost_the_lock_and_drift_waits_for_runs() {
         ));
     }
     misbehave(dir, "timeout: 10s", &resources);
-    let mut child = tenet_command(dir, &["apply", "--yes", "--parallelism", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).expect("read") > 0,
-            "ended early"
-        );
-        if line.starts_with("Plan:") {
-            break;
-        }
-    }
+    let (child, mut reader, _) = started_applying(dir, &["apply", "--yes", "--parallelism", "1"]);
     std::thread::sleep(Duration::from_millis(300));
     // While the run holds the lock, drift does not read.
     let o = tenet(dir, &["drift"]);
@@ -609,22 +619,7 @@ fn killed_applies_leave_no_temporary_files_behind() {
     for round in 1..=6u32 {
         // Every file changes, so every file is rewritten; kill the run part-way.
         write_manifest(dir, &manifest(round));
-        let mut child = tenet_command(dir, &["apply", "--yes"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-        loop {
-            let mut line = String::new();
-            assert!(
-                reader.read_line(&mut line).expect("read") > 0,
-                "ended early"
-            );
-            if line.starts_with("Plan:") {
-                break;
-            }
-        }
+        let (mut child, mut reader, _) = started_applying(dir, &["apply", "--yes"]);
         // Well inside the apply: wait until the first files changed, then kill.
         let mut applied = 0;
         while applied < 20 * u64::from(round) {

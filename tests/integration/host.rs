@@ -2,7 +2,7 @@
 //! host and the engine: lifecycle, exact plans, idempotency, the sandbox's refusals,
 //! trap/timeout isolation and the compile cache.
 
-use crate::support::{MISBEHAVE_GRANTS, MISBEHAVE_WASM, cache_dir, snapshot, write_manifest};
+use crate::support::{MISBEHAVE_GRANTS, MISBEHAVE_WASM, snapshot, write_manifest};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -26,7 +26,7 @@ fn args(dir: &Path) -> ManifestArgs {
 }
 
 async fn open(dir: &Path) -> Session {
-    Session::open_with_cache(&args(dir), CompileCache::new(Some(cache_dir())))
+    Session::open_with_cache(&args(dir), crate::support::compile_cache())
         .await
         .unwrap_or_else(|e| panic!("manifest must be valid: {e:#}"))
 }
@@ -515,7 +515,14 @@ async fn load(
 async fn the_second_load_uses_the_compile_cache() {
     let cache = tempfile::tempdir().expect("cache");
     let d = decl("file", ProviderSource::Builtin("file".into()));
-    let first = PluginHost::new(CompileCache::new(Some(cache.path().to_path_buf()))).expect("host");
+    let keys = tempfile::tempdir().expect("keys");
+    let keyed = || {
+        CompileCache::with_key_file(
+            Some(cache.path().to_path_buf()),
+            Some(keys.path().join("cache.key")),
+        )
+    };
+    let first = PluginHost::new(keyed()).expect("host");
     load(&first, &d).await.expect("load");
     assert_eq!(
         first
@@ -524,8 +531,7 @@ async fn the_second_load_uses_the_compile_cache() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
-    let second =
-        PluginHost::new(CompileCache::new(Some(cache.path().to_path_buf()))).expect("host");
+    let second = PluginHost::new(keyed()).expect("host");
     let p = load(&second, &d).await.expect("load from cache");
     assert_eq!(
         second

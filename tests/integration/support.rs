@@ -19,6 +19,16 @@ pub fn cache_dir() -> PathBuf {
     dir
 }
 
+/// The key of the test compile cache (kept out of the user's data directory).
+pub fn cache_key() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tenet-compile-cache.key")
+}
+
+/// The test compile cache, for tests that load providers in this process.
+pub fn compile_cache() -> tenet::plugin::CompileCache {
+    tenet::plugin::CompileCache::with_key_file(Some(cache_dir()), Some(cache_key()))
+}
+
 /// `tenet args` in `cwd`, stdin closed, with the test compile cache and no colour: for
 /// tests that spawn it themselves (to interrupt it, kill it, or watch its memory).
 pub fn tenet_command(cwd: &Path, args: &[&str]) -> Command {
@@ -26,6 +36,7 @@ pub fn tenet_command(cwd: &Path, args: &[&str]) -> Command {
     c.args(args)
         .current_dir(cwd)
         .env("TENET_CACHE_DIR", cache_dir())
+        .env("TENET_CACHE_KEY", cache_key())
         // Installed plugins go to the test's own directory, and no real registry
         // credentials are picked up.
         .env("TENET_STORE_DIR", cwd.join(".tenet-store"))
@@ -37,6 +48,38 @@ pub fn tenet_command(cwd: &Path, args: &[&str]) -> Command {
         .env_remove("TENET_LOG")
         .stdin(Stdio::null());
     c
+}
+
+/// Start `tenet args` in `cwd` and return once it printed its plan (`Plan: …`), so the
+/// apply is about to start: the child and its stdout, read up to there. The caller
+/// waits for the child.
+#[allow(clippy::zombie_processes)]
+pub fn started_applying(
+    cwd: &Path,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+    String,
+) {
+    use std::io::BufRead;
+    let mut child = tenet_command(cwd, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tenet");
+    let mut reader = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("read") == 0 {
+            panic!("tenet ended before applying: {out}");
+        }
+        out.push_str(&line);
+        if line.starts_with("Plan:") {
+            return (child, reader, out);
+        }
+    }
 }
 
 /// Run `tenet` with `args` in `cwd` to completion.
@@ -280,4 +323,43 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Set by [`a_skip_is_visible_past_the_capture`] for the copy of this binary it runs.
+const FORCE_SKIP: &str = "TENET_TEST_FORCE_SKIP";
+
+/// Skips only when told to: the subject of the next test.
+#[test]
+fn skips_when_told_to() {
+    if std::env::var_os(FORCE_SKIP).is_some() {
+        skipped("told to skip");
+    }
+}
+
+/// Regression (issue 12): a plain `cargo test` reported all green while tests skipped in
+/// output nobody sees. A skip is printed past the harness's capture as it happens, and
+/// again in a summary when the test binary exits.
+#[test]
+fn a_skip_is_visible_past_the_capture() {
+    let o = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "support::skips_when_told_to",
+            "--test-threads",
+            "1",
+        ])
+        .env(FORCE_SKIP, "1")
+        .env_remove("CI")
+        .output()
+        .expect("run the test binary");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let line = "SKIPPED support::skips_when_told_to: told to skip";
+    assert_eq!(
+        err.matches(line).count(),
+        2,
+        "as it happens and in the summary:\n{err}"
+    );
+    has(&err, "1 test(s) skipped checks because tools are missing");
+    has(&stdout(&o), "test result: ok. 1 passed");
 }

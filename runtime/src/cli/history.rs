@@ -107,12 +107,20 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
         }
     }
     let mut redacted = false;
-    // Sensitive per resource: what the plan found (schema, `sensitive:`, variables).
-    let sensitive_props = |id: &str| -> Vec<String> {
+    // Sensitive per resource: what the plan found (schema, `sensitive:`, variables), and
+    // whether the manifest itself declared it so.
+    let sensitive_props = |id: &str| -> Vec<scrub::SensitiveField> {
+        let declared = m
+            .resources
+            .iter()
+            .find(|d| d.id == id)
+            .map(|d| d.sensitive.clone())
+            .unwrap_or_default();
         plan.resources
             .iter()
             .filter(|r| r.id == id)
-            .flat_map(|r| r.sensitive.clone())
+            .flat_map(|r| r.sensitive.iter())
+            .map(|f| (f.clone(), declared.iter().any(|d| d == f || d == "*")))
             .collect()
     };
     let files: BTreeMap<String, String> = m

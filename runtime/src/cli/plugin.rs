@@ -681,7 +681,7 @@ pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
         }
     }
     let host = host()?;
-    let sources = super::session::Sources::new(&m, args.manifest.allow_unsigned).map_err(|e| {
+    let sources = super::session::Sources::new(&m, &args.manifest, &host).map_err(|e| {
         anyhow::anyhow!(
             "{e}; to pin everything again from what the sources hold now, delete {} and run `tenet lock`",
             crate::lockfile::path_for(&m.path).display()

@@ -19,7 +19,7 @@ pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
     let (m, diags) = manifest::load(&args.manifest.path, &args.manifest.load_options()?);
     diags.into_result()?;
     let host = PluginHost::new(CompileCache::new(CompileCache::default_dir()))?;
-    let sources = super::session::Sources::new(&m, args.manifest.allow_unsigned)?;
+    let sources = super::session::Sources::new(&m, &args.manifest, &host)?;
     let mut out = String::new();
     let mut failed = false;
     for decl in m.providers.values() {

@@ -194,12 +194,13 @@ pub fn plan(plan: &Plan) -> std::io::Result<()> {
 
 /// `/mode` → `mode`; nested pointers stay pointers.
 fn field(c: &FieldChange) -> String {
+    // The provider names the field: its text, shown as its own.
     let p = c.path.strip_prefix('/').unwrap_or(&c.path);
-    if p.contains('/') {
+    crate::diag::one_line(&if p.contains('/') {
         c.path.clone()
     } else {
         p.replace("~1", "/").replace("~0", "~")
-    }
+    })
 }
 
 fn render_change(out: &mut String, c: &FieldChange, action: Action, width: usize) {
@@ -272,11 +273,12 @@ fn value(v: &Value, indent: usize) -> String {
         }
         Value::Object(m) if m.contains_key("sha256") && m.contains_key("size") => format!(
             "(binary or large content: {} bytes, sha256 {})",
-            m["size"],
-            m["sha256"].as_str().unwrap_or_default()
+            crate::diag::one_line(&m["size"].to_string()),
+            crate::diag::one_line(m["sha256"].as_str().unwrap_or_default())
         ),
         other => {
-            let text = other.to_string();
+            // JSON escapes control characters, not bidi overrides or line separators.
+            let text = crate::diag::one_line(&other.to_string());
             match text.char_indices().nth(MAX_VALUE_CHARS) {
                 Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], text.len()),
                 None => text,

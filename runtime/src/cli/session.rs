@@ -24,6 +24,8 @@ pub struct Sources {
     pub lock: Option<LockFile>,
     pub lock_path: PathBuf,
     pub allow_unsigned: bool,
+    /// The paths the host owns: a provider whose grants reach one is never loaded.
+    pub owned: Vec<protect::Owned>,
 }
 
 /// A provider loaded under the project's policy.
@@ -33,13 +35,18 @@ pub struct Loaded {
 }
 
 impl Sources {
-    pub fn new(manifest: &Manifest, allow_unsigned: bool) -> Result<Sources, lockfile::LockError> {
+    pub fn new(
+        manifest: &Manifest,
+        args: &ManifestArgs,
+        host: &PluginHost,
+    ) -> Result<Sources, lockfile::LockError> {
         let lock_path = lockfile::path_for(&manifest.path);
         Ok(Sources {
             store: Store::open_default(),
             lock: LockFile::read(&lock_path)?,
             lock_path,
-            allow_unsigned,
+            allow_unsigned: args.allow_unsigned,
+            owned: owned_paths(manifest, args, host),
         })
     }
 
@@ -53,6 +60,11 @@ impl Sources {
         decl: &manifest::ProviderDecl,
         lock: Lock<'_>,
     ) -> Result<Loaded, String> {
+        // Before anything of it runs: `describe` would already see its grants.
+        let refused = protect::check_provider(decl, &self.owned);
+        if !refused.is_empty() {
+            return Err(refused.to_string().trim_end().to_owned());
+        }
         let enforce = matches!(lock, Lock::Enforce);
         let policy = Policy {
             trusted: &manifest.trusted_keys,
@@ -112,19 +124,21 @@ impl Sources {
 }
 
 /// Every path this run's host owns, which no grant may reach (see [`protect`]).
-fn owned_paths(
-    manifest: &Manifest,
-    args: &ManifestArgs,
-    options: &manifest::LoadOptions,
-    host: &PluginHost,
-) -> Vec<protect::Owned> {
+fn owned_paths(manifest: &Manifest, args: &ManifestArgs, host: &PluginHost) -> Vec<protect::Owned> {
     // The state first: of all a grant may reach, it is what matters most to name.
     let mut owned = protect::Owned::state(&args.location.path_for(&args.path));
-    owned.extend(protect::Owned::of_manifest(manifest, &options.values_files));
+    owned.extend(protect::Owned::of_manifest(manifest, &args.values));
     if let Some(root) = host.cache().root() {
         owned.push(protect::Owned::new(
             root,
             "the compile cache",
+            protect::Guard::NoAccess,
+        ));
+    }
+    if let Some(key) = host.cache().key_file() {
+        owned.push(protect::Owned::new(
+            key,
+            "the compile cache's key",
             protect::Guard::NoAccess,
         ));
     }
@@ -198,16 +212,18 @@ impl Session {
     ) -> anyhow::Result<Session> {
         let (mut manifest, mut diags) = manifest::load(&args.path, &options);
         let host = PluginHost::new(cache)?;
-        diags.extend(protect::check(
-            &manifest,
-            &owned_paths(&manifest, args, &options, &host),
-        ));
-
         let mut providers = BTreeMap::new();
         let mut provenance = BTreeMap::new();
-        match Sources::new(&manifest, args.allow_unsigned) {
+        match Sources::new(&manifest, args, &host) {
             Ok(sources) => {
+                // Reported at each grant's place; those providers are not loaded.
+                let (found, refused) = protect::check(&manifest, &sources.owned);
+                diags.extend(found);
                 for decl in manifest.providers.values() {
+                    // Its grants reach Tenet's own files: already reported, never run.
+                    if refused.contains(&decl.name) {
+                        continue;
+                    }
                     match sources.load(&host, &manifest, decl, Lock::Enforce).await {
                         Ok(l) => {
                             providers.insert(decl.name.clone(), l.provider);

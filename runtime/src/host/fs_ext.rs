@@ -16,12 +16,20 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// The directory holding `path`'s last component, opened beneath `root` (the grant)
-/// without leaving it, and that component's name (`.` for the root itself).
-fn beneath(root: &Path, path: &Path) -> std::io::Result<(OwnedFd, OsString)> {
+/// The directory holding `path`'s last component, opened beneath its grant without
+/// leaving it, and that component's name (`.` for the grant itself). `root` is the grant
+/// as written (`path` starts with it); `seen` is where it resolved when it was checked,
+/// opened with no symlink allowed on the way, so a grant swapped since leads nowhere.
+fn beneath(root: &Path, seen: &Path, path: &Path) -> std::io::Result<(OwnedFd, OsString)> {
     let rel = path.strip_prefix(root).unwrap_or(Path::new(""));
     let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let root_fd = rustix::fs::open(root, dir_flags, Mode::empty())?;
+    let slash = rustix::fs::open("/", dir_flags, Mode::empty())?;
+    let seen_rel = seen.strip_prefix("/").unwrap_or(seen);
+    let root_fd = if seen_rel.as_os_str().is_empty() {
+        slash
+    } else {
+        open_within(&slash, seen_rel, ResolveFlags::NO_SYMLINKS)?
+    };
     let (parent, name) = match (rel.parent(), rel.file_name()) {
         (Some(parent), Some(name)) => (parent, name.to_owned()),
         _ => return Ok((root_fd, OsString::from("."))),
@@ -29,14 +37,54 @@ fn beneath(root: &Path, path: &Path) -> std::io::Result<(OwnedFd, OsString)> {
     if parent.as_os_str().is_empty() {
         return Ok((root_fd, name));
     }
-    let dir = rustix::fs::openat2(
+    let dir = open_within(
         &root_fd,
         parent,
-        dir_flags,
-        Mode::empty(),
         ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
     )?;
     Ok((dir, name))
+}
+
+/// A directory opened with `openat2` and `resolve`; where the kernel has no `openat2`
+/// (before Linux 5.6, or a seccomp filter that hides it), one component at a time with
+/// no symlink followed at all (stricter than `RESOLVE_BENEATH`, never looser).
+fn open_within(dir: &OwnedFd, rel: &Path, resolve: ResolveFlags) -> std::io::Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    match rustix::fs::openat2(dir, rel, flags, Mode::empty(), resolve) {
+        Err(rustix::io::Errno::NOSYS) => open_by_components(dir, rel),
+        other => other.map_err(Into::into),
+    }
+}
+
+/// [`open_within`] without `openat2`.
+fn open_by_components(dir: &OwnedFd, rel: &Path) -> std::io::Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut at: Option<OwnedFd> = None;
+    for part in rel.components() {
+        let std::path::Component::Normal(name) = part else {
+            // Paths were cleaned: `..` and `.` cannot be here; refuse rather than guess.
+            return Err(rustix::io::Errno::XDEV.into());
+        };
+        let next = rustix::fs::openat(
+            at.as_ref().unwrap_or(dir),
+            name,
+            flags | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            // A symlink where a directory was expected: it could lead anywhere.
+            if e == rustix::io::Errno::NOTDIR || e == rustix::io::Errno::LOOP {
+                rustix::io::Errno::XDEV
+            } else {
+                e
+            }
+        })?;
+        at = Some(next);
+    }
+    match at {
+        Some(fd) => Ok(fd),
+        None => Ok(rustix::io::dup(dir)?),
+    }
 }
 
 impl HostState {
@@ -78,10 +126,22 @@ impl HostState {
         write: bool,
     ) -> Result<Result<(OwnedFd, OsString), std::io::Error>, FsError> {
         let host = self.fs_path(call, path, write)?;
-        let Some(root) = self.grants.root_of(&host).map(Path::to_path_buf) else {
+        let Some((root, seen)) = self
+            .grants
+            .root_of(&host)
+            .map(|(r, s)| (r.to_path_buf(), s.to_path_buf()))
+        else {
             return Err(FsError::Io(format!("{path}: no grant holds it")));
         };
-        match beneath(&root, &host) {
+        match beneath(&root, &seen, &host) {
+            // The grant itself resolves elsewhere than when it was checked.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+                Err(FsError::Io(format!(
+                    "{path}: its granted directory {} no longer resolves to {} as when it was checked",
+                    root.display(),
+                    seen.display()
+                )))
+            }
             // A symlink on the way leads out of the grant (or is a /proc magic link).
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
                 let denied = crate::grants::Denied::Escapes {
@@ -193,7 +253,7 @@ impl Host for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grants::{Capabilities, Mode};
+    use crate::grants::Capabilities;
     use crate::manifest::{Access, FsGrant, Grants};
 
     /// Regression (issue 12): fs-ext checked a path and then used it by path, so a
@@ -219,15 +279,18 @@ mod tests {
         .expect("grants");
         let guest = format!("{}/sub/victim", root.path().display());
         let checked = grants
-            .resolve(&guest, true, Mode::ReadWrite)
+            .resolve(&guest, true, crate::grants::Mode::ReadWrite)
             .expect("inside");
-        let at = grants.root_of(&checked).expect("root");
-        assert!(beneath(at, &checked).is_ok(), "a real directory inside");
+        let (at, seen) = grants.root_of(&checked).expect("root");
+        assert!(
+            beneath(at, seen, &checked).is_ok(),
+            "a real directory inside"
+        );
 
         // Swapped after the check, before the use.
         std::fs::rename(root.path().join("sub"), root.path().join("old")).expect("mv");
         std::os::unix::fs::symlink(outside.path(), root.path().join("sub")).expect("ln");
-        let err = beneath(at, &checked).expect_err("the swap must not lead out");
+        let err = beneath(at, seen, &checked).expect_err("the swap must not lead out");
         assert_eq!(
             err.raw_os_error(),
             Some(rustix::io::Errno::XDEV.raw_os_error())
@@ -236,8 +299,56 @@ mod tests {
         // A relative link that stays inside is fine.
         std::fs::remove_file(root.path().join("sub")).expect("rm");
         std::os::unix::fs::symlink("old", root.path().join("sub")).expect("ln");
-        let (dir, name) = beneath(at, &checked).expect("inside through a link");
+        let (dir, name) = beneath(at, seen, &checked).expect("inside through a link");
         let st = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW).expect("stat");
         assert_eq!(st.st_size, 4);
+
+        // Without openat2: component by component, no symlink followed at all.
+        let slash =
+            rustix::fs::open("/", OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).expect("/");
+        let rel = root.path().strip_prefix("/").expect("abs").to_path_buf();
+        std::fs::remove_file(root.path().join("sub")).expect("rm");
+        std::os::unix::fs::symlink(outside.path(), root.path().join("sub")).expect("ln");
+        assert!(open_by_components(&slash, &rel.join("old")).is_ok());
+        let err = open_by_components(&slash, &rel.join("sub")).expect_err("a symlink");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::XDEV.raw_os_error())
+        );
+    }
+
+    /// The grant itself replaced by a symlink after it was checked: refused.
+    #[test]
+    fn a_grant_that_resolves_elsewhere_than_when_checked_is_not_opened() {
+        let base = tempfile::tempdir().expect("base");
+        let outside = tempfile::tempdir().expect("outside");
+        let granted = base.path().join("granted");
+        std::fs::create_dir(&granted).expect("granted");
+        let grants = Capabilities::new(
+            "p",
+            &Grants {
+                fs: vec![FsGrant {
+                    path: granted.clone(),
+                    access: Access::ReadWrite,
+                    location: None,
+                }],
+                ..Grants::default()
+            },
+        )
+        .expect("grants");
+        std::fs::remove_dir(&granted).expect("rmdir");
+        std::os::unix::fs::symlink(outside.path(), &granted).expect("ln");
+        let pipe = || wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(16);
+        let Err(err) = grants.wasi_ctx(crate::grants::Mode::ReadWrite, pipe(), pipe()) else {
+            panic!("a swapped grant was opened");
+        };
+        assert!(err.to_string().contains("now resolves to"), "{err}");
+        let checked = granted.join("x");
+        let (at, seen) = grants.root_of(&checked).expect("root");
+        let err = beneath(at, seen, &checked).expect_err("fs-ext too");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::LOOP.raw_os_error())
+        );
     }
 }

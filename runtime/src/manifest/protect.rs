@@ -10,8 +10,9 @@
 //! suggesting a subdirectory instead. Paths are compared both as written and with
 //! symlinks resolved, so a link to the manifest directory is no way around it.
 
-use super::{Access, Manifest};
+use super::{Access, Manifest, ProviderDecl};
 use crate::diag::Diagnostics;
+use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 
 /// What a grant may not do with an owned path.
@@ -51,10 +52,11 @@ impl Owned {
             .iter()
             .map(|f| Owned::new(abs(f), "a manifest file", Guard::ReadOnly))
             .collect();
+        // Values files hold the values of sensitive variables: not even readable.
         owned.extend(
             values_files
                 .iter()
-                .map(|f| Owned::new(abs(f), "a values file", Guard::ReadOnly)),
+                .map(|f| Owned::new(abs(f), "a values file", Guard::NoAccess)),
         );
         owned.push(Owned::new(
             crate::lockfile::path_for(&manifest.path),
@@ -92,47 +94,60 @@ impl Owned {
 }
 
 /// Refuse every fs grant of the manifest's providers that reaches an owned path: one
-/// that contains it, or lies inside it. All problems at once.
-pub fn check(manifest: &Manifest, owned: &[Owned]) -> Diagnostics {
+/// that contains it, or lies inside it. All problems at once, and the providers they
+/// concern: those must not run at all (not even `describe`, which could read).
+pub fn check(manifest: &Manifest, owned: &[Owned]) -> (Diagnostics, BTreeSet<String>) {
+    let mut diags = Diagnostics::new();
+    let mut refused = BTreeSet::new();
+    for decl in manifest.providers.values() {
+        let found = check_provider(decl, owned);
+        if !found.is_empty() {
+            refused.insert(decl.name.clone());
+            diags.extend(found);
+        }
+    }
+    (diags, refused)
+}
+
+/// [`check`] for one provider: what every way of loading a provider checks first.
+pub fn check_provider(decl: &ProviderDecl, owned: &[Owned]) -> Diagnostics {
     let mut diags = Diagnostics::new();
     let owned: Vec<(&Owned, PathBuf)> = owned.iter().map(|o| (o, resolved(&o.path))).collect();
-    for decl in manifest.providers.values() {
-        for grant in &decl.grants.fs {
-            let real = resolved(&grant.path);
-            for (o, o_real) in &owned {
-                if o.guard == Guard::ReadOnly && grant.access != Access::ReadWrite {
-                    continue;
-                }
-                let reaches = |g: &Path, p: &Path| p.starts_with(g) || g.starts_with(p);
-                if !(reaches(&grant.path, &o.path) || reaches(&real, o_real)) {
-                    continue;
-                }
-                let inside = grant.path.starts_with(&o.path) || real.starts_with(o_real);
-                let advice = if inside {
-                    "grant a directory outside it"
-                } else {
-                    "grant only the subdirectories the provider needs instead"
-                };
-                diags.error(
-                    grant.location.clone(),
-                    format!(
-                        "provider `{}`: {} grant {} {} {} {}, which Tenet itself owns: no grant{} may reach it; {advice}",
-                        decl.name,
-                        grant.access,
-                        grant.path.display(),
-                        if inside { "lies inside" } else { "contains" },
-                        o.what,
-                        o.path.display(),
-                        if o.guard == Guard::ReadOnly {
-                            " with write access"
-                        } else {
-                            ""
-                        },
-                    ),
-                );
-                // One message per grant: the first owned path it reaches says enough.
-                break;
+    for grant in &decl.grants.fs {
+        let real = resolved(&grant.path);
+        for (o, o_real) in &owned {
+            if o.guard == Guard::ReadOnly && grant.access != Access::ReadWrite {
+                continue;
             }
+            let reaches = |g: &Path, p: &Path| p.starts_with(g) || g.starts_with(p);
+            if !(reaches(&grant.path, &o.path) || reaches(&real, o_real)) {
+                continue;
+            }
+            let inside = grant.path.starts_with(&o.path) || real.starts_with(o_real);
+            let advice = if inside {
+                "grant a directory outside it"
+            } else {
+                "grant only the subdirectories the provider needs instead"
+            };
+            diags.error(
+                grant.location.clone(),
+                format!(
+                    "provider `{}`: {} grant {} {} {} {}, which Tenet itself owns: no grant{} may reach it; {advice}",
+                    decl.name,
+                    grant.access,
+                    grant.path.display(),
+                    if inside { "lies inside" } else { "contains" },
+                    o.what,
+                    o.path.display(),
+                    if o.guard == Guard::ReadOnly {
+                        " with write access"
+                    } else {
+                        ""
+                    },
+                ),
+            );
+            // One message per grant: the first owned path it reaches says enough.
+            break;
         }
     }
     diags
@@ -142,14 +157,35 @@ fn abs(p: &Path) -> PathBuf {
     super::load::absolute(Path::new("."), p)
 }
 
-/// `p` with symlinks resolved as far as it exists; the rest appended lexically.
-fn resolved(p: &Path) -> PathBuf {
+/// `p` with symlinks resolved as far as it exists (a dangling symlink is followed to
+/// where it points); the rest appended lexically.
+pub fn resolved(p: &Path) -> PathBuf {
+    resolved_within(p, 0)
+}
+
+/// Symlinks followed at most (the kernel's own limit is 40).
+const MAX_LINKS: usize = 40;
+
+fn resolved_within(p: &Path, links: usize) -> PathBuf {
     let p = abs(p);
     let mut existing = p.as_path();
     let mut rest = Vec::new();
     loop {
         if let Ok(real) = existing.canonicalize() {
             let mut out = real;
+            for c in rest.iter().rev() {
+                out.push(c);
+            }
+            return out;
+        }
+        // A symlink that leads nowhere yet leads somewhere once its target is created.
+        if links < MAX_LINKS
+            && let Ok(target) = std::fs::read_link(existing)
+        {
+            let mut out = resolved_within(
+                &existing.parent().unwrap_or(Path::new("/")).join(target),
+                links + 1,
+            );
             for c in rest.iter().rev() {
                 out.push(c);
             }
@@ -181,6 +217,13 @@ mod tests {
             canon.join("not/yet")
         );
         assert_eq!(resolved(&dir.path().join("link")), canon);
+        // Dangling now, the state directory once it is created.
+        std::os::unix::fs::symlink(dir.path().join(".tenet"), dir.path().join("later"))
+            .expect("symlink");
+        assert_eq!(
+            resolved(&dir.path().join("later/x")),
+            dir.path().canonicalize().expect("canon").join(".tenet/x")
+        );
     }
 
     #[test]

@@ -33,13 +33,20 @@ pub struct Scrubbed {
     pub withheld: bool,
 }
 
+/// One sensitive property of a resource, and whether the manifest says so itself
+/// (`sensitive:`), rather than because it is built from a sensitive variable.
+pub type SensitiveField = (String, bool);
+
 /// The JSON pointers of the sensitive values in one parsed manifest document: defaults
-/// of `sensitive_vars`, and the properties each resource (by id) lists as sensitive
-/// (`*` for all of them).
+/// of `sensitive_vars`, and the sensitive properties of each resource (by id) whose text
+/// holds a literal: a property declared sensitive is cut unless it is exactly one
+/// `${…}` reference; one sensitive only because a sensitive variable went into it, only
+/// when it has no reference at all (its literal text around the variable is no secret,
+/// and cutting it would forbid a rollback).
 pub fn sensitive_pointers(
     doc: &Value,
     sensitive_vars: &BTreeSet<String>,
-    sensitive_props: &dyn Fn(&str) -> Vec<String>,
+    sensitive_props: &dyn Fn(&str) -> Vec<SensitiveField>,
 ) -> (Vec<String>, Vec<String>) {
     let mut defaults = Vec::new();
     if let Some(vars) = doc.get("vars").and_then(Value::as_object) {
@@ -60,16 +67,33 @@ pub fn sensitive_pointers(
             };
             let fields = sensitive_props(id);
             for (key, value) in properties {
-                // A value built from variables holds no secret in the text: the variable
-                // is sealed on its own (and cutting it would forbid a rollback).
-                let literal = !value.as_str().is_some_and(|s| s.contains("${"));
-                if literal && fields.iter().any(|f| f == key || f == "*") {
+                let Some((_, declared)) = fields.iter().find(|(f, _)| f == key || f == "*") else {
+                    continue;
+                };
+                let text = value.as_str().unwrap_or("");
+                // Sensitive by the schema, or declared: its literal parts are secret too.
+                // Only a sensitive variable's own text is known to be the secret part.
+                let through_variable = sensitive_vars
+                    .iter()
+                    .any(|v| text.contains(&format!("var.{v}")));
+                let literal = if *declared || !through_variable {
+                    !is_one_reference(text)
+                } else {
+                    !text.contains("${")
+                };
+                if literal {
                     props.push(format!("/resources/{i}/properties/{}", yaml::escape(key)));
                 }
             }
         }
     }
     (defaults, props)
+}
+
+/// `${…}` and nothing else: the value comes from elsewhere, the text holds none of it.
+fn is_one_reference(text: &str) -> bool {
+    let t = text.trim();
+    t.starts_with("${") && t.ends_with('}') && t[2..].find('}') == Some(t.len() - 3)
 }
 
 /// Scrub `text` (the file `file`): replace the values at `defaults` and `props`.
@@ -263,7 +287,7 @@ mod tests {
             props
                 .iter()
                 .find(|(i, _)| *i == id)
-                .map(|(_, f)| f.iter().map(|s| s.to_string()).collect())
+                .map(|(_, f)| f.iter().map(|s| (s.to_string(), true)).collect())
                 .unwrap_or_default()
         };
         let (d, p) = sensitive_pointers(&doc, &vars, &lookup);
@@ -306,6 +330,23 @@ mod tests {
             "{}",
             s.text
         );
+    }
+
+    #[test]
+    fn a_declared_secret_mixed_with_a_reference_is_cut_a_variable_alone_is_not() {
+        let text = "resources:\n  - id: a\n    sensitive: [dsn, token]\n    properties: {dsn: \"pass=hunter2 host=${var.h}\", token: \"${var.t}\", path: x}\n";
+        let s = run(text, &[], &[("a", &["dsn", "token"])]);
+        assert!(!s.text.contains("hunter2") && s.literal_cut, "{}", s.text);
+        assert!(s.text.contains("${var.t}"), "{}", s.text);
+        // Sensitive only through a sensitive variable: the text around it stays.
+        let text = text.replace("${var.h}", "${var.pw}");
+        let (doc, _) = yaml::parse(Path::new("t.yaml"), &text).expect("parse");
+        let lookup = |_: &str| vec![("dsn".to_owned(), false)];
+        let vars = BTreeSet::from(["pw".to_owned()]);
+        let (_, p) = sensitive_pointers(&doc, &vars, &lookup);
+        assert!(p.is_empty(), "{p:?}");
+        let (_, p) = sensitive_pointers(&doc, &BTreeSet::new(), &lookup);
+        assert_eq!(p.len(), 1, "sensitive by schema: cut");
     }
 
     #[test]

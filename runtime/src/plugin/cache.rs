@@ -10,8 +10,10 @@
 //! - the cache directory and each entry must be owned by the current user and not
 //!   writable by group or others, and are opened without following symlinks;
 //! - each entry starts with an HMAC-SHA256 tag over its name and code, keyed by a
-//!   per-user secret (`ROOT/key`, 0600, outside the entries' directory), checked before
-//!   anything is deserialized;
+//!   per-user secret kept 0600 outside the cache (`$TENET_CACHE_KEY`, else
+//!   `~/.local/share/tenet/cache.key`), checked before anything is deserialized: a cache
+//!   copied from another user or machine, or restored from a backup, carries no valid
+//!   tag;
 //! - the bytes are read into memory and deserialized from there, never mapped from the
 //!   file (a file mapped while someone rewrites it changes code under the process: seen
 //!   as SIGBUS).
@@ -45,6 +47,7 @@ const TAG_CONTEXT: &[u8] = b"tenet compiled component v1\0";
 #[derive(Debug)]
 pub struct CompileCache {
     root: Option<PathBuf>,
+    key_file: Option<PathBuf>,
     key: OnceLock<Option<[u8; KEY_LEN]>>,
     pub compiled: AtomicUsize,
     pub hits: AtomicUsize,
@@ -72,10 +75,17 @@ enum Untrusted {
 
 impl CompileCache {
     /// `root: None` disables the cache (every load compiles). Entries live in
-    /// `ROOT/compiled`, the key in `ROOT/key`.
+    /// `ROOT/compiled`; the key is [`Self::default_key_file`].
     pub fn new(root: Option<PathBuf>) -> Self {
+        Self::with_key_file(root, Self::default_key_file())
+    }
+
+    /// A cache keyed by the secret in `key_file` (created if missing); without one,
+    /// nothing can be trusted and every load compiles.
+    pub fn with_key_file(root: Option<PathBuf>, key_file: Option<PathBuf>) -> Self {
         CompileCache {
             root,
+            key_file,
             key: OnceLock::new(),
             compiled: AtomicUsize::new(0),
             hits: AtomicUsize::new(0),
@@ -90,9 +100,21 @@ impl CompileCache {
             .or_else(|| dirs::cache_dir().map(|d| d.join("tenet")))
     }
 
-    /// The directory the cache owns (entries and key), if enabled.
+    /// Where the per-user key lives: `$TENET_CACHE_KEY`, else the user's data directory.
+    pub fn default_key_file() -> Option<PathBuf> {
+        std::env::var_os("TENET_CACHE_KEY")
+            .map(PathBuf::from)
+            .or_else(|| dirs::data_dir().map(|d| d.join("tenet").join("cache.key")))
+    }
+
+    /// The directory the cache owns, if enabled.
     pub fn root(&self) -> Option<&Path> {
         self.root.as_deref()
+    }
+
+    /// The file holding the cache's key.
+    pub fn key_file(&self) -> Option<&Path> {
+        self.key_file.as_deref()
     }
 
     fn entries(&self) -> Option<PathBuf> {
@@ -111,7 +133,11 @@ impl CompileCache {
         self.key
             .get_or_init(|| {
                 let root = self.root.as_ref()?;
-                match open_key(root) {
+                let Some(key_file) = &self.key_file else {
+                    tracing::warn!(cache = %root.display(), "compile cache disabled: no place for its key (set TENET_CACHE_KEY)");
+                    return None;
+                };
+                match open_key(root, key_file) {
                     Ok(k) => Some(k),
                     Err(e) => {
                         tracing::warn!(cache = %root.display(), "compile cache disabled: {e}");
@@ -166,17 +192,27 @@ impl CompileCache {
             .zip(self.key())
             .map(|(dir, key)| (dir.join(&name), key));
         if let Some((path, key)) = &cached {
+            let started = std::time::Instant::now();
             match read_entry(path, &name, key) {
                 Ok(None) => {}
-                Ok(Some(code)) => {
+                Ok(Some((entry, timing))) => {
+                    let code = &entry[TAG_LEN..];
+                    let verified = started.elapsed();
                     // SAFETY: `code` is in memory (not a mapped file), and its tag proves
                     // this user's key wrote it for this name: it is what `store` wrote
                     // from `Engine::precompile_component` output for these bytes.
                     #[allow(unsafe_code)]
-                    match unsafe { Component::deserialize(engine, &code) } {
+                    match unsafe { Component::deserialize(engine, code) } {
                         Ok(c) => {
                             self.hits.fetch_add(1, Ordering::Relaxed);
-                            tracing::debug!(cache = %path.display(), "compiled component loaded from cache");
+                            tracing::debug!(
+                                cache = %path.display(),
+                                bytes = code.len(),
+                                read_us = timing.read.as_micros() as u64,
+                                verify_us = timing.verify.as_micros() as u64,
+                                deserialize_us = (started.elapsed() - verified).as_micros() as u64,
+                                "compiled component loaded from cache"
+                            );
                             return Ok(c);
                         }
                         Err(e) => {
@@ -241,36 +277,40 @@ fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
-/// Create the cache's directories (0700) and its key (0600) if missing, check that both
-/// are this user's alone, and read the key.
-fn open_key(root: &Path) -> Result<[u8; KEY_LEN], Untrusted> {
+/// Create the cache's directories and the key's (0700) and the key (0600) if missing,
+/// check that all are this user's alone, and read the key.
+fn open_key(root: &Path, path: &Path) -> Result<[u8; KEY_LEN], Untrusted> {
     let entries = root.join("compiled");
-    std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-        .create(&entries)?;
-    for dir in [root, entries.as_path()] {
+    let key_dir = path.parent().unwrap_or(Path::new("."));
+    let private = |dir: &Path| {
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+    };
+    private(&entries)?;
+    private(key_dir)?;
+    for dir in [root, entries.as_path(), key_dir] {
         check_owner(dir, &std::fs::symlink_metadata(dir)?)?;
     }
-    let path = root.join("key");
-    let file = match open_nofollow(&path) {
+    let file = match open_nofollow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut key = [0u8; KEY_LEN];
             getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
-            let mut tmp = tempfile::NamedTempFile::new_in(root)?; // 0600
+            let mut tmp = tempfile::NamedTempFile::new_in(key_dir)?; // 0600
             std::io::Write::write_all(&mut tmp, &key)?;
             tmp.as_file().sync_all()?;
             // Another process may have created it meanwhile: theirs wins, read it.
-            if let Err(e) = tmp.persist_noclobber(&path)
+            if let Err(e) = tmp.persist_noclobber(path)
                 && e.error.kind() != std::io::ErrorKind::AlreadyExists
             {
                 return Err(e.error.into());
             }
-            open_nofollow(&path)?
+            open_nofollow(path)?
         }
         Err(e) => return Err(e.into()),
     };
     let meta = file.metadata()?;
-    check_owner(&path, &meta)?;
+    check_owner(path, &meta)?;
     let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(Untrusted::Readable {
@@ -290,8 +330,20 @@ fn open_key(root: &Path) -> Result<[u8; KEY_LEN], Untrusted> {
     Ok(key)
 }
 
-/// The code of the entry at `path`, read into memory, if it exists and is trusted.
-fn read_entry(path: &Path, name: &str, key: &[u8; KEY_LEN]) -> Result<Option<Vec<u8>>, Untrusted> {
+/// Where reading a trusted entry spent its time (reported in debug logs, for
+/// bench/cache.sh).
+struct Timing {
+    read: std::time::Duration,
+    verify: std::time::Duration,
+}
+
+/// The entry at `path` (tag, then code), read into memory, if it exists and is trusted.
+fn read_entry(
+    path: &Path,
+    name: &str,
+    key: &[u8; KEY_LEN],
+) -> Result<Option<(Vec<u8>, Timing)>, Untrusted> {
+    let started = std::time::Instant::now();
     let file = match open_nofollow(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -314,12 +366,14 @@ fn read_entry(path: &Path, name: &str, key: &[u8; KEY_LEN]) -> Result<Option<Vec
     if bytes.len() < TAG_LEN {
         return Err(Untrusted::Tag { path: shown() });
     }
-    let code = bytes.split_off(TAG_LEN);
+    let read = started.elapsed();
+    let (expected, code) = bytes.split_at(TAG_LEN);
     let mut mac = tag(key, name);
-    mac.update(&code);
-    mac.verify_slice(&bytes)
+    mac.update(code);
+    mac.verify_slice(expected)
         .map_err(|_| Untrusted::Tag { path: shown() })?;
-    Ok(Some(code))
+    let verify = started.elapsed() - read;
+    Ok(Some((bytes, Timing { read, verify })))
 }
 
 fn store(path: &Path, name: &str, key: &[u8; KEY_LEN], code: &[u8]) -> std::io::Result<()> {
@@ -348,6 +402,11 @@ mod tests {
     /// The smallest component there is.
     const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
 
+    /// A cache in `dir` with its key in `dir/key` (tests keep their keys apart).
+    fn cache_in(dir: &Path) -> CompileCache {
+        CompileCache::with_key_file(Some(dir.join("cache")), Some(dir.join("key")))
+    }
+
     fn entry(root: &Path) -> PathBuf {
         std::fs::read_dir(root.join("compiled"))
             .expect("entries")
@@ -360,7 +419,7 @@ mod tests {
     fn entries_are_tagged_and_reused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = engine();
-        let cache = CompileCache::new(Some(dir.path().to_path_buf()));
+        let cache = cache_in(dir.path());
         cache.load(&engine, "aa", EMPTY).expect("compile");
         cache.load(&engine, "aa", EMPTY).expect("cached");
         assert_eq!(cache.compiled.load(Ordering::Relaxed), 1);
@@ -374,9 +433,9 @@ mod tests {
     fn a_rewritten_or_foreign_entry_is_recompiled_never_loaded() {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = engine();
-        let cache = CompileCache::new(Some(dir.path().to_path_buf()));
+        let cache = cache_in(dir.path());
         cache.load(&engine, "aa", EMPTY).expect("compile");
-        let path = entry(dir.path());
+        let path = entry(&dir.path().join("cache"));
         let good = std::fs::read(&path).expect("read");
 
         // One flipped bit in the code.
@@ -385,13 +444,14 @@ mod tests {
         bad[last] ^= 1;
         std::fs::write(&path, &bad).expect("write");
         // Another user's key: a valid entry for another key.
-        let other = CompileCache::new(Some(tempfile::tempdir().expect("t").keep()));
+        let elsewhere = tempfile::tempdir().expect("t");
+        let other = cache_in(elsewhere.path());
         other.load(&engine, "aa", EMPTY).expect("compile");
         let foreign = std::fs::read(entry(other.root().expect("root"))).expect("read");
 
         for (what, bytes) in [("flipped bit", bad), ("foreign key", foreign)] {
             std::fs::write(&path, &bytes).expect("write");
-            let fresh = CompileCache::new(Some(dir.path().to_path_buf()));
+            let fresh = cache_in(dir.path());
             fresh.load(&engine, "aa", EMPTY).expect(what);
             assert_eq!(fresh.refused.load(Ordering::Relaxed), 1, "{what}");
             assert_eq!(fresh.compiled.load(Ordering::Relaxed), 1, "{what}");
@@ -410,7 +470,7 @@ mod tests {
                 .replacen("aa", "bb", 1),
         );
         std::fs::copy(&path, &renamed).expect("copy");
-        let fresh = CompileCache::new(Some(dir.path().to_path_buf()));
+        let fresh = cache_in(dir.path());
         fresh.load(&engine, "bb", EMPTY).expect("bb");
         assert_eq!(fresh.refused.load(Ordering::Relaxed), 1);
     }
@@ -419,18 +479,18 @@ mod tests {
     fn group_writable_entries_and_shared_keys_are_not_trusted() {
         let dir = tempfile::tempdir().expect("tempdir");
         let engine = engine();
-        let cache = CompileCache::new(Some(dir.path().to_path_buf()));
+        let cache = cache_in(dir.path());
         cache.load(&engine, "aa", EMPTY).expect("compile");
-        let path = entry(dir.path());
+        let path = entry(&dir.path().join("cache"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).expect("chmod");
-        let fresh = CompileCache::new(Some(dir.path().to_path_buf()));
+        let fresh = cache_in(dir.path());
         fresh.load(&engine, "aa", EMPTY).expect("recompiled");
         assert_eq!(fresh.refused.load(Ordering::Relaxed), 1);
 
         // A symlink in place of an entry is not followed.
         std::fs::remove_file(&path).expect("rm");
         std::os::unix::fs::symlink("/etc/passwd", &path).expect("symlink");
-        let fresh = CompileCache::new(Some(dir.path().to_path_buf()));
+        let fresh = cache_in(dir.path());
         fresh.load(&engine, "aa", EMPTY).expect("recompiled");
         assert_eq!(fresh.refused.load(Ordering::Relaxed), 1);
 
@@ -440,7 +500,7 @@ mod tests {
             std::fs::Permissions::from_mode(0o644),
         )
         .expect("chmod");
-        let fresh = CompileCache::new(Some(dir.path().to_path_buf()));
+        let fresh = cache_in(dir.path());
         fresh
             .load(&engine, "aa", EMPTY)
             .expect("compiled without cache");

@@ -333,6 +333,19 @@ impl WasmProvider {
         }
     }
 
+    /// Linear memory held by idle instances, in both pools.
+    fn pooled_bytes(&self) -> usize {
+        self.pools
+            .iter()
+            .filter_map(|p| p.lock().ok())
+            .map(|p| {
+                p.iter()
+                    .map(|i| i.store.data().limits.used())
+                    .sum::<usize>()
+            })
+            .sum()
+    }
+
     fn pool(&self, mode: Mode) -> &Mutex<Vec<Instance>> {
         &self.pools[usize::from(mode == Mode::ReadWrite)]
     }
@@ -536,11 +549,16 @@ impl WasmProvider {
                         data.overflow_message(stream),
                     ));
                 }
-                let small = inst.store.data().limits.used() as u64
-                    <= self.limits.memory_bytes / RETIRE_ABOVE_SHARE_OF_CAP;
+                let held = inst.store.data().limits.used();
+                let small = held as u64 <= self.limits.memory_bytes / RETIRE_ABOVE_SHARE_OF_CAP;
+                // Idle instances never take more than half the budget: the rest is for
+                // calls that run.
+                let room = self.pooled_bytes() + held
+                    <= usize::try_from(self.limits.memory_total_bytes / 2).unwrap_or(usize::MAX);
                 if stdio.keep
                     && current
                     && small
+                    && room
                     && let Ok(mut pool) = self.pool(mode).lock()
                     && pool.len() < MAX_POOLED
                 {
