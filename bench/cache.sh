@@ -18,7 +18,7 @@ runs=${2:-15}
 export PATH="$PWD/target/tools/py/bin:$PATH"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-export TENET_CACHE_DIR="$work/cache"
+export TENET_CACHE_DIR="$work/cache" TENET_CACHE_KEY="$work/key/cache.key" NO_COLOR=1
 "$tenet" provider build examples/providers/python-ini -o "$work/ini.wasm" > /dev/null
 mkdir -p "$work/m/out"
 cat > "$work/m/tenet.yaml" <<YAML
