@@ -41,12 +41,13 @@ impl Sources {
         host: &PluginHost,
     ) -> Result<Sources, lockfile::LockError> {
         let lock_path = lockfile::path_for(&manifest.path);
+        let store = Store::open_default();
         Ok(Sources {
-            store: Store::open_default(),
+            owned: owned_paths(manifest, args, host, &store),
+            store,
             lock: LockFile::read(&lock_path)?,
             lock_path,
             allow_unsigned: args.allow_unsigned,
-            owned: owned_paths(manifest, args, host),
         })
     }
 
@@ -124,7 +125,12 @@ impl Sources {
 }
 
 /// Every path this run's host owns, which no grant may reach (see [`protect`]).
-fn owned_paths(manifest: &Manifest, args: &ManifestArgs, host: &PluginHost) -> Vec<protect::Owned> {
+fn owned_paths(
+    manifest: &Manifest,
+    args: &ManifestArgs,
+    host: &PluginHost,
+    store: &Store,
+) -> Vec<protect::Owned> {
     // The state first: of all a grant may reach, it is what matters most to name.
     let mut owned = protect::Owned::state(&args.location.path_for(&args.path));
     owned.extend(protect::Owned::of_manifest(manifest, &args.values));
@@ -143,7 +149,7 @@ fn owned_paths(manifest: &Manifest, args: &ManifestArgs, host: &PluginHost) -> V
         ));
     }
     owned.push(protect::Owned::new(
-        Store::default_dir(),
+        store.root(),
         "the plugin store",
         protect::Guard::NoAccess,
     ));

@@ -15,6 +15,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 pub const MAX_EXEC_ARGS: usize = 4096;
 /// Most bytes of arguments and environment in one command (Linux's own limit is 2 MiB).
 pub const MAX_EXEC_ARG_BYTES: usize = 1024 * 1024;
+/// A program may run until the call's deadline less this share of the time left, which
+/// the provider keeps to handle the timeout (one tenth: 200 ms of a 2 s deadline).
+const EXEC_LEAVES_TO_THE_GUEST: u32 = 10;
 /// Most bytes of standard input passed to a child: it is held in host memory.
 pub const MAX_EXEC_STDIN_BYTES: usize = 16 * 1024 * 1024;
 
@@ -169,7 +172,10 @@ impl HostState {
         let requested = cmd
             .timeout_ms
             .map(|ms| Duration::from_millis(u64::from(ms)));
+        // A program stopped at the very deadline would leave the provider no time to
+        // say so: it gets the last part of what is left.
         let left = self.call.deadline.saturating_duration_since(Instant::now());
+        let left = left - left / EXEC_LEAVES_TO_THE_GUEST;
         let timeout = requested.map_or(left, |r| r.min(left));
         let started = Instant::now();
         let waited = tokio::time::timeout(timeout, async {

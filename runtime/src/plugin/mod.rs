@@ -144,11 +144,17 @@ impl PluginHost {
         std::thread::Builder::new()
             .name("tenet-epoch".into())
             .spawn(move || {
+                // Ticks follow the wall clock, not the number of wake-ups: on a loaded
+                // machine this thread wakes late, and a deadline must not stretch with it.
+                let started = std::time::Instant::now();
+                let mut ticks: u128 = 0;
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
+                    let Some(engine) = weak.upgrade() else { break };
+                    let due = started.elapsed().as_millis() / EPOCH_TICK.as_millis().max(1);
+                    while ticks < due {
+                        engine.increment_epoch();
+                        ticks += 1;
                     }
                 }
             })

@@ -31,8 +31,9 @@ pub const MAX_DOCUMENT_BYTES: usize = 16 * 1024 * 1024;
 /// Most diagnostics accepted from one `validate` call, and field changes from one `diff`.
 pub const MAX_ITEMS: usize = 10_000;
 /// How much later than the epoch deadline the backstop timer fires: long enough for the
-/// epoch ticker to interrupt guest code first (a few ticks), short enough not to matter.
-const TIMER_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+/// epoch ticker to interrupt guest code first (many ticks, even on a loaded machine),
+/// short enough not to matter.
+const TIMER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 /// Most idle instances kept per access mode: enough for the default parallelism and
 /// then some, so a busy run reuses instances instead of instantiating per call; a Rust
 /// provider instance costs about 1–2 MiB.
