@@ -133,15 +133,15 @@ impl Bundle {
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".bundle-")
-            .tempdir_in(parent)
-            .map_err(|e| io(path, e))?;
         let meta = serde_json::to_vec_pretty(&self.metadata).map_err(|e| io(path, e))?;
-        for (name, data) in [(METADATA, meta.as_slice()), (COMPONENT, &self.component)] {
-            std::fs::write(tmp.path().join(name), data).map_err(|e| io(path, e))?;
-        }
-        std::fs::rename(tmp.keep(), path).map_err(|e| io(path, e))
+        let staged = crate::atomic::stage_dir(
+            parent,
+            ".bundle-",
+            &[(METADATA, meta.as_slice()), (COMPONENT, &self.component)],
+        )
+        .map_err(|e| io(path, e))?;
+        std::fs::rename(staged.keep(), path).map_err(|e| io(path, e))?;
+        crate::atomic::sync_dir(parent).map_err(|e| io(path, e))
     }
 
     /// Write the bundle as a tar file at `path` (atomically).
@@ -162,14 +162,7 @@ impl Bundle {
                 .map_err(|e| io(path, e))?;
         }
         let bytes = builder.into_inner().map_err(|e| io(path, e))?;
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io(path, e))?;
-        std::io::Write::write_all(&mut tmp, &bytes).map_err(|e| io(path, e))?;
-        tmp.persist(path).map_err(|e| io(path, e.error))?;
-        Ok(())
+        crate::atomic::write(path, &bytes).map_err(|e| io(path, e))
     }
 
     /// Read and check a bundle file or directory: exactly the two expected entries,

@@ -158,10 +158,6 @@ impl Capabilities {
         &self.provider
     }
 
-    pub fn grants(&self) -> &[FsGrant] {
-        &self.grants
-    }
-
     /// The granted environment variables that are set in Tenet's own environment.
     pub fn env_values(&self) -> Vec<(String, String)> {
         self.env

@@ -7,10 +7,13 @@
 //! [`plugin`] implements it with wasmtime, [`host`] provides the `tenet:host` interfaces
 //! to guests, and [`grants`] turns the operator's grants into sandbox contexts.
 //! [`state`] remembers resources and runs between invocations. Distribution: [`bundle`]
-//! (format, signatures), [`source`] (what may run), [`store`] (installed bundles),
-//! [`oci`] (registries), [`lockfile`] (pins). [`cli`] is the command line on top.
+//! (format, signatures), [`source`] (what may run, under a [`source::TrustPolicy`]),
+//! [`store`] (the [`store::PluginStore`] of installed bundles), [`oci`] (registries),
+//! [`lockfile`] (pins). [`atomic`] owns write-then-rename for everything written whole.
+//! [`cli`] is the command line on top.
 #![deny(unsafe_code)]
 
+pub mod atomic;
 pub mod bundle;
 pub mod cli;
 pub mod diag;

@@ -15,7 +15,7 @@ use crate::bundle::{self, Bundle, BundleError, Metadata};
 use crate::lockfile::LockFile;
 use crate::manifest::{ProviderDecl, ProviderSource, TrustedKey};
 use crate::plugin::{BUILTINS, MAX_COMPONENT_BYTES};
-use crate::store::{Store, StoreError};
+use crate::store::{PluginStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -57,11 +57,11 @@ impl std::fmt::Display for Provenance {
 
 /// What may run: the project's trusted keys, and the opt-out.
 #[derive(Debug, Clone, Copy)]
-pub struct Policy<'a> {
+pub struct TrustPolicy<'a> {
     pub trusted: &'a [TrustedKey],
     /// `--allow-unsigned`.
     pub allow_unsigned: bool,
-    pub store: &'a Store,
+    pub store: &'a PluginStore,
     /// `tenet.lock` and where it is, when there is one.
     pub lock: Option<(&'a LockFile, &'a Path)>,
     /// Run `oci://` sources at this component digest (wins over the lock and the store's
@@ -129,7 +129,7 @@ pub enum SourceError {
 }
 
 /// The bytes and provenance of `decl`'s component under `policy`.
-pub fn resolve(decl: &ProviderDecl, policy: &Policy<'_>) -> Result<Resolved, SourceError> {
+pub fn resolve(decl: &ProviderDecl, policy: &TrustPolicy<'_>) -> Result<Resolved, SourceError> {
     let plugin = decl.name.clone();
     match &decl.source {
         ProviderSource::Builtin(name) => BUILTINS
@@ -217,7 +217,7 @@ fn signed(
     c: Unverified,
     signature: Option<&str>,
     sig_path: &Path,
-    policy: &Policy<'_>,
+    policy: &TrustPolicy<'_>,
 ) -> Result<Resolved, SourceError> {
     let provenance = check_signature(
         decl,
@@ -239,7 +239,7 @@ fn signed(
 fn resolve_path(
     decl: &ProviderDecl,
     path: &Path,
-    policy: &Policy<'_>,
+    policy: &TrustPolicy<'_>,
 ) -> Result<Resolved, SourceError> {
     let read_err = |message: String| SourceError::Read {
         plugin: decl.name.clone(),
@@ -307,7 +307,7 @@ fn check_signature(
     signature: Option<&str>,
     signature_desc: &str,
     origin: &str,
-    policy: &Policy<'_>,
+    policy: &TrustPolicy<'_>,
 ) -> Result<Provenance, SourceError> {
     match signature {
         Some(text) => {

@@ -42,7 +42,7 @@ struct RefFile {
 }
 
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct PluginStore {
     root: PathBuf,
 }
 
@@ -68,7 +68,7 @@ fn valid_digest(d: &str) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-impl Store {
+impl PluginStore {
     /// `$TENET_STORE_DIR`, else the user's data directory (`~/.local/share/tenet/plugins`).
     pub fn default_dir() -> PathBuf {
         std::env::var_os("TENET_STORE_DIR")
@@ -77,12 +77,12 @@ impl Store {
             .unwrap_or_else(|| PathBuf::from(".tenet-plugins"))
     }
 
-    pub fn new(root: PathBuf) -> Store {
-        Store { root }
+    pub fn new(root: PathBuf) -> PluginStore {
+        PluginStore { root }
     }
 
-    pub fn open_default() -> Store {
-        Store::new(Self::default_dir())
+    pub fn open_default() -> PluginStore {
+        PluginStore::new(Self::default_dir())
     }
 
     pub fn root(&self) -> &Path {
@@ -122,29 +122,17 @@ impl Store {
             // unsigned install now signed); replace that one file atomically.
             if let Some(sig) = signature {
                 let path = dir.join(DIR_SIGNATURE);
-                let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| io_err(&dir, e))?;
-                std::io::Write::write_all(&mut tmp, sig.as_bytes())
-                    .map_err(|e| io_err(&path, e))?;
-                tmp.as_file().sync_all().map_err(|e| io_err(&path, e))?;
-                tmp.persist(&path).map_err(|e| io_err(&path, e.error))?;
+                crate::atomic::write(&path, sig.as_bytes()).map_err(|e| io_err(&path, e))?;
             }
         } else {
-            let tmp = tempfile::Builder::new()
-                .prefix(".install-")
-                .tempdir_in(&parent)
-                .map_err(|e| io_err(&parent, e))?;
             let meta = serde_json::to_vec_pretty(&bundle.metadata).map_err(|e| io_err(&dir, e))?;
             let mut files = vec![(METADATA, meta.as_slice()), (COMPONENT, &bundle.component)];
             if let Some(sig) = signature {
                 files.push((DIR_SIGNATURE, sig.as_bytes()));
             }
-            for (name, data) in files {
-                let path = tmp.path().join(name);
-                let mut f = std::fs::File::create(&path).map_err(|e| io_err(&path, e))?;
-                std::io::Write::write_all(&mut f, data).map_err(|e| io_err(&path, e))?;
-                f.sync_all().map_err(|e| io_err(&path, e))?;
-            }
-            let staged = tmp.keep();
+            let staged = crate::atomic::stage_dir(&parent, ".install-", &files)
+                .map_err(|e| io_err(&parent, e))?
+                .keep();
             if let Err(e) = std::fs::rename(&staged, &dir) {
                 let _ = std::fs::remove_dir_all(&staged);
                 // Another process installed the same digest meanwhile: theirs is as good.
@@ -152,6 +140,7 @@ impl Store {
                     return Err(io_err(&dir, e));
                 }
             }
+            crate::atomic::sync_dir(&parent).map_err(|e| io_err(&parent, e))?;
         }
         if let Some(reference) = reference {
             self.set_ref(reference, &digest)?;
@@ -170,10 +159,7 @@ impl Store {
             digest: digest.to_owned(),
         })
         .map_err(|e| io_err(&path, e))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| io_err(&dir, e))?;
-        std::io::Write::write_all(&mut tmp, &text).map_err(|e| io_err(&path, e))?;
-        tmp.persist(&path).map_err(|e| io_err(&path, e.error))?;
-        Ok(())
+        crate::atomic::write(&path, &text).map_err(|e| io_err(&path, e))
     }
 
     /// The digest `reference` was last installed as.
@@ -213,7 +199,7 @@ impl Store {
         Ok(self.read(digest, &self.refs()?)?.map(|(i, _)| i))
     }
 
-    /// [`Store::get`] and the component's bytes, read (and checked) once.
+    /// [`PluginStore::get`] and the component's bytes, read (and checked) once.
     pub fn get_with_component(
         &self,
         digest: &str,

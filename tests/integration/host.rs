@@ -490,8 +490,8 @@ fn decl(name: &str, source: ProviderSource) -> ProviderDecl {
 }
 
 /// A policy trusting no key and no lock (the test declarations are `unsigned: true`).
-fn no_trust(store: &tenet::store::Store) -> tenet::source::Policy<'_> {
-    tenet::source::Policy {
+fn no_trust(store: &tenet::store::PluginStore) -> tenet::source::TrustPolicy<'_> {
+    tenet::source::TrustPolicy {
         trusted: &[],
         allow_unsigned: false,
         store,
@@ -505,7 +505,7 @@ async fn load(
     host: &PluginHost,
     decl: &ProviderDecl,
 ) -> Result<std::sync::Arc<tenet::plugin::WasmProvider>, PluginError> {
-    let store = tenet::store::Store::new(std::path::PathBuf::from("/nonexistent-store"));
+    let store = tenet::store::PluginStore::new(std::path::PathBuf::from("/nonexistent-store"));
     let policy = no_trust(&store);
     let r = tenet::source::resolve(decl, &policy).expect("resolve");
     host.load(decl, &r).await
@@ -590,7 +590,7 @@ async fn non_providers_are_refused_with_what_was_expected_and_found() {
         );
         assert!(text.contains(found), "{text}");
     }
-    let store = tenet::store::Store::new(std::path::PathBuf::from("/nonexistent-store"));
+    let store = tenet::store::PluginStore::new(std::path::PathBuf::from("/nonexistent-store"));
     let policy = no_trust(&store);
     let err = match tenet::source::resolve(
         &decl("nope", ProviderSource::Builtin("nope".into())),

@@ -115,11 +115,12 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Everything observable about a tree: per path, kind, mode, mtime and content (or link
-/// target). Used to prove a plan changes nothing.
-/// (kind, mode, mtime seconds, mtime nanoseconds, content or link target).
+/// One path of a [`snapshot`]: (kind, mode, mtime seconds, mtime nanoseconds, content
+/// or link target).
 pub type Entry = (String, u32, i64, i64, Vec<u8>);
 
+/// Everything observable about a tree: per path, kind, mode, mtime and content (or link
+/// target). Used to prove a plan changes nothing.
 pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, Entry> {
     fn walk(p: &Path, out: &mut BTreeMap<PathBuf, Entry>) {
         let m = std::fs::symlink_metadata(p).expect("metadata");

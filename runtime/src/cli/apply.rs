@@ -11,7 +11,7 @@ use super::progress::LiveProgress;
 use super::session::Session;
 use super::{EXIT_ERROR, ManifestArgs, RunArgs, render};
 use crate::engine::{ApplyReport, Event, Outcome, OutcomeCounts, ResourceResult, RunOptions};
-use crate::plan::{FORMAT_VERSION, Plan};
+use crate::plan::Plan;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;
@@ -34,6 +34,16 @@ fn lines(granted: &[String]) -> String {
 const SLOWEST_SHOWN: usize = 5;
 /// Exit code after a second Ctrl-C (128 + SIGINT, as shells report it).
 const EXIT_ABORTED: i32 = 130;
+
+impl RunControl {
+    /// `--json` streams events: there is no one to ask, so it needs `--yes`.
+    fn check_json(&self) -> anyhow::Result<()> {
+        if self.json && !self.yes {
+            bail!("--json needs --yes: there is no one to ask for confirmation in a stream");
+        }
+        Ok(())
+    }
+}
 
 /// How a converging run goes: shared by `apply` and `rollback`.
 #[derive(Debug, Args)]
@@ -80,9 +90,7 @@ pub struct RollbackArgs {
 }
 
 pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
-    if args.control.json && !args.control.yes {
-        bail!("--json needs --yes: there is no one to ask for confirmation in a stream");
-    }
+    args.control.check_json()?;
     let state_path = args.manifest.location.path_for(&args.manifest.path);
     if !state_path.exists() {
         bail!(
@@ -218,41 +226,11 @@ fn emit(value: &impl Serialize) {
     }
 }
 
-/// A saved plan is a JSON file with a `format_version`.
-pub(super) fn read_saved_plan(path: &Path) -> anyhow::Result<Option<Plan>> {
-    if !path.is_file() {
-        return Ok(None);
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    if !text.trim_start().starts_with('{') {
-        return Ok(None);
-    }
-    let raw: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is neither a manifest nor a saved plan", path.display()))?;
-    match raw
-        .get("format_version")
-        .and_then(serde_json::Value::as_u64)
-    {
-        Some(v) if v == u64::from(FORMAT_VERSION) => {}
-        Some(v) => bail!(
-            "{} is a plan in format {v}; this Tenet reads format {FORMAT_VERSION}: run `tenet plan` again",
-            path.display()
-        ),
-        None => bail!("{} is JSON but not a saved Tenet plan", path.display()),
-    }
-    let plan = serde_json::from_value(raw)
-        .with_context(|| format!("{} is not a valid saved plan", path.display()))?;
-    Ok(Some(plan))
-}
-
 pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
-    if let Some(saved) = read_saved_plan(&args.manifest.path)? {
+    if let Some(saved) = crate::plan::file::read(&args.manifest.path)? {
         return apply_saved(&args, saved).await;
     }
-    if args.control.json && !args.control.yes {
-        bail!("--json needs --yes: there is no one to ask for confirmation in a stream");
-    }
+    args.control.check_json()?;
     let session = Session::open(&args.manifest).await?;
     converge(session, &args).await
 }
@@ -570,7 +548,7 @@ async fn run(
         emit(&RunEvent::RunFinished {
             succeeded: report.succeeded(),
             interrupted,
-            duration_ms: (started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+            duration_ms: crate::engine::millis(started.elapsed()),
             counts: report.counts(),
         });
     } else {

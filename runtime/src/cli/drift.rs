@@ -133,7 +133,7 @@ async fn check(p: Option<Arc<dyn Provider>>, r: StoredResource, salt: Arc<String
                 }));
         }
     }
-    out.duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+    out.duration_ms = crate::engine::millis(started.elapsed());
     out
 }
 

@@ -58,7 +58,7 @@ fn quote(s: &str) -> String {
 pub async fn execute(args: GraphArgs) -> anyhow::Result<u8> {
     let session = Session::open(&args.manifest).await?;
     let actions: BTreeMap<String, Action> = match &args.plan {
-        Some(path) => super::apply::read_saved_plan(path)?
+        Some(path) => crate::plan::file::read(path)?
             .with_context(|| format!("{} is not a saved plan", path.display()))?
             .resources
             .into_iter()

@@ -373,7 +373,7 @@ pub fn remember(
                 Outcome::NotStarted { reason } => Some(reason.clone()),
                 _ => None,
             },
-            duration_ms: (r.duration.as_secs_f64() * 1e6).round() / 1e3,
+            duration_ms: crate::engine::millis(r.duration),
             change: match &r.outcome {
                 Outcome::Created | Outcome::Updated | Outcome::Replaced | Outcome::Deleted => {
                     kinds.get(&r.id).map(|k| (*k).to_owned())

@@ -56,7 +56,7 @@ pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
     let plan = plan.redacted();
     if let Some(out) = &args.out {
         let text = serde_json::to_string_pretty(&plan)?;
-        write_atomically(out, text.as_bytes())
+        crate::atomic::write(out, text.as_bytes())
             .with_context(|| format!("cannot write plan to {}", out.display()))?;
     }
     if args.json {
@@ -78,16 +78,4 @@ pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
     } else {
         0
     })
-}
-
-/// Write via a temporary file in the same directory and a rename.
-pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }

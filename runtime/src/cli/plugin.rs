@@ -10,7 +10,7 @@ use crate::manifest::{ProviderSource, TrustedKey};
 use crate::oci;
 use crate::plugin::{CompileCache, PluginHost};
 use crate::provider::Provider;
-use crate::store::Store;
+use crate::store::PluginStore;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -367,7 +367,7 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
             trust,
             registry,
         } => {
-            let store = Store::open_default();
+            let store = PluginStore::open_default();
             let installed = if bundle.starts_with("oci://") || Path::new(&bundle).exists() {
                 None
             } else {
@@ -462,13 +462,13 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
         } => {
             let keys = trust.keys()?;
             let host = host()?;
-            let store = Store::open_default();
+            let store = PluginStore::open_default();
             let i = install(&host, &store, &source, &keys, allow_unsigned, &registry).await?;
             println!("{i}");
             Ok(0)
         }
         PluginCommand::List { json } => {
-            let store = Store::open_default();
+            let store = PluginStore::open_default();
             let list = store.list()?;
             if json {
                 let items: Vec<_> = list
@@ -510,7 +510,7 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
             Ok(0)
         }
         PluginCommand::Remove { what } => {
-            let store = Store::open_default();
+            let store = PluginStore::open_default();
             let removed = store.remove(&what)?;
             if removed.is_empty() {
                 bail!("no installed bundle matches `{what}` (see `tenet plugin list`)");
@@ -591,7 +591,7 @@ fn signer_of(signature: Option<&str>) -> String {
 }
 
 /// Digests whose compiled code is worth keeping: built-in and installed providers.
-fn keep_set(store: &Store) -> anyhow::Result<std::collections::BTreeSet<String>> {
+fn keep_set(store: &PluginStore) -> anyhow::Result<std::collections::BTreeSet<String>> {
     let mut keep: std::collections::BTreeSet<String> = crate::plugin::BUILTINS
         .iter()
         .map(|(_, b)| bundle::digest(b))
@@ -606,7 +606,7 @@ fn keep_set(store: &Store) -> anyhow::Result<std::collections::BTreeSet<String>>
 /// check passed.
 async fn install(
     host: &PluginHost,
-    store: &Store,
+    store: &PluginStore,
     source: &str,
     keys: &[TrustedKey],
     allow_unsigned: bool,
@@ -732,7 +732,7 @@ pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
                 &host,
                 &m,
                 decl,
-                super::session::Lock::Writing {
+                super::session::PinCheck::Writing {
                     oci_digest: fetched.as_ref().map(|f| f.0.as_str()),
                     pin: pinned,
                 },
@@ -760,7 +760,7 @@ pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
         lock.providers.insert(decl.name.clone(), new);
     }
     let path = sources.lock_path.clone();
-    super::plan::write_atomically(&path, lock.to_text().as_bytes())
+    crate::atomic::write(&path, lock.to_text().as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     for (reference, digest) in &references {
         sources.store.set_ref(reference, digest)?;
@@ -815,7 +815,7 @@ fn describe_move(name: &str, before: &Pin, new: &Pin) -> String {
 /// and checked before anything is stored. Returns the component digest and, when
 /// something was pulled, the manifest digest.
 async fn ensure_installed(
-    store: &Store,
+    store: &PluginStore,
     m: &crate::manifest::Manifest,
     (name, reference): (&str, &str),
     pinned: Option<&Pin>,
@@ -884,7 +884,7 @@ enum CacheCommand {
 
 pub fn cache(args: CacheArgs) -> anyhow::Result<u8> {
     let CacheCommand::Gc = args.command;
-    let store = Store::open_default();
+    let store = PluginStore::open_default();
     let (removed, freed, kept) = host()?.gc_cache(&keep_set(&store)?)?;
     println!(
         "Removed {removed} compiled artifacts ({}); kept {kept}.",

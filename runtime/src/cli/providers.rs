@@ -26,7 +26,7 @@ pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
         writeln!(out, "{}", decl.name)?;
         writeln!(out, "  source:  {}", decl.source)?;
         let loaded = sources
-            .load(&host, &m, decl, super::session::Lock::Enforce)
+            .load(&host, &m, decl, super::session::PinCheck::Enforce)
             .await;
         let loaded = match loaded {
             Ok(l) => {

@@ -45,7 +45,6 @@ fn verb(action: Action) -> &'static str {
     }
 }
 
-/// The plan as text.
 /// What each provider of the plan may do, and what it asked for and was not granted.
 pub fn sandbox_text(plan: &Plan) -> String {
     let mut out = String::new();
@@ -89,6 +88,7 @@ pub fn unsigned_text(plan: &Plan) -> String {
     out
 }
 
+/// The plan as text.
 pub fn plan_text(plan: &Plan) -> String {
     let mut out = unsigned_text(plan);
     out.push_str(&plan_actions_text(plan));

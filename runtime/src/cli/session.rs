@@ -1,4 +1,5 @@
-//! What every command starts with: load the manifest, load its providers, and validate
+//! What every command that works on a manifest starts with (`lock`, `init` and
+//! `providers` use only its [`Sources`]): load the manifest, load its providers, and validate
 //! everything (structure, kinds, schemas, provider checks, grants, graph), reporting every
 //! problem at once before any resource is read.
 
@@ -11,8 +12,8 @@ use crate::manifest::{self, Manifest, check, protect};
 use crate::plan::ProviderPin;
 use crate::plugin::{CompileCache, PluginHost, WasmProvider};
 use crate::provider::{CallContext, Provider, ProviderInfo};
-use crate::source::{self, Policy, Provenance};
-use crate::store::Store;
+use crate::source::{self, Provenance, TrustPolicy};
+use crate::store::PluginStore;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 /// Where a manifest's providers come from and what may run: the plugin store, the lock
 /// file, `--allow-unsigned`.
 pub struct Sources {
-    pub store: Store,
+    pub store: PluginStore,
     pub lock: Option<LockFile>,
     pub lock_path: PathBuf,
     pub allow_unsigned: bool,
@@ -41,7 +42,7 @@ impl Sources {
         host: &PluginHost,
     ) -> Result<Sources, lockfile::LockError> {
         let lock_path = lockfile::path_for(&manifest.path);
-        let store = Store::open_default();
+        let store = PluginStore::open_default();
         Ok(Sources {
             owned: owned_paths(manifest, args, host, &store),
             store,
@@ -52,22 +53,22 @@ impl Sources {
     }
 
     /// Resolve `decl`'s source (signature policy included), check it against
-    /// `tenet.lock` (`Lock::Enforce`) before any of its code runs, load it, and check a
+    /// `tenet.lock` (`PinCheck::Enforce`) before any of its code runs, load it, and check a
     /// bundle's declared metadata against the component. The error names the provider.
     pub async fn load(
         &self,
         host: &PluginHost,
         manifest: &Manifest,
         decl: &manifest::ProviderDecl,
-        lock: Lock<'_>,
+        pins: PinCheck<'_>,
     ) -> Result<Loaded, String> {
         // Before anything of it runs: `describe` would already see its grants.
         let refused = protect::check_provider(decl, &self.owned);
         if !refused.is_empty() {
             return Err(refused.to_string().trim_end().to_owned());
         }
-        let enforce = matches!(lock, Lock::Enforce);
-        let policy = Policy {
+        let enforce = matches!(pins, PinCheck::Enforce);
+        let policy = TrustPolicy {
             trusted: &manifest.trusted_keys,
             allow_unsigned: self.allow_unsigned,
             store: &self.store,
@@ -76,15 +77,15 @@ impl Sources {
                 .as_ref()
                 .filter(|_| enforce)
                 .map(|l| (l, self.lock_path.as_path())),
-            oci_digest: match lock {
-                Lock::Enforce => None,
-                Lock::Writing { oci_digest, .. } => oci_digest,
+            oci_digest: match pins {
+                PinCheck::Enforce => None,
+                PinCheck::Writing { oci_digest, .. } => oci_digest,
             },
         };
         let resolved = source::resolve(decl, &policy).map_err(|e| e.to_string())?;
         // While writing the lock, a pin that stays must still match — checked here,
         // before any of the provider's code runs.
-        if let Lock::Writing { pin: Some(pin), .. } = lock
+        if let PinCheck::Writing { pin: Some(pin), .. } = pins
             && !pin.builtin
         {
             pin.check(
@@ -129,7 +130,7 @@ fn owned_paths(
     manifest: &Manifest,
     args: &ManifestArgs,
     host: &PluginHost,
-    store: &Store,
+    store: &PluginStore,
 ) -> Vec<protect::Owned> {
     // The state first: of all a grant may reach, it is what matters most to name.
     let mut owned = protect::Owned::state(&args.location.path_for(&args.path));
@@ -158,7 +159,7 @@ fn owned_paths(
 
 /// How [`Sources::load`] uses `tenet.lock`.
 #[derive(Debug, Clone, Copy)]
-pub enum Lock<'a> {
+pub enum PinCheck<'a> {
     /// Check the provider against its pin before it runs; `oci://` at the pinned digest.
     Enforce,
     /// While writing the lock: `oci://` at `oci_digest` if given, and the bytes and
@@ -230,7 +231,10 @@ impl Session {
                     if refused.contains(&decl.name) {
                         continue;
                     }
-                    match sources.load(&host, &manifest, decl, Lock::Enforce).await {
+                    match sources
+                        .load(&host, &manifest, decl, PinCheck::Enforce)
+                        .await
+                    {
                         Ok(l) => {
                             providers.insert(decl.name.clone(), l.provider);
                             provenance.insert(decl.name.clone(), l.provenance);
@@ -352,11 +356,6 @@ impl Session {
             warnings,
             _host: host,
         })
-    }
-
-    /// The plugin host (engine, compile cache) the providers run on.
-    pub fn host(&self) -> &PluginHost {
-        &self._host
     }
 
     pub fn engine(&self) -> Engine {

@@ -98,8 +98,13 @@ pub struct ResourceResult {
     pub state: Option<Value>,
 }
 
+/// A duration in milliseconds with microsecond precision, as runs report them.
+pub fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
 fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e3)
+    s.serialize_f64(millis(*d))
 }
 
 /// The result of an apply, in plan order.

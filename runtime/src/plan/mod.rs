@@ -4,6 +4,8 @@
 //! system moved) and the action with its field changes. Serialisable (`plan --out`,
 //! `plan --json`); `format_version` changes whenever the format does.
 
+pub mod file;
+
 use crate::provider::{Action, FieldChange};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

@@ -377,16 +377,10 @@ fn read_entry(
 }
 
 fn store(path: &Path, name: &str, key: &[u8; KEY_LEN], code: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
     let mut mac = tag(key, name);
     mac.update(code);
-    // NamedTempFile is created 0600 in the 0700 entries directory.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, &mac.finalize().into_bytes())?;
-    std::io::Write::write_all(&mut tmp, code)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+    // 0600, in the 0700 entries directory.
+    crate::atomic::write_parts(path, &[&mac.finalize().into_bytes(), code])
 }
 
 #[cfg(test)]

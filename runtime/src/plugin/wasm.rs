@@ -287,11 +287,6 @@ impl WasmProvider {
         &self.requested
     }
 
-    /// The manifest's name for this provider.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Where the component came from (`builtin:file` or a path).
     pub fn source(&self) -> &str {
         &self.source
@@ -304,10 +299,6 @@ impl WasmProvider {
 
     pub fn capabilities(&self) -> &Capabilities {
         &self.grants
-    }
-
-    pub fn limits(&self) -> Limits {
-        self.limits
     }
 
     fn error(

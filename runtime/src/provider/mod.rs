@@ -3,6 +3,8 @@
 //! memory so the engine is tested without Wasm. Nothing here knows about wasmtime.
 
 pub mod conformance;
+/// Test support: not in the release binary (feature `test-support` for other crates).
+#[cfg(any(test, feature = "test-support"))]
 pub mod mock;
 
 use serde::{Deserialize, Serialize};

@@ -11,8 +11,10 @@
 pub mod report;
 pub mod sqlite;
 
-#[cfg(test)]
-pub(crate) mod conformance;
+/// Test support: a backend's contract, for this crate's tests and (feature
+/// `test-support`) for backends elsewhere.
+#[cfg(any(test, feature = "test-support"))]
+pub mod conformance;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -89,10 +91,29 @@ fn hostname() -> String {
         .into_owned()
 }
 
+/// Who runs this process: `$USER`/`$LOGNAME`, else the account of its uid in
+/// /etc/passwd (services and containers often set neither variable), else `uid N`.
 fn username() -> String {
+    let uid = rustix::process::getuid().as_raw();
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", rustix::process::getuid().as_raw()))
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(|| {
+            let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+            account_of(&passwd, uid)
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+/// The name of `uid` in an /etc/passwd text (`name:password:uid:…`).
+fn account_of(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let uid_field = fields.nth(1)?;
+        (uid_field.parse() == Ok(uid) && !name.is_empty()).then(|| name.to_owned())
+    })
 }
 
 /// A resource Tenet manages, as last applied.
@@ -373,4 +394,15 @@ pub trait StateStore: Send + Sync {
 
     /// This state's random salt for [`seal`], created with the state.
     fn salt(&self) -> Result<String, StateError>;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_uid_is_named_by_its_account() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\n# comment\ndeploy:x:1001:1001::/home/deploy:/bin/sh\n";
+        assert_eq!(super::account_of(passwd, 0).as_deref(), Some("root"));
+        assert_eq!(super::account_of(passwd, 1001).as_deref(), Some("deploy"));
+        assert_eq!(super::account_of(passwd, 7), None);
+    }
 }
