@@ -13,6 +13,10 @@ use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
 
+/// Largest component accepted, before any parsing: a provider is a few MB (a Python one
+/// about 20 MB), and reading an arbitrary file into memory must be bounded.
+pub const MAX_COMPONENT_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Entry names in a bundle file or directory.
 pub const METADATA: &str = "metadata.json";
 pub const COMPONENT: &str = "component.wasm";
@@ -195,7 +199,7 @@ impl Bundle {
             }
             let (slot, limit) = match name.as_str() {
                 "metadata.json" => (&mut metadata, MAX_METADATA_BYTES),
-                "component.wasm" => (&mut component, crate::plugin::MAX_COMPONENT_BYTES),
+                "component.wasm" => (&mut component, MAX_COMPONENT_BYTES),
                 other => {
                     return Err(invalid(
                         path,
@@ -262,7 +266,7 @@ impl Bundle {
             std::fs::read(&file).map_err(|e| io(&file, e))
         };
         let metadata = read(METADATA, MAX_METADATA_BYTES)?;
-        let component = read(COMPONENT, crate::plugin::MAX_COMPONENT_BYTES)?;
+        let component = read(COMPONENT, MAX_COMPONENT_BYTES)?;
         Self::from_parts(path, &metadata, component)
     }
 

@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 
 pub mod atomic;
+pub mod builtins;
 pub mod bundle;
 pub mod cli;
 pub mod diag;

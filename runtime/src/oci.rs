@@ -411,7 +411,7 @@ pub async fn pull(r: &OciRef, options: &Options) -> Result<Pulled, OciError> {
     let mut sig = None;
     for layer in &manifest.layers {
         let (slot, limit) = match layer.media_type.as_str() {
-            WASM_MEDIA_TYPE => (&mut wasm, crate::plugin::MAX_COMPONENT_BYTES),
+            WASM_MEDIA_TYPE => (&mut wasm, crate::bundle::MAX_COMPONENT_BYTES),
             METADATA_MEDIA_TYPE => (&mut meta, MAX_METADATA_BYTES),
             SIGNATURE_MEDIA_TYPE => (&mut sig, MAX_SIGNATURE_BYTES),
             other => {

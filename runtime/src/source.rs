@@ -11,49 +11,14 @@
 //! bytes were changed. `oci://` sources run from the local plugin store, at the digest
 //! `tenet.lock` pins when it pins one.
 
-use crate::bundle::{self, Bundle, BundleError, Metadata};
+use crate::builtins::BUILTINS;
+use crate::bundle::{self, Bundle, BundleError, MAX_COMPONENT_BYTES, Metadata};
 use crate::lockfile::LockFile;
 use crate::manifest::{ProviderDecl, ProviderSource, TrustedKey};
-use crate::plugin::{BUILTINS, MAX_COMPONENT_BYTES};
 use crate::store::{PluginStore, StoreError};
-use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Why the provider's code may run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Provenance {
-    /// Part of the `tenet` binary.
-    Builtin,
-    /// Signed by a trusted key.
-    Signed { key_id: String, key_name: String },
-    /// Runs without a signature: `reason` says who allowed it.
-    Unsigned { reason: String },
-}
-
-impl Provenance {
-    pub fn signer(&self) -> Option<&str> {
-        match self {
-            Provenance::Signed { key_id, .. } => Some(key_id),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Provenance {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Provenance::Builtin => f.write_str("built into tenet"),
-            Provenance::Signed { key_id, key_name } if key_name == key_id => {
-                write!(f, "signed by trusted key {key_id}")
-            }
-            Provenance::Signed { key_id, key_name } => {
-                write!(f, "signed by trusted key {key_id} ({key_name})")
-            }
-            Provenance::Unsigned { reason } => write!(f, "UNSIGNED ({reason})"),
-        }
-    }
-}
+pub use crate::plan::Provenance;
 
 /// What may run: the project's trusted keys, and the opt-out.
 #[derive(Debug, Clone, Copy)]

@@ -508,7 +508,7 @@ async fn load(
     let store = tenet::store::PluginStore::new(std::path::PathBuf::from("/nonexistent-store"));
     let policy = no_trust(&store);
     let r = tenet::source::resolve(decl, &policy).expect("resolve");
-    host.load(decl, &r).await
+    host.load(decl, &r.bytes, &r.sha256, &r.origin).await
 }
 
 #[tokio::test]

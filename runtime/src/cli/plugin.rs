@@ -592,7 +592,7 @@ fn signer_of(signature: Option<&str>) -> String {
 
 /// Digests whose compiled code is worth keeping: built-in and installed providers.
 fn keep_set(store: &PluginStore) -> anyhow::Result<std::collections::BTreeSet<String>> {
-    let mut keep: std::collections::BTreeSet<String> = crate::plugin::BUILTINS
+    let mut keep: std::collections::BTreeSet<String> = crate::builtins::BUILTINS
         .iter()
         .map(|(_, b)| bundle::digest(b))
         .collect();

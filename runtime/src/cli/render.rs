@@ -58,7 +58,7 @@ pub fn sandbox_text(plan: &Plan) -> String {
             pin.granted.join("; ")
         };
         let from = match &pin.provenance {
-            Some(p @ crate::source::Provenance::Unsigned { .. }) => {
+            Some(p @ crate::plan::Provenance::Unsigned { .. }) => {
                 format!(" [{red}{p}{red:#}]")
             }
             Some(p) => format!(" [{p}]"),
@@ -77,7 +77,7 @@ pub fn unsigned_text(plan: &Plan) -> String {
     let red = color(AnsiColor::Red).bold();
     let mut out = String::new();
     for (name, pin) in &plan.providers {
-        if let Some(crate::source::Provenance::Unsigned { reason }) = &pin.provenance {
+        if let Some(crate::plan::Provenance::Unsigned { reason }) = &pin.provenance {
             let _ = writeln!(
                 out,
                 "{red}WARNING: provider `{name}` is UNSIGNED ({reason}): no trusted key vouches for {} (sha256 {}).{red:#}",

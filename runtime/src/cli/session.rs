@@ -111,7 +111,7 @@ impl Sources {
             .map_err(|e| e.to_string())?;
         }
         let provider = host
-            .load(decl, &resolved)
+            .load(decl, &resolved.bytes, &resolved.sha256, &resolved.origin)
             .await
             .map_err(|e| e.to_string())?;
         if let Some(meta) = &resolved.metadata {

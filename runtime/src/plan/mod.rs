@@ -46,7 +46,7 @@ pub struct ProviderPin {
     pub component_sha256: String,
     /// Why its code may run: built in, signed by a trusted key, or unsigned and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provenance: Option<crate::source::Provenance>,
+    pub provenance: Option<Provenance>,
     /// What the provider may do, one line per grant (`fs rw /srv`, `exec …`, `net …`).
     #[serde(default)]
     pub granted: Vec<String>,
@@ -194,6 +194,42 @@ impl Plan {
 
     pub fn has_errors(&self) -> bool {
         self.summary.errors > 0
+    }
+}
+
+/// Why the provider's code may run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Provenance {
+    /// Part of the `tenet` binary.
+    Builtin,
+    /// Signed by a trusted key.
+    Signed { key_id: String, key_name: String },
+    /// Runs without a signature: `reason` says who allowed it.
+    Unsigned { reason: String },
+}
+
+impl Provenance {
+    pub fn signer(&self) -> Option<&str> {
+        match self {
+            Provenance::Signed { key_id, .. } => Some(key_id),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Provenance::Builtin => f.write_str("built into tenet"),
+            Provenance::Signed { key_id, key_name } if key_name == key_id => {
+                write!(f, "signed by trusted key {key_id}")
+            }
+            Provenance::Signed { key_id, key_name } => {
+                write!(f, "signed by trusted key {key_id} ({key_name})")
+            }
+            Provenance::Unsigned { reason } => write!(f, "UNSIGNED ({reason})"),
+        }
     }
 }
 

@@ -25,12 +25,6 @@ use wasmtime::component::{Component, HasSelf, Linker};
 
 use wasmtime::{Config, Engine};
 
-/// Providers embedded in the `tenet` binary, built from `plugins/` by the build script.
-pub const BUILTINS: &[(&str, &[u8])] = &[
-    ("file", include_bytes!(env!("TENET_PLUGIN_FILE_WASM"))),
-    ("exec", include_bytes!(env!("TENET_PLUGIN_EXEC_WASM"))),
-];
-
 /// The provider ABI this host implements: `tenet:provider/resources@0.1.x`.
 pub const ABI_INTERFACE: &str = "tenet:provider/resources";
 /// Semver range of `tenet:provider` versions this host can run.
@@ -66,9 +60,6 @@ pub const MAX_KINDS: usize = 256;
 
 /// Period of the epoch ticker; deadlines are counted in these ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// Largest component accepted, before any parsing: a provider is a few MB (a Python one
-/// about 20 MB), and reading an arbitrary file into memory must be bounded.
-pub const MAX_COMPONENT_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Why a provider could not be loaded. Every case names the plugin.
 #[derive(Debug, thiserror::Error)]
@@ -179,21 +170,18 @@ impl PluginHost {
         self.cache.gc(&self.engine, keep)
     }
 
-    /// Verify, compile and describe the provider `decl` declares, from its component as
-    /// resolved and signature-checked by [`crate::source::resolve`].
+    /// Verify, compile and describe the provider `decl` declares, from its component's
+    /// `bytes` (whose sha256 is `sha256`, from `origin`) as the distribution side resolved
+    /// and signature-checked them: the loader knows bytes, not the supply chain.
     pub async fn load(
         &self,
         decl: &ProviderDecl,
-        component: &crate::source::Resolved,
+        bytes: &[u8],
+        sha256: &str,
+        origin: &str,
     ) -> Result<Arc<WasmProvider>, PluginError> {
-        self.load_bytes(
-            decl,
-            &component.bytes,
-            Some(&component.sha256),
-            &component.origin,
-            true,
-        )
-        .await
+        self.load_bytes(decl, bytes, Some(sha256), origin, true)
+            .await
     }
 
     /// Load a component to describe it, whatever it imports (nothing is granted: every
