@@ -6,8 +6,8 @@
 //! `component.wasm`; anything else (more entries, directories, links, oversized entries)
 //! is refused before any byte is trusted.
 
-use crate::grants::Requested;
 use crate::manifest::TrustedKey;
+use crate::provider::Requested;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::Read;

@@ -33,7 +33,7 @@ pub struct Pin {
     /// checkout pulls exactly these bytes even if the tag moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oci_manifest: Option<String>,
-    /// What the component can ask for ([`crate::grants::Requested::summary`]).
+    /// What the component can ask for ([`crate::provider::Requested::summary`]).
     #[serde(default)]
     pub capabilities: Vec<String>,
     /// Built into `tenet`: listed, not enforced.

@@ -304,7 +304,7 @@ fn config_blob(b: &Bundle, wasm_digest: &str) -> Vec<u8> {
         "os": "wasip2",
         "layerDigests": [wasm_digest],
         "component": {
-            "exports": [format!("{}@{}", crate::plugin::ABI_INTERFACE, b.metadata.abi)],
+            "exports": [format!("{}@{}", crate::provider::ABI_INTERFACE, b.metadata.abi)],
             "imports": b.metadata.capabilities.imports,
             "target": null,
         },

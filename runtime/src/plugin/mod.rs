@@ -25,10 +25,8 @@ use wasmtime::component::{Component, HasSelf, Linker};
 
 use wasmtime::{Config, Engine};
 
-/// The provider ABI this host implements: `tenet:provider/resources@0.1.x`.
-pub const ABI_INTERFACE: &str = "tenet:provider/resources";
-/// Semver range of `tenet:provider` versions this host can run.
-pub const SUPPORTED_ABI: &str = ">=0.1.0, <0.2.0";
+pub use crate::provider::{ABI_INTERFACE, SUPPORTED_ABI};
+
 /// What a provider may import: (`package/interface` prefix, supported semver range).
 /// WASI 0.2 interfaces are constrained by the grants (sockets and DNS always off, env and
 /// directories only as granted, outgoing HTTP only to granted origins); imports that need

@@ -12,6 +12,11 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// The provider ABI this host implements: `tenet:provider/resources@0.1.x`.
+pub const ABI_INTERFACE: &str = "tenet:provider/resources";
+/// Semver range of `tenet:provider` versions this host can run.
+pub const SUPPORTED_ABI: &str = ">=0.1.0, <0.2.0";
+
 /// Compile a kind's JSON Schema. Schemas come from providers, so `pattern`s use the
 /// linear-time `regex` engine: a hostile pattern cannot make validation backtrack for
 /// minutes.
@@ -270,5 +275,73 @@ mod sensitive_tests {
             path_properties: vec![],
         };
         assert_eq!(k.sensitive_fields(), vec!["password".to_owned()]);
+    }
+}
+
+/// What a provider says it needs (`capabilities.requested`) plus its capability-bearing
+/// imports. Declaring grants nothing; it is shown beside the grants so the operator sees
+/// what is missing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Requested {
+    pub directories: Vec<DirectoryRequest>,
+    pub programs: Vec<ProgramRequest>,
+    pub hosts: Vec<HostRequest>,
+    pub env: Vec<EnvRequest>,
+    /// Imports that need a grant (`tenet:host/exec`, `wasi:http/outgoing-handler`).
+    pub imports: Vec<String>,
+    /// The `tenet:provider` version the component exports.
+    #[serde(default)]
+    pub abi: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DirectoryRequest {
+    pub path: String,
+    pub write: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProgramRequest {
+    pub program: String,
+    pub probe: bool,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HostRequest {
+    pub origin: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EnvRequest {
+    pub name: String,
+    pub reason: String,
+}
+
+impl Requested {
+    /// What the component can ask for, one sorted line each (`import tenet:host/exec@0.1.1`,
+    /// `fs rw /etc/app`, `exec /usr/bin/systemctl (probe)`, `net https://api`, `env LANG`):
+    /// recorded in `tenet.lock`, compared by `tenet lock --upgrade`.
+    pub fn summary(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.imports.iter().map(|i| format!("import {i}")).collect();
+        out.extend(
+            self.directories
+                .iter()
+                .map(|d| format!("fs {} {}", if d.write { "rw" } else { "ro" }, d.path)),
+        );
+        out.extend(self.programs.iter().map(|p| {
+            format!(
+                "exec {}{}",
+                p.program,
+                if p.probe { " (probe)" } else { "" }
+            )
+        }));
+        out.extend(self.hosts.iter().map(|h| format!("net {}", h.origin)));
+        out.extend(self.env.iter().map(|e| format!("env {}", e.name)));
+        out.sort();
+        out.dedup();
+        out
     }
 }
