@@ -6,12 +6,13 @@
 //! Ctrl-C once: start nothing new, let the calls in flight finish (they are bounded by
 //! their deadlines; writes are atomic), print what was and was not done. Twice: exit now.
 
-use super::history::{RunLock, change_kinds, open_for, parse_timeout, recover, remember};
+use super::history::{change_kinds, open_for, parse_timeout, recover, remember};
 use super::progress::LiveProgress;
 use super::session::Session;
 use super::{EXIT_ERROR, ManifestArgs, RunArgs, render};
 use crate::engine::{ApplyReport, Event, Outcome, OutcomeCounts, ResourceResult, RunOptions};
 use crate::plan::Plan;
+use crate::state::RunLock;
 use anyhow::{Context, bail};
 use clap::Args;
 use serde::Serialize;

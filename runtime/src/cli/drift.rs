@@ -4,11 +4,12 @@
 //! with the fields that drifted. Independent of manifest edits: a changed manifest is
 //! an intentional change for `plan`, not drift. The check is recorded in the history.
 
-use super::history::{ReadLock, open_for};
+use super::history::open_for;
 use super::session::Session;
 use super::{EXIT_CHANGES, EXIT_ERROR, ManifestArgs, RunArgs};
 use crate::plan::SENSITIVE;
 use crate::provider::{Action, CallContext, Provider};
+use crate::state::ReadLock;
 use crate::state::{GitInfo, ResourceOutcome, RunRecord, StoredResource};
 use clap::Args;
 use serde::Serialize;

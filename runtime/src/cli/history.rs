@@ -7,6 +7,7 @@ use crate::engine::{ApplyReport, Orphan, Outcome};
 use crate::manifest::Manifest;
 use crate::manifest::scrub;
 use crate::plan::Plan;
+use crate::state::RunLock;
 use crate::state::sqlite::SqliteStore;
 use crate::state::{
     GitInfo, Holder, JournalEntry, ResourceOutcome, RunRecord, StateStore, StoredResource,
@@ -21,9 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The state file, relative to the manifest's directory.
-pub const STATE_FILE: &str = ".tenet/state.db";
-
 /// Where the state lives.
 #[derive(Debug, Clone, Args)]
 pub struct StateLocation {
@@ -35,58 +33,11 @@ pub struct StateLocation {
 impl StateLocation {
     /// The database for a manifest at `manifest` (a file or a directory).
     pub fn path_for(&self, manifest: &Path) -> PathBuf {
-        if let Some(p) = &self.state {
-            return p.clone();
-        }
-        let dir = crate::manifest::dir_of(manifest);
-        dir.join(STATE_FILE)
+        crate::state::path_for(manifest, self.state.as_deref())
     }
 
     pub fn open(&self, manifest: &Path) -> anyhow::Result<Arc<dyn StateStore>> {
         Ok(Arc::new(SqliteStore::open(&self.path_for(manifest))?))
-    }
-}
-
-/// Holds the run lock until dropped.
-pub struct RunLock {
-    store: Arc<dyn StateStore>,
-    me: Holder,
-}
-
-impl RunLock {
-    pub fn take(store: Arc<dyn StateStore>, timeout: Duration) -> anyhow::Result<RunLock> {
-        let me = Holder::me();
-        store.lock(&me, timeout)?;
-        Ok(RunLock { store, me })
-    }
-
-    pub fn store(&self) -> &Arc<dyn StateStore> {
-        &self.store
-    }
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        if let Err(e) = self.store.unlock(&self.me) {
-            tracing::warn!("cannot release the state lock: {e}");
-        }
-    }
-}
-
-/// Holds the state's shared lock until dropped: readers of the system against the
-/// state (drift) never overlap a run changing it, and do not exclude each other.
-pub struct ReadLock(Arc<dyn StateStore>);
-
-impl ReadLock {
-    pub fn take(store: Arc<dyn StateStore>, timeout: Duration) -> anyhow::Result<ReadLock> {
-        store.lock_shared(timeout)?;
-        Ok(ReadLock(store))
-    }
-}
-
-impl Drop for ReadLock {
-    fn drop(&mut self) {
-        self.0.unlock_shared();
     }
 }
 

@@ -13,6 +13,7 @@
 //! collected and reported together with file:line:col. Every step is O((V + E) log V):
 //! 10,000 resources build in milliseconds. Pure: no I/O, no providers.
 
+pub mod dot;
 pub mod refs;
 pub mod walk;
 

@@ -8,8 +8,26 @@
 //! one conformance suite ([`conformance`]) so a PostgreSQL backend can be added later
 //! without changing the engine or the CLI.
 
+pub mod lock;
 pub mod report;
 pub mod sqlite;
+
+pub use lock::{ReadLock, RunLock};
+
+/// The state file, relative to the manifest's directory.
+pub const STATE_FILE: &str = ".tenet/state.db";
+
+/// Where the state of the manifest at `manifest` (a file or a directory) lives: `explicit`
+/// (`--state`, `TENET_STATE`) if given, else [`STATE_FILE`] beside the manifest.
+pub fn path_for(
+    manifest: &std::path::Path,
+    explicit: Option<&std::path::Path>,
+) -> std::path::PathBuf {
+    match explicit {
+        Some(p) => p.to_path_buf(),
+        None => crate::manifest::dir_of(manifest).join(STATE_FILE),
+    }
+}
 
 /// Test support: a backend's contract, for this crate's tests and (feature
 /// `test-support`) for backends elsewhere.
