@@ -3,12 +3,15 @@
 //! file in the same directory (so the rename stays on one file system), are flushed to
 //! the disk (`fsync`), the file is renamed over the target, and the directory is flushed
 //! too, so the rename itself survives. The temporary file is created `0600` and keeps
-//! that mode; on any failure it is removed and the target is untouched.
+//! that mode; on any failure before the rename it is removed and the target is untouched.
+//! Flushing the directory is best effort: some file systems refuse it (FUSE, 9p, CIFS),
+//! and a directory may be writable but not readable; the file is in place either way.
 //!
-//! Used for everything Tenet writes whole: saved plans, `tenet.lock`, bundles, the plugin
-//! store's references and signatures, compiled code in the compile cache. (SQLite keeps
-//! its own journal; the `file` provider, a guest, does its own atomic writes through
-//! WASI.)
+//! Used for everything Tenet writes whole for itself: saved plans, `tenet.lock`, bundles,
+//! the plugin store's references and signatures, compiled code in the compile cache.
+//! (SQLite keeps its own journal; the `file` provider, a guest, does its own atomic
+//! writes through WASI; detached `.minisig` files written for the operator to publish keep
+//! the operator's umask and are written in place.)
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -27,7 +30,8 @@ pub fn write_parts(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
     }
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
+    sync_dir(dir);
+    Ok(())
 }
 
 /// A directory holding `files`, each flushed to the disk, built under a temporary name
@@ -44,13 +48,16 @@ pub fn stage_dir(
         f.write_all(data)?;
         f.sync_all()?;
     }
-    sync_dir(dir.path())?;
+    sync_dir(dir.path());
     Ok(dir)
 }
 
-/// Flush a directory's entries (a rename or a new file in it) to the disk.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
+/// Flush a directory's entries (a rename or a new file in it) to the disk, if the file
+/// system allows it (see the module's doc).
+pub fn sync_dir(dir: &Path) {
+    if let Err(e) = std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::debug!(dir = %dir.display(), "directory not flushed: {e}");
+    }
 }
 
 /// The directory `path` is in (`.` for a bare file name).

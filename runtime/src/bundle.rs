@@ -145,7 +145,8 @@ impl Bundle {
         )
         .map_err(|e| io(path, e))?;
         std::fs::rename(staged.keep(), path).map_err(|e| io(path, e))?;
-        crate::atomic::sync_dir(parent).map_err(|e| io(path, e))
+        crate::atomic::sync_dir(parent);
+        Ok(())
     }
 
     /// Write the bundle as a tar file at `path` (atomically).

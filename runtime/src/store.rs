@@ -140,7 +140,7 @@ impl PluginStore {
                     return Err(io_err(&dir, e));
                 }
             }
-            crate::atomic::sync_dir(&parent).map_err(|e| io_err(&parent, e))?;
+            crate::atomic::sync_dir(&parent);
         }
         if let Some(reference) = reference {
             self.set_ref(reference, &digest)?;

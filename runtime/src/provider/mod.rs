@@ -1,5 +1,5 @@
 //! The provider contract as the engine sees it: plain Rust types and an async trait.
-//! The Wasm implementation lives in `plugin`; [`mock`] implements the same trait in
+//! The Wasm implementation lives in `plugin`; `mock` (tests) implements the same trait in
 //! memory so the engine is tested without Wasm. Nothing here knows about wasmtime.
 
 pub mod conformance;

@@ -5,8 +5,8 @@
 //!
 //! [`StateStore`] is the interface every backend implements; [`sqlite::SqliteStore`] is
 //! the embedded default (`.tenet/state.db` beside the manifest). Backends are checked by
-//! one conformance suite ([`conformance`]) so a PostgreSQL backend can be added later
-//! without changing the engine or the CLI.
+//! one conformance suite (`conformance`, feature `test-support`) so a PostgreSQL backend
+//! can be added later without changing the engine or the CLI.
 
 pub mod lock;
 pub mod report;
@@ -113,10 +113,9 @@ fn hostname() -> String {
 /// /etc/passwd (services and containers often set neither variable), else `uid N`.
 fn username() -> String {
     let uid = rustix::process::getuid().as_raw();
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .ok()
-        .filter(|u| !u.is_empty())
+    let var = |name| std::env::var(name).ok().filter(|u: &String| !u.is_empty());
+    var("USER")
+        .or_else(|| var("LOGNAME"))
         .or_else(|| {
             let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
             account_of(&passwd, uid)
