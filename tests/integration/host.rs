@@ -21,7 +21,7 @@ fn args(dir: &Path) -> ManifestArgs {
         vars: vec![],
         values: vec![],
         allow_unsigned: false,
-        location: tenet::cli::history::StateLocation { state: None },
+        location: tenet::cli::args::StateLocation { state: None },
     }
 }
 

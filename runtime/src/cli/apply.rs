@@ -6,7 +6,8 @@
 //! Ctrl-C once: start nothing new, let the calls in flight finish (they are bounded by
 //! their deadlines; writes are atomic), print what was and was not done. Twice: exit now.
 
-use super::history::{change_kinds, open_for, parse_timeout, recover, remember};
+use super::args::parse_timeout;
+use super::history::{change_kinds, open_for, recover, remember};
 use super::progress::LiveProgress;
 use super::session::Session;
 use super::{EXIT_ERROR, ManifestArgs, RunArgs, render};

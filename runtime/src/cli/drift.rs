@@ -32,7 +32,7 @@ pub struct DriftArgs {
     detailed_exitcode: bool,
     /// How long to wait for a run that holds the state's lock (e.g. `30s`): the system is
     /// read only while no apply is changing it, so a half-applied change is not drift.
-    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = super::history::parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = super::args::parse_timeout)]
     lock_timeout: std::time::Duration,
 }
 

@@ -3,12 +3,12 @@
 //! `tenet state list|show|forget|unlock`, `tenet history`, `tenet show RUN`,
 //! `tenet audit verify`.
 
+use super::args::{StateLocation, parse_timeout};
 use crate::engine::{ApplyReport, Orphan, Outcome};
 use crate::manifest::Manifest;
 use crate::manifest::scrub;
 use crate::plan::Plan;
 use crate::state::RunLock;
-use crate::state::sqlite::SqliteStore;
 use crate::state::{
     GitInfo, Holder, JournalEntry, ResourceOutcome, RunRecord, StateStore, StoredResource,
     seal_fields,
@@ -21,25 +21,6 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Where the state lives.
-#[derive(Debug, Clone, Args)]
-pub struct StateLocation {
-    /// State database (default: .tenet/state.db beside the manifest).
-    #[arg(long = "state", value_name = "FILE", env = "TENET_STATE")]
-    pub state: Option<PathBuf>,
-}
-
-impl StateLocation {
-    /// The database for a manifest at `manifest` (a file or a directory).
-    pub fn path_for(&self, manifest: &Path) -> PathBuf {
-        crate::state::path_for(manifest, self.state.as_deref())
-    }
-
-    pub fn open(&self, manifest: &Path) -> anyhow::Result<Arc<dyn StateStore>> {
-        Ok(Arc::new(SqliteStore::open(&self.path_for(manifest))?))
-    }
-}
 
 /// The manifest's files and variables: enough to plan it again later. Sensitive
 /// variables are sealed; a rollback asks for them again. Sensitive values written
@@ -765,11 +746,6 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<u8> {
             Ok(super::EXIT_ERROR)
         }
     }
-}
-
-/// `--lock-timeout`: how long apply waits for another run's lock.
-pub fn parse_timeout(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 30s: {e}"))
 }
 
 /// Context for errors opening the state of a manifest.

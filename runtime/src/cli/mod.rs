@@ -3,6 +3,7 @@
 //! maps the result to a documented exit code, printing errors with their cause chain.
 
 mod apply;
+pub mod args;
 mod drift;
 mod graph;
 pub mod history;
@@ -15,8 +16,8 @@ mod render;
 pub mod session;
 mod validate;
 
-use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+pub use args::{ManifestArgs, RunArgs};
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Exit code: something failed (invalid manifest, provider error, failed resource).
@@ -82,63 +83,6 @@ enum Command {
     /// Compliance metrics from the history: compliance rate, drift frequency, MTTR,
     /// change failure rate, provisioning time.
     Report(history::ReportArgs),
-}
-
-/// The manifest to work on and its variables.
-#[derive(Debug, Clone, Args)]
-pub struct ManifestArgs {
-    /// Manifest file, or directory whose *.yaml files are merged.
-    #[arg(default_value = ".")]
-    pub path: PathBuf,
-    /// Set a variable: --var name=value (repeatable; wins over values files).
-    #[arg(long = "var", value_name = "NAME=VALUE")]
-    pub vars: Vec<String>,
-    /// YAML file of variable values (repeatable; later files win).
-    #[arg(long = "values", value_name = "FILE")]
-    pub values: Vec<PathBuf>,
-    /// Run providers that carry no signature (shown loudly in plans). A signature that
-    /// is present must still verify.
-    #[arg(long)]
-    pub allow_unsigned: bool,
-    /// Where the state lives: the session refuses grants that reach it.
-    #[command(flatten)]
-    pub location: history::StateLocation,
-}
-
-/// How a run walks the graph.
-#[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    /// Most provider calls in flight at once (each provider's `max_concurrency` in the
-    /// manifest limits it further).
-    #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_PARALLELISM,
-          value_parser = parse_parallelism)]
-    pub parallelism: usize,
-}
-
-fn parse_parallelism(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if n >= 1 => Ok(n),
-        _ => Err(format!("`{s}` is not a whole number of at least 1")),
-    }
-}
-
-impl ManifestArgs {
-    fn load_options(&self) -> anyhow::Result<crate::manifest::LoadOptions> {
-        let vars = self
-            .vars
-            .iter()
-            .map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
-                    .ok_or_else(|| anyhow::anyhow!("--var `{kv}` is not NAME=VALUE"))
-            })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(crate::manifest::LoadOptions {
-            vars,
-            values_files: self.values.clone(),
-            snapshot: None,
-        })
-    }
 }
 
 fn init_tracing(verbose: u8) {

@@ -490,7 +490,7 @@ async fn test(
         vars: Vec::new(),
         values: Vec::new(),
         allow_unsigned: false,
-        location: super::history::StateLocation { state: None },
+        location: super::args::StateLocation { state: None },
     })
     .await?;
     let p = session

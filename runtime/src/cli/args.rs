@@ -1,0 +1,91 @@
+//! The argument groups commands share, defined once: the manifest and its variables
+//! (with where its state lives), how a run walks the graph, durations.
+
+use clap::Args;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::state::StateStore;
+use crate::state::sqlite::SqliteStore;
+
+/// The manifest to work on and its variables.
+#[derive(Debug, Clone, Args)]
+pub struct ManifestArgs {
+    /// Manifest file, or directory whose *.yaml files are merged.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Set a variable: --var name=value (repeatable; wins over values files).
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// YAML file of variable values (repeatable; later files win).
+    #[arg(long = "values", value_name = "FILE")]
+    pub values: Vec<PathBuf>,
+    /// Run providers that carry no signature (shown loudly in plans). A signature that
+    /// is present must still verify.
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Where the state lives: the session refuses grants that reach it.
+    #[command(flatten)]
+    pub location: StateLocation,
+}
+
+/// How a run walks the graph.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Most provider calls in flight at once (each provider's `max_concurrency` in the
+    /// manifest limits it further).
+    #[arg(long, value_name = "N", default_value_t = crate::engine::DEFAULT_PARALLELISM,
+          value_parser = parse_parallelism)]
+    pub parallelism: usize,
+}
+
+fn parse_parallelism(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number of at least 1")),
+    }
+}
+
+impl ManifestArgs {
+    pub(super) fn load_options(&self) -> anyhow::Result<crate::manifest::LoadOptions> {
+        let vars = self
+            .vars
+            .iter()
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+                    .ok_or_else(|| anyhow::anyhow!("--var `{kv}` is not NAME=VALUE"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(crate::manifest::LoadOptions {
+            vars,
+            values_files: self.values.clone(),
+            snapshot: None,
+        })
+    }
+}
+
+/// Where the state lives.
+#[derive(Debug, Clone, Args)]
+pub struct StateLocation {
+    /// State database (default: .tenet/state.db beside the manifest).
+    #[arg(long = "state", value_name = "FILE", env = "TENET_STATE")]
+    pub state: Option<PathBuf>,
+}
+
+impl StateLocation {
+    /// The database for a manifest at `manifest` (a file or a directory).
+    pub fn path_for(&self, manifest: &Path) -> PathBuf {
+        crate::state::path_for(manifest, self.state.as_deref())
+    }
+
+    pub fn open(&self, manifest: &Path) -> anyhow::Result<Arc<dyn StateStore>> {
+        Ok(Arc::new(SqliteStore::open(&self.path_for(manifest))?))
+    }
+}
+
+/// A duration argument like `30s` (`--lock-timeout`, `report --since`).
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("`{s}` is not a duration like 30s: {e}"))
+}
