@@ -26,9 +26,14 @@ use std::time::Duration;
 /// variables are sealed; a rollback asks for them again. Sensitive values written
 /// literally in the files are cut out (`redacted`: such a run cannot be rolled back to).
 fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
+    // By id, once: looked up per resource below (a scan each would be quadratic).
+    let decls: BTreeMap<&str, &crate::manifest::ResourceDecl> =
+        m.resources.iter().map(|d| (d.id.as_str(), d)).collect();
+    let planned: BTreeMap<&str, &crate::plan::PlannedResource> =
+        plan.resources.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut literals: Vec<String> = Vec::new();
     for r in plan.resources.iter().filter(|r| !r.sensitive.is_empty()) {
-        if let Some(decl) = m.resources.iter().find(|d| d.id == r.id) {
+        if let Some(decl) = decls.get(r.id.as_str()) {
             for f in &r.sensitive {
                 if let Some(Value::String(s)) = decl.properties.get(f)
                     && s.len() >= 3
@@ -42,16 +47,12 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
     // Sensitive per resource: what the plan found (schema, `sensitive:`, variables), and
     // whether the manifest itself declared it so.
     let sensitive_props = |id: &str| -> Vec<scrub::SensitiveField> {
-        let declared = m
-            .resources
+        let declared = decls.get(id).map_or(&[][..], |d| d.sensitive.as_slice());
+        planned
+            .get(id)
+            .map(|r| r.sensitive.as_slice())
+            .unwrap_or_default()
             .iter()
-            .find(|d| d.id == id)
-            .map(|d| d.sensitive.clone())
-            .unwrap_or_default();
-        plan.resources
-            .iter()
-            .filter(|r| r.id == id)
-            .flat_map(|r| r.sensitive.iter())
             .map(|f| (f.clone(), declared.iter().any(|d| d == f || d == "*")))
             .collect()
     };

@@ -30,6 +30,8 @@ pub enum Guard {
 #[derive(Debug, Clone)]
 pub struct Owned {
     pub path: PathBuf,
+    /// `path` with symlinks resolved, once: every provider's grants are compared with it.
+    real: PathBuf,
     /// What it is, for messages: "the state database", "the compile cache", …
     pub what: String,
     pub guard: Guard,
@@ -37,8 +39,10 @@ pub struct Owned {
 
 impl Owned {
     pub fn new(path: impl Into<PathBuf>, what: impl Into<String>, guard: Guard) -> Self {
+        let path = path.into();
         Owned {
-            path: path.into(),
+            real: resolved(&path),
+            path,
             what: what.into(),
             guard,
         }
@@ -112,10 +116,10 @@ pub fn check(manifest: &Manifest, owned: &[Owned]) -> (Diagnostics, BTreeSet<Str
 /// [`check`] for one provider: what every way of loading a provider checks first.
 pub fn check_provider(decl: &ProviderDecl, owned: &[Owned]) -> Diagnostics {
     let mut diags = Diagnostics::new();
-    let owned: Vec<(&Owned, PathBuf)> = owned.iter().map(|o| (o, resolved(&o.path))).collect();
     for grant in &decl.grants.fs {
         let real = resolved(&grant.path);
-        for (o, o_real) in &owned {
+        for o in owned {
+            let o_real = &o.real;
             if o.guard == Guard::ReadOnly && grant.access != Access::ReadWrite {
                 continue;
             }
