@@ -1,33 +1,30 @@
 //! Tenet: a desired-state configuration runtime whose resource providers are sandboxed
 //! WebAssembly components.
 //!
-//! The modules follow the data: [`manifest`] (parse + validate) → [`graph`] (dependency
-//! order) → [`plan`] (the resolved artifact) → [`engine`] (walk the graph, call
-//! providers). The engine sees providers only through the [`provider::Provider`] trait;
-//! [`plugin`] implements it with wasmtime, [`host`] provides the `tenet:host` interfaces
-//! to guests, and [`grants`] turns the operator's grants into sandbox contexts.
-//! [`state`] remembers resources and runs between invocations. Distribution: [`bundle`]
-//! (format, signatures), [`source`] (what may run, under a [`source::TrustPolicy`]),
-//! [`store`] (the [`store::PluginStore`] of installed bundles), [`oci`] (registries),
-//! [`lockfile`] (pins). [`atomic`] owns write-then-rename for everything written whole.
-//! [`cli`] is the command line on top.
+//! The modules follow the data: [`manifest`] (what the operator wrote: parse, variables,
+//! references, checks) → [`session`] (sources, pins, providers loaded, every check, the
+//! graph) → [`graph`] (dependency order, the concurrent walk) → [`plan`] (the resolved
+//! artifact) → [`engine`] (walk the graph, call providers) → [`run`] (the use cases the
+//! CLI and, later, the agent share: plan, apply, drift, recording) → [`state`] (what is
+//! remembered between invocations). The engine sees providers only through the
+//! [`provider::Provider`] trait; [`wasm`] implements it with wasmtime and is the only
+//! place that imports it. [`distribution`] is what may run and how it travels: bundles,
+//! signatures, sources under a trust policy, the plugin store, OCI, `tenet.lock`.
+//! [`diag`] carries problems with their places; [`atomic`] owns write-then-rename for
+//! everything written whole. [`cli`] is the command line on top: it builds a
+//! [`run::RunContext`], calls one use case, renders the outcome.
 #![deny(unsafe_code)]
 
 pub mod atomic;
-pub mod builtins;
-pub mod bundle;
 pub mod cli;
 pub mod diag;
+pub mod distribution;
 pub mod engine;
-pub mod grants;
 pub mod graph;
-pub mod host;
-pub mod lockfile;
 pub mod manifest;
-pub mod oci;
 pub mod plan;
-pub mod plugin;
 pub mod provider;
-pub mod source;
+pub mod run;
+pub mod session;
 pub mod state;
-pub mod store;
+pub mod wasm;

@@ -7,7 +7,7 @@
 
 use crate::support::{MISBEHAVE_WASM, fails_with, has, ok, stderr, stdout, tenet};
 use std::path::Path;
-use tenet::bundle::Bundle;
+use tenet::distribution::bundle::Bundle;
 
 #[test]
 fn bundles_are_packed_signed_verified_and_bad_ones_refused() {
@@ -57,7 +57,10 @@ fn bundles_are_packed_signed_verified_and_bad_ones_refused() {
     ));
     let b = Bundle::read(&d.join("mis.tenet")).expect("bundle");
     let wasm = std::fs::read(MISBEHAVE_WASM).expect("wasm");
-    assert_eq!(b.metadata.component_sha256, tenet::bundle::digest(&wasm));
+    assert_eq!(
+        b.metadata.component_sha256,
+        tenet::distribution::bundle::digest(&wasm)
+    );
     assert_eq!(b.metadata.name, "misbehave");
     assert_eq!(b.metadata.kinds, vec!["probe".to_owned()]);
     assert_eq!(b.metadata.abi, "0.1.1");
@@ -99,7 +102,7 @@ fn bundles_are_packed_signed_verified_and_bad_ones_refused() {
         component: std::fs::read(env!("TENET_TEST_GUEST_ABI_0_1_0_WASM")).expect("old"),
         metadata: b.metadata.clone(),
     };
-    let forged = tenet::bundle::sign(&other, &d.join("release.key")).expect("sign");
+    let forged = tenet::distribution::bundle::sign(&other, &d.join("release.key")).expect("sign");
     std::fs::write(d.join("forged.minisig"), forged).expect("write");
     fails_with(
         &verify(
@@ -358,7 +361,7 @@ fn tenet_lock_pins_digest_signer_and_capabilities_and_upgrade_shows_what_changed
         "deterministic"
     );
     let lock: serde_json::Value = serde_json::from_slice(&first).expect("json");
-    let v1 = tenet::bundle::digest(&std::fs::read(d.join("mis.wasm")).expect("wasm"));
+    let v1 = tenet::distribution::bundle::digest(&std::fs::read(d.join("mis.wasm")).expect("wasm"));
     assert_eq!(lock["providers"]["bad"]["component_sha256"], v1.as_str());
     assert_eq!(
         lock["providers"]["bad"]["source"], "./mis.wasm",
@@ -395,7 +398,7 @@ fn tenet_lock_pins_digest_signer_and_capabilities_and_upgrade_shows_what_changed
     // … version 2 (other bytes, same path, signed too) is refused until the pin moves.
     std::fs::copy(MISBEHAVE_WASM, d.join("mis.wasm")).expect("swap");
     sign(d, "mis.wasm", "release");
-    let v2 = tenet::bundle::digest(&std::fs::read(MISBEHAVE_WASM).expect("wasm"));
+    let v2 = tenet::distribution::bundle::digest(&std::fs::read(MISBEHAVE_WASM).expect("wasm"));
     // Refused before any of its code is compiled or run: a fresh compile cache gets
     // nothing for the new digest.
     let cache = tempfile::tempdir().expect("cache");
@@ -518,7 +521,7 @@ fn bundles_install_into_a_content_addressed_store_precompiled_and_are_listed_and
     .output()
     .expect("run");
     ok(&o);
-    let digest = tenet::bundle::digest(&std::fs::read(MISBEHAVE_WASM).expect("wasm"));
+    let digest = tenet::distribution::bundle::digest(&std::fs::read(MISBEHAVE_WASM).expect("wasm"));
     has(
         &stdout(&o),
         &format!("Installed misbehave 0.1.0 (sha256 {digest}), signed by trusted key {id}"),
@@ -677,7 +680,7 @@ fn bundles_round_trip_through_a_real_oci_registry() {
         &["plugin", "pack", MISBEHAVE_WASM, "-o", &s("mis.tenet")],
     ));
     sign(d, "mis.tenet", "release");
-    let digest = tenet::bundle::digest(&std::fs::read(MISBEHAVE_WASM).expect("wasm"));
+    let digest = tenet::distribution::bundle::digest(&std::fs::read(MISBEHAVE_WASM).expect("wasm"));
 
     // Push: the CNCF Wasm layout plus metadata and signature layers.
     let o = tenet(d, &["plugin", "push", &s("mis.tenet"), &tag]);

@@ -7,21 +7,17 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use tenet::cli::ManifestArgs;
-use tenet::cli::session::Session;
 use tenet::engine::{Outcome, RunOptions};
 use tenet::manifest::{Access, FsGrant, Grants, Limits, ProviderDecl, ProviderSource};
 use tenet::plan::Plan;
-use tenet::plugin::{CompileCache, PluginError, PluginHost};
 use tenet::provider::{Action, CallContext, ErrorKind, Provider};
+use tenet::session::{Session, SessionOptions};
+use tenet::wasm::plugin::{CompileCache, PluginError, PluginHost};
 
-fn args(dir: &Path) -> ManifestArgs {
-    ManifestArgs {
+fn args(dir: &Path) -> SessionOptions {
+    SessionOptions {
         path: dir.to_path_buf(),
-        vars: vec![],
-        values: vec![],
-        allow_unsigned: false,
-        location: tenet::cli::args::StateLocation { state: None },
+        ..SessionOptions::default()
     }
 }
 
@@ -490,8 +486,10 @@ fn decl(name: &str, source: ProviderSource) -> ProviderDecl {
 }
 
 /// A policy trusting no key and no lock (the test declarations are `unsigned: true`).
-fn no_trust(store: &tenet::store::PluginStore) -> tenet::source::TrustPolicy<'_> {
-    tenet::source::TrustPolicy {
+fn no_trust(
+    store: &tenet::distribution::store::PluginStore,
+) -> tenet::distribution::source::TrustPolicy<'_> {
+    tenet::distribution::source::TrustPolicy {
         trusted: &[],
         allow_unsigned: false,
         store,
@@ -504,10 +502,12 @@ fn no_trust(store: &tenet::store::PluginStore) -> tenet::source::TrustPolicy<'_>
 async fn load(
     host: &PluginHost,
     decl: &ProviderDecl,
-) -> Result<std::sync::Arc<tenet::plugin::WasmProvider>, PluginError> {
-    let store = tenet::store::PluginStore::new(std::path::PathBuf::from("/nonexistent-store"));
+) -> Result<std::sync::Arc<tenet::wasm::plugin::WasmProvider>, PluginError> {
+    let store = tenet::distribution::store::PluginStore::new(std::path::PathBuf::from(
+        "/nonexistent-store",
+    ));
     let policy = no_trust(&store);
-    let r = tenet::source::resolve(decl, &policy).expect("resolve");
+    let r = tenet::distribution::source::resolve(decl, &policy).expect("resolve");
     host.load(decl, &r.bytes, &r.sha256, &r.origin).await
 }
 
@@ -590,9 +590,11 @@ async fn non_providers_are_refused_with_what_was_expected_and_found() {
         );
         assert!(text.contains(found), "{text}");
     }
-    let store = tenet::store::PluginStore::new(std::path::PathBuf::from("/nonexistent-store"));
+    let store = tenet::distribution::store::PluginStore::new(std::path::PathBuf::from(
+        "/nonexistent-store",
+    ));
     let policy = no_trust(&store);
-    let err = match tenet::source::resolve(
+    let err = match tenet::distribution::source::resolve(
         &decl("nope", ProviderSource::Builtin("nope".into())),
         &policy,
     ) {
@@ -702,9 +704,9 @@ async fn abi_versions_are_checked_before_instantiation_and_0_1_0_providers_still
     assert_eq!(p.info().kinds["note"].identity, "name");
     assert_eq!(
         *p.requested(),
-        tenet::grants::Requested {
+        tenet::wasm::grants::Requested {
             abi: "0.1.0".into(),
-            ..tenet::grants::Requested::default()
+            ..tenet::wasm::grants::Requested::default()
         }
     );
     let cx = CallContext { resource: "n" };

@@ -693,3 +693,38 @@ fn a_renamed_resource_is_not_deleted_and_manifests_sharing_a_state_keep_theirs()
     assert!(!stdout(&o).contains("will be deleted"), "{}", stdout(&o));
     assert!(dir.join("out/a").exists() && dir.join("out/b").exists());
 }
+
+/// Every command on a manifest or its state takes the manifest as `plan`, `apply` and
+/// `drift` do: a positional PATH (default `.`); `-m PATH` still works, and both at once
+/// is an error.
+#[test]
+fn state_commands_take_the_manifest_as_a_positional_path() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("site");
+    std::fs::create_dir(&dir).expect("dir");
+    write_manifest(&dir, SITE);
+    let elsewhere = tmp.path();
+    let path = dir.to_str().expect("utf-8");
+    ok(&tenet(elsewhere, &["apply", path, "--yes"]));
+    for args in [
+        vec!["history", path],
+        vec!["show", "1", path],
+        vec!["state", "list", path],
+        vec!["state", "show", "index", path],
+        vec!["audit", "verify", path],
+        vec!["report", path],
+        vec!["drift", path],
+    ] {
+        let o = tenet(elsewhere, &args);
+        ok(&o);
+        assert!(!stdout(&o).contains("no state"), "{args:?}: {}", stdout(&o));
+    }
+    let o = tenet(elsewhere, &["history", "-m", path]);
+    ok(&o);
+    assert!(stdout(&o).contains("#1"), "{}", stdout(&o));
+    let o = tenet(elsewhere, &["history", path, "-m", path]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // Without a path: the current directory, which has no state.
+    let o = tenet(elsewhere, &["history"]);
+    assert!(stderr(&o).contains("no state at"), "{}", stderr(&o));
+}

@@ -25,8 +25,8 @@ pub fn cache_key() -> PathBuf {
 }
 
 /// The test compile cache, for tests that load providers in this process.
-pub fn compile_cache() -> tenet::plugin::CompileCache {
-    tenet::plugin::CompileCache::with_key_file(Some(cache_dir()), Some(cache_key()))
+pub fn compile_cache() -> tenet::wasm::plugin::CompileCache {
+    tenet::wasm::plugin::CompileCache::with_key_file(Some(cache_dir()), Some(cache_key()))
 }
 
 /// `tenet args` in `cwd`, stdin closed, with the test compile cache and no colour: for

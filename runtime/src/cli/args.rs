@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::state::StateStore;
-use crate::state::sqlite::SqliteStore;
 
 /// The manifest to work on and its variables.
 #[derive(Debug, Clone, Args)]
@@ -48,7 +47,8 @@ fn parse_parallelism(s: &str) -> Result<usize, String> {
 }
 
 impl ManifestArgs {
-    pub(super) fn load_options(&self) -> anyhow::Result<crate::manifest::LoadOptions> {
+    /// What the session is opened from; `--var` must be `NAME=VALUE`.
+    pub fn session_options(&self) -> anyhow::Result<crate::session::SessionOptions> {
         let vars = self
             .vars
             .iter()
@@ -58,10 +58,12 @@ impl ManifestArgs {
                     .ok_or_else(|| anyhow::anyhow!("--var `{kv}` is not NAME=VALUE"))
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(crate::manifest::LoadOptions {
+        Ok(crate::session::SessionOptions {
+            path: self.path.clone(),
             vars,
             values_files: self.values.clone(),
-            snapshot: None,
+            allow_unsigned: self.allow_unsigned,
+            state: self.location.location(),
         })
     }
 }
@@ -75,13 +77,19 @@ pub struct StateLocation {
 }
 
 impl StateLocation {
+    pub fn location(&self) -> crate::state::Location {
+        crate::state::Location {
+            explicit: self.state.clone(),
+        }
+    }
+
     /// The database for a manifest at `manifest` (a file or a directory).
     pub fn path_for(&self, manifest: &Path) -> PathBuf {
-        crate::state::path_for(manifest, self.state.as_deref())
+        self.location().path_for(manifest)
     }
 
     pub fn open(&self, manifest: &Path) -> anyhow::Result<Arc<dyn StateStore>> {
-        Ok(Arc::new(SqliteStore::open(&self.path_for(manifest))?))
+        Ok(self.location().open(manifest)?)
     }
 }
 

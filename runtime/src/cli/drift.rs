@@ -1,22 +1,13 @@
-//! `tenet drift`: has the system moved away from what Tenet last applied? Reads every
-//! resource in the state with its provider (read-only, like a plan), compares it with
-//! the desired properties recorded at the last apply, and lists each drifted resource
-//! with the fields that drifted. Independent of manifest edits: a changed manifest is
-//! an intentional change for `plan`, not drift. The check is recorded in the history.
+//! `tenet drift`: has the system moved away from what Tenet last applied? The check is
+//! [`crate::run::drift`]; this prints what it found (text or `--json`) and maps it to an
+//! exit code.
 
-use super::history::open_for;
-use super::session::Session;
 use super::{EXIT_CHANGES, EXIT_ERROR, ManifestArgs, RunArgs};
-use crate::plan::SENSITIVE;
-use crate::provider::{Action, CallContext, Provider};
-use crate::state::ReadLock;
-use crate::state::{GitInfo, ResourceOutcome, RunRecord, StoredResource};
+use crate::run::{self, AutoApprove, Drift, NoEvents, RunContext, Settings};
+use crate::session::Session;
 use clap::Args;
-use serde::Serialize;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
-use std::sync::Arc;
-use std::time::Instant;
 
 #[derive(Debug, Args)]
 pub struct DriftArgs {
@@ -36,169 +27,37 @@ pub struct DriftArgs {
     lock_timeout: std::time::Duration,
 }
 
-/// One resource's check.
-#[derive(Debug, Clone, Serialize)]
-pub struct Checked {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub type_name: String,
-    /// `in_sync`, `drifted`, `missing` (gone from the system) or `error`.
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<DriftedField>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    #[serde(skip)]
-    pub duration_ms: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DriftedField {
-    pub path: String,
-    /// As last applied.
-    pub expected: Option<Value>,
-    /// As found now.
-    pub actual: Option<Value>,
-}
-
-async fn check(p: Option<Arc<dyn Provider>>, r: StoredResource, salt: Arc<String>) -> Checked {
-    let started = Instant::now();
-    let kind = r
-        .type_name
-        .split_once('.')
-        .map_or("", |(_, k)| k)
-        .to_owned();
-    let mut out = Checked {
-        id: r.id.clone(),
-        type_name: r.type_name.clone(),
-        status: "in_sync",
-        fields: Vec::new(),
-        error: None,
-        duration_ms: 0.0,
-    };
-    let Some(p) = p else {
-        out.status = "error";
-        out.error = Some(format!(
-            "its provider `{}` is not declared in the manifest",
-            r.provider
-        ));
-        return out;
-    };
-    let cx = CallContext { resource: &r.id };
-    // Sensitive values are stored sealed: compare seals, then let the provider diff the
-    // rest with the value it found in their place.
-    let mut hidden = Vec::new();
-    let result = async {
-        let current = p.read(cx, &kind, &r.desired).await?;
-        let mut desired = r.desired.clone();
-        if let (Some(cur), Some(want)) = (current.as_ref(), desired.as_object_mut()) {
-            for f in &r.sensitive {
-                let found = cur.get(f);
-                let same = found.map(|v| crate::state::seal(&salt, v)) == want.get(f).cloned();
-                if !same {
-                    hidden.push(DriftedField {
-                        path: format!("/{f}"),
-                        expected: want.get(f).map(|_| Value::String(SENSITIVE.into())),
-                        actual: found.map(|_| Value::String(SENSITIVE.into())),
-                    });
-                }
-                match found {
-                    Some(v) => {
-                        want.insert(f.clone(), v.clone());
-                    }
-                    None => {
-                        want.remove(f);
-                    }
-                }
-            }
-        }
-        let diff = p.diff(cx, &kind, &desired, current.as_ref()).await?;
-        Ok::<_, crate::provider::ProviderError>((current, diff))
-    }
-    .await;
-    match result {
-        Err(e) => {
-            out.status = "error";
-            out.error = Some(e.to_string());
-        }
-        Ok((None, _)) => out.status = "missing",
-        Ok((Some(_), diff)) if diff.action == Action::None && hidden.is_empty() => {}
-        Ok((Some(_), diff)) => {
-            out.status = "drifted";
-            out.fields = hidden;
-            out.fields
-                .extend(diff.changes.into_iter().map(|c| DriftedField {
-                    path: c.path,
-                    expected: c.after,
-                    actual: c.before,
-                }));
-        }
-    }
-    out.duration_ms = crate::engine::millis(started.elapsed());
-    out
-}
-
 pub async fn execute(args: DriftArgs) -> anyhow::Result<u8> {
-    let session = Session::open(&args.manifest).await?;
-    session.print_warnings();
-    let path = args.manifest.location.path_for(&session.manifest.path);
-    if !path.exists() {
-        println!(
-            "No state at {}: nothing has been applied here yet, so nothing can have drifted.",
-            path.display()
-        );
-        return Ok(0);
-    }
-    let store = open_for(&args.manifest.location, &session.manifest)?;
-    let _reading = ReadLock::take(store.clone(), args.lock_timeout)?;
-    let started_at = crate::state::now();
-    let resources = store.resources()?;
-    let salt = Arc::new(store.salt()?);
-    let slots = Arc::new(tokio::sync::Semaphore::new(args.run.parallelism.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, r) in resources.into_iter().enumerate() {
-        let p = session
-            .providers
-            .get(&r.provider)
-            .map(|p| p.clone() as Arc<dyn Provider>);
-        let slot = slots.clone().acquire_owned().await?;
-        let salt = salt.clone();
-        tasks.spawn(async move {
-            let _slot = slot;
-            (i, check(p, r, salt).await)
-        });
-    }
-    let mut checked: Vec<(usize, Checked)> = tasks.join_all().await;
-    checked.sort_by_key(|(i, _)| *i);
-    let checked: Vec<Checked> = checked.into_iter().map(|(_, c)| c).collect();
-    let drifted = checked
-        .iter()
-        .filter(|c| matches!(c.status, "drifted" | "missing"))
-        .count();
-    let errors = checked.iter().filter(|c| c.status == "error").count();
-
-    // Recorded for compliance history: who checked, when, what was found.
-    // A drift check compares with the state, not the manifest: nothing to snapshot (and
-    // no variable values to keep).
-    let m = &session.manifest;
-    let record = RunRecord {
-        git: GitInfo::of(&m.base_dir),
-        succeeded: errors == 0,
-        resources: checked
-            .iter()
-            .map(|c| ResourceOutcome {
-                id: c.id.clone(),
-                type_name: c.type_name.clone(),
-                outcome: c.status.to_owned(),
-                changed_fields: c.fields.iter().map(|f| f.path.clone()).collect(),
-                error: c.error.clone(),
-                duration_ms: c.duration_ms,
-                change: None,
-            })
-            .collect(),
-        ..super::history::record_of("drift", m, &started_at)
+    let options = args.manifest.session_options()?;
+    let session = Session::open(&options).await?;
+    super::print_warnings(&session);
+    let found = run::drift(&mut RunContext {
+        session: &session,
+        state: options.state,
+        settings: Settings {
+            parallelism: args.run.parallelism,
+            lock_timeout: args.lock_timeout,
+            ..Settings::default()
+        },
+        approve: &mut AutoApprove,
+        events: &mut NoEvents,
+    })
+    .await?;
+    let (checked, drifted, errors, run) = match found {
+        Drift::NoState { path } => {
+            println!(
+                "No state at {}: nothing has been applied here yet, so nothing can have drifted.",
+                path.display()
+            );
+            return Ok(0);
+        }
+        Drift::Checked {
+            resources,
+            drifted,
+            errors,
+            run,
+        } => (resources, drifted, errors, run),
     };
-    let run = store.append_run(&record)?;
 
     if args.json {
         println!(

@@ -3,8 +3,8 @@
 //! planned action.
 
 use super::ManifestArgs;
-use super::session::Session;
 use crate::provider::Action;
+use crate::session::Session;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::collections::BTreeMap;
@@ -29,7 +29,7 @@ pub struct GraphArgs {
 }
 
 pub async fn execute(args: GraphArgs) -> anyhow::Result<u8> {
-    let session = Session::open(&args.manifest).await?;
+    let session = Session::open(&args.manifest.session_options()?).await?;
     let actions: BTreeMap<String, Action> = match &args.plan {
         Some(path) => crate::plan::file::read(path)?
             .with_context(|| format!("{} is not a saved plan", path.display()))?

@@ -6,14 +6,13 @@ mod apply;
 pub mod args;
 mod drift;
 mod graph;
-pub mod history;
+mod history;
 mod plan;
 mod plugin;
 mod progress;
 mod provider;
 mod providers;
 mod render;
-pub mod session;
 mod validate;
 
 pub use args::{ManifestArgs, RunArgs};
@@ -85,6 +84,13 @@ enum Command {
     Report(history::ReportArgs),
 }
 
+/// The session's warnings, on stderr, in file order.
+fn print_warnings(session: &crate::session::Session) {
+    if !session.warnings.is_empty() {
+        eprint!("{}", session.warnings.clone().sorted());
+    }
+}
+
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -146,7 +152,13 @@ pub fn main() -> ExitCode {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
             }
-            if let Some(v) = e.downcast_ref::<crate::diag::ValidationFailed>() {
+            let invalid = e
+                .downcast_ref::<crate::diag::ValidationFailed>()
+                .or_else(|| match e.downcast_ref::<crate::session::SessionError>() {
+                    Some(crate::session::SessionError::Invalid(v)) => Some(v),
+                    _ => None,
+                });
+            if let Some(v) = invalid {
                 eprint!("{v}");
                 eprintln!();
             } else {

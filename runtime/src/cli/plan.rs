@@ -1,8 +1,9 @@
 //! `tenet plan`: read every resource and show what apply would change. The providers
 //! run with read-only access, so a plan never changes the system.
 
-use super::session::Session;
 use super::{EXIT_CHANGES, EXIT_ERROR, ManifestArgs, RunArgs, render};
+use crate::run::{self, AutoApprove, NoEvents, RunContext, Settings};
+use crate::session::Session;
 use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
@@ -25,35 +26,22 @@ pub struct PlanArgs {
 }
 
 pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
-    let session = Session::open(&args.manifest).await?;
-    session.print_warnings();
-    let started_at = crate::state::now();
-    // The state, if there is one (a plan never creates it): for deletions, and to
-    // record the plan in the history.
-    let store = if args
-        .manifest
-        .location
-        .path_for(&session.manifest.path)
-        .exists()
-    {
-        Some(super::history::open_for(
-            &args.manifest.location,
-            &session.manifest,
-        )?)
-    } else {
-        None
-    };
-    let plan = session
-        .plan(
-            store.as_deref(),
-            &session.run_options(args.run.parallelism, false),
-        )
-        .await?;
-    if let Some(store) = &store {
-        super::history::remember_plan(store.as_ref(), &session.manifest, &plan, &started_at)?;
-    }
+    let options = args.manifest.session_options()?;
+    let session = Session::open(&options).await?;
+    super::print_warnings(&session);
+    let planned = run::plan(&mut RunContext {
+        session: &session,
+        state: options.state,
+        settings: Settings {
+            parallelism: args.run.parallelism,
+            ..Settings::default()
+        },
+        approve: &mut AutoApprove,
+        events: &mut NoEvents,
+    })
+    .await?;
     // Sensitive values never leave in clear: not on screen, not in plan files.
-    let plan = plan.redacted();
+    let plan = planned.plan.redacted();
     if let Some(out) = &args.out {
         let text = serde_json::to_string_pretty(&plan)?;
         crate::atomic::write(out, text.as_bytes())

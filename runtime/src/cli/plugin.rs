@@ -4,13 +4,13 @@
 //! checked (digest, declared capabilities against the component's real imports, the
 //! signature against trusted keys) before anything is stored.
 
-use crate::bundle::{self, Bundle, FORMAT_VERSION, Metadata};
-use crate::lockfile::{LockFile, Pin};
+use crate::distribution::bundle::{self, Bundle, FORMAT_VERSION, Metadata};
+use crate::distribution::lockfile::{LockFile, Pin};
+use crate::distribution::oci;
+use crate::distribution::store::PluginStore;
 use crate::manifest::{ProviderSource, TrustedKey};
-use crate::oci;
-use crate::plugin::{CompileCache, PluginHost};
 use crate::provider::Provider;
-use crate::store::PluginStore;
+use crate::wasm::plugin::{CompileCache, PluginHost};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -294,7 +294,7 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
             Ok(0)
         }
         PluginCommand::Sign { bundle, key, out } => {
-            let b = if bundle.is_file() && crate::source::is_wasm(&bundle) {
+            let b = if bundle.is_file() && crate::distribution::source::is_wasm(&bundle) {
                 let bytes = std::fs::read(&bundle)
                     .with_context(|| format!("cannot read {}", bundle.display()))?;
                 let p = host()?
@@ -592,7 +592,7 @@ fn signer_of(signature: Option<&str>) -> String {
 
 /// Digests whose compiled code is worth keeping: built-in and installed providers.
 fn keep_set(store: &PluginStore) -> anyhow::Result<std::collections::BTreeSet<String>> {
-    let mut keep: std::collections::BTreeSet<String> = crate::builtins::BUILTINS
+    let mut keep: std::collections::BTreeSet<String> = crate::distribution::builtins::BUILTINS
         .iter()
         .map(|(_, b)| bundle::digest(b))
         .collect();
@@ -673,7 +673,8 @@ pub async fn init(args: InitArgs) -> anyhow::Result<u8> {
 /// moved without `--upgrade` is an error. `oci://` providers are installed first (signed,
 /// verified, checked); the store's references move only once the lock is written.
 pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
-    let (m, diags) = crate::manifest::load(&args.manifest.path, &args.manifest.load_options()?);
+    let options = args.manifest.session_options()?;
+    let (m, diags) = crate::manifest::load(&options.path, &options.load_options());
     diags.into_result()?;
     for name in &args.upgrade {
         if !m.providers.contains_key(name) {
@@ -681,30 +682,30 @@ pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
         }
     }
     let host = host()?;
-    let sources = super::session::Sources::new(&m, &args.manifest, &host).map_err(|e| {
+    let sources = crate::session::Sources::new(&m, &options, &host).map_err(|e| {
         anyhow::anyhow!(
             "{e}; to pin everything again from what the sources hold now, delete {} and run `tenet lock`",
-            crate::lockfile::path_for(&m.path).display()
+            crate::distribution::lockfile::path_for(&m.path).display()
         )
     })?;
     let old = sources.lock.clone().unwrap_or(LockFile {
-        format_version: crate::lockfile::FORMAT_VERSION,
+        format_version: crate::distribution::lockfile::FORMAT_VERSION,
         providers: std::collections::BTreeMap::new(),
     });
     let mut lock = LockFile {
-        format_version: crate::lockfile::FORMAT_VERSION,
+        format_version: crate::distribution::lockfile::FORMAT_VERSION,
         providers: std::collections::BTreeMap::new(),
     };
     let mut changes = Vec::new();
     let mut references = Vec::new();
     for decl in m.providers.values() {
-        let source = crate::lockfile::source_of(&decl.source, &m.base_dir);
+        let source = crate::distribution::lockfile::source_of(&decl.source, &m.base_dir);
         let upgrading = args.upgrade.contains(&decl.name);
         let pinned = old.providers.get(&decl.name).filter(|_| !upgrading);
         if let Some(pin) = pinned
             && pin.source != source
         {
-            return Err(crate::lockfile::LockError::SourceChanged {
+            return Err(crate::distribution::lockfile::LockError::SourceChanged {
                 path: sources.lock_path.display().to_string(),
                 provider: decl.name.clone(),
                 pinned: pin.source.clone(),
@@ -732,7 +733,7 @@ pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
                 &host,
                 &m,
                 decl,
-                super::session::PinCheck::Writing {
+                crate::session::PinCheck::Writing {
                     oci_digest: fetched.as_ref().map(|f| f.0.as_str()),
                     pin: pinned,
                 },

@@ -395,7 +395,7 @@ fn fingerprint(dir: &Path) -> String {
             }
         } else {
             let digest = std::fs::read(p)
-                .map(|b| crate::bundle::digest(&b))
+                .map(|b| crate::distribution::bundle::digest(&b))
                 .unwrap_or_default();
             out.push_str(&format!("{} file {mode:o} {digest}\n", p.display()));
         }
@@ -485,12 +485,9 @@ async fn test(
     });
     let manifest_path = root.join("tenet.yaml");
     std::fs::write(&manifest_path, serde_json::to_string_pretty(&manifest)?)?;
-    let session = super::session::Session::open(&super::ManifestArgs {
+    let session = crate::session::Session::open(&crate::session::SessionOptions {
         path: manifest_path,
-        vars: Vec::new(),
-        values: Vec::new(),
-        allow_unsigned: false,
-        location: super::args::StateLocation { state: None },
+        ..crate::session::SessionOptions::default()
     })
     .await?;
     let p = session

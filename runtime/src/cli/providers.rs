@@ -2,10 +2,10 @@
 //! what it is granted, what it requested (and which of that is missing), and limits.
 
 use super::ManifestArgs;
-use crate::grants::Capabilities;
 use crate::manifest;
-use crate::plugin::{CompileCache, PluginHost};
 use crate::provider::Provider;
+use crate::wasm::grants::Capabilities;
+use crate::wasm::plugin::{CompileCache, PluginHost};
 use clap::Args;
 use std::fmt::Write as _;
 
@@ -16,17 +16,18 @@ pub struct ProvidersArgs {
 }
 
 pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
-    let (m, diags) = manifest::load(&args.manifest.path, &args.manifest.load_options()?);
+    let options = args.manifest.session_options()?;
+    let (m, diags) = manifest::load(&options.path, &options.load_options());
     diags.into_result()?;
     let host = PluginHost::new(CompileCache::new(CompileCache::default_dir()))?;
-    let sources = super::session::Sources::new(&m, &args.manifest, &host)?;
+    let sources = crate::session::Sources::new(&m, &options, &host)?;
     let mut out = String::new();
     let mut failed = false;
     for decl in m.providers.values() {
         writeln!(out, "{}", decl.name)?;
         writeln!(out, "  source:  {}", decl.source)?;
         let loaded = sources
-            .load(&host, &m, decl, super::session::PinCheck::Enforce)
+            .load(&host, &m, decl, crate::session::PinCheck::Enforce)
             .await;
         let loaded = match loaded {
             Ok(l) => {

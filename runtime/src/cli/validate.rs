@@ -1,7 +1,7 @@
 //! `tenet validate`: every problem in the manifest at once; reads nothing on the system.
 
 use super::ManifestArgs;
-use super::session::Session;
+use crate::session::Session;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -11,8 +11,8 @@ pub struct ValidateArgs {
 }
 
 pub async fn execute(args: ValidateArgs) -> anyhow::Result<u8> {
-    let session = Session::open(&args.manifest).await?;
-    session.print_warnings();
+    let session = Session::open(&args.manifest.session_options()?).await?;
+    super::print_warnings(&session);
     println!(
         "The manifest is valid: {} resources, {} providers.",
         session.manifest.resources.len(),

@@ -5,9 +5,9 @@
 //! on it is skipped (naming the failed upstream resource) and everything else still
 //! converges, unless `fail_fast` asks to start nothing new. Knows nothing of Wasm.
 
+use crate::graph::Graph;
 use crate::graph::walk::{self, NotRun, Progress, StopReason, Visited, WalkSpec};
-use crate::graph::{Graph, refs};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, refs};
 use crate::plan::{self, ManifestRef, Plan, PlannedResource, ProviderPin, Summary};
 use crate::provider::{Action, CallContext, Diff, FieldChange, KindInfo, Provider, ProviderError};
 use serde::Serialize;
@@ -19,6 +19,23 @@ use std::time::{Duration, Instant};
 use tracing::{Instrument, info_span};
 
 pub use crate::graph::walk::DEFAULT_PARALLELISM;
+
+/// A future a [`Journal`] returns: owns what it needs, so it runs inside the resource's
+/// task.
+pub type JournalFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Where an apply writes ahead and behind each resource (the run layer's journal and
+/// state). Both are awaited inside the resource's own task — `begin` before its provider
+/// is called, `finish` before anything that depends on it starts — so an intent is on
+/// disk before the change, and a slow store delays that resource, never the walk's
+/// scheduling of the others.
+pub trait Journal: Send + Sync {
+    /// `r` is about to change (or be refreshed): called only for resources with an
+    /// action, a plan error or a refresh.
+    fn begin(&self, r: &PlannedResource) -> JournalFuture;
+    /// `r` ran (whatever its outcome, unchanged included).
+    fn finish(&self, planned: &PlannedResource, r: &ResourceResult) -> JournalFuture;
+}
 
 /// How a run walks the graph.
 #[derive(Debug, Clone)]
@@ -659,6 +676,17 @@ impl Engine {
         options: &RunOptions,
         on_event: &mut (dyn FnMut(Event) + Send),
     ) -> ApplyReport {
+        self.apply_journaled(plan, options, None, on_event).await
+    }
+
+    /// [`Engine::apply`], writing each resource ahead and behind to `journal`.
+    pub async fn apply_journaled(
+        &self,
+        plan: &Plan,
+        options: &RunOptions,
+        journal: Option<Arc<dyn Journal>>,
+        on_event: &mut (dyn FnMut(Event) + Send),
+    ) -> ApplyReport {
         let rs = &plan.resources;
         let index: BTreeMap<&str, usize> = rs
             .iter()
@@ -714,8 +742,15 @@ impl Engine {
                 let (known, index) = (known.clone(), index.clone());
                 let check = !options.unchecked_providers.contains(&r.provider);
                 let changed = changed.clone();
+                let journal = journal.clone();
                 let span = info_span!("apply", resource = %r.id, r#type = %r.type_name, action = %r.action);
                 async move {
+                    let began = Instant::now();
+                    if let Some(j) = &journal
+                        && (r.action != Action::None || r.error.is_some() || r.refresh)
+                    {
+                        j.begin(&r).await;
+                    }
                     let notified = {
                         let changed = changed.lock().unwrap_or_else(|e| e.into_inner());
                         r.notified_by.iter().any(|n| changed.contains(n))
@@ -756,6 +791,20 @@ impl Engine {
                             k.current = state.clone();
                             k.settled = true;
                         }
+                    }
+                    if let Some(j) = &journal {
+                        let (outcome, state) = match &result {
+                            Ok((o, s)) => (o.clone(), s.clone()),
+                            Err(e) => (Outcome::Failed { error: e.clone() }, None),
+                        };
+                        let done = ResourceResult {
+                            id: r.id.clone(),
+                            type_name: r.type_name.clone(),
+                            outcome,
+                            duration: began.elapsed(),
+                            state,
+                        };
+                        j.finish(&r, &done).await;
                     }
                     let failed = result.is_err();
                     (result, failed)

@@ -14,11 +14,10 @@
 //! 10,000 resources build in milliseconds. Pure: no I/O, no providers.
 
 pub mod dot;
-pub mod refs;
 pub mod walk;
 
 use crate::diag::Diagnostics;
-use crate::manifest::ResourceDecl;
+use crate::manifest::{ResourceDecl, refs};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
 use std::cmp::Reverse;

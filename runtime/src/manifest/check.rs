@@ -66,7 +66,7 @@ pub fn check(
         match validator {
             Some(v) => {
                 // Values built from references are checked by the provider once known.
-                let referencing = crate::graph::refs::Referencing::of(&r.properties);
+                let referencing = crate::manifest::refs::Referencing::of(&r.properties);
                 for e in v.iter_errors(&r.properties) {
                     let pointer = e.instance_path().as_str().to_owned();
                     if referencing.covers(&pointer) {

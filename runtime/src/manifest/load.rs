@@ -497,7 +497,7 @@ fn parse_providers(
         let source = match string(fields, "source", &pointer, spans, &what, diags) {
             None => ProviderSource::Builtin(name.clone()),
             Some(s) if s.starts_with("oci://") => {
-                if let Err(e) = crate::oci::OciRef::parse(s) {
+                if let Err(e) = crate::distribution::oci::OciRef::parse(s) {
                     diags.error(
                         Some(spans.value(&format!("{pointer}/source"))),
                         format!("source of {what}: {e}"),
@@ -627,7 +627,7 @@ fn parse_trust(
                 continue;
             }
         };
-        match crate::bundle::parse_public_key(&text) {
+        match super::trust::parse_public_key(&text) {
             Ok((id, public_key)) => {
                 if out.iter().any(|k| k.id == id) {
                     continue;

@@ -10,7 +10,9 @@
 pub mod check;
 pub(crate) mod load;
 pub mod protect;
+pub mod refs;
 pub mod scrub;
+pub mod trust;
 mod vars;
 pub mod yaml;
 
@@ -37,6 +39,15 @@ fn default_memory_total() -> u64 {
 
 /// Default deadline for one provider call (describe, read, diff, apply or delete).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The lock file's name, beside the manifest (its format is
+/// [`crate::distribution::lockfile`]'s).
+pub const LOCK_FILE: &str = "tenet.lock";
+
+/// Where the lock file of a manifest (a file or a directory) is.
+pub fn lock_path(manifest: &std::path::Path) -> PathBuf {
+    dir_of(manifest).join(LOCK_FILE)
+}
 
 /// The directory of a manifest named as a file or a directory: where its state, lock file
 /// and relative paths live.

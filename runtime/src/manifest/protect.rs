@@ -63,7 +63,7 @@ impl Owned {
                 .map(|f| Owned::new(abs(f), "a values file", Guard::NoAccess)),
         );
         owned.push(Owned::new(
-            crate::lockfile::path_for(&manifest.path),
+            super::lock_path(&manifest.path),
             "the lock file",
             Guard::ReadOnly,
         ));

@@ -8,10 +8,12 @@
 //! one conformance suite (`conformance`, feature `test-support`) so a PostgreSQL backend
 //! can be added later without changing the engine or the CLI.
 
+pub mod location;
 pub mod lock;
 pub mod report;
 pub mod sqlite;
 
+pub use location::Location;
 pub use lock::{ReadLock, RunLock};
 
 /// The state file, relative to the manifest's directory.

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The lock file's name, beside the manifest.
-pub const FILE: &str = "tenet.lock";
+pub const FILE: &str = crate::manifest::LOCK_FILE;
 pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +91,7 @@ pub fn source_of(source: &crate::manifest::ProviderSource, dir: &Path) -> String
 
 /// Where the lock file of a manifest (file or directory) lives.
 pub fn path_for(manifest: &Path) -> PathBuf {
-    crate::manifest::dir_of(manifest).join(FILE)
+    crate::manifest::lock_path(manifest)
 }
 
 impl LockFile {

@@ -6,17 +6,17 @@
 //! One [`PluginHost`] per process owns the wasmtime `Engine`, the `Linker`, the epoch
 //! ticker that enforces deadlines, and the compile cache.
 
-pub(crate) mod bindings;
 mod cache;
-mod wasm;
+mod instance;
 
 pub use cache::CompileCache;
-pub use wasm::WasmProvider;
+pub use instance::WasmProvider;
 
-use crate::grants::Capabilities;
-use crate::host::HostState;
 use crate::manifest::{Grants, ProviderDecl, ProviderSource};
 use crate::provider::{KindInfo, ProviderInfo};
+use crate::wasm::bindings;
+use crate::wasm::grants::Capabilities;
+use crate::wasm::host::HostState;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -253,7 +253,7 @@ impl PluginHost {
             plugin.clone(),
             decl.source.to_string(),
             sha256,
-            wasm::Exports {
+            instance::Exports {
                 pre,
                 resources,
                 caps,

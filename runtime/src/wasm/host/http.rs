@@ -5,7 +5,7 @@
 //! operation and capability. Sockets and DNS for the guest itself stay off.
 
 use super::{CallInfo, Denial, Denials, denial_text};
-use crate::grants::{Capabilities, Denied, Mode};
+use crate::wasm::grants::{Capabilities, Denied, Mode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};

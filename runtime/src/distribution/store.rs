@@ -11,7 +11,9 @@
 //! own file, replaced atomically. Only bundle bytes live here: compiled native code is in
 //! the compile cache, produced on this machine (never downloaded).
 
-use crate::bundle::{self, Bundle, BundleError, COMPONENT, DIR_SIGNATURE, METADATA, Metadata};
+use crate::distribution::bundle::{
+    self, Bundle, BundleError, COMPONENT, DIR_SIGNATURE, METADATA, Metadata,
+};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

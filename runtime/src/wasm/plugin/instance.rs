@@ -7,14 +7,14 @@
 //! pool only if the call completed: a trapped or timed-out instance is dropped, never
 //! reused.
 
-use super::bindings::{self, tenet::provider::types as wit};
-use crate::grants::{self, Capabilities, Mode};
-use crate::host::{Denials, HostState};
 use crate::manifest::Limits;
 use crate::provider::{
     Action, CallContext, Diff, ErrorKind, FieldChange, KindInfo, Operation, PropertyDiagnostic,
     Provider, ProviderError, ProviderInfo,
 };
+use crate::wasm::bindings::{self, tenet::provider::types as wit};
+use crate::wasm::grants::{self, Capabilities, Mode};
+use crate::wasm::host::{Denials, HostState};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -44,7 +44,7 @@ pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
 
 /// `text` cut to [`MAX_MESSAGE_BYTES`].
 fn bounded(text: String) -> String {
-    crate::host::truncate(text, MAX_MESSAGE_BYTES)
+    crate::wasm::host::truncate(text, MAX_MESSAGE_BYTES)
 }
 
 /// A finished call's result and the sandbox's refusals during it.
@@ -118,7 +118,7 @@ pub struct WasmProvider {
     /// generation are not pooled again.
     ro_generation: AtomicU64,
     /// Linear memory of all its instances together, against `limits.memory_total`.
-    memory: Arc<crate::host::SharedMemory>,
+    memory: Arc<crate::wasm::host::SharedMemory>,
 }
 
 /// An instance whose memory grew past this share of its cap (`limits.memory`) is
@@ -136,7 +136,7 @@ impl WasmProvider {
         limits: Limits,
     ) -> Self {
         WasmProvider {
-            memory: crate::host::SharedMemory::new(&name, limits.memory_total_bytes),
+            memory: crate::wasm::host::SharedMemory::new(&name, limits.memory_total_bytes),
             info: ProviderInfo {
                 name: name.clone(),
                 version: String::new(),

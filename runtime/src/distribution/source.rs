@@ -11,11 +11,11 @@
 //! bytes were changed. `oci://` sources run from the local plugin store, at the digest
 //! `tenet.lock` pins when it pins one.
 
-use crate::builtins::BUILTINS;
-use crate::bundle::{self, Bundle, BundleError, MAX_COMPONENT_BYTES, Metadata};
-use crate::lockfile::LockFile;
+use crate::distribution::builtins::BUILTINS;
+use crate::distribution::bundle::{self, Bundle, BundleError, MAX_COMPONENT_BYTES, Metadata};
+use crate::distribution::lockfile::LockFile;
+use crate::distribution::store::{PluginStore, StoreError};
 use crate::manifest::{ProviderDecl, ProviderSource, TrustedKey};
-use crate::store::{PluginStore, StoreError};
 use std::path::Path;
 
 pub use crate::plan::Provenance;

@@ -4,8 +4,8 @@
 //! outlasts the call's deadline. During `read` and `diff` only `mode: probe` grants run.
 
 use super::HostState;
-use crate::grants::Denied;
-use crate::plugin::bindings::tenet::host::exec::{Command, ExecError, Host, Output};
+use crate::wasm::bindings::tenet::host::exec::{Command, ExecError, Host, Output};
+use crate::wasm::grants::Denied;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};

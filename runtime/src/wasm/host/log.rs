@@ -3,7 +3,7 @@
 //! [`MAX_LOG_MESSAGE_BYTES`].
 
 use super::{HostState, MAX_LOG_MESSAGE_BYTES};
-use crate::plugin::bindings::tenet::host::log::{Host, Level};
+use crate::wasm::bindings::tenet::host::log::{Host, Level};
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {

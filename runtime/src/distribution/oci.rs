@@ -8,7 +8,7 @@
 //! blob's sha256 (`oci-client` verifies while streaming), and the metadata against the
 //! component. Plain HTTP is used only for loopback registries or with `insecure`.
 
-use crate::bundle::{self, Bundle, MAX_METADATA_BYTES, MAX_SIGNATURE_BYTES};
+use crate::distribution::bundle::{self, Bundle, MAX_METADATA_BYTES, MAX_SIGNATURE_BYTES};
 use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest};
@@ -411,7 +411,7 @@ pub async fn pull(r: &OciRef, options: &Options) -> Result<Pulled, OciError> {
     let mut sig = None;
     for layer in &manifest.layers {
         let (slot, limit) = match layer.media_type.as_str() {
-            WASM_MEDIA_TYPE => (&mut wasm, crate::bundle::MAX_COMPONENT_BYTES),
+            WASM_MEDIA_TYPE => (&mut wasm, crate::distribution::bundle::MAX_COMPONENT_BYTES),
             METADATA_MEDIA_TYPE => (&mut meta, MAX_METADATA_BYTES),
             SIGNATURE_MEDIA_TYPE => (&mut sig, MAX_SIGNATURE_BYTES),
             other => {

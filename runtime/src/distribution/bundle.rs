@@ -7,6 +7,7 @@
 //! is refused before any byte is trusted.
 
 use crate::manifest::TrustedKey;
+pub use crate::manifest::trust::{key_id, parse_public_key};
 use crate::provider::Requested;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -341,11 +342,6 @@ pub fn check_against_component(
     }
 }
 
-/// A minisign key id as minisign prints it (hex of the key number, big-endian).
-pub fn key_id(keynum: &[u8]) -> String {
-    keynum.iter().rev().map(|b| format!("{b:02X}")).collect()
-}
-
 /// Generate an unencrypted minisign key pair: (public key file text, secret key file
 /// text, key id).
 pub fn generate_key(comment: &str) -> Result<(String, String, String), String> {
@@ -380,19 +376,6 @@ pub fn sign(bundle: &Bundle, key: &Path) -> Result<String, BundleError> {
     )
     .map_err(|e| invalid(key, format!("cannot sign: {e}")))?;
     Ok(sig.to_string())
-}
-
-/// Parse a minisign public key — a whole `.pub` file or just its base64 line — into its
-/// key id and base64 text.
-pub fn parse_public_key(text: &str) -> Result<(String, String), String> {
-    let line = text
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
-        .unwrap_or_default();
-    let pk = minisign::PublicKey::from_base64(line)
-        .map_err(|e| format!("not a minisign public key ({e})"))?;
-    Ok((key_id(pk.keynum()), line.to_owned()))
 }
 
 /// Verify a detached signature (text, read from `signature`) over `component` against

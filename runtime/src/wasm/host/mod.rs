@@ -8,9 +8,9 @@ mod fs_ext;
 mod http;
 mod log;
 
-use crate::grants::{Capabilities, Denied, Mode};
 use crate::manifest::Limits;
 use crate::provider::Operation;
+use crate::wasm::grants::{Capabilities, Denied, Mode};
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
@@ -454,7 +454,7 @@ impl HostState {
 }
 
 /// `tenet:provider/types` holds only types; the world imports it implicitly.
-impl crate::plugin::bindings::tenet::provider::types::Host for HostState {}
+impl crate::wasm::bindings::tenet::provider::types::Host for HostState {}
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {

@@ -8,7 +8,7 @@
 //! and the call (by anything outside the sandbox) cannot redirect a chmod, chown or stat.
 
 use super::{HostState, MAX_PATH_BYTES};
-use crate::plugin::bindings::tenet::host::fs_ext::{FileKind, FileStat, FsError, Host};
+use crate::wasm::bindings::tenet::host::fs_ext::{FileKind, FileStat, FsError, Host};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use std::ffi::OsString;
 use std::io::ErrorKind;
@@ -144,7 +144,7 @@ impl HostState {
             }
             // A symlink on the way leads out of the grant (or is a /proc magic link).
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
-                let denied = crate::grants::Denied::Escapes {
+                let denied = crate::wasm::grants::Denied::Escapes {
                     provider: self.grants.provider().to_owned(),
                     path: path.to_owned(),
                 };
@@ -253,8 +253,8 @@ impl Host for HostState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grants::Capabilities;
     use crate::manifest::{Access, FsGrant, Grants};
+    use crate::wasm::grants::Capabilities;
 
     /// Regression (issue 12): fs-ext checked a path and then used it by path, so a
     /// directory swapped for a symlink in between redirected the call.
@@ -279,7 +279,7 @@ mod tests {
         .expect("grants");
         let guest = format!("{}/sub/victim", root.path().display());
         let checked = grants
-            .resolve(&guest, true, crate::grants::Mode::ReadWrite)
+            .resolve(&guest, true, crate::wasm::grants::Mode::ReadWrite)
             .expect("inside");
         let (at, seen) = grants.root_of(&checked).expect("root");
         assert!(
@@ -339,7 +339,7 @@ mod tests {
         std::fs::remove_dir(&granted).expect("rmdir");
         std::os::unix::fs::symlink(outside.path(), &granted).expect("ln");
         let pipe = || wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(16);
-        let Err(err) = grants.wasi_ctx(crate::grants::Mode::ReadWrite, pipe(), pipe()) else {
+        let Err(err) = grants.wasi_ctx(crate::wasm::grants::Mode::ReadWrite, pipe(), pipe()) else {
             panic!("a swapped grant was opened");
         };
         assert!(err.to_string().contains("now resolves to"), "{err}");

@@ -48,7 +48,7 @@ fn collect(value: &Value, pointer: String, out: &mut Vec<Reference>) {
         }
         Value::Object(map) => {
             for (k, v) in map {
-                let key = crate::manifest::yaml::escape(k);
+                let key = super::yaml::escape(k);
                 collect(v, format!("{pointer}/{key}"), out);
             }
         }
@@ -142,7 +142,7 @@ fn resolve_in(
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let key = crate::manifest::yaml::escape(k);
+                    let key = super::yaml::escape(k);
                     (
                         k.clone(),
                         resolve_in(v, format!("{pointer}/{key}"), lookup, unknown),

@@ -1,0 +1,96 @@
+//! The run journal on the state, for the engine's [`Journal`] hook. The state is a
+//! synchronous store (SQLite today, a network database later): every write here runs on
+//! tokio's blocking pool and is awaited by the resource's own task, so a slow store never
+//! stalls the async runtime's workers or the walk's scheduling of other resources.
+
+use super::record::{self, RunIndex};
+use crate::engine::{Journal, JournalFuture, ResourceResult};
+use crate::plan::PlannedResource;
+use crate::state::{JournalEntry, StateError, StateStore};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Writes intents and finished resources to the state as the walk goes.
+pub(super) struct StateJournal {
+    store: Arc<dyn StateStore>,
+    salt: Arc<str>,
+    facts: std::collections::BTreeMap<String, record::Facts>,
+    pid: u32,
+    /// Set when the lock is lost: the run starts nothing more.
+    cancel: Arc<AtomicBool>,
+    /// The lost lock, once, for the run's events.
+    lost: Arc<Mutex<Option<StateError>>>,
+}
+
+impl StateJournal {
+    pub(super) fn new(
+        store: Arc<dyn StateStore>,
+        salt: String,
+        index: &RunIndex<'_>,
+        cancel: Arc<AtomicBool>,
+    ) -> Self {
+        StateJournal {
+            store,
+            salt: salt.into(),
+            facts: index.owned_facts(),
+            pid: std::process::id(),
+            cancel,
+            lost: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Where the lost lock is left for the events.
+    pub(super) fn lost(&self) -> Arc<Mutex<Option<StateError>>> {
+        self.lost.clone()
+    }
+
+    /// Run `write` on the blocking pool; a lost lock stops the run (calls in flight end
+    /// within their deadlines; recording the run fails the same way).
+    fn off_runtime(
+        &self,
+        write: impl FnOnce(&dyn StateStore) -> Result<(), StateError> + Send + 'static,
+    ) -> JournalFuture {
+        let store = self.store.clone();
+        let (cancel, lost) = (self.cancel.clone(), self.lost.clone());
+        Box::pin(async move {
+            let location = store.location();
+            let written = tokio::task::spawn_blocking(move || write(store.as_ref()))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(StateError::Database {
+                        path: location,
+                        message: format!("the state writer stopped: {e}"),
+                    })
+                });
+            match written {
+                Ok(()) => {}
+                Err(err @ StateError::LockLost { .. }) => {
+                    if !cancel.swap(true, Ordering::SeqCst) {
+                        *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(err);
+                    }
+                }
+                Err(err) => tracing::warn!("cannot write the run journal or state: {err}"),
+            }
+        })
+    }
+}
+
+impl Journal for StateJournal {
+    fn begin(&self, r: &PlannedResource) -> JournalFuture {
+        let entry = JournalEntry {
+            id: r.id.clone(),
+            type_name: r.type_name.clone(),
+            action: r.action.to_string(),
+            pid: self.pid,
+            started_at: crate::state::now(),
+            outcome: None,
+        };
+        self.off_runtime(move |store| store.journal_begin(&entry))
+    }
+
+    fn finish(&self, planned: &PlannedResource, r: &ResourceResult) -> JournalFuture {
+        let facts = self.facts.get(&r.id).cloned().unwrap_or_default();
+        let (planned, r, salt) = (planned.clone(), r.clone(), self.salt.clone());
+        self.off_runtime(move |store| record::remember_one(store, &facts, &planned, &r, &salt))
+    }
+}
