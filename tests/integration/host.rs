@@ -482,6 +482,7 @@ fn decl(name: &str, source: ProviderSource) -> ProviderDecl {
         consistency_check: true,
         unsigned: true,
         location: tenet::diag::Location::new("test.yaml", 1, 1),
+        source_location: None,
     }
 }
 

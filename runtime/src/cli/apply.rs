@@ -13,7 +13,9 @@ use super::progress::LiveProgress;
 use super::{EXIT_ERROR, ManifestArgs, RunArgs, render};
 use crate::engine::{Event, OutcomeCounts};
 use crate::plan::Plan;
-use crate::run::{self, ApplyOutcome, Approve, ApproveError, RunContext, RunEvent, RunEvents};
+use crate::run::{
+    self, ApplyOutcome, Approve, ApproveError, EventError, RunContext, RunEvent, RunEvents,
+};
 use crate::session::Session;
 use anyhow::{Context, bail};
 use clap::Args;
@@ -87,13 +89,13 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
     let target = run::rollback_target(&options.state, &options.path, args.run_id, &options.vars)?;
     let rec = &target.record;
     let session = Session::open_snapshot(&options, target.snapshot.clone()).await?;
-    super::print_warnings(&session);
     if !args.control.json {
         println!(
             "Rolling back to the desired state of run #{} ({} by {}@{}, manifest sha256 {}).\n",
             args.run_id, rec.started_at, rec.user, rec.host, rec.manifest_sha256
         );
     }
+    super::print_warnings(&session);
     let apply = ApplyArgs {
         manifest: args.manifest,
         control: args.control,
@@ -261,7 +263,7 @@ impl Terminal {
 }
 
 impl RunEvents for Terminal {
-    fn event(&mut self, event: RunEvent<'_>) {
+    fn event(&mut self, event: RunEvent<'_>) -> Result<(), EventError> {
         match event {
             RunEvent::Recovered { pending } => {
                 let list: Vec<String> = pending
@@ -276,8 +278,7 @@ impl RunEvents for Terminal {
             }
             RunEvent::Planned(plan) => {
                 if !self.json {
-                    let shown = render::plan(&plan.redacted());
-                    self.write(shown);
+                    render::plan(&plan.redacted())?;
                 }
             }
             RunEvent::Started {
@@ -285,7 +286,6 @@ impl RunEvents for Terminal {
                 changes,
                 parallelism,
             } => {
-                self.interrupts = Some(watch_interrupts(self.cancel.clone()));
                 if self.json {
                     emit(&JsonEvent::RunStarted {
                         resources,
@@ -293,8 +293,11 @@ impl RunEvents for Terminal {
                         parallelism,
                     });
                 } else {
-                    println!();
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out)?;
+                    out.flush()?;
                 }
+                self.interrupts = Some(watch_interrupts(self.cancel.clone()));
                 self.progress = Some(LiveProgress::new(resources, !self.json));
             }
             RunEvent::Resource { event, change } => {
@@ -304,10 +307,10 @@ impl RunEvents for Terminal {
                         map.insert("change".into(), k.into());
                     }
                     emit(&value);
-                    return;
+                    return Ok(());
                 }
                 let Some(progress) = self.progress.as_mut() else {
-                    return;
+                    return Ok(());
                 };
                 match event {
                     Event::ResourceStarted { id, .. } => progress.started(id),
@@ -327,7 +330,6 @@ impl RunEvents for Terminal {
                 report,
                 interrupted,
                 elapsed,
-                ..
             } => {
                 if let Some(p) = self.progress.take() {
                     p.finish();
@@ -340,7 +342,7 @@ impl RunEvents for Terminal {
                         duration_ms: crate::engine::millis(elapsed),
                         counts: report.counts(),
                     });
-                    return;
+                    return Ok(());
                 }
                 let mut text = format!("\n{}", render::apply_summary(report));
                 text.push_str(&render::slowest(&report.slowest(SLOWEST_SHOWN), elapsed));
@@ -350,10 +352,12 @@ impl RunEvents for Terminal {
                     );
                 }
                 let mut out = anstream::stdout();
+                // The run goes on to be recorded; the failure is reported once it is.
                 let written = out.write_all(text.as_bytes()).and_then(|()| out.flush());
                 self.write(written);
             }
         }
+        Ok(())
     }
 }
 

@@ -174,8 +174,15 @@ pub fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    let broken = |io: &std::io::Error| io.kind() == std::io::ErrorKind::BrokenPipe;
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>().is_some_and(broken)
+            // The prompt's and the display's own errors, carried through the run.
+            || match c.downcast_ref::<crate::run::RunError>() {
+                Some(crate::run::RunError::Approve(inner) | crate::run::RunError::Events(inner)) => {
+                    inner.downcast_ref::<std::io::Error>().is_some_and(broken)
+                }
+                _ => false,
+            }
     })
 }

@@ -674,7 +674,7 @@ pub async fn init(args: InitArgs) -> anyhow::Result<u8> {
 /// verified, checked); the store's references move only once the lock is written.
 pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
     let options = args.manifest.session_options()?;
-    let (m, diags) = crate::manifest::load(&options.path, &options.load_options());
+    let (m, diags) = crate::session::load_manifest(&options.path, &options.load_options());
     diags.into_result()?;
     for name in &args.upgrade {
         if !m.providers.contains_key(name) {

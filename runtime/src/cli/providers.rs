@@ -2,7 +2,6 @@
 //! what it is granted, what it requested (and which of that is missing), and limits.
 
 use super::ManifestArgs;
-use crate::manifest;
 use crate::provider::Provider;
 use crate::wasm::grants::Capabilities;
 use crate::wasm::plugin::{CompileCache, PluginHost};
@@ -17,7 +16,7 @@ pub struct ProvidersArgs {
 
 pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
     let options = args.manifest.session_options()?;
-    let (m, diags) = manifest::load(&options.path, &options.load_options());
+    let (m, diags) = crate::session::load_manifest(&options.path, &options.load_options());
     diags.into_result()?;
     let host = PluginHost::new(CompileCache::new(CompileCache::default_dir()))?;
     let sources = crate::session::Sources::new(&m, &options, &host)?;

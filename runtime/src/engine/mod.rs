@@ -22,7 +22,7 @@ pub use crate::graph::walk::DEFAULT_PARALLELISM;
 
 /// A future a [`Journal`] returns: owns what it needs, so it runs inside the resource's
 /// task.
-pub type JournalFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+pub type JournalFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 /// Where an apply writes ahead and behind each resource (the run layer's journal and
 /// state). Both are awaited inside the resource's own task — `begin` before its provider
@@ -31,10 +31,11 @@ pub type JournalFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> 
 /// scheduling of the others.
 pub trait Journal: Send + Sync {
     /// `r` is about to change (or be refreshed): called only for resources with an
-    /// action, a plan error or a refresh.
-    fn begin(&self, r: &PlannedResource) -> JournalFuture;
+    /// action, a plan error or a refresh. `Err` (the intent could not be written): the
+    /// provider is not called, and the resource fails with that message.
+    fn begin(&self, r: &PlannedResource) -> JournalFuture<Result<(), String>>;
     /// `r` ran (whatever its outcome, unchanged included).
-    fn finish(&self, planned: &PlannedResource, r: &ResourceResult) -> JournalFuture;
+    fn finish(&self, planned: &PlannedResource, r: &ResourceResult) -> JournalFuture<()>;
 }
 
 /// How a run walks the graph.
@@ -746,15 +747,18 @@ impl Engine {
                 let span = info_span!("apply", resource = %r.id, r#type = %r.type_name, action = %r.action);
                 async move {
                     let began = Instant::now();
-                    if let Some(j) = &journal
-                        && (r.action != Action::None || r.error.is_some() || r.refresh)
-                    {
-                        j.begin(&r).await;
-                    }
+                    let intent = match &journal {
+                        Some(j) if r.action != Action::None || r.error.is_some() || r.refresh => {
+                            j.begin(&r).await
+                        }
+                        _ => Ok(()),
+                    };
                     let notified = {
                         let changed = changed.lock().unwrap_or_else(|e| e.into_inner());
                         r.notified_by.iter().any(|n| changed.contains(n))
                     };
+                    // Nothing changes without its intent on disk.
+                    let provider = provider.and_then(|p| intent.map(|()| p));
                     let result = match provider {
                         Ok(p) => match apply_one(p.as_ref(), &r, &known, &index, notified).await {
                             Ok((outcome, Some(state), desired))
@@ -1213,6 +1217,73 @@ mod tests {
             again.summary
         );
         assert_eq!(again.summary.unchanged, 4);
+    }
+
+    /// Records begin/finish in order; refuses the intent of the ids in `refuse`.
+    struct Recording {
+        log: Arc<Mutex<Vec<String>>>,
+        refuse: Vec<&'static str>,
+    }
+
+    impl Journal for Recording {
+        fn begin(&self, r: &PlannedResource) -> JournalFuture<Result<(), String>> {
+            let (log, id) = (self.log.clone(), r.id.clone());
+            let refused = self.refuse.contains(&id.as_str());
+            Box::pin(async move {
+                log.lock().expect("log").push(format!("begin {id}"));
+                if refused {
+                    Err("the journal is full".into())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+
+        fn finish(&self, _planned: &PlannedResource, r: &ResourceResult) -> JournalFuture<()> {
+            let (log, id) = (self.log.clone(), r.id.clone());
+            Box::pin(async move { log.lock().expect("log").push(format!("finish {id}")) })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_journal_is_written_around_each_change_and_a_refused_intent_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (mock, e, plan) = planned(&dir, &[]).await;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let journal = Arc::new(Recording {
+            log: log.clone(),
+            refuse: vec!["b"],
+        });
+        let report = e
+            .apply_journaled(&plan, &RunOptions::default(), Some(journal), &mut |_| {})
+            .await;
+        let by_id = outcomes(&report);
+        // b's intent could not be written: its provider was never called, and c (which
+        // depends on it) was skipped.
+        assert!(
+            matches!(&by_id["b"], Outcome::Failed { error } if error == "the journal is full"),
+            "{by_id:?}"
+        );
+        assert_eq!(
+            by_id["c"],
+            Outcome::Skipped {
+                upstream: "b".into()
+            }
+        );
+        let applied = mock.calls_of(Operation::Apply);
+        assert!(!applied.contains(&"b".to_owned()), "{applied:?}");
+        let log = log.lock().expect("log").clone();
+        let at = |x: &str| log.iter().position(|l| l == x).unwrap_or(usize::MAX);
+        // Each intent before its finish, a's finish before b (its dependent) begins;
+        // a skipped resource is neither begun nor finished.
+        assert!(
+            at("begin a") < at("finish a") && at("finish a") < at("begin b"),
+            "{log:?}"
+        );
+        assert!(
+            at("finish b") < usize::MAX && at("begin c") == usize::MAX,
+            "{log:?}"
+        );
     }
 
     #[tokio::test]

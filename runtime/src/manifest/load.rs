@@ -494,17 +494,12 @@ fn parse_providers(
             )
         };
         let Some(fields) = fields else { continue };
-        let source = match string(fields, "source", &pointer, spans, &what, diags) {
+        let source_text = string(fields, "source", &pointer, spans, &what, diags);
+        let source_location = source_text.map(|_| spans.value(&format!("{pointer}/source")));
+        let source = match source_text {
             None => ProviderSource::Builtin(name.clone()),
-            Some(s) if s.starts_with("oci://") => {
-                if let Err(e) = crate::distribution::oci::OciRef::parse(s) {
-                    diags.error(
-                        Some(spans.value(&format!("{pointer}/source"))),
-                        format!("source of {what}: {e}"),
-                    );
-                }
-                ProviderSource::Oci(s.to_owned())
-            }
+            // Its syntax is distribution's to judge (`session::check_sources`).
+            Some(s) if s.starts_with("oci://") => ProviderSource::Oci(s.to_owned()),
             Some(s) => match s.strip_prefix("builtin:") {
                 Some(b) => ProviderSource::Builtin(b.to_owned()),
                 None => ProviderSource::Path(absolute(dir, Path::new(s))),
@@ -558,6 +553,7 @@ fn parse_providers(
                 consistency_check,
                 unsigned,
                 location,
+                source_location,
             },
         );
     }

@@ -326,6 +326,9 @@ pub struct ProviderDecl {
     /// `unsigned: true`: run this provider without a signature (local paths only).
     pub unsigned: bool,
     pub location: Location,
+    /// Where `source:` is written (none when it is left to the default built-in): an
+    /// `oci://` reference's syntax is checked by the session, and reported here.
+    pub source_location: Option<Location>,
 }
 
 /// One entry of `trust:`: a minisign public key (`key: RWQ…`, or `file: keys/x.pub`).

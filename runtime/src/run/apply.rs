@@ -60,7 +60,9 @@ pub async fn apply(
     let lock = RunLock::take(cx.open_state()?, cx.settings.lock_timeout)?;
     let pending = record::recover(lock.store().as_ref(), &cx.session.manifest)?;
     if !pending.is_empty() {
-        cx.events.event(RunEvent::Recovered { pending: &pending });
+        cx.events
+            .event(RunEvent::Recovered { pending: &pending })
+            .map_err(RunError::Events)?;
     }
     let started_at = crate::state::now();
     if let Some(saved) = &saved {
@@ -71,7 +73,9 @@ pub async fn apply(
     if let Some(saved) = &saved {
         check_unchanged(saved, &plan)?;
     }
-    cx.events.event(RunEvent::Planned(&plan));
+    cx.events
+        .event(RunEvent::Planned(&plan))
+        .map_err(RunError::Events)?;
     if !plan.has_changes() && !plan.has_errors() && !cx.settings.walk_converged {
         let run = record::remember(
             lock.store().as_ref(),
@@ -202,22 +206,29 @@ async fn walk(
     lock: &RunLock,
     started_at: &str,
 ) -> Result<Applied, RunError> {
-    let started = Instant::now();
-    cx.events.event(RunEvent::Started {
-        resources: plan.resources.len(),
-        changes: plan.summary.changes(),
-        parallelism: options.parallelism,
-    });
     let store = lock.store();
     let kinds = record::change_kinds(store.as_ref(), &plan)?;
     let index = RunIndex::new(&cx.session.manifest, &plan);
     let journal = StateJournal::new(store.clone(), store.salt()?, &index, options.cancel.clone());
     let lost = journal.lost();
+    let started = Instant::now();
+    cx.events
+        .event(RunEvent::Started {
+            resources: plan.resources.len(),
+            changes: plan.summary.changes(),
+            parallelism: options.parallelism,
+        })
+        .map_err(RunError::Events)?;
     let events = &mut *cx.events;
-    let mut on_event = |e: Event| {
+    // From here on the walk runs whatever a sink says: what it could not show is its own
+    // to report.
+    let report_lost = |events: &mut dyn super::RunEvents| {
         if let Some(err) = lost.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            events.event(RunEvent::LockLost(&err));
+            let _ = events.event(RunEvent::LockLost(&err));
         }
+    };
+    let mut on_event = |e: Event| {
+        report_lost(&mut *events);
         let change = match &e {
             Event::ResourceFinished(r) => match r.outcome {
                 Outcome::Created | Outcome::Updated | Outcome::Replaced | Outcome::Deleted => {
@@ -227,7 +238,7 @@ async fn walk(
             },
             Event::ResourceStarted { .. } => None,
         };
-        events.event(RunEvent::Resource { event: &e, change });
+        let _ = events.event(RunEvent::Resource { event: &e, change });
     };
     let report = cx
         .session
@@ -239,10 +250,14 @@ async fn walk(
             &mut on_event,
         )
         .await;
-    if let Some(err) = lost.lock().unwrap_or_else(|e| e.into_inner()).take() {
-        cx.events.event(RunEvent::LockLost(&err));
-    }
+    report_lost(&mut *cx.events);
     let interrupted = options.cancel.load(Ordering::SeqCst);
+    let elapsed = started.elapsed();
+    let _ = cx.events.event(RunEvent::Finished {
+        report: &report,
+        interrupted,
+        elapsed,
+    });
     let recorded = record::remember(
         store.as_ref(),
         &cx.session.manifest,
@@ -252,13 +267,6 @@ async fn walk(
         &kinds,
         cx.settings.rollback_of,
     );
-    let elapsed = started.elapsed();
-    cx.events.event(RunEvent::Finished {
-        report: &report,
-        interrupted,
-        elapsed,
-        run: recorded.as_ref().ok().copied(),
-    });
     Ok(Applied {
         plan,
         report,

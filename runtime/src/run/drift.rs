@@ -153,10 +153,14 @@ pub async fn drift(cx: &mut RunContext<'_>) -> Result<Drift, RunError> {
             .providers
             .get(&r.provider)
             .map(|p| p.clone() as Arc<dyn Provider>);
-        let (slots, salt) = (slots.clone(), salt.clone());
+        // In the state's order, at most `parallelism` at once (the semaphore is never
+        // closed: a permit always comes).
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let salt = salt.clone();
         tasks.spawn(async move {
-            // The semaphore is never closed: a permit always comes.
-            let _slot = slots.acquire_owned().await;
+            let _slot = slot;
             (i, check(p, r, salt).await)
         });
     }

@@ -44,12 +44,12 @@ impl StateJournal {
         self.lost.clone()
     }
 
-    /// Run `write` on the blocking pool; a lost lock stops the run (calls in flight end
+    /// Run `write` on the blocking pool. A lost lock stops the run (calls in flight end
     /// within their deadlines; recording the run fails the same way).
     fn off_runtime(
         &self,
         write: impl FnOnce(&dyn StateStore) -> Result<(), StateError> + Send + 'static,
-    ) -> JournalFuture {
+    ) -> JournalFuture<Result<(), StateError>> {
         let store = self.store.clone();
         let (cancel, lost) = (self.cancel.clone(), self.lost.clone());
         Box::pin(async move {
@@ -62,21 +62,20 @@ impl StateJournal {
                         message: format!("the state writer stopped: {e}"),
                     })
                 });
-            match written {
-                Ok(()) => {}
-                Err(err @ StateError::LockLost { .. }) => {
-                    if !cancel.swap(true, Ordering::SeqCst) {
-                        *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(err);
-                    }
-                }
-                Err(err) => tracing::warn!("cannot write the run journal or state: {err}"),
+            if let Err(err @ StateError::LockLost { .. }) = &written
+                && !cancel.swap(true, Ordering::SeqCst)
+            {
+                *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(err.clone());
             }
+            written
         })
     }
 }
 
 impl Journal for StateJournal {
-    fn begin(&self, r: &PlannedResource) -> JournalFuture {
+    /// The intent, on disk before the provider is called: if it cannot be written, the
+    /// resource is not changed.
+    fn begin(&self, r: &PlannedResource) -> JournalFuture<Result<(), String>> {
         let entry = JournalEntry {
             id: r.id.clone(),
             type_name: r.type_name.clone(),
@@ -85,12 +84,27 @@ impl Journal for StateJournal {
             started_at: crate::state::now(),
             outcome: None,
         };
-        self.off_runtime(move |store| store.journal_begin(&entry))
+        let write = self.off_runtime(move |store| store.journal_begin(&entry));
+        Box::pin(async move {
+            write.await.map_err(|err| {
+                format!("not changed: its intent could not be written to the run journal: {err}")
+            })
+        })
     }
 
-    fn finish(&self, planned: &PlannedResource, r: &ResourceResult) -> JournalFuture {
+    /// The resource's state and its journal entry's outcome; a failure is logged (the
+    /// run record written at the end covers the resource again).
+    fn finish(&self, planned: &PlannedResource, r: &ResourceResult) -> JournalFuture<()> {
         let facts = self.facts.get(&r.id).cloned().unwrap_or_default();
         let (planned, r, salt) = (planned.clone(), r.clone(), self.salt.clone());
-        self.off_runtime(move |store| record::remember_one(store, &facts, &planned, &r, &salt))
+        let write =
+            self.off_runtime(move |store| record::remember_one(store, &facts, &planned, &r, &salt));
+        Box::pin(async move {
+            if let Err(err) = write.await
+                && !matches!(err, StateError::LockLost { .. })
+            {
+                tracing::warn!("cannot write the run journal or state: {err}");
+            }
+        })
     }
 }

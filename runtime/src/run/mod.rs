@@ -100,26 +100,33 @@ pub enum RunEvent<'a> {
     },
     /// Another run took the state's lock: this one starts nothing more.
     LockLost(&'a StateError),
-    /// The walk ended and the run was recorded (`run`: its number, if recording worked).
+    /// The walk ended; the run is recorded next (its number is in the outcome).
     Finished {
         report: &'a ApplyReport,
         interrupted: bool,
         elapsed: Duration,
-        run: Option<u64>,
     },
 }
 
 /// Receives a run's events (the CLI's progress line and `--json` stream; later metrics).
 pub trait RunEvents: Send {
-    fn event(&mut self, event: RunEvent<'_>);
+    /// `Err` from an event before the walk (a plan that could not be shown, say) stops
+    /// the run before anything changes; once the walk has started, the run goes on and
+    /// an error is the sink's to report.
+    fn event(&mut self, event: RunEvent<'_>) -> Result<(), EventError>;
 }
+
+/// Why a sink could not take an event (its output closed, say).
+pub type EventError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Ignores every event.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoEvents;
 
 impl RunEvents for NoEvents {
-    fn event(&mut self, _event: RunEvent<'_>) {}
+    fn event(&mut self, _event: RunEvent<'_>) -> Result<(), EventError> {
+        Ok(())
+    }
 }
 
 /// What one use case works on.
@@ -179,6 +186,9 @@ pub enum RunError {
     /// The approver could not decide.
     #[error(transparent)]
     Approve(ApproveError),
+    /// The event sink failed before the walk: nothing was changed.
+    #[error(transparent)]
+    Events(EventError),
 }
 
 impl From<StateError> for RunError {
@@ -237,7 +247,9 @@ pub async fn plan(cx: &mut RunContext<'_>) -> Result<Planned, RunError> {
         )?),
         None => None,
     };
-    cx.events.event(RunEvent::Planned(&plan));
+    cx.events
+        .event(RunEvent::Planned(&plan))
+        .map_err(RunError::Events)?;
     Ok(Planned { plan, run })
 }
 

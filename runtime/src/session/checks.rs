@@ -33,10 +33,13 @@ pub(super) async fn provider_checks(
             r.kind.clone(),
             r.properties.clone(),
         );
-        let slots = slots.clone();
+        // In manifest order, at most DEFAULT_PARALLELISM at once (the semaphore is never
+        // closed: a permit always comes).
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         checks.spawn(async move {
-            // The semaphore is never closed: a permit always comes.
-            let _slot = slots.acquire_owned().await;
+            let _slot = slot;
             (
                 i,
                 p.validate(CallContext { resource: &id }, &kind, &props)

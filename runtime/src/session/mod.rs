@@ -7,7 +7,7 @@
 mod checks;
 pub mod sources;
 
-pub use sources::{Loaded, PinCheck, Sources};
+pub use sources::{Loaded, PinCheck, Sources, load_manifest};
 
 use crate::diag::{Diagnostics, ValidationFailed};
 use crate::distribution::source::Provenance;
@@ -108,7 +108,7 @@ impl Session {
         load: manifest::LoadOptions,
         cache: CompileCache,
     ) -> Result<Session, SessionError> {
-        let (mut manifest, mut diags) = manifest::load(&options.path, &load);
+        let (mut manifest, mut diags) = load_manifest(&options.path, &load);
         let host = PluginHost::new(cache)?;
         let mut providers = BTreeMap::new();
         let mut provenance = BTreeMap::new();

@@ -168,3 +168,28 @@ pub enum PinCheck<'a> {
         pin: Option<&'a lockfile::Pin>,
     },
 }
+
+/// The manifest as the operator wrote it, with its providers' sources checked too: an
+/// `oci://` reference must name a registry host and a tag or digest (reported at the
+/// `source:` value). What every command that loads providers starts with.
+pub fn load_manifest(
+    path: &std::path::Path,
+    options: &manifest::LoadOptions,
+) -> (Manifest, crate::diag::Diagnostics) {
+    let (manifest, mut diags) = manifest::load(path, options);
+    for decl in manifest.providers.values() {
+        if let manifest::ProviderSource::Oci(reference) = &decl.source
+            && let Err(e) = crate::distribution::oci::OciRef::parse(reference)
+        {
+            diags.error(
+                Some(
+                    decl.source_location
+                        .clone()
+                        .unwrap_or_else(|| decl.location.clone()),
+                ),
+                format!("source of provider `{}`: {e}", decl.name),
+            );
+        }
+    }
+    (manifest, diags)
+}

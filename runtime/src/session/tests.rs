@@ -109,3 +109,25 @@ async fn run_options_carry_each_providers_limits() {
     assert_eq!(o.provider_limits.get("file"), Some(&3));
     assert!(o.unchecked_providers.contains("file"));
 }
+
+#[tokio::test]
+async fn a_malformed_oci_reference_is_reported_at_its_source_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "providers:\n  a:\n    source: oci://no-registry/x:1\n  b:\n    source: oci://localhost:5000/x\n  file: {}\nresources: []\n",
+    );
+    let found = errors(open(&options(dir.path())).await.err().expect("invalid"));
+    assert!(
+        found.iter().any(|(l, m)| *l == 3
+            && m.starts_with("source of provider `a`: ")
+            && m.contains("`no-registry` is not a registry host")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|(l, m)| *l == 5 && m.contains("names neither a tag nor a digest")),
+        "{found:?}"
+    );
+}

@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 /// Why a state operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StateError {
     #[error(
         "the state at {path} is locked by pid {} on {} (user {}) since {}; wait for that run, or if it crashed run `tenet state unlock --force`",

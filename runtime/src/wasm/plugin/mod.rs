@@ -199,6 +199,7 @@ impl PluginHost {
             consistency_check: true,
             unsigned: false,
             location: crate::diag::Location::new(source_desc, 1, 1),
+            source_location: None,
         };
         self.load_bytes(&decl, bytes, None, source_desc, false)
             .await
