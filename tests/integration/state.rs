@@ -727,4 +727,22 @@ fn state_commands_take_the_manifest_as_a_positional_path() {
     // Without a path: the current directory, which has no state.
     let o = tenet(elsewhere, &["history"]);
     assert!(stderr(&o).contains("no state at"), "{}", stderr(&o));
+
+    // Run as a service would (no USER, no LOGNAME): the history names the account.
+    let o = crate::support::tenet_command(elsewhere, &["apply", path, "--yes"])
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .output()
+        .expect("run tenet");
+    ok(&o);
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .expect("id -un");
+    let me = String::from_utf8_lossy(&me.stdout).trim().to_owned();
+    let newest = stdout(&tenet(elsewhere, &["history", path, "--limit", "1"]));
+    assert!(
+        newest.contains(&format!(" {me}@")) && !newest.contains("uid "),
+        "{newest}"
+    );
 }

@@ -10,6 +10,9 @@ use crate::distribution::oci;
 use crate::distribution::store::PluginStore;
 use crate::manifest::{ProviderSource, TrustedKey};
 use crate::provider::Provider;
+use crate::session::install::{
+    check_component, ensure_installed, fetch, install, keep_set, signer_of,
+};
 use crate::wasm::plugin::{CompileCache, PluginHost};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -201,54 +204,6 @@ fn host() -> anyhow::Result<PluginHost> {
     ))?)
 }
 
-/// A bundle and its signature from a path or a registry.
-struct Fetched {
-    bundle: Bundle,
-    signature: Option<String>,
-    /// Where the signature was (for messages).
-    signature_desc: String,
-    /// Canonical reference to record in the store.
-    reference: String,
-    manifest_digest: Option<String>,
-}
-
-async fn fetch(source: &str, registry: &RegistryArgs) -> anyhow::Result<Fetched> {
-    if source.starts_with("oci://") {
-        let r = oci::OciRef::parse(source)?;
-        let pulled = oci::pull(&r, &registry.options()).await?;
-        return Ok(Fetched {
-            bundle: pulled.bundle,
-            signature: pulled.signature,
-            signature_desc: format!("{source} (signature layer)"),
-            reference: source.to_owned(),
-            manifest_digest: Some(pulled.manifest_digest),
-        });
-    }
-    let path = PathBuf::from(source);
-    let b = Bundle::read(&path)?;
-    let sig_path = bundle::signature_path(&path);
-    let reference = std::fs::canonicalize(&path)
-        .with_context(|| format!("cannot resolve {}", path.display()))?
-        .display()
-        .to_string();
-    Ok(Fetched {
-        bundle: b,
-        signature: bundle::read_signature(&sig_path)?,
-        signature_desc: sig_path.display().to_string(),
-        reference,
-        manifest_digest: None,
-    })
-}
-
-/// Load the bundle's component (compiling it through the cache) and check that what
-/// the bundle declares is what the component really imports and requests: a bundle
-/// cannot hide a capability.
-async fn check_component(host: &PluginHost, b: &Bundle, origin: &str) -> anyhow::Result<()> {
-    let p = host.inspect(&b.metadata.name, &b.component, origin).await?;
-    bundle::check_against_component(&b.metadata, p.info(), p.requested())
-        .map_err(|e| anyhow::anyhow!("{origin}: {e}"))
-}
-
 pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
     match args.command {
         PluginCommand::Pack {
@@ -342,7 +297,7 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
                     "no trusted keys: pass --trust KEY.pub or --manifest PATH with a `trust:` list"
                 );
             }
-            let mut f = fetch(&bundle, &registry).await?;
+            let mut f = fetch(&bundle, &registry.options()).await?;
             if let Some(sig) = signature {
                 f.signature = bundle::read_signature(&sig)?;
                 f.signature_desc = sig.display().to_string();
@@ -410,7 +365,7 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
                     (b, i.signature, desc, extra)
                 }
                 None => {
-                    let f = fetch(&bundle, &registry).await?;
+                    let f = fetch(&bundle, &registry.options()).await?;
                     let extra = f
                         .manifest_digest
                         .map(|d| format!("OCI manifest: {d}"))
@@ -463,8 +418,24 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
             let keys = trust.keys()?;
             let host = host()?;
             let store = PluginStore::open_default();
-            let i = install(&host, &store, &source, &keys, allow_unsigned, &registry).await?;
-            println!("{i}");
+            let i = install(
+                &host,
+                &store,
+                &source,
+                &keys,
+                allow_unsigned,
+                &registry.options(),
+            )
+            .await?;
+            println!(
+                "Installed {} {} (sha256 {}), {}, into {}; compiled for this machine in {} ms.",
+                i.installed.metadata.name,
+                i.installed.metadata.version,
+                i.installed.digest,
+                i.signer,
+                i.installed.dir.display(),
+                i.compiled.as_millis()
+            );
             Ok(0)
         }
         PluginCommand::List { json } => {
@@ -581,62 +552,6 @@ pub async fn plugin(args: PluginArgs) -> anyhow::Result<u8> {
     }
 }
 
-/// The key id a signature names (unverified), for listings.
-fn signer_of(signature: Option<&str>) -> String {
-    match signature.map(minisign::SignatureBox::from_string) {
-        None => "none".into(),
-        Some(Ok(s)) => bundle::key_id(s.keynum()),
-        Some(Err(_)) => "unreadable".into(),
-    }
-}
-
-/// Digests whose compiled code is worth keeping: built-in and installed providers.
-fn keep_set(store: &PluginStore) -> anyhow::Result<std::collections::BTreeSet<String>> {
-    let mut keep: std::collections::BTreeSet<String> = crate::distribution::builtins::BUILTINS
-        .iter()
-        .map(|(_, b)| bundle::digest(b))
-        .collect();
-    keep.extend(store.digests()?);
-    Ok(keep)
-}
-
-/// Fetch, check and install a bundle: components and declared capabilities agree, the
-/// signature verifies with a trusted key (or `allow_unsigned`), then the store gets it
-/// whole and the compile cache gets its native code. Nothing is written before every
-/// check passed.
-async fn install(
-    host: &PluginHost,
-    store: &PluginStore,
-    source: &str,
-    keys: &[TrustedKey],
-    allow_unsigned: bool,
-    registry: &RegistryArgs,
-) -> anyhow::Result<String> {
-    let f = fetch(source, registry).await?;
-    let signer = match &f.signature {
-        Some(text) => {
-            let k = bundle::verify(&f.bundle.component, text, &f.signature_desc, keys)?;
-            format!("signed by trusted key {} ({})", k.id, k.name)
-        }
-        None if allow_unsigned => "UNSIGNED (--allow-unsigned)".to_owned(),
-        None => bail!(
-            "{source}: not signed; install signed bundles (`tenet plugin sign`), or pass --allow-unsigned"
-        ),
-    };
-    let started = std::time::Instant::now();
-    check_component(host, &f.bundle, source).await?;
-    let compiled = started.elapsed();
-    let i = store.install(&f.bundle, f.signature.as_deref(), Some(&f.reference))?;
-    Ok(format!(
-        "Installed {} {} (sha256 {}), {signer}, into {}; compiled for this machine in {} ms.",
-        i.metadata.name,
-        i.metadata.version,
-        i.digest,
-        i.dir.display(),
-        compiled.as_millis()
-    ))
-}
-
 #[derive(Debug, Args)]
 pub struct LockArgs {
     #[command(flatten)]
@@ -717,11 +632,11 @@ pub async fn lock(args: LockArgs) -> anyhow::Result<u8> {
         if let ProviderSource::Oci(reference) = &decl.source {
             let f = ensure_installed(
                 &sources.store,
-                &m,
+                &m.trusted_keys,
                 (&decl.name, reference),
                 pinned,
                 args.manifest.allow_unsigned,
-                &args.registry,
+                &args.registry.options(),
                 &host,
             )
             .await?;
@@ -815,60 +730,6 @@ fn describe_move(name: &str, before: &Pin, new: &Pin) -> String {
 /// reference points to now, signed by a trusted key (unless `allow_unsigned`), verified
 /// and checked before anything is stored. Returns the component digest and, when
 /// something was pulled, the manifest digest.
-async fn ensure_installed(
-    store: &PluginStore,
-    m: &crate::manifest::Manifest,
-    (name, reference): (&str, &str),
-    pinned: Option<&Pin>,
-    allow_unsigned: bool,
-    registry: &RegistryArgs,
-    host: &PluginHost,
-) -> anyhow::Result<(String, Option<String>)> {
-    // The pinned bytes with the pinned signer's signature are already here. (The store
-    // keeps one signature per digest: if another install replaced it, fetch again.)
-    if let Some(pin) = pinned
-        && let Some(i) = store.get(&pin.component_sha256)?
-        && i.signature.as_deref().map(|t| signer_of(Some(t))) == pin.signer
-    {
-        return Ok((pin.component_sha256.clone(), None));
-    }
-    let r = oci::OciRef::parse(reference)?;
-    let target = match pinned.and_then(|p| p.oci_manifest.as_deref()) {
-        Some(d) => r.at_digest(d),
-        None => r,
-    };
-    let f = fetch(&target.text, registry).await?;
-    if let Some(pin) = pinned
-        && pin.component_sha256 != f.bundle.metadata.component_sha256
-    {
-        bail!(
-            "provider `{name}`: {} serves sha256 {}, but tenet.lock pins sha256 {}; run `tenet lock --upgrade {name}` to move the pin",
-            target.text,
-            f.bundle.metadata.component_sha256,
-            pin.component_sha256
-        );
-    }
-    match &f.signature {
-        Some(text) => {
-            bundle::verify(
-                &f.bundle.component,
-                text,
-                &f.signature_desc,
-                &m.trusted_keys,
-            )
-            .map_err(|e| anyhow::anyhow!("provider `{name}`: {e}"))?;
-        }
-        None if allow_unsigned => {}
-        None => bail!(
-            "provider `{name}`: {} is not signed; ask its publisher for a signed bundle, or pass --allow-unsigned",
-            target.text
-        ),
-    }
-    check_component(host, &f.bundle, &target.text).await?;
-    let i = store.install(&f.bundle, f.signature.as_deref(), None)?;
-    Ok((i.digest, f.manifest_digest))
-}
-
 #[derive(Debug, Args)]
 pub struct CacheArgs {
     #[command(subcommand)]

@@ -88,23 +88,34 @@ async fn session(dir: &Path) -> Session {
         .unwrap_or_else(|e| panic!("valid manifest: {e}"))
 }
 
+/// A context on `s` with the state beside its manifest and default settings.
+fn context<'a>(
+    s: &'a Session,
+    approve: &'a mut dyn Approve,
+    events: &'a mut dyn RunEvents,
+) -> RunContext<'a> {
+    RunContext {
+        session: s,
+        state: Location::default(),
+        settings: Settings::default(),
+        approve,
+        events,
+    }
+}
+
+async fn plan_of(s: &Session) -> Planned {
+    plan(&mut context(s, &mut AutoApprove, &mut NoEvents))
+        .await
+        .expect("plan")
+}
+
 async fn apply_with(
     s: &Session,
     approve: &mut dyn Approve,
     events: &mut Recorder,
     saved: Option<SavedPlan<'_>>,
 ) -> Result<ApplyOutcome, RunError> {
-    apply(
-        &mut RunContext {
-            session: s,
-            state: Location::default(),
-            settings: Settings::default(),
-            approve,
-            events,
-        },
-        saved,
-    )
-    .await
+    apply(&mut context(s, approve, events), saved).await
 }
 
 async fn apply_yes(dir: &Path) -> (ApplyOutcome, Vec<String>) {
@@ -170,15 +181,9 @@ async fn apply_records_then_converges_and_repairs_drift_as_corrective() {
     // Edited by hand: drift sees it, and the repair is corrective.
     std::fs::write(d.join("out/a.txt"), "edited").expect("edit");
     let s = session(d).await;
-    let found = drift(&mut RunContext {
-        session: &s,
-        state: Location::default(),
-        settings: Settings::default(),
-        approve: &mut AutoApprove,
-        events: &mut NoEvents,
-    })
-    .await
-    .expect("drift");
+    let found = drift(&mut context(&s, &mut AutoApprove, &mut NoEvents))
+        .await
+        .expect("drift");
     let Drift::Checked {
         resources, drifted, ..
     } = found
@@ -265,15 +270,7 @@ async fn what_left_the_manifest_is_deleted_or_forgotten() {
     apply_yes(d).await;
     manifest(d, &[("a", "one")]);
     let s = session(d).await;
-    let planned = plan(&mut RunContext {
-        session: &s,
-        state: Location::default(),
-        settings: Settings::default(),
-        approve: &mut AutoApprove,
-        events: &mut NoEvents,
-    })
-    .await
-    .expect("plan");
+    let planned = plan_of(&s).await;
     let b = planned
         .plan
         .resources
@@ -305,15 +302,7 @@ async fn a_saved_plan_is_refused_once_the_system_or_the_manifest_moved() {
     let d = dir.path();
     manifest(d, &[("a", "one")]);
     let s = session(d).await;
-    let planned = plan(&mut RunContext {
-        session: &s,
-        state: Location::default(),
-        settings: Settings::default(),
-        approve: &mut AutoApprove,
-        events: &mut NoEvents,
-    })
-    .await
-    .expect("plan");
+    let planned = plan_of(&s).await;
     let file = d.join("plan.json");
     let saved = || {
         Some(SavedPlan {
@@ -408,15 +397,7 @@ async fn a_rollback_target_is_an_apply_with_its_manifest() {
     };
     let first = applied.recorded.expect("recorded");
     let s = session(d).await;
-    plan(&mut RunContext {
-        session: &s,
-        state: Location::default(),
-        settings: Settings::default(),
-        approve: &mut AutoApprove,
-        events: &mut NoEvents,
-    })
-    .await
-    .expect("plan");
+    plan_of(&s).await;
 
     let target = rollback_target(&loc, d, first, &[]).expect("target");
     assert!(target.snapshot.files["tenet.yaml"].contains("content: one"));

@@ -5,6 +5,7 @@
 //! prints: warnings travel in [`Session::warnings`].
 
 mod checks;
+pub mod install;
 pub mod sources;
 
 pub use sources::{Loaded, PinCheck, Sources, load_manifest};

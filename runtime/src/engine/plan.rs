@@ -1,0 +1,487 @@
+//! Planning: read and diff every declared resource (and every orphan the state
+//! remembers), independent ones in parallel, with references resolved from what is
+//! known before anything is applied.
+
+use super::known::{KNOWN_AFTER_APPLY, Known, Shared, lookup};
+use super::{Engine, Orphan, RunOptions, groups};
+use crate::graph::Graph;
+use crate::graph::walk::{self, Visited, WalkSpec};
+use crate::manifest::{Manifest, refs};
+use crate::plan::{self, ManifestRef, Plan, PlannedResource, ProviderPin, Summary};
+use crate::provider::{Action, CallContext, Diff, FieldChange, KindInfo, Provider};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use tracing::{Instrument, info_span};
+
+/// One node's planning, boxed so declared resources and orphans share a type.
+type PlanFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = (
+                    (refs::Resolved, Result<(Option<Value>, Diff), String>),
+                    bool,
+                ),
+            > + Send
+            + 'a,
+    >,
+>;
+
+/// Indices in an order where each comes after its `deps` (they form no cycle: paths
+/// strictly inside one another).
+fn topological(deps: &[Vec<usize>]) -> Vec<usize> {
+    fn visit(i: usize, deps: &[Vec<usize>], done: &mut Vec<bool>, out: &mut Vec<usize>) {
+        if done[i] {
+            return;
+        }
+        done[i] = true;
+        for &d in &deps[i] {
+            visit(d, deps, done, out);
+        }
+        out.push(i);
+    }
+    let mut done = vec![false; deps.len()];
+    let mut out = Vec::with_capacity(deps.len());
+    for i in 0..deps.len() {
+        visit(i, deps, &mut done, &mut out);
+    }
+    out
+}
+
+impl Engine {
+    /// Read and diff every resource of a validated manifest, independent ones in
+    /// parallel. A resource that cannot be read carries its error; the rest is planned.
+    pub async fn plan(
+        &self,
+        manifest: &Manifest,
+        graph: &Graph,
+        pins: BTreeMap<String, ProviderPin>,
+        options: &RunOptions,
+    ) -> Plan {
+        self.plan_with_orphans(manifest, graph, &[], pins, options)
+            .await
+    }
+
+    /// [`Engine::plan`], plus the deletion of `orphans`: resources the state remembers
+    /// that the manifest no longer declares.
+    pub async fn plan_with_orphans(
+        &self,
+        manifest: &Manifest,
+        graph: &Graph,
+        orphans: &[Orphan],
+        pins: BTreeMap<String, ProviderPin>,
+        options: &RunOptions,
+    ) -> Plan {
+        let rs = &manifest.resources;
+        let n = rs.len();
+        let (group_of, group_limits) = groups(
+            rs.iter()
+                .map(|r| r.provider.as_str())
+                .chain(orphans.iter().map(|o| o.provider.as_str())),
+            options,
+        );
+        let orphan_deps = self.orphan_order(orphans);
+        // An orphan with the same provider, kind and identity as a declared resource was
+        // renamed, not removed: the object now belongs to the new id. Drop it from the
+        // state; never delete it.
+        let identity = |provider: &str, kind: &str, doc: &Value| -> Option<String> {
+            let p = self.providers.get(provider)?;
+            let k = p.info().kinds.get(kind)?;
+            Some(plan::canonical(doc.get(&k.identity)?))
+        };
+        // Only needed with orphans: a plan without a state stays as cheap as before.
+        let declared: BTreeSet<(String, String, String)> = rs
+            .iter()
+            .take(if orphans.is_empty() { 0 } else { n })
+            .filter_map(|r| {
+                let id = identity(&r.provider, &r.kind, &r.properties)?;
+                Some((r.provider.clone(), r.kind.clone(), id))
+            })
+            .collect();
+        let renamed: Vec<bool> = orphans
+            .iter()
+            .map(|o| {
+                identity(&o.provider, &o.kind, &o.last_desired)
+                    .is_some_and(|id| declared.contains(&(o.provider.clone(), o.kind.clone(), id)))
+            })
+            .collect();
+        let spec = WalkSpec {
+            deps: (0..n)
+                .map(|i| graph.dependencies(i).to_vec())
+                .chain(
+                    orphan_deps
+                        .iter()
+                        .map(|d| d.iter().map(|j| n + j).collect()),
+                )
+                .collect(),
+            group: rs
+                .iter()
+                .map(|r| group_of[&r.provider])
+                .chain(orphans.iter().map(|o| group_of[&o.provider]))
+                .collect(),
+            group_limits,
+            parallelism: options.parallelism,
+            skip_after_failure: false,
+            fail_fast: false,
+        };
+        // What finished nodes offer to the resources that reference them.
+        let known: Shared = Arc::new(Mutex::new(vec![None; rs.len()]));
+        let index: Arc<BTreeMap<String, usize>> = Arc::new(
+            rs.iter()
+                .enumerate()
+                .map(|(i, r)| (r.id.clone(), i))
+                .collect(),
+        );
+        let visited = walk::walk(
+            &spec,
+            &options.cancel,
+            |i| {
+                if let Some(o) = i.checked_sub(n).and_then(|j| orphans.get(j)) {
+                    let was_renamed = renamed[i - n];
+                    let o = o.clone();
+                    let provider = self.provider(&o.provider);
+                    let span = info_span!("plan", resource = %o.id, r#type = %o.type_name, orphan = true);
+                    let fut: PlanFuture<'_> = Box::pin(async move {
+                        let resolved = refs::Resolved {
+                            value: o.last_desired.clone(),
+                            unknown: Vec::new(),
+                        };
+                        let result = match provider {
+                            _ if was_renamed => Ok((None, Diff { action: Action::None, changes: Vec::new() })),
+                            _ if o.prevent_destroy => Err(format!(
+                                "`{}` was removed from the manifest, but it has prevent_destroy set (remembered in the state), so Tenet keeps it; to stop managing it without deleting it run `tenet state forget {}`",
+                                o.id, o.id
+                            )),
+                            Err(_) => Err(format!(
+                                "`{}` was removed from the manifest and must be deleted, but its provider `{}` is no longer declared: declare the provider again, or run `tenet state forget {}`",
+                                o.id, o.provider, o.id
+                            )),
+                            Ok(p) => p
+                                .read(CallContext { resource: &o.id }, &o.kind, &o.last_desired)
+                                .await
+                                .map(|current| {
+                                    let action = if current.is_some() {
+                                        Action::Delete
+                                    } else {
+                                        Action::None
+                                    };
+                                    (current, Diff { action, changes: Vec::new() })
+                                })
+                                .map_err(|e| e.to_string()),
+                        };
+                        let failed = result.is_err();
+                        ((resolved, result), failed)
+                    }
+                    .instrument(span));
+                    return fut;
+                }
+                let r = &rs[i];
+                let provider = self.provider(&r.provider);
+                let (id, kind, desired) = (r.id.clone(), r.kind.clone(), r.properties.clone());
+                let (known, index) = (known.clone(), index.clone());
+                let span = info_span!("plan", resource = %r.id, r#type = %r.type_name);
+                let fut: PlanFuture<'_> = Box::pin(async move {
+                    let resolved = {
+                        let known = known.lock().unwrap_or_else(|e| e.into_inner());
+                        refs::resolve(&desired, &|t, f| lookup(&known, &index, t, f))
+                    };
+                    let result = match provider {
+                        Ok(p) => plan_resolved(p.as_ref(), &id, &kind, &resolved).await,
+                        Err(e) => Err(e),
+                    };
+                    let entry = Known {
+                        desired: resolved.value.clone(),
+                        current: result.as_ref().ok().and_then(|(c, _)| c.clone()),
+                        settled: resolved.unknown.is_empty()
+                            && matches!(&result, Ok((_, d)) if d.action == Action::None),
+                    };
+                    known.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(entry);
+                    let failed = result.is_err();
+                    ((resolved, result), failed)
+                }
+                .instrument(span));
+                fut
+            },
+            |_| {},
+        )
+        .await;
+        // `notify`: who refreshes whom (the graph already orders notifiers first).
+        let position: BTreeMap<&str, usize> = rs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.as_str(), i))
+            .collect();
+        let mut notified_by: Vec<Vec<String>> = vec![Vec::new(); rs.len()];
+        for r in rs {
+            for n in &r.notify {
+                if let Some(&j) = position.get(n.id.as_str()) {
+                    notified_by[j].push(r.id.clone());
+                }
+            }
+        }
+        let mut by_index: Vec<Option<PlannedResource>> = visited
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut planned = match i.checked_sub(n).and_then(|j| orphans.get(j)) {
+                    Some(o) => PlannedResource {
+                        id: o.id.clone(),
+                        type_name: o.type_name.clone(),
+                        provider: o.provider.clone(),
+                        kind: o.kind.clone(),
+                        action: Action::None,
+                        changes: Vec::new(),
+                        desired: o.last_desired.clone(),
+                        current: None,
+                        current_sha256: None,
+                        depends_on: orphan_deps[i - n]
+                            .iter()
+                            .map(|&d| orphans[d].id.clone())
+                            .collect(),
+                        error: None,
+                        unknown: Vec::new(),
+                        notified_by: Vec::new(),
+                        refresh: false,
+                        orphan: true,
+                        sensitive: o.sensitive.clone(),
+                    },
+                    None => {
+                        let r = &rs[i];
+                        PlannedResource {
+                            id: r.id.clone(),
+                            type_name: r.type_name.clone(),
+                            provider: r.provider.clone(),
+                            kind: r.kind.clone(),
+                            action: Action::None,
+                            changes: Vec::new(),
+                            desired: r.properties.clone(),
+                            current: None,
+                            current_sha256: None,
+                            depends_on: graph
+                                .dependencies(i)
+                                .iter()
+                                .map(|&d| rs[d].id.clone())
+                                .collect(),
+                            error: None,
+                            unknown: Vec::new(),
+                            notified_by: notified_by[i].clone(),
+                            refresh: false,
+                            orphan: false,
+                            sensitive: self.sensitive_fields(r, manifest),
+                        }
+                    }
+                };
+                match v {
+                    Visited::Ran {
+                        value: (resolved, result),
+                        ..
+                    } => {
+                        planned.desired = resolved.value;
+                        planned.unknown = resolved.unknown;
+                        match result {
+                            Ok((current, diff)) => {
+                                planned.current_sha256 = current.as_ref().map(plan::digest);
+                                planned.current = current;
+                                planned.action = diff.action;
+                                planned.changes = diff.changes;
+                            }
+                            Err(e) => planned.error = Some(e),
+                        }
+                    }
+                    Visited::NotRun(_) => {
+                        planned.error = Some("not planned: the run was interrupted".into())
+                    }
+                }
+                // `prevent_destroy` holds for declared resources too: no replacement, no
+                // delete (e.g. `ensure: absent`).
+                if let Some(r) = rs.get(i).filter(|r| r.prevent_destroy)
+                    && planned.error.is_none()
+                    && matches!(planned.action, Action::Replace | Action::Delete)
+                {
+                    planned.error = Some(format!(
+                        "applying it would {} `{}`, but it has lifecycle.prevent_destroy set; change the manifest, or remove prevent_destroy first",
+                        planned.action, r.id
+                    ));
+                }
+                Some(planned)
+            })
+            .collect();
+        // An unchanged resource whose notifier changes (or is itself refreshed) will be
+        // refreshed; in execution order, so chains of notifications carry through.
+        let mut changing: BTreeSet<String> = BTreeSet::new();
+        for &i in graph.order() {
+            if let Some(r) = by_index[i].as_mut().filter(|r| r.error.is_none()) {
+                r.refresh =
+                    r.action == Action::None && r.notified_by.iter().any(|n| changing.contains(n));
+                if r.action != Action::None || r.refresh {
+                    changing.insert(r.id.clone());
+                }
+            }
+        }
+        // Execution order: the graph's (dependencies first, then manifest order).
+        // Orphans last, each after the orphans inside it.
+        let resources: Vec<PlannedResource> = graph
+            .order()
+            .iter()
+            .copied()
+            .chain(topological(&orphan_deps).into_iter().map(|j| n + j))
+            .filter_map(|i| by_index[i].take())
+            .collect();
+        let summary = Summary::of(&resources);
+        Plan {
+            format_version: plan::FORMAT_VERSION,
+            tenet_version: env!("CARGO_PKG_VERSION").to_owned(),
+            manifest: ManifestRef {
+                path: manifest.path.display().to_string(),
+                sha256: manifest.sha256.clone(),
+            },
+            providers: pins,
+            resources,
+            forget: Vec::new(),
+            summary,
+        }
+    }
+
+    /// The sensitive top-level properties of a declared resource: those its kind's schema
+    /// marks `sensitive`, and those the manifest lists (`sensitive: true`: all).
+    fn sensitive_fields(
+        &self,
+        r: &crate::manifest::ResourceDecl,
+        manifest: &Manifest,
+    ) -> Vec<String> {
+        let mut fields: BTreeSet<String> = self
+            .providers
+            .get(&r.provider)
+            .and_then(|p| p.info().kinds.get(&r.kind).map(KindInfo::sensitive_fields))
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        // Built from a sensitive variable: sensitive too.
+        let secrets: Vec<String> = manifest
+            .sensitive_vars
+            .iter()
+            .filter_map(|name| manifest.vars.get(name))
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .filter(|s| !s.is_empty())
+            .collect();
+        // Any string inside the property that contains a secret, compared as text (not
+        // as escaped JSON, so secrets with newlines or quotes are found too).
+        fn holds(v: &Value, secrets: &[String]) -> bool {
+            match v {
+                Value::String(s) => secrets.iter().any(|secret| s.contains(secret.as_str())),
+                Value::Array(a) => a.iter().any(|x| holds(x, secrets)),
+                Value::Object(m) => m.values().any(|x| holds(x, secrets)),
+                other => secrets.contains(&other.to_string()),
+            }
+        }
+        if let Some(map) = r.properties.as_object() {
+            for (k, v) in map {
+                if holds(v, &secrets) {
+                    fields.insert(k.clone());
+                }
+            }
+        }
+        // `sensitive: true` is every property but the identity: that names the object
+        // (plans, drift and deletion must find it again), it is not a secret.
+        let identity = self
+            .providers
+            .get(&r.provider)
+            .and_then(|p| p.info().kinds.get(&r.kind))
+            .map(|k| k.identity.clone());
+        for f in &r.sensitive {
+            if f == "*" {
+                if let Some(map) = r.properties.as_object() {
+                    fields.extend(
+                        map.keys()
+                            .filter(|k| identity.as_ref() != Some(*k))
+                            .cloned(),
+                    );
+                }
+            } else {
+                fields.insert(f.clone());
+            }
+        }
+        fields.into_iter().collect()
+    }
+
+    /// For each orphan, the orphans that must be deleted before it: those whose managed
+    /// path lies inside its own (a file before its directory).
+    fn orphan_order(&self, orphans: &[Orphan]) -> Vec<Vec<usize>> {
+        let paths: Vec<Option<std::path::PathBuf>> = orphans
+            .iter()
+            .map(|o| {
+                let p = self.providers.get(&o.provider)?;
+                let kind = p.info().kinds.get(&o.kind)?;
+                kind.path_properties
+                    .contains(&kind.identity)
+                    .then(|| o.last_desired.get(&kind.identity)?.as_str())
+                    .flatten()
+                    .map(std::path::PathBuf::from)
+            })
+            .collect();
+        (0..orphans.len())
+            .map(|i| {
+                (0..orphans.len())
+                    .filter(|&j| {
+                        j != i
+                            && matches!((&paths[i], &paths[j]), (Some(outer), Some(inner))
+                                if inner != outer && inner.starts_with(outer))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+pub(super) async fn plan_one(
+    p: &dyn Provider,
+    id: &str,
+    kind: &str,
+    desired: &Value,
+) -> Result<(Option<Value>, Diff), String> {
+    let cx = CallContext { resource: id };
+    let current = p.read(cx, kind, desired).await.map_err(|e| e.to_string())?;
+    let diff = p
+        .diff(cx, kind, desired, current.as_ref())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((current, diff))
+}
+
+/// Plan a resource whose references are resolved as far as possible. With values known
+/// only after apply, the provider cannot diff: the plan shows a create (or an update of
+/// what exists) with those fields "known after apply", and apply diffs again.
+async fn plan_resolved(
+    p: &dyn Provider,
+    id: &str,
+    kind: &str,
+    resolved: &refs::Resolved,
+) -> Result<(Option<Value>, Diff), String> {
+    if resolved.unknown.is_empty() {
+        return plan_one(p, id, kind, &resolved.value).await;
+    }
+    let identity = p.info().kinds.get(kind).map(|k| format!("/{}", k.identity));
+    let current = if identity.is_some_and(|i| resolved.unknown.contains(&i)) {
+        None
+    } else {
+        p.read(CallContext { resource: id }, kind, &resolved.value)
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let changes = resolved
+        .unknown
+        .iter()
+        .map(|pointer| FieldChange {
+            path: pointer.clone(),
+            before: current.as_ref().and_then(|c| c.pointer(pointer)).cloned(),
+            after: Some(Value::String(KNOWN_AFTER_APPLY.to_owned())),
+            forces_replacement: false,
+        })
+        .collect();
+    let action = if current.is_some() {
+        Action::Update
+    } else {
+        Action::Create
+    };
+    Ok((current, Diff { action, changes }))
+}

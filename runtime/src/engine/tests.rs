@@ -1,0 +1,445 @@
+//! The engine against the in-memory mock provider.
+
+use super::*;
+use crate::graph::Graph;
+use crate::manifest::{self, LoadOptions, Manifest};
+use crate::plan::{Plan, PlannedResource};
+use crate::provider::Action;
+use crate::provider::Operation;
+use crate::provider::mock::MockProvider;
+use std::sync::Mutex;
+
+fn manifest(dir: &tempfile::TempDir, body: &str) -> (Manifest, Graph) {
+    let path = dir.path().join("m.yaml");
+    std::fs::write(
+        &path,
+        format!("providers:\n  mock: {{}}\nresources:\n{body}"),
+    )
+    .expect("write");
+    let (m, diags) = manifest::load(&path, &LoadOptions::default());
+    assert!(diags.is_empty(), "{diags}");
+    let g = Graph::of(&m.resources).expect("valid graph");
+    (m, g)
+}
+
+fn engine(mock: &Arc<MockProvider>) -> Engine {
+    let p: Arc<dyn Provider> = mock.clone();
+    Engine::new(BTreeMap::from([("mock".to_owned(), p)]))
+}
+
+const THREE: &str = r"  - {id: c, type: mock.item, properties: {name: c, value: 3}, depends_on: [b]}
+  - {id: a, type: mock.item, properties: {name: a, value: 1}}
+  - {id: b, type: mock.item, properties: {name: b, value: 2}, depends_on: [a]}
+  - {id: z, type: mock.item, properties: {name: z, value: 9}}
+";
+
+fn outcomes(report: &ApplyReport) -> BTreeMap<&str, Outcome> {
+    report
+        .results
+        .iter()
+        .map(|r| (r.id.as_str(), r.outcome.clone()))
+        .collect()
+}
+
+/// Plan THREE against a fresh mock; `fail` lists resources whose apply fails.
+/// A manifest of mock resources, its graph, a fresh mock (whose apply fails for the
+/// ids in `fail`), an engine on it, and the first plan.
+struct Setup {
+    manifest: Manifest,
+    graph: Graph,
+    mock: Arc<MockProvider>,
+    engine: Engine,
+    plan: Plan,
+}
+
+impl Setup {
+    async fn new(dir: &tempfile::TempDir, body: &str, fail: &[&str]) -> Setup {
+        let (manifest, graph) = manifest(dir, body);
+        let mock = Arc::new(MockProvider::new());
+        if let Ok(mut f) = mock.fail_apply.lock() {
+            f.extend(fail.iter().map(|s| (*s).to_owned()));
+        }
+        let engine = engine(&mock);
+        let plan = engine
+            .plan(&manifest, &graph, BTreeMap::new(), &RunOptions::default())
+            .await;
+        Setup {
+            manifest,
+            graph,
+            mock,
+            engine,
+            plan,
+        }
+    }
+
+    async fn replan(&self) -> Plan {
+        self.engine
+            .plan(
+                &self.manifest,
+                &self.graph,
+                BTreeMap::new(),
+                &RunOptions::default(),
+            )
+            .await
+    }
+}
+
+async fn planned(dir: &tempfile::TempDir, fail: &[&str]) -> (Arc<MockProvider>, Engine, Plan) {
+    let s = Setup::new(dir, THREE, fail).await;
+    (s.mock, s.engine, s.plan)
+}
+
+#[tokio::test]
+async fn applies_in_dependency_order_and_converges() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Setup::new(&dir, THREE, &[]).await;
+    let (mock, e, plan) = (&s.mock, &s.engine, s.plan.clone());
+    assert_eq!(plan.summary.create, 4);
+    let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+    assert!(report.succeeded());
+    let applies: Vec<String> = mock.calls_of(Operation::Apply);
+    let pos = |id: &str| applies.iter().position(|a| a == id).expect("applied");
+    assert!(pos("a") < pos("b") && pos("b") < pos("c"), "{applies:?}");
+    assert_eq!(applies.len(), 4);
+
+    let again = s.replan().await;
+    assert!(
+        !again.has_changes(),
+        "second plan must be empty: {:?}",
+        again.summary
+    );
+    assert_eq!(again.summary.unchanged, 4);
+}
+
+/// Records begin/finish in order; refuses the intent of the ids in `refuse`.
+struct Recording {
+    log: Arc<Mutex<Vec<String>>>,
+    refuse: Vec<&'static str>,
+}
+
+impl Journal for Recording {
+    fn begin(&self, r: &PlannedResource) -> JournalFuture<Result<(), String>> {
+        let (log, id) = (self.log.clone(), r.id.clone());
+        let refused = self.refuse.contains(&id.as_str());
+        Box::pin(async move {
+            log.lock().expect("log").push(format!("begin {id}"));
+            if refused {
+                Err("the journal is full".into())
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    fn finish(&self, _planned: &PlannedResource, r: &ResourceResult) -> JournalFuture<()> {
+        let (log, id) = (self.log.clone(), r.id.clone());
+        Box::pin(async move { log.lock().expect("log").push(format!("finish {id}")) })
+    }
+}
+
+#[tokio::test]
+async fn the_journal_is_written_around_each_change_and_a_refused_intent_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mock, e, plan) = planned(&dir, &[]).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let journal = Arc::new(Recording {
+        log: log.clone(),
+        refuse: vec!["b"],
+    });
+    let report = e
+        .apply_journaled(&plan, &RunOptions::default(), Some(journal), &mut |_| {})
+        .await;
+    let by_id = outcomes(&report);
+    // b's intent could not be written: its provider was never called, and c (which
+    // depends on it) was skipped.
+    assert!(
+        matches!(&by_id["b"], Outcome::Failed { error } if error == "the journal is full"),
+        "{by_id:?}"
+    );
+    assert_eq!(
+        by_id["c"],
+        Outcome::Skipped {
+            upstream: "b".into()
+        }
+    );
+    let applied = mock.calls_of(Operation::Apply);
+    assert!(!applied.contains(&"b".to_owned()), "{applied:?}");
+    let log = log.lock().expect("log").clone();
+    let at = |x: &str| log.iter().position(|l| l == x).unwrap_or(usize::MAX);
+    // Each intent before its finish, a's finish before b (its dependent) begins;
+    // a skipped resource is neither begun nor finished.
+    assert!(
+        at("begin a") < at("finish a") && at("finish a") < at("begin b"),
+        "{log:?}"
+    );
+    assert!(
+        at("finish b") < usize::MAX && at("begin c") == usize::MAX,
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn failure_skips_dependents_and_spares_the_rest() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_mock, e, plan) = planned(&dir, &["a"]).await;
+    let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+    let by_id = outcomes(&report);
+    assert!(matches!(by_id["a"], Outcome::Failed { .. }));
+    assert_eq!(
+        by_id["b"],
+        Outcome::Skipped {
+            upstream: "a".into()
+        }
+    );
+    assert_eq!(
+        by_id["c"],
+        Outcome::Skipped {
+            upstream: "a".into()
+        }
+    );
+    assert_eq!(by_id["z"], Outcome::Created);
+    assert!(!report.succeeded());
+    let c = report.counts();
+    assert_eq!((c.failed, c.skipped, c.created), (1, 2, 1));
+}
+
+#[tokio::test]
+async fn a_resource_that_could_not_be_planned_fails_and_blocks_only_its_dependents() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_mock, e, mut plan) = planned(&dir, &[]).await;
+    let b = plan.resources.iter_mut().find(|r| r.id == "b").expect("b");
+    b.error = Some("read failed".into());
+    b.action = Action::None;
+    let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+    let by_id = outcomes(&report);
+    assert_eq!(
+        by_id["b"],
+        Outcome::Failed {
+            error: "could not be planned: read failed".into()
+        }
+    );
+    assert_eq!(
+        by_id["c"],
+        Outcome::Skipped {
+            upstream: "b".into()
+        }
+    );
+    assert_eq!(
+        (&by_id["a"], &by_id["z"]),
+        (&Outcome::Created, &Outcome::Created)
+    );
+}
+
+#[tokio::test]
+async fn references_resolve_from_desired_values_and_after_apply() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Setup::new(&dir, "  - {id: a, type: mock.item, properties: {name: a, value: 1}}\n  - {id: b, type: mock.item, properties: {name: b, value: '${resources.a.value}/${resources.a.serial}'}}\n  - {id: c, type: mock.item, properties: {name: c, value: '${resources.a.value}'}}\n", &[]).await;
+    let (mock, e, plan) = (&s.mock, &s.engine, s.plan.clone());
+    let b = plan.resources.iter().find(|r| r.id == "b").expect("b");
+    assert_eq!(b.unknown, vec!["/value".to_owned()]);
+    assert_eq!(b.action, Action::Create);
+    assert_eq!(
+        b.changes[0].after,
+        Some(serde_json::json!(KNOWN_AFTER_APPLY))
+    );
+    let c = plan.resources.iter().find(|r| r.id == "c").expect("c");
+    assert!(c.unknown.is_empty());
+    assert_eq!(
+        c.desired["value"], 1,
+        "a desired value is known at plan time, typed"
+    );
+    assert_eq!(b.depends_on, vec!["a".to_owned()]);
+
+    let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+    assert!(report.succeeded(), "{:?}", report.results);
+    let state = mock.state.lock().expect("state").clone();
+    let serial = state["a"]["serial"].as_str().expect("serial").to_owned();
+    assert_eq!(state["b"]["value"], format!("1/{serial}"));
+
+    // Converged: a's serial is now observed, so b plans with everything known.
+    let again = s.replan().await;
+    assert!(!again.has_changes(), "{:?}", again.resources);
+}
+
+#[tokio::test]
+async fn references_chain_through_values_known_after_apply() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Setup::new(&dir, "  - {id: a, type: mock.item, properties: {name: a, value: 1}}\n  - {id: b, type: mock.item, properties: {name: b, value: '${resources.a.serial}'}}\n  - {id: c, type: mock.item, properties: {name: c, value: 'via ${resources.b.value}, not $${resources.b.value}'}}\n", &[]).await;
+    let (mock, e, plan) = (&s.mock, &s.engine, s.plan.clone());
+    let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+    assert!(report.succeeded(), "{:?}", report.results);
+    let state = mock.state.lock().expect("state").clone();
+    let serial = state["a"]["serial"].as_str().expect("serial").to_owned();
+    assert_eq!(state["b"]["value"], serial);
+    assert_eq!(
+        state["c"]["value"],
+        format!("via {serial}, not ${{resources.b.value}}"),
+        "an escaped reference reaches the provider as literal text"
+    );
+}
+
+#[tokio::test]
+async fn a_change_refreshes_the_resources_it_notifies_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = |config: u32| {
+        format!(
+            "  - {{id: restart, type: mock.item, properties: {{name: restart, value: 0}}, notify: [chain]}}\n\
+                 \x20 - {{id: chain, type: mock.item, properties: {{name: chain, value: 0}}}}\n\
+                 \x20 - {{id: config, type: mock.item, properties: {{name: config, value: {config}}}, notify: [restart]}}\n\
+                 \x20 - {{id: quiet, type: mock.item, properties: {{name: quiet, value: 5}}, notify: [other]}}\n\
+                 \x20 - {{id: other, type: mock.item, properties: {{name: other, value: 7}}}}\n"
+        )
+    };
+    let mock = Arc::new(MockProvider::new());
+    let e = engine(&mock);
+    let run = |config: u32| {
+        let (m, g) = manifest(&dir, &body(config));
+        let e = &e;
+        async move {
+            e.plan(&m, &g, BTreeMap::new(), &RunOptions::default())
+                .await
+        }
+    };
+    // First run: everything is created; a created resource is not refreshed as well.
+    let plan = run(1).await;
+    // The notifier runs first, whatever the manifest order.
+    let order: Vec<&str> = plan.resources.iter().map(|r| r.id.as_str()).collect();
+    assert!(
+        order.iter().position(|id| *id == "config") < order.iter().position(|id| *id == "restart"),
+        "{order:?}"
+    );
+    let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+    assert!(outcomes(&report).values().all(|o| *o == Outcome::Created));
+
+    // Change `config` only: `restart` is planned as a refresh, `other` is not.
+    let plan = run(2).await;
+    let by_id: BTreeMap<&str, &PlannedResource> =
+        plan.resources.iter().map(|r| (r.id.as_str(), r)).collect();
+    assert!(by_id["restart"].refresh && by_id["restart"].action == Action::None);
+    assert_eq!(by_id["restart"].notified_by, vec!["config".to_owned()]);
+    assert!(!by_id["other"].refresh);
+    // Notifications chain: `restart` is refreshed, so `chain` is too.
+    assert!(by_id["chain"].refresh);
+    assert_eq!(plan.summary.refresh, 2);
+    assert!(plan.has_changes());
+    mock.calls.lock().expect("lock").clear();
+    let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+    let by_id = outcomes(&report);
+    assert_eq!(by_id["config"], Outcome::Updated);
+    assert_eq!(by_id["restart"], Outcome::Refreshed);
+    assert_eq!(by_id["chain"], Outcome::Refreshed);
+    assert_eq!(by_id["other"], Outcome::Unchanged);
+    let applied: Vec<String> = mock.calls_of(Operation::Apply);
+    assert_eq!(
+        applied,
+        vec![
+            "config".to_owned(),
+            "restart".to_owned(),
+            "chain".to_owned()
+        ]
+    );
+
+    // Converged: nothing changes, nothing is refreshed.
+    let plan = run(2).await;
+    assert!(!plan.has_changes(), "{:?}", plan.summary);
+
+    // A notifier whose change fails refreshes nothing: the listener is skipped.
+    mock.fail_apply
+        .lock()
+        .expect("lock")
+        .insert("config".into());
+    let plan = run(3).await;
+    let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+    let by_id = outcomes(&report);
+    assert!(matches!(by_id["config"], Outcome::Failed { .. }));
+    assert_eq!(
+        by_id["restart"],
+        Outcome::Skipped {
+            upstream: "config".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn an_inconsistent_apply_result_fails_the_resource_unless_unchecked() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (mock, e, plan) = planned(&dir, &[]).await;
+    mock.inconsistent.lock().expect("lock").insert("z".into());
+    let report = e.apply(&plan, &RunOptions::default(), &mut |_| {}).await;
+    let by_id = outcomes(&report);
+    assert_eq!(
+            by_id["z"],
+            Outcome::Failed {
+                error: "provider `mock` produced an inconsistent result for resource `z`: a fresh read after apply differs in /ghost (set `consistency_check: false` on the provider for eventually consistent APIs)".into()
+            }
+        );
+    assert_eq!(by_id["a"], Outcome::Created);
+
+    let (mock, e, plan) = planned(&dir, &[]).await;
+    mock.inconsistent.lock().expect("lock").insert("z".into());
+    let options = RunOptions {
+        unchecked_providers: BTreeSet::from(["mock".to_owned()]),
+        ..RunOptions::default()
+    };
+    let report = e.apply(&plan, &options, &mut |_| {}).await;
+    assert!(report.succeeded(), "checks off: {:?}", report.results);
+}
+
+#[tokio::test]
+async fn cancellation_starts_nothing_new_and_reports_what_was_not_done() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_mock, e, plan) = planned(&dir, &[]).await;
+    let options = RunOptions::default();
+    options
+        .cancel
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = e.apply(&plan, &options, &mut |_| {}).await;
+    assert!(!report.succeeded());
+    assert_eq!(report.counts().skipped, 4);
+    assert!(report.results.iter().all(|r| r.outcome
+        == Outcome::NotStarted {
+            reason: "the run was interrupted".into()
+        }));
+}
+
+#[tokio::test]
+async fn fail_fast_leaves_later_work_not_started() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (_mock, e, plan) = planned(&dir, &["a"]).await;
+    let options = RunOptions {
+        parallelism: 1,
+        fail_fast: true,
+        ..RunOptions::default()
+    };
+    let report = e.apply(&plan, &options, &mut |_| {}).await;
+    let by_id = outcomes(&report);
+    assert!(matches!(by_id["a"], Outcome::Failed { .. }));
+    assert_eq!(
+        by_id["b"],
+        Outcome::Skipped {
+            upstream: "a".into()
+        }
+    );
+    assert!(
+        matches!(by_id["z"], Outcome::NotStarted { .. }),
+        "{:?}",
+        by_id["z"]
+    );
+}
+
+#[tokio::test]
+async fn saved_plan_goes_stale_when_the_system_moves() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Setup::new(&dir, THREE, &[]).await;
+    assert!(crate::plan::check_saved(&s.plan, &s.replan().await).is_empty());
+    s.mock
+        .state
+        .lock()
+        .expect("state")
+        .insert("z".into(), serde_json::json!({"name": "z", "value": 0}));
+    let found = crate::plan::check_saved(&s.plan, &s.replan().await);
+    assert!(
+        matches!(&found[..], [crate::plan::Mismatch::Stale { id, .. }] if id == "z"),
+        "{found:?}"
+    );
+}
