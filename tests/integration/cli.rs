@@ -413,3 +413,28 @@ fn ctrl_c_lets_the_call_in_flight_finish_and_starts_nothing_more() {
         "{out}"
     );
 }
+
+/// README's first command (`tenet apply examples/quickstart --yes`), on a copy: it
+/// converges, and a second run changes nothing.
+#[test]
+fn the_quickstart_example_applies_and_converges() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("quickstart");
+    std::fs::create_dir(&dir).expect("dir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/quickstart/tenet.yaml");
+    std::fs::copy(&example, dir.join("tenet.yaml")).expect("copy the example");
+    let path = dir.to_str().expect("utf-8");
+    let o = tenet(tmp.path(), &["apply", path, "--yes"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("Recorded as run #1"), "{}", stdout(&o));
+    let index = std::fs::read_to_string(dir.join("out/site/index.html")).expect("index");
+    assert!(index.contains("<h1>Hello from Tenet</h1>"), "{index}");
+    let o = tenet(tmp.path(), &["plan", path, "--detailed-exitcode"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "converged: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}

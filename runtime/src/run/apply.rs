@@ -4,11 +4,14 @@
 
 use super::journal::StateJournal;
 use super::record::{self, RunIndex};
-use super::{RunContext, RunError, RunEvent, plan_against};
+use super::{RunContext, RunError, RunEvent, blocking, plan_against};
 use crate::engine::{ApplyReport, Event, Outcome, ResourceResult, RunOptions};
+use crate::manifest::Manifest;
 use crate::plan::{Mismatch, Plan};
+use crate::state::StateStore;
 use crate::state::{RunLock, StateError};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -57,8 +60,14 @@ pub async fn apply(
     cx: &mut RunContext<'_>,
     saved: Option<SavedPlan<'_>>,
 ) -> Result<ApplyOutcome, RunError> {
-    let lock = RunLock::take(cx.open_state()?, cx.settings.lock_timeout)?;
-    let pending = record::recover(lock.store().as_ref(), &cx.session.manifest)?;
+    let (store, timeout) = (cx.open_state()?, cx.settings.lock_timeout);
+    let lock = blocking(move || RunLock::take(store, timeout)).await?;
+    // Owned once, for the state calls made on the blocking pool.
+    let manifest = Arc::new(cx.session.manifest.clone());
+    let pending = {
+        let (store, manifest) = (lock.store().clone(), manifest.clone());
+        blocking(move || record::recover(store.as_ref(), &manifest)).await?
+    };
     if !pending.is_empty() {
         cx.events
             .event(RunEvent::Recovered { pending: &pending })
@@ -77,15 +86,16 @@ pub async fn apply(
         .event(RunEvent::Planned(&plan))
         .map_err(RunError::Events)?;
     if !plan.has_changes() && !plan.has_errors() && !cx.settings.walk_converged {
-        let run = record::remember(
-            lock.store().as_ref(),
-            &cx.session.manifest,
-            &plan,
-            &unchanged(&plan),
+        let report = unchanged(&plan);
+        let run = record_apply(
+            lock.store(),
+            &manifest,
+            (&plan, &report),
             &started_at,
             &BTreeMap::new(),
             cx.settings.rollback_of,
-        )?;
+        )
+        .await?;
         return Ok(ApplyOutcome::Converged { plan, run });
     }
     // A saved plan was approved when it was reviewed; it is exactly what runs.
@@ -95,9 +105,39 @@ pub async fn apply(
     {
         return Ok(ApplyOutcome::Declined);
     }
-    walk(cx, plan, options, &lock, &started_at)
+    walk(cx, (plan, &manifest), options, &lock, &started_at)
         .await
         .map(ApplyOutcome::Applied)
+}
+
+/// Record an apply on the blocking pool.
+async fn record_apply(
+    store: &Arc<dyn StateStore>,
+    manifest: &Arc<Manifest>,
+    (plan, report): (&Plan, &ApplyReport),
+    started_at: &str,
+    kinds: &BTreeMap<String, &'static str>,
+    rollback_of: Option<u64>,
+) -> Result<u64, StateError> {
+    let (store, manifest, plan, report) = (
+        store.clone(),
+        manifest.clone(),
+        plan.clone(),
+        report.clone(),
+    );
+    let (started_at, kinds) = (started_at.to_owned(), kinds.clone());
+    blocking(move || {
+        record::remember(
+            store.as_ref(),
+            &manifest,
+            &plan,
+            &report,
+            &started_at,
+            &kinds,
+            rollback_of,
+        )
+    })
+    .await
 }
 
 /// The report of a run in which nothing needed to change.
@@ -201,7 +241,7 @@ fn check_unchanged(saved: &SavedPlan<'_>, fresh: &Plan) -> Result<(), RunError> 
 /// Walk the plan, journaling each change, and record the run.
 async fn walk(
     cx: &mut RunContext<'_>,
-    plan: Plan,
+    (plan, manifest): (Plan, &Arc<Manifest>),
     options: RunOptions,
     lock: &RunLock,
     started_at: &str,
@@ -258,15 +298,15 @@ async fn walk(
         interrupted,
         elapsed,
     });
-    let recorded = record::remember(
-        store.as_ref(),
-        &cx.session.manifest,
-        &plan,
-        &report,
+    let recorded = record_apply(
+        store,
+        manifest,
+        (&plan, &report),
         started_at,
         &kinds,
         cx.settings.rollback_of,
-    );
+    )
+    .await;
     Ok(Applied {
         plan,
         report,

@@ -142,7 +142,8 @@ pub async fn drift(cx: &mut RunContext<'_>) -> Result<Drift, RunError> {
             path: cx.state.path_for(&session.manifest.path),
         });
     };
-    let _reading = ReadLock::take(store.clone(), cx.settings.lock_timeout)?;
+    let (held, timeout) = (store.clone(), cx.settings.lock_timeout);
+    let _reading = super::blocking(move || ReadLock::take(held, timeout)).await?;
     let started_at = crate::state::now();
     let resources = store.resources()?;
     let salt = Arc::new(store.salt()?);
@@ -194,7 +195,7 @@ pub async fn drift(cx: &mut RunContext<'_>) -> Result<Drift, RunError> {
             .collect(),
         ..super::record::record_of("drift", m, &started_at)
     };
-    let run = store.append_run(&record)?;
+    let run = super::blocking(move || store.append_run(&record)).await?;
     Ok(Drift::Checked {
         resources: checked,
         drifted,

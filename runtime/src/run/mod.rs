@@ -197,6 +197,19 @@ impl From<StateError> for RunError {
     }
 }
 
+/// Run a synchronous state call on tokio's blocking pool, so that a store that waits
+/// (for another run's lock, on a network database) never holds up a runtime worker.
+pub(crate) async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, StateError> + Send + 'static,
+) -> Result<T, StateError> {
+    tokio::task::spawn_blocking(call).await.unwrap_or_else(|e| {
+        Err(StateError::Database {
+            path: "(the state)".into(),
+            message: format!("the state call did not finish: {e}"),
+        })
+    })
+}
+
 /// Plan the session's manifest against the system, plus — given the state — the
 /// deletion of what the state remembers and the manifest no longer declares.
 pub async fn plan_against(
@@ -239,12 +252,16 @@ pub async fn plan(cx: &mut RunContext<'_>) -> Result<Planned, RunError> {
     let store = cx.existing_state()?;
     let plan = plan_against(cx.session, store.as_deref(), &cx.options()).await?;
     let run = match &store {
-        Some(store) => Some(record::remember_plan(
-            store.as_ref(),
-            &cx.session.manifest,
-            &plan,
-            &started_at,
-        )?),
+        Some(store) => {
+            let (store, manifest, planned) =
+                (store.clone(), cx.session.manifest.clone(), plan.clone());
+            Some(
+                blocking(move || {
+                    record::remember_plan(store.as_ref(), &manifest, &planned, &started_at)
+                })
+                .await?,
+            )
+        }
         None => None,
     };
     cx.events

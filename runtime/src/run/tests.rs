@@ -409,3 +409,34 @@ async fn a_rollback_target_is_an_apply_with_its_manifest() {
         "{err}"
     );
 }
+
+/// On a single-threaded runtime (as in this test), waiting for another run's lock must
+/// not hold up the runtime: the task that releases the lock runs meanwhile, and the
+/// apply goes on once it is free.
+#[tokio::test]
+async fn waiting_for_the_lock_leaves_the_runtime_free() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    manifest(d, &[("a", "one")]);
+    let s = session(d).await;
+    let held = crate::state::RunLock::take(store(d), Duration::ZERO).expect("lock");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(held);
+    });
+    let mut events = Recorder::default();
+    let out = apply(
+        &mut RunContext {
+            settings: Settings {
+                lock_timeout: Duration::from_secs(10),
+                ..Settings::default()
+            },
+            ..context(&s, &mut AutoApprove, &mut events)
+        },
+        None,
+    )
+    .await
+    .expect("applied once the lock was released");
+    assert!(matches!(out, ApplyOutcome::Applied(ref a) if a.succeeded()));
+    release.await.expect("released");
+}
