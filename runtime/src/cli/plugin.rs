@@ -725,11 +725,6 @@ fn describe_move(name: &str, before: &Pin, new: &Pin) -> String {
     text
 }
 
-/// Make sure the store holds what an `oci://` provider needs: the pinned bytes (pulled
-/// by manifest digest when the lock records one), or — unpinned or upgrading — what the
-/// reference points to now, signed by a trusted key (unless `allow_unsigned`), verified
-/// and checked before anything is stored. Returns the component digest and, when
-/// something was pulled, the manifest digest.
 #[derive(Debug, Args)]
 pub struct CacheArgs {
     #[command(subcommand)]

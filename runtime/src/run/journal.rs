@@ -53,15 +53,7 @@ impl StateJournal {
         let store = self.store.clone();
         let (cancel, lost) = (self.cancel.clone(), self.lost.clone());
         Box::pin(async move {
-            let location = store.location();
-            let written = tokio::task::spawn_blocking(move || write(store.as_ref()))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(StateError::Database {
-                        path: location,
-                        message: format!("the state writer stopped: {e}"),
-                    })
-                });
+            let written = super::blocking(move || write(store.as_ref())).await;
             if let Err(err @ StateError::LockLost { .. }) = &written
                 && !cancel.swap(true, Ordering::SeqCst)
             {

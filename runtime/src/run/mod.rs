@@ -198,16 +198,20 @@ impl From<StateError> for RunError {
 }
 
 /// Run a synchronous state call on tokio's blocking pool, so that a store that waits
-/// (for another run's lock, on a network database) never holds up a runtime worker.
+/// (for another run's lock, on a network database) never holds up a runtime worker. A
+/// panic in the call goes on unwinding here, as it would have on the caller's thread.
 pub(crate) async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, StateError> + Send + 'static,
 ) -> Result<T, StateError> {
-    tokio::task::spawn_blocking(call).await.unwrap_or_else(|e| {
-        Err(StateError::Database {
-            path: "(the state)".into(),
-            message: format!("the state call did not finish: {e}"),
-        })
-    })
+    match tokio::task::spawn_blocking(call).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down.
+        Err(e) => Err(StateError::Database {
+            path: "the state".into(),
+            message: format!("the state call was cancelled: {e}"),
+        }),
+    }
 }
 
 /// Plan the session's manifest against the system, plus — given the state — the

@@ -159,10 +159,11 @@ pub async fn install(
     })
 }
 
-/// Make sure the `oci://` provider `name` is in the store — the pinned bytes with the
-/// pinned signer if `pinned`, else what `reference` serves now — verified with the
-/// manifest's trusted keys. Returns the component's digest and, when fetched, the OCI
-/// manifest digest.
+/// Make sure the store holds what an `oci://` provider needs: the pinned bytes (pulled
+/// by manifest digest when the lock records one), or — unpinned or upgrading — what the
+/// reference points to now, signed by one of `trusted` (unless `allow_unsigned`), verified
+/// and checked before anything is stored. Returns the component digest and, when
+/// something was pulled, the manifest digest.
 pub async fn ensure_installed(
     store: &PluginStore,
     trusted: &[TrustedKey],
