@@ -173,8 +173,8 @@ fn a_javascript_provider_manages_json_documents() {
 fn the_built_in_rust_providers_pass_the_conformance_kit() {
     let (code, out) = conformance(&["builtin:file", "--fixtures", "plugins/file/fixtures"]);
     assert_eq!(code, Some(0), "{out}");
-    has(&out, "47 checks: 47 passed, 0 failed");
-    for kind in ["file ", "directory ", "symlink "] {
+    has(&out, "93 checks: 93 passed, 0 failed");
+    for kind in ["file ", "directory ", "symlink ", "line ", "block "] {
         has(&out, kind);
     }
     let (code, out) = conformance(&[

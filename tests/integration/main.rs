@@ -6,6 +6,7 @@
 mod bundles;
 mod cli;
 mod edges;
+mod edits;
 mod fixtures;
 mod host;
 mod languages;

@@ -7,11 +7,17 @@
 //! - `directory`: `path`, `mode`, `ensure`. Never removed when not empty.
 //! - `symlink`: `path`, `target`, `ensure`. A changed target forces replacement (the
 //!   engine deletes the old link, then creates the new one through an atomic rename).
+//! - `line`: `path`, `line`, `match`, `after`, `create`, `ensure` — one line in a file
+//!   whose other lines are someone else's ([`edit`]).
+//! - `block`: `path`, `block`, `marker`, `after`, `create`, `ensure` — a marked block of
+//!   lines in such a file ([`edit`]).
 //!
 //! Parent directories are never created implicitly: declare them as `file.directory`
 //! resources (Tenet orders them first). Everything the provider touches goes through WASI
 //! and the host's `fs-ext` interface, so it can only reach the directories the operator
 //! granted, and only read them outside `apply`/`delete`.
+
+pub mod edit;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -162,10 +168,33 @@ impl Provider for FileProvider {
                 .force_new(&["target"])
                 .path_properties(&["path"]),
         )
+        // Many lines and blocks share one file (and a file.file may hold them): the path
+        // is granted and checked, but not the identity, so they do not conflict.
+        .kind(
+            KindInfo::new(
+                "line",
+                "one line in a file, the rest of the file kept",
+                edit::schema("line"),
+                "line",
+            )
+            .path_properties(&["path"]),
+        )
+        .kind(
+            KindInfo::new(
+                "block",
+                "a block of lines between marker lines in a file, the rest kept",
+                edit::schema("block"),
+                "marker",
+            )
+            .path_properties(&["path"]),
+        )
     }
 
     fn validate(kind: &str, properties: &Value) -> Vec<Diagnostic> {
-        let mut out = Vec::new();
+        let mut out: Vec<Diagnostic> = edit::problems(kind, properties)
+            .into_iter()
+            .map(|(path, message)| Diagnostic::error(path, message))
+            .collect();
         let ensure = properties.get("ensure").and_then(Value::as_str);
         if kind == "symlink" && ensure != Some("absent") && properties.get("target").is_none() {
             out.push(Diagnostic::error(
@@ -186,6 +215,9 @@ impl Provider for FileProvider {
 
     fn read(kind: &str, properties: &Value) -> Result<Option<Value>, Error> {
         check_kind(kind)?;
+        if is_edit(kind) {
+            return edit::read(kind, properties);
+        }
         let path = properties
             .get("path")
             .and_then(Value::as_str)
@@ -195,6 +227,16 @@ impl Provider for FileProvider {
 
     fn diff(kind: &str, desired: &Value, current: Option<&Value>) -> Result<Diff, Error> {
         check_kind(kind)?;
+        if is_edit(kind) {
+            return Ok(match (edit::ensure(kind, desired)?, current) {
+                (edit::Ensure::Absent, None) => Diff::none(),
+                (edit::Ensure::Absent, Some(c)) => Diff::delete(c),
+                (edit::Ensure::Present, None) => Diff::create(desired),
+                (edit::Ensure::Present, Some(c)) => {
+                    Diff::from_changes(edit::changes(kind, desired, c)?)
+                }
+            });
+        }
         let current: Option<Observed> = current.map(tenet_sdk::from_value).transpose()?;
         let (ensure, want_kind) = match kind {
             "file" => (tenet_sdk::from_value::<FileProps>(desired)?.ensure, "file"),
@@ -270,6 +312,9 @@ impl Provider for FileProvider {
 
     fn apply(kind: &str, desired: &Value, current: Option<&Value>) -> Result<Value, Error> {
         check_kind(kind)?;
+        if is_edit(kind) {
+            return edit::apply(kind, desired);
+        }
         let current: Option<Observed> = current.map(tenet_sdk::from_value).transpose()?;
         let path = match kind {
             "file" => {
@@ -296,6 +341,9 @@ impl Provider for FileProvider {
 
     fn delete(kind: &str, current: &Value) -> Result<(), Error> {
         check_kind(kind)?;
+        if is_edit(kind) {
+            return edit::delete(kind, current);
+        }
         let current: Observed = tenet_sdk::from_value(current)?;
         let path = current.path.as_str();
         if current.kind != "directory" {
@@ -326,9 +374,14 @@ tenet_sdk::export_provider!(FileProvider);
 
 fn check_kind(kind: &str) -> Result<(), Error> {
     match kind {
-        "file" | "directory" | "symlink" => Ok(()),
+        "file" | "directory" | "symlink" | "line" | "block" => Ok(()),
         other => Err(Error::unknown_kind(other)),
     }
+}
+
+/// `line` and `block`: parts of a file ([`edit`]).
+fn is_edit(kind: &str) -> bool {
+    matches!(kind, "line" | "block")
 }
 
 fn kind_name(kind: FileKind) -> &'static str {

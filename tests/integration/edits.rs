@@ -1,0 +1,115 @@
+//! `file.line` and `file.block` through the `tenet` binary, on a config file someone
+//! else owns most of: plan (read-only), apply, idempotency, drift detected and repaired
+//! as corrective, and refusals with their place in the manifest.
+
+use crate::support::{ok, snapshot, stderr, stdout, tenet, write_manifest};
+
+const MANIFEST: &str = r#"providers:
+  file:
+    grants:
+      fs: [{path: ./etc, access: rw}]
+resources:
+  - id: no-root-login
+    type: file.line
+    properties: {path: ./etc/sshd_config, line: "PermitRootLogin no", match: "^#?PermitRootLogin "}
+  - id: gzip
+    type: file.block
+    properties:
+      path: ./etc/nginx.conf
+      after: "^http \\{$"
+      block: |
+        gzip on;
+        gzip_types text/css;
+"#;
+
+const SSHD: &str = "Port 22\n#PermitRootLogin prohibit-password\nUsePAM yes\n";
+const NGINX: &str = "user www;\nhttp {\n    include mime.types;\n}\n";
+
+fn setup(dir: &std::path::Path) {
+    std::fs::create_dir(dir.join("etc")).expect("etc");
+    std::fs::write(dir.join("etc/sshd_config"), SSHD).expect("sshd");
+    std::fs::write(dir.join("etc/nginx.conf"), NGINX).expect("nginx");
+    write_manifest(dir, MANIFEST);
+}
+
+#[test]
+fn lines_and_blocks_converge_keep_the_rest_and_are_repaired_when_edited() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    setup(dir);
+
+    let before = snapshot(&dir.join("etc"));
+    let o = tenet(dir, &["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    let plan = stdout(&o);
+    assert!(
+        plan.contains("#PermitRootLogin prohibit-password") && plan.contains("PermitRootLogin no"),
+        "the plan shows the line it replaces: {plan}"
+    );
+    assert_eq!(before, snapshot(&dir.join("etc")), "a plan changes nothing");
+
+    ok(&tenet(dir, &["apply", "--yes"]));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("etc/sshd_config")).expect("sshd"),
+        "Port 22\nPermitRootLogin no\nUsePAM yes\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("etc/nginx.conf")).expect("nginx"),
+        "user www;\nhttp {\n# BEGIN TENET MANAGED BLOCK\ngzip on;\ngzip_types text/css;\n# END TENET MANAGED BLOCK\n    include mime.types;\n}\n"
+    );
+    let o = tenet(dir, &["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "converged: {}", stdout(&o));
+
+    // Someone edits the line and the block by hand.
+    std::fs::write(
+        dir.join("etc/sshd_config"),
+        "Port 22\nPermitRootLogin yes\nUsePAM yes\n",
+    )
+    .expect("edit");
+    let nginx = std::fs::read_to_string(dir.join("etc/nginx.conf")).expect("nginx");
+    std::fs::write(
+        dir.join("etc/nginx.conf"),
+        nginx.replace("gzip on;", "gzip off;"),
+    )
+    .expect("edit");
+    let o = tenet(dir, &["drift", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    let found = stdout(&o);
+    assert!(
+        found.contains("no-root-login (file.line) drifted")
+            && found.contains("gzip (file.block) drifted"),
+        "{found}"
+    );
+    let o = tenet(dir, &["apply", "--yes"]);
+    ok(&o);
+    assert!(
+        stdout(&o).contains("(corrective)"),
+        "a repair is corrective: {}",
+        stdout(&o)
+    );
+    assert!(
+        std::fs::read_to_string(dir.join("etc/sshd_config"))
+            .expect("sshd")
+            .contains("PermitRootLogin no\n")
+    );
+}
+
+#[test]
+fn a_match_that_misses_its_own_line_is_refused_at_its_place() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    setup(dir);
+    write_manifest(
+        dir,
+        &MANIFEST.replace("match: \"^#?PermitRootLogin \"", "match: \"^Port \""),
+    );
+    let o = tenet(dir, &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("tenet.yaml:8:")
+            && err.contains("resource `no-root-login` (file.line): property `/match`")
+            && err.contains("does not match the line"),
+        "{err}"
+    );
+}
