@@ -113,3 +113,72 @@ fn a_match_that_misses_its_own_line_is_refused_at_its_place() {
         "{err}"
     );
 }
+
+const CRON: &str = r#"providers:
+  cron:
+    grants:
+      fs: [{path: ./cron.d, access: rw}]
+resources:
+  - id: backup
+    type: cron.job
+    properties:
+      name: backup
+      dir: ./cron.d
+      schedule: "30 2 * * 1-5"
+      user: backup
+      command: /usr/local/bin/backup --quiet
+      env: {MAILTO: ops@example.com}
+"#;
+
+#[test]
+fn a_cron_job_is_a_file_that_converges_and_is_repaired_field_by_field() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("cron.d")).expect("cron.d");
+    write_manifest(dir, CRON);
+    let before = snapshot(&dir.join("cron.d"));
+    let o = tenet(dir, &["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        before,
+        snapshot(&dir.join("cron.d")),
+        "a plan changes nothing"
+    );
+    ok(&tenet(dir, &["apply", "--yes"]));
+    let job = dir.join("cron.d/backup");
+    let text = std::fs::read_to_string(&job).expect("job");
+    assert!(
+        text.ends_with(
+            "MAILTO=ops@example.com\n30 2 * * 1-5 backup /usr/local/bin/backup --quiet\n"
+        ),
+        "{text}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&job).expect("meta").permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o644, "cron skips files others may write");
+    let o = tenet(dir, &["plan", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "converged: {}", stdout(&o));
+
+    std::fs::write(&job, text.replace("backup --quiet", "backup --verbose")).expect("edit");
+    let o = tenet(dir, &["drift", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("command: expected \"/usr/local/bin/backup --quiet\", found \"/usr/local/bin/backup --verbose\""),
+        "{}",
+        stdout(&o)
+    );
+    let o = tenet(dir, &["apply", "--yes"]);
+    ok(&o);
+    assert!(stdout(&o).contains("(corrective)"), "{}", stdout(&o));
+    assert_eq!(std::fs::read_to_string(&job).expect("job"), text);
+
+    write_manifest(dir, &CRON.replace("\"30 2 * * 1-5\"", "\"61 * * * *\""));
+    let o = tenet(dir, &["validate"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("tenet.yaml:11:")
+            && stderr(&o).contains("property `/schedule`: minute `61`: 61 is outside 0-59"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -186,6 +186,9 @@ fn the_built_in_rust_providers_pass_the_conformance_kit() {
     ]);
     assert_eq!(code, Some(0), "{out}");
     has(&out, "delete succeeds and keeps (as declared)");
+    let (code, out) = conformance(&["builtin:cron", "--fixtures", "plugins/cron/fixtures"]);
+    assert_eq!(code, Some(0), "{out}");
+    has(&out, "12 checks: 12 passed, 0 failed");
 }
 
 #[test]
