@@ -16,6 +16,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("tenet-plugin-file", "TENET_PLUGIN_FILE_WASM"),
     ("tenet-plugin-exec", "TENET_PLUGIN_EXEC_WASM"),
     ("tenet-plugin-cron", "TENET_PLUGIN_CRON_WASM"),
+    ("tenet-plugin-account", "TENET_PLUGIN_ACCOUNT_WASM"),
     (
         "tenet-test-guest-misbehave",
         "TENET_TEST_GUEST_MISBEHAVE_WASM",

@@ -3,6 +3,7 @@
 //! end (`cli`), the hostile-provider suite (`sandbox`), and invalid-manifest fixtures
 //! with their expected error text (`fixtures`).
 
+mod accounts;
 mod bundles;
 mod cli;
 mod edges;

@@ -7,4 +7,5 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     ("file", include_bytes!(env!("TENET_PLUGIN_FILE_WASM"))),
     ("exec", include_bytes!(env!("TENET_PLUGIN_EXEC_WASM"))),
     ("cron", include_bytes!(env!("TENET_PLUGIN_CRON_WASM"))),
+    ("account", include_bytes!(env!("TENET_PLUGIN_ACCOUNT_WASM"))),
 ];
