@@ -1,4 +1,5 @@
-//! Tenet's built-in `account` provider: kind `account.group` (users follow).
+//! Tenet's built-in `account` provider: kinds `account.group` and `account.user`
+//! ([`user`]).
 //!
 //! Read with `getent group NAME` (a probe: granted with `mode: probe`, it runs during
 //! plans); changed with `groupadd`, `groupmod`, `gpasswd -M` and `groupdel` — each with
@@ -6,6 +7,8 @@
 //! grant can name exactly what may run. Properties: `name` (identity), `ensure`, `gid`,
 //! `system` (at creation), `members` (the exact member list, when given),
 //! `allow_gid_change` (a gid change is refused without it: files keep the old number).
+
+pub mod user;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -57,7 +60,7 @@ struct Observed {
 
 /// A name `useradd`/`groupadd` accept on Debian by default (`NAME_REGEX`), and never one
 /// a program could read as an option.
-fn valid_name(name: &str) -> bool {
+pub(crate) fn valid_name(name: &str) -> bool {
     let b = name.as_bytes();
     !b.is_empty()
         && name.len() <= MAX_NAME
@@ -102,9 +105,18 @@ impl Provider for AccountProvider {
             "local groups (and users), through getent and the shadow-utils programs",
         )
         .kind(KindInfo::new("group", "a local group", schema(), "name"))
+        .kind(KindInfo::new(
+            "user",
+            "a local user account",
+            user::schema(),
+            "name",
+        ))
     }
 
     fn validate(kind: &str, properties: &Value) -> Vec<Diagnostic> {
+        if kind == "user" {
+            return user::validate(properties);
+        }
         if kind != "group" {
             return Vec::new();
         }
@@ -135,6 +147,9 @@ impl Provider for AccountProvider {
 
     fn read(kind: &str, properties: &Value) -> Result<Option<Value>, Error> {
         check_kind(kind)?;
+        if kind == "user" {
+            return user::read(properties);
+        }
         let g: Group = tenet_sdk::from_value(properties)?;
         getent(&g.name)?
             .map(|o| tenet_sdk::to_value(&o))
@@ -143,6 +158,9 @@ impl Provider for AccountProvider {
 
     fn diff(kind: &str, desired: &Value, current: Option<&Value>) -> Result<Diff, Error> {
         check_kind(kind)?;
+        if kind == "user" {
+            return user::diff(desired, current);
+        }
         let g: Group = tenet_sdk::from_value(desired)?;
         let Some(now) = current.map(tenet_sdk::from_value::<Observed>).transpose()? else {
             return Ok(match g.ensure {
@@ -186,6 +204,9 @@ impl Provider for AccountProvider {
 
     fn apply(kind: &str, desired: &Value, current: Option<&Value>) -> Result<Value, Error> {
         check_kind(kind)?;
+        if kind == "user" {
+            return user::apply(desired, current);
+        }
         let g: Group = tenet_sdk::from_value(desired)?;
         let now: Option<Observed> = current.map(tenet_sdk::from_value).transpose()?;
         match &now {
@@ -229,6 +250,9 @@ impl Provider for AccountProvider {
 
     fn delete(kind: &str, current: &Value) -> Result<(), Error> {
         check_kind(kind)?;
+        if kind == "user" {
+            return user::delete(current);
+        }
         let now: Observed = tenet_sdk::from_value(current)?;
         if getent(&now.name)?.is_none() {
             return Ok(());
@@ -241,13 +265,13 @@ tenet_sdk::export_provider!(AccountProvider);
 
 fn check_kind(kind: &str) -> Result<(), Error> {
     match kind {
-        "group" => Ok(()),
+        "group" | "user" => Ok(()),
         other => Err(Error::unknown_kind(other)),
     }
 }
 
 /// Run `program OPTIONS -- NAME`; a failure quotes the program's stderr.
-fn run(program: &str, mut args: Vec<String>, name: &str) -> Result<(), Error> {
+pub(crate) fn run(program: &str, mut args: Vec<String>, name: &str) -> Result<(), Error> {
     args.extend(["--".to_owned(), name.to_owned()]);
     let out = Command::new(program).args(&args).run()?;
     if out.success() {
