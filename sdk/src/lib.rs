@@ -46,6 +46,28 @@ pub mod log;
 
 pub use diff::{Action, Diff, FieldChange};
 
+/// Whether an object should exist: the `ensure` property most kinds have
+/// (`present`, the default, or `absent`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Ensure {
+    /// It exists, as described.
+    #[default]
+    Present,
+    /// It does not exist.
+    Absent,
+}
+
 #[doc(hidden)]
 pub mod __adapter;
 

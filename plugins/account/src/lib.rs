@@ -13,7 +13,7 @@ pub mod user;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tenet_sdk::exec::Command;
-use tenet_sdk::{Diagnostic, Diff, Error, FieldChange, KindInfo, Provider, ProviderInfo};
+use tenet_sdk::{Diagnostic, Diff, Ensure, Error, FieldChange, KindInfo, Provider, ProviderInfo};
 
 /// Where the programs live on Debian.
 pub const GETENT: &str = "/usr/bin/getent";
@@ -26,14 +26,6 @@ pub const MAX_NAME: usize = 32;
 
 /// The provider.
 pub struct AccountProvider;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Ensure {
-    #[default]
-    Present,
-    Absent,
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Write};
 use std::path::Path;
-use tenet_sdk::{Diagnostic, Diff, Error, FieldChange, KindInfo, Provider, ProviderInfo};
+use tenet_sdk::{Diagnostic, Diff, Ensure, Error, FieldChange, KindInfo, Provider, ProviderInfo};
 
 /// Where jobs go unless `dir` says otherwise.
 pub const DEFAULT_DIR: &str = "/etc/cron.d";
@@ -28,14 +28,6 @@ const HEADER: &str = "# Managed by Tenet (cron.job): edits are reverted on the n
 
 /// The provider.
 pub struct CronProvider;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Ensure {
-    #[default]
-    Present,
-    Absent,
-}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

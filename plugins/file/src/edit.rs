@@ -16,6 +16,7 @@
 use super::{Error, Observed, apply_file, observe};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tenet_sdk::Ensure;
 
 /// Largest file `file.line` and `file.block` edit: they hold it in memory twice.
 pub const MAX_EDIT_BYTES: usize = 16 * 1024 * 1024;
@@ -23,14 +24,6 @@ pub const MAX_EDIT_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_PATTERN_BYTES: usize = 1024;
 /// The default block marker: `{mark}` is `BEGIN` or `END`.
 pub const DEFAULT_MARKER: &str = "# {mark} TENET MANAGED BLOCK";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Ensure {
-    #[default]
-    Present,
-    Absent,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -410,7 +403,7 @@ fn write(path: &str, text: &Text, existing: Option<&Observed>) -> Result<(), Err
             path: path.to_owned(),
             content: Some(text.render()),
             mode: None,
-            ensure: super::Ensure::Present,
+            ensure: Ensure::Present,
         },
         existing,
     )

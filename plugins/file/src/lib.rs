@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use tenet_sdk::fs::{self as fsx, FileKind};
-use tenet_sdk::{Diagnostic, Diff, Error, FieldChange, KindInfo, Provider, ProviderInfo};
+use tenet_sdk::{Diagnostic, Diff, Ensure, Error, FieldChange, KindInfo, Provider, ProviderInfo};
 
 /// Largest file content returned inline in the observed state (and so shown as a unified
 /// diff in plans). Larger or binary files are compared by sha256 only: the state must stay
@@ -34,14 +34,6 @@ pub const MAX_INLINE_CONTENT: u64 = 64 * 1024;
 
 /// The provider.
 pub struct FileProvider;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Ensure {
-    #[default]
-    Present,
-    Absent,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,12 +221,10 @@ impl Provider for FileProvider {
         check_kind(kind)?;
         if is_edit(kind) {
             return Ok(match (edit::ensure(kind, desired)?, current) {
-                (edit::Ensure::Absent, None) => Diff::none(),
-                (edit::Ensure::Absent, Some(c)) => Diff::delete(c),
-                (edit::Ensure::Present, None) => Diff::create(desired),
-                (edit::Ensure::Present, Some(c)) => {
-                    Diff::from_changes(edit::changes(kind, desired, c)?)
-                }
+                (Ensure::Absent, None) => Diff::none(),
+                (Ensure::Absent, Some(c)) => Diff::delete(c),
+                (Ensure::Present, None) => Diff::create(desired),
+                (Ensure::Present, Some(c)) => Diff::from_changes(edit::changes(kind, desired, c)?),
             });
         }
         let current: Option<Observed> = current.map(tenet_sdk::from_value).transpose()?;
