@@ -179,17 +179,14 @@ impl Provider for AccountProvider {
                 Some(json!(gid)),
             ));
         }
-        if let Some(members) = &g.members {
-            let (mut want, mut have) = (members.clone(), now.members.clone());
-            want.sort();
-            have.sort();
-            if want != have {
-                changes.push(FieldChange::new(
-                    "members",
-                    Some(json!(now.members)),
-                    Some(json!(members)),
-                ));
-            }
+        if let Some(members) = &g.members
+            && !same_members(members, &now.members)
+        {
+            changes.push(FieldChange::new(
+                "members",
+                Some(json!(now.members)),
+                Some(json!(members)),
+            ));
         }
         Ok(Diff::from_changes(changes))
     }
@@ -218,18 +215,15 @@ impl Provider for AccountProvider {
                 }
             }
         }
-        if let Some(members) = &g.members {
-            let have = now.as_ref().map(|n| n.members.clone()).unwrap_or_default();
-            let (mut a, mut b) = (members.clone(), have);
-            a.sort();
-            b.sort();
-            if a != b {
-                run(
-                    GPASSWD,
-                    vec!["--members".into(), members.join(",")],
-                    &g.name,
-                )?;
-            }
+        let have = now.as_ref().map_or(&[][..], |n| n.members.as_slice());
+        if let Some(members) = &g.members
+            && !same_members(members, have)
+        {
+            run(
+                GPASSWD,
+                vec!["--members".into(), members.join(",")],
+                &g.name,
+            )?;
         }
         let observed = getent(&g.name)?.ok_or_else(|| {
             Error::Internal(format!(
@@ -254,6 +248,14 @@ impl Provider for AccountProvider {
 }
 
 tenet_sdk::export_provider!(AccountProvider);
+
+/// The same members in any order (getent lists them as they were added).
+fn same_members(want: &[String], have: &[String]) -> bool {
+    let (mut a, mut b) = (want.to_vec(), have.to_vec());
+    a.sort();
+    b.sort();
+    a == b
+}
 
 fn check_kind(kind: &str) -> Result<(), Error> {
     match kind {

@@ -415,12 +415,16 @@ fn missing(path: &str) -> Error {
     ))
 }
 
-pub(crate) fn apply(kind: &str, desired: &Value) -> Result<Value, Error> {
-    let path = desired
-        .get("path")
+/// The `path` of a line's or block's properties or state.
+fn path_of(v: &Value) -> Result<String, Error> {
+    v.get("path")
         .and_then(Value::as_str)
-        .ok_or_else(|| Error::InvalidInput("`path` is required".into()))?
-        .to_owned();
+        .map(str::to_owned)
+        .ok_or_else(|| Error::InvalidInput("`path` is required".into()))
+}
+
+pub(crate) fn apply(kind: &str, desired: &Value) -> Result<Value, Error> {
+    let path = path_of(desired)?;
     let (mut text, existing, create) = match read_text(&path)? {
         Some((t, o)) => (t, Some(o), false),
         None => (Text::parse(""), None, true),
@@ -483,11 +487,7 @@ pub(crate) fn apply(kind: &str, desired: &Value) -> Result<Value, Error> {
 /// Remove the line (every line equal to it, and every line `match` matches) or the
 /// block with its markers; the rest of the file stays.
 pub(crate) fn delete(kind: &str, current: &Value) -> Result<(), Error> {
-    let path = current
-        .get("path")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Error::InvalidInput("`path` is required".into()))?
-        .to_owned();
+    let path = path_of(current)?;
     let Some((mut text, existing)) = read_text(&path)? else {
         return Ok(());
     };
