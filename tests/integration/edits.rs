@@ -182,3 +182,23 @@ fn a_cron_job_is_a_file_that_converges_and_is_repaired_field_by_field() {
         stderr(&o)
     );
 }
+
+/// Hostile: a job name that climbs out of its directory is refused before anything runs,
+/// and nothing is written outside the granted directory.
+#[test]
+fn a_cron_job_name_that_climbs_out_of_its_directory_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("cron.d")).expect("cron.d");
+    write_manifest(dir, &CRON.replace("name: backup", "name: ../escaped"));
+    let before = snapshot(dir);
+    let o = tenet(dir, &["apply", "--yes"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("property `/name`") && stderr(&o).contains("../escaped"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.join("escaped").exists());
+    assert_eq!(before, snapshot(dir), "nothing written");
+}
