@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("tenet-plugin-exec", "TENET_PLUGIN_EXEC_WASM"),
     ("tenet-plugin-cron", "TENET_PLUGIN_CRON_WASM"),
     ("tenet-plugin-account", "TENET_PLUGIN_ACCOUNT_WASM"),
+    ("tenet-plugin-apt", "TENET_PLUGIN_APT_WASM"),
     (
         "tenet-test-guest-misbehave",
         "TENET_TEST_GUEST_MISBEHAVE_WASM",

@@ -119,6 +119,40 @@ pub fn requested<P: Provider>()
     }
 }
 
+pub fn settings<P: Provider>() -> crate::__bindings::exports::tenet::provider::execution::RunSettings
+{
+    let s = P::settings();
+    crate::__bindings::exports::tenet::provider::execution::RunSettings {
+        max_concurrency: s.max_concurrency,
+        locks: s.locks,
+        fixed_env: s.fixed_env,
+        batched_kinds: s.batched_kinds,
+    }
+}
+
+/// What the `batch.read-many` export returns.
+pub type ReadMany = Result<Vec<Result<Option<String>, wit::Error>>, wit::Error>;
+
+pub fn read_many<P: Provider>(kind: &str, properties: &[String]) -> ReadMany {
+    let docs = properties
+        .iter()
+        .map(|p| parse("properties", p))
+        .collect::<Result<Vec<Value>, Error>>()
+        .map_err(wit_error)?;
+    let states = P::read_many(kind, &docs).map_err(wit_error)?;
+    if states.len() != docs.len() {
+        return Err(wit_error(Error::Internal(format!(
+            "read_many returned {} states for {} resources",
+            states.len(),
+            docs.len()
+        ))));
+    }
+    Ok(states
+        .into_iter()
+        .map(|r| r.map(|s| s.as_ref().map(encode)).map_err(wit_error))
+        .collect())
+}
+
 pub fn describe<P: Provider>() -> wit::ProviderInfo {
     wit_info(P::describe())
 }

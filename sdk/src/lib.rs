@@ -318,6 +318,64 @@ impl Capabilities {
     }
 }
 
+/// How the host should schedule the provider and run its programs (WIT `execution`,
+/// since `tenet:provider@0.1.2`). Shown to the operator; the host checks every value.
+///
+/// ```
+/// use tenet_sdk::Settings;
+/// let s = Settings::new()
+///     .max_concurrency(1)
+///     .lock("dpkg")
+///     .fixed_env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+///     .batched_kind("package");
+/// assert_eq!(s.max_concurrency, Some(1));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// Most of its calls in flight at once, below any operator setting.
+    pub max_concurrency: Option<u32>,
+    /// Named locks each of its resources holds while planned or changed.
+    pub locks: Vec<String>,
+    /// `(name, value)`: environment set on every program it runs. The host allows only
+    /// names and values that narrow what a child sees (`PATH` of system directories,
+    /// locale names, `DEBIAN_FRONTEND`, …) and refuses the provider otherwise.
+    pub fixed_env: Vec<(String, String)>,
+    /// Kinds whose [`Provider::read_many`] reads many resources in one go: the host reads
+    /// every resource of these kinds it can in one call instead of one call each.
+    pub batched_kinds: Vec<String>,
+}
+
+impl Settings {
+    /// Nothing declared: the operator's limits only, no locks, no environment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// At most `n` calls at once (e.g. 1 for a package manager with one global lock).
+    pub fn max_concurrency(mut self, n: u32) -> Self {
+        self.max_concurrency = Some(n);
+        self
+    }
+
+    /// Hold the named lock while each resource is planned or changed.
+    pub fn lock(mut self, name: &str) -> Self {
+        self.locks.push(name.to_owned());
+        self
+    }
+
+    /// Set `name=value` on every program the provider runs.
+    pub fn fixed_env(mut self, name: &str, value: &str) -> Self {
+        self.fixed_env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Read resources of `kind` in batches through [`Provider::read_many`].
+    pub fn batched_kind(mut self, kind: &str) -> Self {
+        self.batched_kinds.push(kind.to_owned());
+        self
+    }
+}
+
 /// How serious a [`Diagnostic`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
@@ -374,6 +432,11 @@ pub trait Provider {
         Capabilities::new()
     }
 
+    /// How the host should schedule it and run its programs. Default: nothing declared.
+    fn settings() -> Settings {
+        Settings::new()
+    }
+
     /// Checks the schema cannot express.
     fn validate(kind: &str, properties: &Value) -> Vec<Diagnostic> {
         let _ = (kind, properties);
@@ -384,6 +447,19 @@ pub trait Provider {
     fn read(kind: &str, properties: &Value) -> Result<Option<Value>, Error> {
         let _ = properties;
         Err(Error::unimplemented("read", kind))
+    }
+
+    /// The current state of many resources of one kind, in order: for each, what
+    /// [`Provider::read`] returns for it alone (the conformance kit checks that they
+    /// agree). The host calls it for the kinds [`Settings::batched_kinds`] names. The
+    /// default reads them one by one; override it where one program run can read them
+    /// all (one `dpkg-query` for fifty packages). An `Err` fails the whole batch.
+    #[allow(clippy::type_complexity)]
+    fn read_many(
+        kind: &str,
+        properties: &[Value],
+    ) -> Result<Vec<Result<Option<Value>, Error>>, Error> {
+        Ok(properties.iter().map(|p| Self::read(kind, p)).collect())
     }
 
     /// Compare desired properties with the current state.
@@ -478,6 +554,21 @@ macro_rules! export_provider {
         impl $crate::__bindings::exports::tenet::provider::capabilities::Guest for __TenetExport {
             fn requested() -> $crate::__bindings::exports::tenet::provider::capabilities::CapabilityRequest {
                 $crate::__adapter::requested::<$provider>()
+            }
+        }
+
+        impl $crate::__bindings::exports::tenet::provider::execution::Guest for __TenetExport {
+            fn settings() -> $crate::__bindings::exports::tenet::provider::execution::RunSettings {
+                $crate::__adapter::settings::<$provider>()
+            }
+        }
+
+        impl $crate::__bindings::exports::tenet::provider::batch::Guest for __TenetExport {
+            fn read_many(
+                kind: ::std::string::String,
+                properties: ::std::vec::Vec<::std::string::String>,
+            ) -> $crate::__adapter::ReadMany {
+                $crate::__adapter::read_many::<$provider>(&kind, &properties)
             }
         }
 

@@ -63,7 +63,7 @@ fn bundles_are_packed_signed_verified_and_bad_ones_refused() {
     );
     assert_eq!(b.metadata.name, "misbehave");
     assert_eq!(b.metadata.kinds, vec!["probe".to_owned()]);
-    assert_eq!(b.metadata.abi, "0.1.1");
+    assert_eq!(b.metadata.abi, "0.1.2");
     assert!(
         b.metadata
             .capabilities

@@ -544,3 +544,92 @@ fn exec_commands_converge_and_handlers_run_only_when_notified() {
         "{text}"
     );
 }
+
+/// Issue 14: what a provider declares about itself (`execution.settings`) is checked at
+/// load. Environment values that load code or point a granted program at planted
+/// binaries, a concurrency of 0, a lock that is not a name, a batched kind it does not
+/// have: each is refused, naming the provider and what it declared.
+#[test]
+fn hostile_execution_settings_are_refused_at_load() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(
+        dir,
+        &format!(
+            "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    unsigned: true\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n      exec: [{{program: /bin/echo}}]\n      net: [http://127.0.0.1:1]\n      env: [MISBEHAVE_SETTINGS]\nresources:\n  - {{id: p, type: bad.probe, properties: {{path: ./out/p, action: ok}}}}\n"
+        ),
+    );
+    for (mode, expected) in [
+        (
+            "ld-preload",
+            "fixed environment variable `LD_PRELOAD` is not one a provider may set",
+        ),
+        (
+            "planted-path",
+            "fixed `PATH=/tmp:/usr/bin` may list only the system directories",
+        ),
+        ("zero", "max-concurrency 0"),
+        ("bad-lock", "`../dpkg` is not a lock name"),
+        (
+            "phantom-kind",
+            "batched kind `nope` is not one of its kinds",
+        ),
+    ] {
+        let o = crate::support::tenet_command(dir, &["validate"])
+            .env("MISBEHAVE_SETTINGS", mode)
+            .output()
+            .expect("tenet");
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{mode}: {err}");
+        assert!(
+            err.contains("provider `bad`") && err.contains(expected),
+            "{mode}: {err}"
+        );
+    }
+    // Declaring nothing loads.
+    let o = crate::support::tenet_command(dir, &["validate"])
+        .env("MISBEHAVE_SETTINGS", "none")
+        .output()
+        .expect("tenet");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// Issue 14: a provider that batches reads is read in one call, and one that answers a
+/// batch with the wrong number of states fails every resource of that batch (naming
+/// each) instead of pairing states with the wrong resources.
+#[test]
+fn a_short_batch_fails_its_resources_and_never_shifts_states() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let manifest = |second: &str| {
+        format!(
+            "providers:\n  bad:\n    source: {MISBEHAVE_WASM}\n    unsigned: true\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n      exec: [{{program: /bin/echo}}]\n      net: [http://127.0.0.1:1]\n      env: [MISBEHAVE_SETTINGS]\nresources:\n  - {{id: one, type: bad.probe, properties: {{path: ./out/p1, action: ok}}}}\n  - {{id: two, type: bad.probe, properties: {{path: ./out/p2, action: {second}}}}}\n"
+        )
+    };
+    let plan = |dir: &std::path::Path| {
+        crate::support::tenet_command(dir, &["plan", "--json"])
+            .env("MISBEHAVE_SETTINGS", "batch")
+            .output()
+            .expect("tenet")
+    };
+    write_manifest(dir, &manifest("ok"));
+    let o = plan(dir);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    write_manifest(dir, &manifest("short-batch"));
+    let o = plan(dir);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        out.contains("read-many returned 1 states for 2 resources"),
+        "{out}"
+    );
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("plan json");
+    for r in plan["resources"].as_array().expect("resources") {
+        assert!(
+            r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("contract violation")),
+            "{r}"
+        );
+    }
+}

@@ -91,6 +91,29 @@ pub async fn execute(args: ProvidersArgs) -> anyhow::Result<u8> {
                     format!("{missing} (see MISSING above)")
                 }
             )?;
+            let e = crate::provider::Provider::execution(p.as_ref());
+            let mut declared = Vec::new();
+            if let Some(n) = e.max_concurrency {
+                declared.push(format!("at most {n} call(s) at once"));
+            }
+            if !e.locks.is_empty() {
+                declared.push(format!("holds lock(s) {}", e.locks.join(", ")));
+            }
+            if !e.batched_kinds.is_empty() {
+                let kinds: Vec<&str> = e.batched_kinds.iter().map(String::as_str).collect();
+                declared.push(format!("reads {} in batches", kinds.join(", ")));
+            }
+            declared.extend(
+                e.fixed_env
+                    .iter()
+                    .map(|(n, v)| format!("sets {n}={v} for its programs")),
+            );
+            if !declared.is_empty() {
+                writeln!(out, "  declares:")?;
+                for d in declared {
+                    writeln!(out, "    {d}")?;
+                }
+            }
         }
         writeln!(
             out,

@@ -455,6 +455,7 @@ mod tests {
             refresh: false,
             orphan: false,
             sensitive: vec![],
+            locks: Vec::new(),
         }];
         Plan {
             format_version: 1,

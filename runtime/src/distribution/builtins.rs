@@ -8,4 +8,5 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     ("exec", include_bytes!(env!("TENET_PLUGIN_EXEC_WASM"))),
     ("cron", include_bytes!(env!("TENET_PLUGIN_CRON_WASM"))),
     ("account", include_bytes!(env!("TENET_PLUGIN_ACCOUNT_WASM"))),
+    ("apt", include_bytes!(env!("TENET_PLUGIN_APT_WASM"))),
 ];

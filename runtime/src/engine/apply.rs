@@ -4,7 +4,7 @@
 use super::known::{Known, Shared, lookup};
 use super::plan::plan_one;
 use super::report::{ApplyReport, Event, Outcome, ResourceResult};
-use super::{Engine, Journal, RunOptions, groups};
+use super::{Engine, Journal, RunOptions};
 use crate::graph::walk::{self, NotRun, Progress, StopReason, Visited, WalkSpec};
 use crate::manifest::refs;
 use crate::plan::{self, Plan, PlannedResource};
@@ -42,7 +42,10 @@ impl Engine {
             .enumerate()
             .map(|(i, r)| (r.id.as_str(), i))
             .collect();
-        let (group_of, group_limits) = groups(rs.iter().map(|r| r.provider.as_str()), options);
+        let schedule = self.schedule(
+            rs.iter().map(|r| (r.provider.as_str(), r.locks.as_slice())),
+            options,
+        );
         let spec = WalkSpec {
             deps: rs
                 .iter()
@@ -53,8 +56,9 @@ impl Engine {
                         .collect()
                 })
                 .collect(),
-            group: rs.iter().map(|r| group_of[&r.provider]).collect(),
-            group_limits,
+            group: schedule.group,
+            group_limits: schedule.group_limits,
+            locks: schedule.locks,
             parallelism: options.parallelism,
             skip_after_failure: true,
             fail_fast: options.fail_fast,

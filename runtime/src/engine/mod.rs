@@ -95,23 +95,65 @@ pub struct Engine {
     providers: BTreeMap<String, Arc<dyn Provider>>,
 }
 
-/// The walk's groups: one per provider, in name order, with its limit.
-pub(super) fn groups<'a>(
-    names: impl Iterator<Item = &'a str>,
-    options: &RunOptions,
-) -> (BTreeMap<String, usize>, Vec<usize>) {
-    let mut index = BTreeMap::new();
-    for n in names {
-        let next = index.len();
-        index.entry(n.to_owned()).or_insert(next);
-    }
-    let mut limits = vec![usize::MAX; index.len()];
-    for (name, &g) in &index {
-        if let Some(&limit) = options.provider_limits.get(name) {
-            limits[g] = limit.max(1);
+/// How the walk schedules nodes: each node's group (its provider) with the group's
+/// limit, and the named locks each node holds.
+pub(super) struct Schedule {
+    pub group: Vec<usize>,
+    pub group_limits: Vec<usize>,
+    pub locks: Vec<Vec<usize>>,
+}
+
+impl Engine {
+    /// One group per provider, in name order, limited by the operator's
+    /// `max_concurrency` and the provider's own, whichever is lower; each node holds its
+    /// resource's `locks` and its provider's. `nodes`: (provider, resource locks).
+    pub(super) fn schedule<'a>(
+        &self,
+        nodes: impl Iterator<Item = (&'a str, &'a [String])>,
+        options: &RunOptions,
+    ) -> Schedule {
+        let nodes: Vec<(&str, &[String])> = nodes.collect();
+        let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+        for (p, _) in &nodes {
+            let next = index.len();
+            index.entry(p).or_insert(next);
+        }
+        let mut group_limits = vec![usize::MAX; index.len()];
+        for (name, &g) in &index {
+            let declared = self
+                .providers
+                .get(*name)
+                .and_then(|p| p.execution().max_concurrency);
+            let operator = options.provider_limits.get(*name).copied();
+            if let Some(limit) = declared.into_iter().chain(operator).min() {
+                group_limits[g] = limit.max(1);
+            }
+        }
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut locks = Vec::with_capacity(nodes.len());
+        for (p, own) in &nodes {
+            let declared = self
+                .providers
+                .get(*p)
+                .map_or(&[][..], |p| p.execution().locks.as_slice());
+            let mut held: Vec<usize> = own
+                .iter()
+                .chain(declared)
+                .map(|l| {
+                    let next = names.len();
+                    *names.entry(l.as_str()).or_insert(next)
+                })
+                .collect();
+            held.sort_unstable();
+            held.dedup();
+            locks.push(held);
+        }
+        Schedule {
+            group: nodes.iter().map(|(p, _)| index[p]).collect(),
+            group_limits,
+            locks,
         }
     }
-    (index, limits)
 }
 
 impl Engine {

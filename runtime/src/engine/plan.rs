@@ -3,7 +3,7 @@
 //! known before anything is applied.
 
 use super::known::{KNOWN_AFTER_APPLY, Known, Shared, lookup};
-use super::{Engine, Orphan, RunOptions, groups};
+use super::{Engine, Orphan, RunOptions};
 use crate::graph::Graph;
 use crate::graph::walk::{self, Visited, WalkSpec};
 use crate::manifest::{Manifest, refs};
@@ -74,10 +74,10 @@ impl Engine {
     ) -> Plan {
         let rs = &manifest.resources;
         let n = rs.len();
-        let (group_of, group_limits) = groups(
+        let schedule = self.schedule(
             rs.iter()
-                .map(|r| r.provider.as_str())
-                .chain(orphans.iter().map(|o| o.provider.as_str())),
+                .map(|r| (r.provider.as_str(), r.locks.as_slice()))
+                .chain(orphans.iter().map(|o| (o.provider.as_str(), &[][..]))),
             options,
         );
         let orphan_deps = self.orphan_order(orphans);
@@ -114,16 +114,16 @@ impl Engine {
                         .map(|d| d.iter().map(|j| n + j).collect()),
                 )
                 .collect(),
-            group: rs
-                .iter()
-                .map(|r| group_of[&r.provider])
-                .chain(orphans.iter().map(|o| group_of[&o.provider]))
-                .collect(),
-            group_limits,
+            group: schedule.group,
+            group_limits: schedule.group_limits,
+            locks: schedule.locks,
             parallelism: options.parallelism,
             skip_after_failure: false,
             fail_fast: false,
         };
+        // Batched reads first: one call per provider and kind for every resource the
+        // walk would read one by one.
+        let prefetched = Arc::new(Mutex::new(self.prefetch(rs).await));
         // What finished nodes offer to the resources that reference them.
         let known: Shared = Arc::new(Mutex::new(vec![None; rs.len()]));
         let index: Arc<BTreeMap<String, usize>> = Arc::new(
@@ -179,15 +179,23 @@ impl Engine {
                 let provider = self.provider(&r.provider);
                 let (id, kind, desired) = (r.id.clone(), r.kind.clone(), r.properties.clone());
                 let (known, index) = (known.clone(), index.clone());
+                let read = prefetched
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&i);
                 let span = info_span!("plan", resource = %r.id, r#type = %r.type_name);
                 let fut: PlanFuture<'_> = Box::pin(async move {
                     let resolved = {
                         let known = known.lock().unwrap_or_else(|e| e.into_inner());
                         refs::resolve(&desired, &|t, f| lookup(&known, &index, t, f))
                     };
-                    let result = match provider {
-                        Ok(p) => plan_resolved(p.as_ref(), &id, &kind, &resolved).await,
-                        Err(e) => Err(e),
+                    let result = match (provider, read) {
+                        (Ok(p), Some(read)) => match read {
+                            Ok(current) => diff_read(p.as_ref(), &id, &kind, &resolved.value, current).await,
+                            Err(e) => Err(e),
+                        },
+                        (Ok(p), None) => plan_resolved(p.as_ref(), &id, &kind, &resolved).await,
+                        (Err(e), _) => Err(e),
                     };
                     let entry = Known {
                         desired: resolved.value.clone(),
@@ -244,6 +252,7 @@ impl Engine {
                         refresh: false,
                         orphan: true,
                         sensitive: o.sensitive.clone(),
+                        locks: Vec::new(),
                     },
                     None => {
                         let r = &rs[i];
@@ -268,6 +277,7 @@ impl Engine {
                             refresh: false,
                             orphan: false,
                             sensitive: self.sensitive_fields(r, manifest),
+                            locks: r.locks.clone(),
                         }
                     }
                 };
@@ -404,6 +414,45 @@ impl Engine {
         fields.into_iter().collect()
     }
 
+    /// Read, before the walk, the resources of kinds their provider reads in batches
+    /// (`Execution::batched_kinds`) whose properties reference no other resource (so
+    /// they are known before anything is planned): one `read_many` per provider and kind
+    /// with two or more such resources. By resource index.
+    async fn prefetch(
+        &self,
+        rs: &[crate::manifest::ResourceDecl],
+    ) -> BTreeMap<usize, Result<Option<Value>, String>> {
+        let mut batches: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+        for (i, r) in rs.iter().enumerate() {
+            let batched = self
+                .providers
+                .get(&r.provider)
+                .is_some_and(|p| p.execution().batched_kinds.contains(&r.kind));
+            if batched && refs::find(&r.properties).is_empty() {
+                batches
+                    .entry((r.provider.as_str(), r.kind.as_str()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        let mut out = BTreeMap::new();
+        for ((provider, kind), members) in batches {
+            let Some(p) = self.providers.get(provider).filter(|_| members.len() > 1) else {
+                continue;
+            };
+            let ids: Vec<&str> = members.iter().map(|&i| rs[i].id.as_str()).collect();
+            let props: Vec<Value> = members.iter().map(|&i| rs[i].properties.clone()).collect();
+            let span = info_span!("read_many", provider, kind, resources = members.len());
+            let results = p.read_many(&ids, kind, &props).instrument(span).await;
+            out.extend(
+                members
+                    .into_iter()
+                    .zip(results.into_iter().map(|r| r.map_err(|e| e.to_string()))),
+            );
+        }
+        out
+    }
+
     /// For each orphan, the orphans that must be deleted before it: those whose managed
     /// path lies inside its own (a file before its directory).
     fn orphan_order(&self, orphans: &[Orphan]) -> Vec<Vec<usize>> {
@@ -441,8 +490,24 @@ pub(super) async fn plan_one(
 ) -> Result<(Option<Value>, Diff), String> {
     let cx = CallContext { resource: id };
     let current = p.read(cx, kind, desired).await.map_err(|e| e.to_string())?;
+    diff_read(p, id, kind, desired, current).await
+}
+
+/// Diff a resource against the `current` state already read.
+async fn diff_read(
+    p: &dyn Provider,
+    id: &str,
+    kind: &str,
+    desired: &Value,
+    current: Option<Value>,
+) -> Result<(Option<Value>, Diff), String> {
     let diff = p
-        .diff(cx, kind, desired, current.as_ref())
+        .diff(
+            CallContext { resource: id },
+            kind,
+            desired,
+            current.as_ref(),
+        )
         .await
         .map_err(|e| e.to_string())?;
     Ok((current, diff))

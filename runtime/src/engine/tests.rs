@@ -443,3 +443,83 @@ async fn saved_plan_goes_stale_when_the_system_moves() {
         "{found:?}"
     );
 }
+
+/// Issue 14: resources of a kind the provider reads in batches are read in one
+/// `read_many` call (not one `read` each); a resource whose properties reference another
+/// is still read on its own, once that one is planned; the plan is the same either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_kinds_are_read_in_one_call_and_plan_the_same() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = "  - {id: a, type: mock.item, properties: {name: a, value: 1}}
+  - {id: b, type: mock.item, properties: {name: b, value: 2}}
+  - {id: c, type: mock.item, properties: {name: c, value: 3}}
+  - {id: d, type: mock.item, properties: {name: d, value: '${resources.a.value}'}}
+";
+    let (m, g) = manifest(&dir, body);
+    let plain = Arc::new(MockProvider::new());
+    let batched = Arc::new(
+        MockProvider::new().with_execution(crate::provider::Execution {
+            batched_kinds: ["item".to_owned()].into(),
+            ..Default::default()
+        }),
+    );
+    for mock in [&plain, &batched] {
+        if let Ok(mut s) = mock.state.lock() {
+            s.insert("b".into(), serde_json::json!({"name": "b", "value": 2}));
+        }
+    }
+    let opts = RunOptions::default();
+    let p1 = engine(&plain).plan(&m, &g, BTreeMap::new(), &opts).await;
+    let p2 = engine(&batched).plan(&m, &g, BTreeMap::new(), &opts).await;
+    assert_eq!(p1.resources, p2.resources, "batched reads change no plan");
+    assert_eq!(
+        *batched.batches.lock().expect("lock"),
+        vec![vec!["a".to_owned(), "b".into(), "c".into()]]
+    );
+    assert_eq!(batched.calls_of(Operation::Read), vec!["d".to_owned()]);
+    assert_eq!(plain.calls_of(Operation::Read).len(), 4);
+    assert!(plain.batches.lock().expect("lock").is_empty());
+}
+
+/// Issue 14: a provider's own `max_concurrency` holds below the operator's setting, and
+/// a lock it declares keeps its resources apart from a resource of another provider
+/// that names the same lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_limits_and_locks_shape_the_schedule() {
+    let serial = Arc::new(
+        MockProvider::new().with_execution(crate::provider::Execution {
+            max_concurrency: Some(1),
+            locks: vec!["dpkg".into()],
+            ..Default::default()
+        }),
+    );
+    let other = Arc::new(MockProvider::new());
+    let (p1, p2): (Arc<dyn Provider>, Arc<dyn Provider>) = (serial.clone(), other.clone());
+    let engine = Engine::new(BTreeMap::from([
+        ("apt".to_owned(), p1),
+        ("exec".to_owned(), p2),
+    ]));
+    let locks = [vec!["dpkg".to_owned()], vec![], vec![]];
+    let nodes = [
+        ("exec", locks[0].as_slice()),
+        ("apt", locks[1].as_slice()),
+        ("exec", locks[2].as_slice()),
+    ];
+    let options = RunOptions {
+        provider_limits: BTreeMap::from([("apt".to_owned(), 5), ("exec".to_owned(), 3)]),
+        ..RunOptions::default()
+    };
+    let s = engine.schedule(nodes.into_iter(), &options);
+    // Groups in first-seen order: exec 0, apt 1.
+    assert_eq!(s.group, vec![0, 1, 0]);
+    assert_eq!(
+        s.group_limits,
+        vec![3, 1],
+        "the provider's 1 beats the operator's 5"
+    );
+    assert_eq!(
+        s.locks,
+        vec![vec![0], vec![0], vec![]],
+        "exec and apt share `dpkg`"
+    );
+}

@@ -510,6 +510,7 @@ mod tests {
             notify: Vec::new(),
             prevent_destroy: false,
             forget_on_remove: false,
+            locks: Vec::new(),
             sensitive: Vec::new(),
             location: Location::new("m.yaml", line, 3),
             type_location: None,

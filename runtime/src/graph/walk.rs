@@ -33,6 +33,10 @@ pub struct WalkSpec {
     pub group_limits: Vec<usize>,
     /// Most visits in flight overall (at least 1).
     pub parallelism: usize,
+    /// `locks[i]`: the named locks node `i` holds while it runs (indices; empty for
+    /// most). Two nodes sharing a lock never run at once, whatever their groups. Empty
+    /// (no entry for any node) means no locks.
+    pub locks: Vec<Vec<usize>>,
     /// Skip the dependents of a failed node.
     pub skip_after_failure: bool,
     /// Start nothing new after the first failure.
@@ -107,6 +111,11 @@ where
             ready[spec.group[i]].push(Reverse(i));
         }
     }
+    let locks_of = |i: usize| spec.locks.get(i).map_or(&[][..], Vec::as_slice);
+    let lock_count = spec.locks.iter().flatten().max().map_or(0, |m| m + 1);
+    let mut held = vec![false; lock_count];
+    // Ready nodes waiting for a lock, by the held lock they found.
+    let mut parked: Vec<Vec<usize>> = vec![Vec::new(); lock_count];
     let mut set: JoinSet<(usize, T, bool)> = JoinSet::new();
     let mut stopped: Option<StopReason> = None;
     let mut done = 0;
@@ -169,6 +178,13 @@ where
                 finish!(i, Visited::NotRun(NotRun::Stopped(reason)));
                 continue;
             }
+            if let Some(&l) = locks_of(i).iter().find(|&&l| held[l]) {
+                parked[l].push(i);
+                continue;
+            }
+            for &l in locks_of(i) {
+                held[l] = true;
+            }
             on_progress(Progress::Started(i));
             running_in[g] += 1;
             let fut = visit(i);
@@ -188,6 +204,12 @@ where
         match joined {
             Ok((i, value, failed)) => {
                 running_in[spec.group[i]] -= 1;
+                for &l in locks_of(i) {
+                    held[l] = false;
+                    for j in parked[l].drain(..) {
+                        ready[spec.group[j]].push(Reverse(j));
+                    }
+                }
                 if failed && spec.fail_fast && stopped.is_none() {
                     stopped = Some(StopReason::FailFast);
                 }
@@ -235,6 +257,7 @@ mod tests {
             group,
             group_limits: limits,
             parallelism,
+            locks: Vec::new(),
             skip_after_failure: true,
             fail_fast: false,
         }
@@ -345,6 +368,50 @@ mod tests {
         assert!(max_total <= 4, "global limit exceeded: {max_total}");
         assert_eq!(max_group[0], 1, "group 0 limited to 1");
         assert!(max_group[1] <= 2, "group 1 limited to 2: {}", max_group[1]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn nodes_sharing_a_lock_never_overlap_across_groups() {
+        // Issue 14: an `exec` resource running apt and the apt provider both take
+        // `dpkg`. Nodes 0..40 in three groups with no group limit; every third node
+        // takes lock 0, every fifth lock 1 (some take both).
+        let group: Vec<usize> = (0..40).map(|i| i % 3).collect();
+        let mut s = spec(vec![vec![]; 40], group, vec![usize::MAX; 3], 16);
+        s.locks = (0..40)
+            .map(|i| {
+                let mut l = Vec::new();
+                if i % 3 == 0 {
+                    l.push(0);
+                }
+                if i % 5 == 0 {
+                    l.push(1);
+                }
+                l
+            })
+            .collect();
+        let (out, events, max_total, _) = run(&s, &[], None).await;
+        assert!(
+            out.iter()
+                .all(|o| matches!(o, Visited::Ran { failed: false, .. }))
+        );
+        assert!(max_total > 2, "unlocked nodes still run in parallel");
+        for lock in 0..2 {
+            let mut inside = 0;
+            for e in &events {
+                let (Ev::Start(i) | Ev::End(i)) = *e;
+                if !s.locks[i].contains(&lock) {
+                    continue;
+                }
+                match e {
+                    Ev::Start(_) => inside += 1,
+                    Ev::End(_) => inside -= 1,
+                }
+                assert!(
+                    inside <= 1,
+                    "two holders of lock {lock} at once: {events:?}"
+                );
+            }
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

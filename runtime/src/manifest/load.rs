@@ -1082,6 +1082,7 @@ fn parse_resources(
                 "lifecycle",
                 "on_remove",
                 "sensitive",
+                "locks",
             ],
             diags,
         ) else {
@@ -1174,6 +1175,7 @@ fn parse_resources(
                 Vec::new()
             }
         };
+        let locks = lock_list(map, &pointer, spans, &what, diags);
         let forget_on_remove = either(
             map,
             "on_remove",
@@ -1199,6 +1201,7 @@ fn parse_resources(
             prevent_destroy,
             forget_on_remove,
             sensitive,
+            locks,
             location,
             type_location: Some(spans.value(&format!("{pointer}/type"))),
             spans: spans.subtree(&format!("{pointer}/properties")),
@@ -1206,6 +1209,66 @@ fn parse_resources(
         });
     }
     (out, rejected)
+}
+
+/// `locks: [name, …]`: named locks the resource holds while it runs; every bad name
+/// is reported.
+fn lock_list(
+    map: &Map<String, Value>,
+    pointer: &str,
+    spans: &Spans,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> Vec<String> {
+    let at = format!("{pointer}/locks");
+    let items = match map.get("locks") {
+        None | Some(Value::Null) => return Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(other) => {
+            diags.error(
+                Some(spans.value(&at)),
+                format!(
+                    "locks of {what} must be a list of lock names (e.g. `[dpkg]`), found {}",
+                    type_name(other)
+                ),
+            );
+            return Vec::new();
+        }
+    };
+    if items.len() > super::MAX_LOCKS {
+        diags.error(
+            Some(spans.value(&at)),
+            format!(
+                "{what} names {} locks, over the limit of {}",
+                items.len(),
+                super::MAX_LOCKS
+            ),
+        );
+    }
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let problem = match item.as_str() {
+            Some(name) => super::lock_name_problem(name),
+            None => Some(format!(
+                "a lock name is a string, found {}",
+                type_name(item)
+            )),
+        };
+        match (problem, item.as_str()) {
+            (None, Some(name)) => {
+                if !out.iter().any(|n| n == name) {
+                    out.push(name.to_owned());
+                }
+            }
+            (Some(p), _) => diags.error(
+                Some(spans.value(&format!("{at}/{i}"))),
+                format!("locks of {what}: {p}"),
+            ),
+            (None, None) => {}
+        }
+    }
+    out.sort();
+    out
 }
 
 fn valid_id(id: &str) -> bool {

@@ -375,6 +375,10 @@ pub struct ResourceDecl {
     /// `sensitive: [field, …]` (or `sensitive: true`, stored as `["*"]`): properties whose
     /// values are never shown or stored in clear.
     pub sensitive: Vec<String>,
+    /// `locks: [name, …]`: named locks it holds while planned or changed; no two
+    /// resources holding the same lock run at once (e.g. an `exec` running apt and the
+    /// `apt` provider, which holds `dpkg`).
+    pub locks: Vec<String>,
     pub location: Location,
     /// Where `type` was written.
     pub type_location: Option<Location>,
@@ -382,6 +386,28 @@ pub struct ResourceDecl {
     pub spans: yaml::Spans,
     /// Directory of the file that declared the resource.
     pub base_dir: PathBuf,
+}
+
+/// Most named locks one resource (or provider) holds.
+pub const MAX_LOCKS: usize = 8;
+
+/// Why `name` cannot name a lock (`None` when it can): 1–64 of lowercase letters, digits,
+/// `_ . -`, starting with a letter or digit.
+pub fn lock_name_problem(name: &str) -> Option<String> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+    (!ok).then(|| {
+        format!(
+            "`{}` is not a lock name: 1–64 lowercase letters, digits, `_`, `.` or `-`, starting with a letter or digit",
+            name.chars().take(64).collect::<String>()
+        )
+    })
 }
 
 impl ResourceDecl {

@@ -91,6 +91,10 @@ pub struct PlannedResource {
     /// [`SENSITIVE`], stored in the state only as salted hashes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sensitive: Vec<String>,
+    /// Named locks it holds while it changes (`locks:` in the manifest), besides its
+    /// provider's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locks: Vec<String>,
 }
 
 /// What is shown (and saved in plan files) instead of a sensitive value.
@@ -379,6 +383,7 @@ mod tests {
             refresh: false,
             orphan: false,
             sensitive: vec!["content".into()],
+            locks: Vec::new(),
         }
     }
 

@@ -3,7 +3,8 @@
 //! the schema accepts them and rejects a violation, `validate` accepts them, a plan
 //! changes nothing, `diff` against nothing plans a create, apply → read round-trips,
 //! `diff` of equal desired and current is empty, a second apply changes nothing, an
-//! update converges, and `delete` then `read` finds nothing. Calls run in the sandbox
+//! update converges, batched reads (`read_many`, for kinds the provider batches) agree
+//! with single reads, and `delete` then `read` finds nothing. Calls run in the sandbox
 //! with the provider's limits; a trap or a timeout fails the check it happened in.
 
 use super::{Action, CallContext, KindInfo, Provider, ProviderError};
@@ -73,6 +74,32 @@ impl Run<'_> {
             }
             e.to_string()
         })
+    }
+
+    /// Whether the provider reads this kind in batches (`read_many` is then its own
+    /// export, which must agree with `read`).
+    fn batched(&self) -> bool {
+        self.p.execution().batched_kinds.contains(&self.kind.name)
+    }
+
+    /// A batched read of `props` twice over (a batch of one would not show a provider
+    /// that answers for the wrong resource); both answers, or the first error.
+    async fn read_many(&mut self, props: &Value) -> Result<Vec<Option<Value>>, String> {
+        let (p, kind) = (self.p, self.kind.name.clone());
+        let resource = self.case.name.clone();
+        let started = Instant::now();
+        let results = p
+            .read_many(
+                &[&resource, &resource],
+                &kind,
+                &[props.clone(), props.clone()],
+            )
+            .await;
+        self.spent += started.elapsed();
+        results
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
     }
 
     async fn read(&mut self, props: &Value) -> Result<Option<Value>, String> {
@@ -193,6 +220,11 @@ async fn contract(run: &mut Run<'_>, fingerprint: Fingerprint<'_>) -> Vec<Check>
     if !run.record("read before apply finds nothing", found_nothing) {
         return std::mem::take(&mut run.out);
     }
+    let batched_absent = if run.batched() {
+        Some(run.read_many(desired).await)
+    } else {
+        None
+    };
     let plan = run.timed(p.diff(cx, &k, desired, None)).await;
     run.record(
         "diff against nothing plans a create",
@@ -238,6 +270,19 @@ async fn contract(run: &mut Run<'_>, fingerprint: Fingerprint<'_>) -> Vec<Check>
             format!("apply returned {state}, read returns {current}")
         }),
     );
+    if let Some(absent) = batched_absent {
+        let present = run.read_many(desired).await;
+        let agree = absent.and_then(|before| {
+            expect(before.iter().all(Option::is_none), || {
+                format!("before apply, read found nothing but read-many found {before:?}")
+            })?;
+            let after = present?;
+            expect(after.iter().all(|s| s.as_ref() == Some(&current)), || {
+                format!("after apply, read returns {current} but read-many returns {after:?}")
+            })
+        });
+        run.record("batched and single reads agree", agree);
+    }
 
     // Converged: no changes planned, and applying again changes nothing.
     let again = run.timed(p.diff(cx, &k, desired, Some(&current))).await;

@@ -4,8 +4,8 @@
 //! so tests can check ordering, idempotency and failure isolation without Wasm.
 
 use super::{
-    Action, CallContext, Diff, ErrorKind, FieldChange, KindInfo, Operation, PropertyDiagnostic,
-    Provider, ProviderError, ProviderInfo,
+    Action, CallContext, Diff, ErrorKind, Execution, FieldChange, KindInfo, Operation,
+    PropertyDiagnostic, Provider, ProviderError, ProviderInfo,
 };
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,9 +22,19 @@ pub struct MockProvider {
     pub fail_apply: Mutex<BTreeSet<String>>,
     /// Resource ids whose apply reports a field (`ghost`) the system does not keep.
     pub inconsistent: Mutex<BTreeSet<String>>,
+    /// What it declares (batched kinds, locks, a concurrency limit).
+    pub execution: Execution,
+    /// The resource ids of each `read_many` call, in call order.
+    pub batches: Mutex<Vec<Vec<String>>>,
 }
 
 impl MockProvider {
+    /// The mock declaring `execution`.
+    pub fn with_execution(mut self, execution: Execution) -> Self {
+        self.execution = execution;
+        self
+    }
+
     /// The resources `operation` was called for, in call order.
     pub fn calls_of(&self, operation: Operation) -> Vec<String> {
         self.calls
@@ -97,6 +107,33 @@ impl Provider for MockProvider {
     fn info(&self) -> &ProviderInfo {
         // Set in `new`; `Default` exists only for the field initialisers.
         self.info.as_ref().unwrap_or_else(|| unreachable!())
+    }
+
+    fn execution(&self) -> &Execution {
+        &self.execution
+    }
+
+    async fn read_many(
+        &self,
+        ids: &[&str],
+        kind: &str,
+        properties: &[Value],
+    ) -> Vec<Result<Option<Value>, ProviderError>> {
+        if !self.execution.batched_kinds.contains(kind) {
+            let mut out = Vec::new();
+            for (id, p) in ids.iter().zip(properties) {
+                out.push(self.read(CallContext { resource: id }, kind, p).await);
+            }
+            return out;
+        }
+        if let Ok(mut b) = self.batches.lock() {
+            b.push(ids.iter().map(|i| (*i).to_owned()).collect());
+        }
+        let state = self.state.lock().map(|s| s.clone()).unwrap_or_default();
+        properties
+            .iter()
+            .map(|p| Ok(state.get(&Self::identity(p)).cloned()))
+            .collect()
     }
 
     async fn validate(

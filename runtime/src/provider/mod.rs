@@ -9,10 +9,11 @@ pub mod mock;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-/// The provider ABI this host implements: `tenet:provider/resources@0.1.x`.
+/// The provider ABI this host implements: `tenet:provider/resources@0.1.x` (0.1.2 adds
+/// the optional `batch` and `execution` exports).
 pub const ABI_INTERFACE: &str = "tenet:provider/resources";
 /// Semver range of `tenet:provider` versions this host can run.
 pub const SUPPORTED_ABI: &str = ">=0.1.0, <0.2.0";
@@ -206,11 +207,54 @@ pub struct CallContext<'a> {
     pub resource: &'a str,
 }
 
+/// What a provider declares about how it runs (WIT `execution`, since 0.1.2), checked
+/// by the host when it was loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    /// Most of its calls in flight at once, below the operator's `max_concurrency`.
+    pub max_concurrency: Option<usize>,
+    /// Named locks each of its resources holds while it runs (see `locks:` in manifests).
+    pub locks: Vec<String>,
+    /// Environment set on every program it runs.
+    pub fixed_env: Vec<(String, String)>,
+    /// Kinds read in batches (`read_many` is one call for many resources).
+    pub batched_kinds: BTreeSet<String>,
+}
+
+/// What a provider that declares nothing declares.
+static NOTHING_DECLARED: Execution = Execution {
+    max_concurrency: None,
+    locks: Vec::new(),
+    fixed_env: Vec::new(),
+    batched_kinds: BTreeSet::new(),
+};
+
 /// A provider as the engine uses it. Implementations must be safe to call concurrently.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync {
     /// What `describe` returned when the provider was loaded.
     fn info(&self) -> &ProviderInfo;
+
+    /// How it asks to be scheduled. Default: nothing declared.
+    fn execution(&self) -> &Execution {
+        &NOTHING_DECLARED
+    }
+
+    /// Current state of many resources of one `kind` (`ids[i]` names `properties[i]`),
+    /// one result each, in order; the same as [`Provider::read`] for each. The engine
+    /// calls it for the kinds [`Execution::batched_kinds`] names. Default: one read each.
+    async fn read_many(
+        &self,
+        ids: &[&str],
+        kind: &str,
+        properties: &[Value],
+    ) -> Vec<Result<Option<Value>, ProviderError>> {
+        let mut out = Vec::with_capacity(properties.len());
+        for (id, p) in ids.iter().zip(properties) {
+            out.push(self.read(CallContext { resource: id }, kind, p).await);
+        }
+        out
+    }
 
     /// Checks the schema cannot express.
     async fn validate(

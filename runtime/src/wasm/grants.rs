@@ -134,6 +134,9 @@ pub struct Capabilities {
     exec: Vec<ExecRule>,
     net: Vec<NetGrant>,
     env: Vec<String>,
+    /// Environment the provider itself sets on its programs (`execution.settings`),
+    /// checked by [`check_fixed_env`]; set once, when it was loaded.
+    fixed_env: std::sync::OnceLock<Vec<(String, String)>>,
     /// Stands in for granted directories that do not exist yet, in read-only contexts.
     empty: tempfile::TempDir,
 }
@@ -151,6 +154,7 @@ impl Capabilities {
             exec: grants.exec.iter().map(ExecRule::new).collect(),
             net: grants.net.clone(),
             env: grants.env.clone(),
+            fixed_env: std::sync::OnceLock::new(),
             empty: tempfile::Builder::new().prefix("tenet-empty-").tempdir()?,
         })
     }
@@ -165,6 +169,28 @@ impl Capabilities {
             .iter()
             .filter_map(|name| std::env::var(name).ok().map(|v| (name.clone(), v)))
             .collect()
+    }
+
+    /// The environment every program of this provider starts with: the provider's
+    /// fixed values (checked by [`check_fixed_env`]), then the granted variables that are
+    /// set in Tenet's own environment (the operator's grant wins over the provider).
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        let granted = self.env_values();
+        let mut out: Vec<(String, String)> = self
+            .fixed_env
+            .get()
+            .into_iter()
+            .flatten()
+            .filter(|(n, _)| !granted.iter().any(|(g, _)| g == n))
+            .cloned()
+            .collect();
+        out.extend(granted);
+        out
+    }
+
+    /// Record the environment the provider declared (once; later calls are ignored).
+    pub fn set_fixed_env(&self, env: Vec<(String, String)>) {
+        let _ = self.fixed_env.set(env);
     }
 
     /// Check an `exec` request; on success the program to start (the granted path).
@@ -429,6 +455,97 @@ impl Capabilities {
     }
 }
 
+/// Names a provider may set on its programs itself (`execution.settings.fixed-env`),
+/// without a grant: each only narrows what a child does (non-interactive front ends, a
+/// fixed locale, no colour). Names that load code or files (`LD_*`, `PAGER`,
+/// `LOCPATH`, `TZ`, `*_OPTIONS`, `HOME`) are not here: they need an operator's `env`
+/// grant, which passes Tenet's own value.
+pub const FIXED_ENV_NAMES: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "LC_MESSAGES",
+    "DEBIAN_FRONTEND",
+    "DEBCONF_NONINTERACTIVE_SEEN",
+    "APT_LISTCHANGES_FRONTEND",
+    "APT_LISTBUGS_FRONTEND",
+    "NEEDRESTART_MODE",
+    "SYSTEMD_COLORS",
+    "NO_COLOR",
+];
+/// The only directories a fixed `PATH` may list: the system's own, which only root can
+/// write. A provider's `PATH` could otherwise point a granted program (dpkg runs
+/// `ldconfig` by name) at a binary the provider planted in a writable grant.
+pub const FIXED_PATH_DIRS: &[&str] = &[
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+/// Most fixed environment entries, and the longest value (a `PATH` of every allowed
+/// directory is 60 bytes).
+pub const MAX_FIXED_ENV: usize = 16;
+pub const MAX_FIXED_ENV_VALUE: usize = 128;
+
+/// Check the environment a provider wants to set on its programs: only names in
+/// [`FIXED_ENV_NAMES`], each once; a `PATH` of [`FIXED_PATH_DIRS`] only; other values
+/// plain words (letters, digits, `_ . - @ :` — a locale name with `/` is a file path
+/// to glibc). The message names the entry.
+pub fn check_fixed_env(env: &[(String, String)]) -> Result<(), String> {
+    if env.len() > MAX_FIXED_ENV {
+        return Err(format!(
+            "{} fixed environment entries, over the limit of {MAX_FIXED_ENV}",
+            env.len()
+        ));
+    }
+    let shown = |t: &str| crate::wasm::host::truncate(t.to_owned(), 64);
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, value) in env {
+        if !FIXED_ENV_NAMES.contains(&name.as_str()) {
+            return Err(format!(
+                "fixed environment variable `{}` is not one a provider may set (allowed: {}); the operator can grant it with `env:` instead",
+                shown(name),
+                FIXED_ENV_NAMES.join(", ")
+            ));
+        }
+        if !seen.insert(name) {
+            return Err(format!("fixed environment variable `{name}` is set twice"));
+        }
+        if value.len() > MAX_FIXED_ENV_VALUE {
+            return Err(format!(
+                "fixed environment variable `{name}` has a value of {} bytes, over the limit of {MAX_FIXED_ENV_VALUE}",
+                value.len()
+            ));
+        }
+        let ok = if name == "PATH" {
+            !value.is_empty() && value.split(':').all(|d| FIXED_PATH_DIRS.contains(&d))
+        } else {
+            value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-@:".contains(&b))
+        };
+        if !ok {
+            return Err(if name == "PATH" {
+                format!(
+                    "fixed `PATH={}` may list only the system directories {}",
+                    shown(value),
+                    FIXED_PATH_DIRS.join(":")
+                )
+            } else {
+                format!(
+                    "fixed environment variable `{name}={}` may hold only letters, digits and `_ . - @ :`",
+                    shown(value)
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
 /// One line of the requested / granted / missing report.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Requirement {
@@ -466,6 +583,13 @@ impl Capabilities {
         }
         out.extend(self.net.iter().map(|g| format!("net {}", g.pattern)));
         out.extend(self.env.iter().map(|e| format!("env {e}")));
+        out.extend(
+            self.fixed_env
+                .get()
+                .into_iter()
+                .flatten()
+                .map(|(n, v)| format!("env {n}={v} (set by the provider)")),
+        );
         out
     }
 
@@ -672,6 +796,64 @@ mod tests {
             g.resolve_dir(&up, Mode::ReadWrite),
             Err(Denied::Escapes { .. })
         ));
+    }
+
+    #[test]
+    fn a_provider_may_fix_only_narrowing_environment_values() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        assert_eq!(
+            check_fixed_env(&env(&[
+                ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                ("DEBIAN_FRONTEND", "noninteractive"),
+                ("LC_ALL", "C.UTF-8"),
+            ])),
+            Ok(())
+        );
+        // What an attacker would try: code loading, a planted PATH, a locale file path,
+        // a value that smuggles a second variable, a name set twice.
+        for (bad, why) in [
+            (env(&[("LD_PRELOAD", "/tmp/x.so")]), "LD_PRELOAD"),
+            (env(&[("PAGER", "sh")]), "PAGER"),
+            (env(&[("PATH", "/tmp/evil:/usr/bin")]), "system directories"),
+            (env(&[("PATH", "")]), "system directories"),
+            (env(&[("PATH", "/usr/bin/../../tmp")]), "system directories"),
+            (env(&[("LC_ALL", "/tmp/locale")]), "letters, digits"),
+            (env(&[("LANG", "C\nLD_PRELOAD=x")]), "letters, digits"),
+            (env(&[("LANG", "C"), ("LANG", "C")]), "twice"),
+        ] {
+            let err = check_fixed_env(&bad).expect_err(why);
+            assert!(err.contains(why), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_operators_grant_wins_over_the_providers_fixed_value() {
+        let c = Capabilities::new(
+            "apt",
+            &Grants {
+                env: vec!["PATH".into()],
+                ..Grants::default()
+            },
+        )
+        .expect("grants");
+        c.set_fixed_env(vec![
+            ("PATH".into(), "/usr/bin".into()),
+            ("LC_ALL".into(), "C".into()),
+        ]);
+        let env = c.child_env();
+        assert!(env.contains(&("LC_ALL".into(), "C".into())));
+        let path: Vec<_> = env.iter().filter(|(n, _)| n == "PATH").collect();
+        assert_eq!(path.len(), 1, "{env:?}");
+        assert_eq!(Some(path[0].1.clone()), std::env::var("PATH").ok());
+        assert!(
+            c.grant_lines()
+                .contains(&"env LC_ALL=C (set by the provider)".to_owned())
+        );
     }
 
     #[test]

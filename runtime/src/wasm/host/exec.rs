@@ -123,7 +123,7 @@ impl HostState {
         child
             .args(&cmd.args)
             .env_clear()
-            .envs(self.grants.env_values())
+            .envs(self.grants.child_env())
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&cwd)
             .stdin(if cmd.stdin.is_some() {

@@ -9,8 +9,8 @@
 
 use crate::manifest::Limits;
 use crate::provider::{
-    Action, CallContext, Diff, ErrorKind, FieldChange, KindInfo, Operation, PropertyDiagnostic,
-    Provider, ProviderError, ProviderInfo,
+    Action, CallContext, Diff, ErrorKind, Execution, FieldChange, KindInfo, Operation,
+    PropertyDiagnostic, Provider, ProviderError, ProviderInfo,
 };
 use crate::wasm::bindings::{self, tenet::provider::types as wit};
 use crate::wasm::grants::{self, Capabilities, Mode};
@@ -38,6 +38,9 @@ const TIMER_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 /// then some, so a busy run reuses instances instead of instantiating per call; a Rust
 /// provider instance costs about 1–2 MiB.
 const MAX_POOLED: usize = 32;
+/// Most resources in one `batch.read-many` call: a batch shares one call deadline and
+/// its documents travel together, so a plan of thousands is read in several calls.
+pub const MAX_BATCH: usize = 256;
 /// Longest message kept from a provider (errors, diagnostics): messages are printed and
 /// stored in plans, and one must not be megabytes.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
@@ -90,12 +93,17 @@ pub(super) struct Exports {
     pub resources: bindings::resources::GuestIndices,
     /// `None` for providers built against tenet:provider 0.1.0.
     pub caps: Option<bindings::caps::GuestIndices>,
+    /// `None` for providers built against tenet:provider 0.1.0 or 0.1.1.
+    pub batch: Option<bindings::batch::GuestIndices>,
+    pub execution: Option<bindings::execution::GuestIndices>,
 }
 
 struct Instance {
     store: Store<HostState>,
     exports: bindings::resources::Guest,
     caps: Option<bindings::caps::Guest>,
+    batch: Option<bindings::batch::Guest>,
+    execution: Option<bindings::execution::Guest>,
     /// The read-only generation it was made in (see `WasmProvider::ro_generation`).
     generation: u64,
 }
@@ -110,6 +118,8 @@ pub struct WasmProvider {
     limits: Limits,
     info: ProviderInfo,
     requested: grants::Requested,
+    /// What it declared about how it runs (checked at load).
+    execution: Execution,
     /// The kinds' schemas, compiled: outputs are checked against them.
     validators: BTreeMap<String, jsonschema::Validator>,
     /// Idle instances: `[read-only, read-write]`.
@@ -150,6 +160,7 @@ impl WasmProvider {
             grants,
             limits,
             requested: grants::Requested::default(),
+            execution: Execution::default(),
             validators: BTreeMap::new(),
             pools: [Mutex::new(Vec::new()), Mutex::new(Vec::new())],
             ro_generation: AtomicU64::new(0),
@@ -162,12 +173,163 @@ impl WasmProvider {
         mut self,
         info: ProviderInfo,
         requested: grants::Requested,
+        execution: Execution,
         validators: BTreeMap<String, jsonschema::Validator>,
     ) -> Self {
         self.validators = validators;
         self.info = info;
         self.requested = requested;
+        self.execution = execution;
         self
+    }
+
+    /// Ask the provider how it wants to run (`execution.settings`) and check every
+    /// value against what the host allows; nothing declared for a provider built
+    /// against tenet:provider 0.1.0 or 0.1.1. `kinds` are the kinds `describe` returned.
+    pub(super) async fn fetch_execution(
+        &self,
+        kinds: &BTreeMap<String, KindInfo>,
+    ) -> Result<Execution, ProviderError> {
+        if self.exports.execution.is_none() {
+            return Ok(Execution::default());
+        }
+        let op = Operation::Describe;
+        let s = self
+            .call("", op, |i: &mut Instance| -> GuestFuture<'_, _> {
+                Box::pin(async move {
+                    match &i.execution {
+                        Some(e) => e.call_settings(&mut i.store).await.map(Some),
+                        None => Ok(None),
+                    }
+                })
+            })
+            .await?
+            .value;
+        let Some(s) = s else {
+            return Ok(Execution::default());
+        };
+        let refuse = |message: String| {
+            self.error(
+                "",
+                op,
+                ErrorKind::Protocol,
+                bounded(format!("execution.settings: {message}")),
+            )
+        };
+        if s.locks.len() > crate::manifest::MAX_LOCKS || s.batched_kinds.len() > super::MAX_KINDS {
+            return Err(refuse(format!(
+                "more than {} locks or {} batched kinds",
+                crate::manifest::MAX_LOCKS,
+                super::MAX_KINDS
+            )));
+        }
+        if s.max_concurrency == Some(0) {
+            return Err(refuse("max-concurrency 0 would never run anything".into()));
+        }
+        for lock in &s.locks {
+            if let Some(problem) = crate::manifest::lock_name_problem(lock) {
+                return Err(refuse(problem));
+            }
+        }
+        for kind in &s.batched_kinds {
+            if !kinds.contains_key(kind) {
+                return Err(refuse(format!(
+                    "batched kind `{}` is not one of its kinds",
+                    crate::wasm::host::truncate(kind.clone(), 64)
+                )));
+            }
+        }
+        grants::check_fixed_env(&s.fixed_env).map_err(refuse)?;
+        Ok(Execution {
+            max_concurrency: s.max_concurrency.map(|n| n as usize),
+            locks: s.locks,
+            fixed_env: s.fixed_env,
+            batched_kinds: s.batched_kinds.into_iter().collect(),
+        })
+    }
+
+    /// One `batch.read-many` call for `ids`/`props` (at most [`MAX_BATCH`]), one result
+    /// each; a failure of the whole call is every resource's error.
+    async fn read_batch(
+        &self,
+        ids: &[&str],
+        kind: &str,
+        props: &[Value],
+    ) -> Vec<Result<Option<Value>, ProviderError>> {
+        let op = Operation::Read;
+        let label = match ids {
+            [one] => (*one).to_owned(),
+            [first, rest @ ..] => format!("{first} and {} more", rest.len()),
+            [] => return Vec::new(),
+        };
+        let texts: Vec<String> = props.iter().map(Value::to_string).collect();
+        let kind_arg = kind.to_owned();
+        let called = self
+            .call(&label, op, |i: &mut Instance| -> GuestFuture<'_, _> {
+                Box::pin(async move {
+                    match &i.batch {
+                        Some(b) => b
+                            .call_read_many(&mut i.store, &kind_arg, &texts)
+                            .await
+                            .map(Some),
+                        None => Ok(None),
+                    }
+                })
+            })
+            .await;
+        let for_each = |e: ProviderError| -> Vec<Result<Option<Value>, ProviderError>> {
+            ids.iter()
+                .map(|id| {
+                    Err(ProviderError {
+                        resource: (*id).to_owned(),
+                        ..e.clone()
+                    })
+                })
+                .collect()
+        };
+        let (value, denials) = match called {
+            Ok(Called {
+                value: Some(v),
+                denials,
+            }) => (v, denials),
+            Ok(Called { value: None, .. }) => {
+                return for_each(self.error(
+                    &label,
+                    op,
+                    ErrorKind::Host,
+                    "the provider does not export batch reads".into(),
+                ));
+            }
+            Err(e) => return for_each(e),
+        };
+        let states = match value {
+            Ok(states) => states,
+            Err(e) => return for_each(self.guest_error(&label, op, e, &denials)),
+        };
+        if states.len() != ids.len() {
+            return for_each(self.error(
+                &label,
+                op,
+                ErrorKind::Protocol,
+                format!(
+                    "read-many returned {} states for {} resources",
+                    states.len(),
+                    ids.len()
+                ),
+            ));
+        }
+        ids.iter()
+            .zip(states)
+            .map(|(id, state)| match state {
+                Ok(Some(text)) => {
+                    let state = self.parse_doc(id, op, "the observed state", &text)?;
+                    self.check_schema(id, op, kind, "the observed state", &state)?;
+                    Ok(Some(state))
+                }
+                Ok(None) => Ok(None),
+                Err(e) => Err(self.guest_error(id, op, e, &denials)),
+            })
+            .collect()
     }
 
     /// Contract check: a state the provider returns must match its kind's schema.
@@ -377,9 +539,17 @@ impl WasmProvider {
                         Some(c) => Some(c.load(&mut store, &instance)?),
                         None => None,
                     };
-                    wasmtime::Result::Ok((exports, caps))
+                    let batch = match &self.exports.batch {
+                        Some(b) => Some(b.load(&mut store, &instance)?),
+                        None => None,
+                    };
+                    let execution = match &self.exports.execution {
+                        Some(e) => Some(e.load(&mut store, &instance)?),
+                        None => None,
+                    };
+                    wasmtime::Result::Ok((exports, caps, batch, execution))
                 };
-                let (exports, caps) = match loaded.await {
+                let (exports, caps, batch, execution) = match loaded.await {
                     Ok(loaded) => loaded,
                     Err(e) => {
                         let stderr = store.data().unread_stderr();
@@ -405,6 +575,8 @@ impl WasmProvider {
                     store,
                     exports,
                     caps,
+                    batch,
+                    execution,
                     generation,
                 }
             }
@@ -683,6 +855,30 @@ impl WasmProvider {
 impl Provider for WasmProvider {
     fn info(&self) -> &ProviderInfo {
         &self.info
+    }
+
+    fn execution(&self) -> &Execution {
+        &self.execution
+    }
+
+    async fn read_many(
+        &self,
+        ids: &[&str],
+        kind: &str,
+        properties: &[Value],
+    ) -> Vec<Result<Option<Value>, ProviderError>> {
+        if !self.execution.batched_kinds.contains(kind) || self.exports.batch.is_none() {
+            let mut out = Vec::with_capacity(properties.len());
+            for (id, p) in ids.iter().zip(properties) {
+                out.push(self.read(CallContext { resource: id }, kind, p).await);
+            }
+            return out;
+        }
+        let mut out = Vec::with_capacity(properties.len());
+        for (ids, props) in ids.chunks(MAX_BATCH).zip(properties.chunks(MAX_BATCH)) {
+            out.extend(self.read_batch(ids, kind, props).await);
+        }
+        out
     }
 
     async fn validate(

@@ -245,6 +245,9 @@ impl PluginHost {
         let resources = bindings::resources::GuestIndices::new(&pre).map_err(instantiate_err)?;
         // Optional: providers built against tenet:provider 0.1.0 do not export it.
         let caps = bindings::caps::GuestIndices::new(&pre).ok();
+        // Optional: only since tenet:provider 0.1.2.
+        let batch = bindings::batch::GuestIndices::new(&pre).ok();
+        let execution = bindings::execution::GuestIndices::new(&pre).ok();
         let grants =
             Capabilities::new(&plugin, &decl.grants).map_err(|e| PluginError::Instantiate {
                 plugin: plugin.clone(),
@@ -258,6 +261,8 @@ impl PluginHost {
                 pre,
                 resources,
                 caps,
+                batch,
+                execution,
             },
             Arc::new(grants),
             decl.limits,
@@ -280,7 +285,20 @@ impl PluginHost {
                 })?;
         requested.imports = imports;
         requested.abi = abi;
-        Ok(Arc::new(provider.with_info(info, requested, validators)))
+        let execution =
+            provider
+                .fetch_execution(&info.kinds)
+                .await
+                .map_err(|e| PluginError::Describe {
+                    plugin: plugin.clone(),
+                    message: e.to_string(),
+                })?;
+        provider
+            .capabilities()
+            .set_fixed_env(execution.fixed_env.clone());
+        Ok(Arc::new(
+            provider.with_info(info, requested, execution, validators),
+        ))
     }
 }
 

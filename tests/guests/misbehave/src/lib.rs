@@ -31,12 +31,21 @@
 //! - `hold`: allocate `value` MiB (default 200) and keep it in a global, so a pooled
 //!   instance holds it between calls.
 //!
+//! Batched reads (`read-many`, used when the environment variable `MISBEHAVE_SETTINGS`
+//! is `batch`): `short-batch` returns one state fewer than it was asked for.
+//!
+//! What it declares about itself (`execution.settings`) follows `MISBEHAVE_SETTINGS`
+//! (granted as `env`): `ld-preload` and `planted-path` fix environment values a provider
+//! may not set, `zero` asks for no concurrency, `bad-lock` names a lock that is not a
+//! name, `phantom-kind` batches a kind it does not have, `batch` batches `probe` and
+//! holds the lock `misbehave`; anything else declares nothing.
+//!
 //! It implements the export by hand instead of `export_provider!` so `apply` can return
 //! raw text (malformed JSON is impossible through the SDK).
 
 use serde_json::{Value, json};
 use std::io::Write;
-use tenet_sdk::__bindings::exports::tenet::provider::{capabilities, resources};
+use tenet_sdk::__bindings::exports::tenet::provider::{batch, capabilities, execution, resources};
 use tenet_sdk::exec::Command;
 use tenet_sdk::{Capabilities, Diff, Error, FieldChange, KindInfo, Provider, ProviderInfo};
 
@@ -255,7 +264,7 @@ impl Provider for Misbehave {
                         "action": {"enum": ["ok", "write", "chmod", "refusals-then-chmod", "chown", "exec", "exec-ignore",
                             "http", "env", "loop", "recurse", "panic", "alloc", "log-flood",
                             "output-flood", "block", "slow-apply", "noisy-diff",
-                            "malformed-json", "bad-schema", "lying-apply", "forge", "clock-sleep", "hold"]},
+                            "malformed-json", "bad-schema", "lying-apply", "forge", "clock-sleep", "hold", "short-batch"]},
                         "target": {"type": "string"},
                         "args": {"type": "array", "items": {"type": "string"}},
                         "method": {"type": "string"},
@@ -362,6 +371,47 @@ impl resources::Guest for Export {
 impl capabilities::Guest for Export {
     fn requested() -> capabilities::CapabilityRequest {
         tenet_sdk::__adapter::requested::<Misbehave>()
+    }
+}
+
+impl execution::Guest for Export {
+    fn settings() -> execution::RunSettings {
+        let mode = std::env::var("MISBEHAVE_SETTINGS").unwrap_or_default();
+        let owned = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let mut s = execution::RunSettings {
+            max_concurrency: None,
+            locks: Vec::new(),
+            fixed_env: Vec::new(),
+            batched_kinds: Vec::new(),
+        };
+        match mode.as_str() {
+            "ld-preload" => s.fixed_env = owned(&[("LD_PRELOAD", "/tmp/evil.so")]),
+            "planted-path" => s.fixed_env = owned(&[("PATH", "/tmp:/usr/bin")]),
+            "zero" => s.max_concurrency = Some(0),
+            "bad-lock" => s.locks = vec!["../dpkg".into()],
+            "phantom-kind" => s.batched_kinds = vec!["nope".into()],
+            "batch" => {
+                s.batched_kinds = vec!["probe".into()];
+                s.locks = vec!["misbehave".into()];
+            }
+            _ => {}
+        }
+        s
+    }
+}
+
+impl batch::Guest for Export {
+    fn read_many(kind: String, properties: Vec<String>) -> tenet_sdk::__adapter::ReadMany {
+        let mut out = tenet_sdk::__adapter::read_many::<Misbehave>(&kind, &properties)?;
+        if properties.iter().any(|p| p.contains("\"short-batch\"")) {
+            out.pop();
+        }
+        Ok(out)
     }
 }
 
