@@ -11,6 +11,7 @@ mod edits;
 mod fixtures;
 mod host;
 mod languages;
+mod packages;
 mod sandbox;
 mod state;
 mod support;

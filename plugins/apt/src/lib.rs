@@ -155,12 +155,15 @@ impl Provider for AptProvider {
             schema(),
             "name",
         ))
-        .kind(KindInfo::new(
-            "update",
-            "apt's package lists, refreshed when older than max_age or when notified",
-            update::schema(),
-            "name",
-        ))
+        .kind(
+            KindInfo::new(
+                "update",
+                "apt's package lists, refreshed when older than max_age or when notified",
+                update::schema(),
+                "name",
+            )
+            .path_properties(&["stamp"]),
+        )
     }
 
     fn capabilities() -> Capabilities {
