@@ -18,6 +18,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("tenet-plugin-cron", "TENET_PLUGIN_CRON_WASM"),
     ("tenet-plugin-account", "TENET_PLUGIN_ACCOUNT_WASM"),
     ("tenet-plugin-apt", "TENET_PLUGIN_APT_WASM"),
+    ("tenet-plugin-service", "TENET_PLUGIN_SERVICE_WASM"),
     (
         "tenet-test-guest-misbehave",
         "TENET_TEST_GUEST_MISBEHAVE_WASM",

@@ -4,6 +4,53 @@
 //! directories granted to the provider only. Built natively (unit tests) the same
 //! functions use the host's own file system.
 
+/// Create the symbolic link `link` pointing at `target` (written as given, not
+/// resolved), through the granted directory that holds `link` (std's `symlink_path` is
+/// still unstable on WASI). Natively (unit tests), std's own.
+pub fn symlink(target: &str, link: &std::path::Path) -> std::io::Result<()> {
+    imp_link::symlink(target, link)
+}
+
+#[cfg(target_family = "wasm")]
+mod imp_link {
+    use std::io::ErrorKind;
+    use std::path::Path;
+    use wasip2::filesystem::{preopens, types::ErrorCode};
+
+    pub fn symlink(target: &str, link: &Path) -> std::io::Result<()> {
+        let dirs = preopens::get_directories();
+        let (dir, rel) = dirs
+            .iter()
+            .filter_map(|(d, root)| link.strip_prefix(root).ok().map(|rel| (d, rel, root.len())))
+            .max_by_key(|(_, _, len)| *len)
+            .map(|(d, rel, _)| (d, rel))
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!("{} is outside every granted directory", link.display()),
+                )
+            })?;
+        dir.symlink_at(target, &rel.to_string_lossy()).map_err(|e| {
+            let kind = match e {
+                ErrorCode::Exist => ErrorKind::AlreadyExists,
+                ErrorCode::NoEntry => ErrorKind::NotFound,
+                ErrorCode::Access | ErrorCode::NotPermitted | ErrorCode::ReadOnly => {
+                    ErrorKind::PermissionDenied
+                }
+                _ => ErrorKind::Other,
+            };
+            std::io::Error::new(kind, format!("symlink: {e:?}"))
+        })
+    }
+}
+
+#[cfg(not(target_family = "wasm"))]
+mod imp_link {
+    pub fn symlink(target: &str, link: &std::path::Path) -> std::io::Result<()> {
+        std::os::unix::fs::symlink(target, link)
+    }
+}
+
 /// What a path names. [`stat`] never follows a final symlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileKind {

@@ -13,5 +13,6 @@ mod host;
 mod languages;
 mod packages;
 mod sandbox;
+mod services;
 mod state;
 mod support;

@@ -629,42 +629,7 @@ fn apply_symlink(want: &SymlinkProps) -> Result<(), Error> {
         .target
         .as_deref()
         .ok_or_else(|| Error::InvalidInput("a symlink needs a `target`".into()))?;
-    atomically(path, |tmp| symlink(target, tmp), |_| Ok(()))
-}
-
-/// Create a symlink through the preopened directory that contains `link` (std's
-/// `symlink_path` is still unstable on WASI).
-#[cfg(target_os = "wasi")]
-fn symlink(target: &str, link: &Path) -> std::io::Result<()> {
-    use wasip2::filesystem::{preopens, types::ErrorCode};
-    let dirs = preopens::get_directories();
-    let (dir, rel) = dirs
-        .iter()
-        .filter_map(|(d, root)| link.strip_prefix(root).ok().map(|rel| (d, rel, root.len())))
-        .max_by_key(|(_, _, len)| *len)
-        .map(|(d, rel, _)| (d, rel))
-        .ok_or_else(|| {
-            std::io::Error::new(
-                ErrorKind::PermissionDenied,
-                format!("{} is outside every granted directory", link.display()),
-            )
-        })?;
-    dir.symlink_at(target, &rel.to_string_lossy()).map_err(|e| {
-        let kind = match e {
-            ErrorCode::Exist => ErrorKind::AlreadyExists,
-            ErrorCode::NoEntry => ErrorKind::NotFound,
-            ErrorCode::Access | ErrorCode::NotPermitted | ErrorCode::ReadOnly => {
-                ErrorKind::PermissionDenied
-            }
-            _ => ErrorKind::Other,
-        };
-        std::io::Error::new(kind, format!("symlink: {e:?}"))
-    })
-}
-
-#[cfg(unix)]
-fn symlink(target: &str, link: &Path) -> std::io::Result<()> {
-    std::os::unix::fs::symlink(target, link)
+    atomically(path, |tmp| tenet_sdk::fs::symlink(target, tmp), |_| Ok(()))
 }
 
 #[cfg(test)]

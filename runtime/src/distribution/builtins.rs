@@ -9,4 +9,5 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     ("cron", include_bytes!(env!("TENET_PLUGIN_CRON_WASM"))),
     ("account", include_bytes!(env!("TENET_PLUGIN_ACCOUNT_WASM"))),
     ("apt", include_bytes!(env!("TENET_PLUGIN_APT_WASM"))),
+    ("service", include_bytes!(env!("TENET_PLUGIN_SERVICE_WASM"))),
 ];
