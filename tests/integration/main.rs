@@ -16,3 +16,4 @@ mod sandbox;
 mod services;
 mod state;
 mod support;
+mod webserver;

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::Mutex;
 
 /// One apt test at a time (dpkg's lock is global; tests run in parallel threads).
-static APT: Mutex<()> = Mutex::new(());
+pub static APT: Mutex<()> = Mutex::new(());
 
 /// What the apt provider needs, as the README documents it.
 pub const APT_GRANTS: &str = r#"  apt:
@@ -46,7 +46,7 @@ fn root() -> bool {
 }
 
 /// Root and the Debian tools, or a visible skip (a failure in CI).
-fn ready() -> bool {
+pub fn ready() -> bool {
     if !root() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -82,7 +82,7 @@ fn dpkg(name: &str) -> Option<(String, String, String)> {
     }
 }
 
-fn installed(name: &str) -> Option<String> {
+pub fn installed(name: &str) -> Option<String> {
     dpkg(name)
         .filter(|(_, s, _)| s == "installed")
         .map(|(_, _, v)| v)
