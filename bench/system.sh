@@ -4,6 +4,10 @@
 #   file.line     N lines in N files          floor: grep -qxF per file
 #   cron.job      N jobs in one cron.d        floor: cat per job file
 #   account.group N groups (root only)        floor: getent group per name
+#   apt.package   N installed packages        floor: one dpkg-query for all of them (the
+#                                             batched read), and one per package (what
+#                                             N single reads would cost)
+#   service.runit N services under a runsvdir floor: sv status per service
 # Each row: median of RUNS `tenet plan` wall times, per resource, and the floor's median.
 # The account rows create N groups named tenetbench<pid>-K and remove them afterwards.
 #
@@ -16,8 +20,10 @@ runs=${3:-5}
 [ -x "$tenet" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 work=$(mktemp -d)
 groups=()
+runsvdir_pid=
 cleanup() {
     for g in "${groups[@]}"; do groupdel "$g" 2>/dev/null || true; done
+    [ -n "$runsvdir_pid" ] && kill -HUP "$runsvdir_pid" 2>/dev/null && wait "$runsvdir_pid" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -93,4 +99,59 @@ if [ "$(id -u)" = 0 ] && command -v groupadd > /dev/null; then
 else
     echo "account.group  (skipped: needs root and groupadd)"
 fi
+# apt.package: N packages already installed here (a converged plan reads them all).
+if command -v dpkg-query > /dev/null; then
+    m="$work/apt"; mkdir -p "$m"
+    mapfile -t pkgs < <(dpkg-query -W -f='${db:Status-Status} ${Package}\n' | awk '$1 == "installed" && $2 !~ /:/ {print $2}' | head -n "$n")
+    {
+        echo "providers:"
+        echo "  apt:"
+        echo "    grants:"
+        echo "      exec:"
+        echo "        - {program: /usr/bin/dpkg-query, args: [[\"-W\", \"-f=*\", \"--\", \"**\"]], mode: probe}"
+        echo "resources:"
+        for p in "${pkgs[@]}"; do echo "  - {id: p-$p, type: apt.package, properties: {name: $p}}"; done
+    } > "$m/tenet.yaml"
+    plan "$m" > /dev/null || { echo "apt.package plan is not converged" >&2; exit 1; }
+    floor_dpkg_once() { dpkg-query -W -f='${Package}\t${db:Status-Want}\t${db:Status-Eflag}\t${db:Status-Status}\t${Version}\n' -- "${pkgs[@]}"; }
+    floor_dpkg_each() { for p in "${pkgs[@]}"; do dpkg-query -W -f='${Version}\n' -- "$p"; done; }
+    row apt.package "$(time_ms plan "$m")" "$(time_ms floor_dpkg_once)"
+    printf "%-14s %10s %12s %12.1f\n" "  (per-package dpkg-query loop)" "" "" "$(time_ms floor_dpkg_each)"
+else
+    echo "apt.package    (skipped: no dpkg-query)"
+fi
+
+# service.runit: N sleeping services supervised by a runsvdir of this script's own.
+if command -v runsvdir > /dev/null && command -v sv > /dev/null; then
+    m="$work/runit"; mkdir -p "$m/sv" "$m/service"
+    {
+        echo "providers:"
+        echo "  service:"
+        echo "    grants:"
+        echo "      exec: [{program: /usr/bin/sv, args: [[status, \"/*\"]], mode: probe}]"
+        echo "      fs: [{path: ./sv, access: ro}, {path: ./service, access: rw}]"
+        echo "resources:"
+        for i in $(seq 1 "$n"); do
+            mkdir -p "$m/sv/s$i"
+            printf '#!/bin/sh\nexec sleep 100000\n' > "$m/sv/s$i/run"; chmod +x "$m/sv/s$i/run"
+            ln -s "../sv/s$i" "$m/service/s$i"
+            echo "  - {id: s$i, type: service.runit, properties: {name: s$i, ensure: running, enable: true, sv_dir: ./sv, service_dir: ./service}}"
+        done
+    } > "$m/tenet.yaml"
+    runsvdir -P "$m/service" & runsvdir_pid=$!
+    for i in $(seq 1 "$n"); do
+        for _ in $(seq 1 100); do sv status "$m/sv/s$i" 2>/dev/null | grep -q '^run:' && break; sleep 0.1; done
+    done
+    plan "$m" > /dev/null || { echo "service.runit plan is not converged" >&2; exit 1; }
+    floor_sv() { for i in $(seq 1 "$n"); do sv status "$m/sv/s$i"; done; }
+    row service.runit "$(time_ms plan "$m")" "$(time_ms floor_sv)"
+else
+    echo "service.runit  (skipped: needs runit)"
+fi
+
+echo
+echo "component sizes (embedded in tenet):"
+for c in target/guests/wasm32-wasip2/guest/tenet_plugin_*.wasm; do
+    [ -f "$c" ] && printf "  %-28s %6d KiB\n" "$(basename "$c" .wasm)" $(( $(stat -c %s "$c") / 1024 ))
+done
 echo "(N=$n, median of $runs; $(basename "$tenet") at $tenet; $(nproc) cores)"

@@ -3,7 +3,7 @@
 //! removal — with only the programs and argument shapes the manifest grants, and only
 //! `getent` (a probe) during plans.
 
-use crate::support::{ok, skipped, stderr, stdout, tenet, tool, write_manifest};
+use crate::support::{as_root, ok, stderr, stdout, tenet, tool, write_manifest};
 use std::process::Command;
 
 const GRANTS: &str = r#"providers:
@@ -38,21 +38,10 @@ impl Drop for Cleanup {
 }
 
 fn root_with_tools() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the account tests need root in CI"
-        );
-        skipped("not root: cannot create groups");
-        return false;
-    }
-    ["groupadd", "gpasswd", "getent"]
-        .iter()
-        .all(|t| tool(t).is_some())
+    as_root("create groups")
+        && ["groupadd", "gpasswd", "getent"]
+            .iter()
+            .all(|t| tool(t).is_some())
 }
 
 #[test]

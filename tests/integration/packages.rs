@@ -7,7 +7,7 @@
 //!
 //! dpkg is one lock for the whole machine: every test here takes [`APT`] first.
 
-use crate::support::{ok, skipped, stderr, stdout, tenet, tool, write_manifest};
+use crate::support::{as_root, ok, skipped, stderr, stdout, tenet, tool, write_manifest};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -38,26 +38,27 @@ pub const APT_GRANTS: &str = r#"  apt:
         - {program: /usr/bin/apt-mark, args: [[hold, "--", "*"], [unhold, "--", "*"]]}
 "#;
 
-fn root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
 /// Root and the Debian tools, or a visible skip (a failure in CI).
 pub fn ready() -> bool {
-    if !root() {
+    as_root("install packages")
+        && ["dpkg-deb", "dpkg-scanpackages", "apt-get", "dpkg-query"]
+            .iter()
+            .all(|t| tool(t).is_some())
+}
+
+/// Whether an apply failed because Debian's mirror could not be reached: a failure in
+/// CI, a visible skip elsewhere.
+pub fn mirror_unreachable(o: &std::process::Output) -> bool {
+    let unreachable = o.status.code() != Some(0) && stdout(o).contains("Failed to fetch");
+    if unreachable {
         assert!(
             std::env::var_os("CI").is_none(),
-            "the apt tests need root in CI"
+            "Debian's mirror is unreachable: {}",
+            stdout(o)
         );
-        skipped("not root: cannot install packages");
-        return false;
+        skipped("Debian's mirror is unreachable");
     }
-    ["dpkg-deb", "dpkg-scanpackages", "apt-get", "dpkg-query"]
-        .iter()
-        .all(|t| tool(t).is_some())
+    unreachable
 }
 
 /// `dpkg-query` status of `name`: `(want, status, version)`, or `None` when dpkg does
@@ -458,13 +459,7 @@ fn a_real_debian_package_installs_and_goes() {
         &manifest("  - {id: hello, type: apt.package, properties: {name: hello}}\n"),
     );
     let o = tenet(dir, &["apply", "--yes"]);
-    if o.status.code() != Some(0) && stdout(&o).contains("Failed to fetch") {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Debian's mirror is unreachable: {}",
-            stdout(&o)
-        );
-        skipped("Debian's mirror is unreachable");
+    if mirror_unreachable(&o) {
         return;
     }
     ok(&o);

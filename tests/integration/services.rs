@@ -6,17 +6,10 @@
 //! on notify (a new pid), drift and its correction, a failed start quoting the service's
 //! own log, and the conformance kit.
 
-use crate::support::{ok, skipped, stderr, stdout, tenet, tool, write_manifest};
+use crate::support::{as_root, ok, stderr, stdout, tenet, tool, write_manifest};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-
-fn root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
 
 /// A background daemon, stopped with `signal` (runsvdir: HUP stops every service
 /// first) when the test ends, however it ends.
@@ -84,12 +77,7 @@ const RUNIT_GRANTS: &str = r#"  service:
 
 #[test]
 fn a_runit_service_starts_refreshes_on_notify_heals_and_stops() {
-    if !root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the service tests need root in CI"
-        );
-        skipped("not root");
+    if !as_root("start services") {
         return;
     }
     if tool("runsvdir").is_none() || tool("sv").is_none() {
@@ -255,12 +243,7 @@ fn ctl(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
 
 #[test]
 fn a_supervisor_program_is_added_started_refreshed_healed_and_stopped() {
-    if !root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the service tests need root in CI"
-        );
-        skipped("not root");
+    if !as_root("start services") {
         return;
     }
     let tmp = tempfile::tempdir().expect("tmp");
@@ -405,12 +388,7 @@ fn systemd_units_are_enabled_and_disabled_inside_an_offline_root() {
 
 #[test]
 fn the_service_provider_passes_the_conformance_kit() {
-    if !root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the service tests need root in CI"
-        );
-        skipped("not root");
+    if !as_root("start services") {
         return;
     }
     if tool("runsvdir").is_none() {

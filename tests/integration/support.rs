@@ -183,6 +183,24 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// Whether the test runs as root (it changes the machine: packages, users, services).
+/// Not root: a failure in CI (which runs as root), a visible skip elsewhere, saying what
+/// could not be done.
+pub fn as_root(what: &str) -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "this test needs root in CI: {what}"
+        );
+        skipped(&format!("not root: cannot {what}"));
+    }
+    root
+}
+
 /// Tests that skipped, and why: printed as they happen and again when the test binary
 /// exits, past the harness's output capture, so a plain `cargo test` that checked less
 /// than everything says so.

@@ -97,6 +97,27 @@ fn schema(extra: Value) -> Value {
     })
 }
 
+/// The properties, or the diagnostic saying why they do not decode.
+pub fn parse_props<T: serde::de::DeserializeOwned>(
+    properties: &Value,
+) -> Result<T, Vec<Diagnostic>> {
+    tenet_sdk::from_value(properties).map_err(|e| vec![Diagnostic::error("", e.to_string())])
+}
+
+/// A diagnostic at `/name` when `name` is not `what` (letters, digits, `_ . -` and the
+/// `extra` characters, starting with a letter or digit).
+pub fn name_problem(name: &str, extra: &str, what: &str) -> Option<Diagnostic> {
+    (!valid_name(name, extra.as_bytes())).then(|| {
+        let also: String = extra.chars().map(|c| format!(" {c}")).collect();
+        Diagnostic::error(
+            "/name",
+            format!(
+                "`{name}` is not {what}: letters, digits, `_ . -{also}`, starting with a letter or digit"
+            ),
+        )
+    })
+}
+
 /// A service name a manager accepts and no program reads as an option or a path.
 pub fn valid_name(name: &str, extra: &[u8]) -> bool {
     let b = name.as_bytes();

@@ -10,7 +10,7 @@
 //! started, even one that dies at once. A failed start quotes `sv` and the last lines of
 //! the service's log (`log/main/current`, svlogd's file), when it has one.
 
-use crate::{Refresh, Run, Runner, failed, last_lines, valid_name};
+use crate::{Refresh, Run, Runner, failed, last_lines};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::path::Path;
@@ -90,20 +90,13 @@ pub fn kind() -> KindInfo {
 }
 
 pub fn validate(properties: &Value) -> Vec<Diagnostic> {
-    let p: Props = match tenet_sdk::from_value(properties) {
+    let p: Props = match crate::parse_props(properties) {
         Ok(p) => p,
-        Err(e) => return vec![Diagnostic::error("", e.to_string())],
+        Err(d) => return d,
     };
-    let mut out = Vec::new();
-    if !valid_name(&p.name, b"@") {
-        out.push(Diagnostic::error(
-            "/name",
-            format!(
-                "`{}` is not a service name: letters, digits, `_ . - @`, starting with a letter or digit",
-                p.name
-            ),
-        ));
-    }
+    let mut out: Vec<Diagnostic> = crate::name_problem(&p.name, "@", "a service name")
+        .into_iter()
+        .collect();
     if p.ensure == Some(Run::Running) && p.enable == Some(false) {
         out.push(Diagnostic::error(
             "/enable",
@@ -311,19 +304,6 @@ fn unlink(p: &Props) -> Result<(), Error> {
         .map_err(|e| Error::CapabilityDenied(format!("{}: {e}", p.link())))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn links_are_relative_to_the_scanned_directory() {
-        let rel = |a: &str, b: &str| relative(Path::new(a), Path::new(b)).display().to_string();
-        assert_eq!(rel("/etc/service", "/etc/sv/web"), "../sv/web");
-        assert_eq!(rel("/srv/a/service", "/opt/sv/web"), "../../../opt/sv/web");
-        assert_eq!(rel("/t/service", "/t/service/x"), "x");
-    }
-}
-
 pub fn delete(r: &mut dyn Runner, current: &Value) -> Result<(), Error> {
     let now: Observed = tenet_sdk::from_value(current)?;
     let p = Props {
@@ -342,4 +322,17 @@ pub fn delete(r: &mut dyn Runner, current: &Value) -> Result<(), Error> {
         unlink(&p)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_relative_to_the_scanned_directory() {
+        let rel = |a: &str, b: &str| relative(Path::new(a), Path::new(b)).display().to_string();
+        assert_eq!(rel("/etc/service", "/etc/sv/web"), "../sv/web");
+        assert_eq!(rel("/srv/a/service", "/opt/sv/web"), "../../../opt/sv/web");
+        assert_eq!(rel("/t/service", "/t/service/x"), "x");
+    }
 }

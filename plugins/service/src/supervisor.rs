@@ -10,7 +10,7 @@
 //! too, so a changed section takes effect, then restarts (or sends SIGHUP). A failed start
 //! quotes the last lines of the program's stderr (`supervisorctl tail NAME stderr`).
 
-use crate::{Refresh, Run, Runner, failed, last_lines, valid_name};
+use crate::{Refresh, Run, Runner, failed, last_lines};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tenet_sdk::{Diagnostic, Error, KindInfo};
@@ -54,20 +54,13 @@ pub fn kind() -> KindInfo {
 }
 
 pub fn validate(properties: &Value) -> Vec<Diagnostic> {
-    let p: Props = match tenet_sdk::from_value(properties) {
+    let p: Props = match crate::parse_props(properties) {
         Ok(p) => p,
-        Err(e) => return vec![Diagnostic::error("", e.to_string())],
+        Err(d) => return d,
     };
-    let mut out = Vec::new();
-    if !valid_name(&p.name, b"") {
-        out.push(Diagnostic::error(
-            "/name",
-            format!(
-                "`{}` is not a supervisor program name: letters, digits, `_ . -`, starting with a letter or digit",
-                p.name
-            ),
-        ));
-    }
+    let mut out: Vec<Diagnostic> = crate::name_problem(&p.name, "", "a supervisor program name")
+        .into_iter()
+        .collect();
     if let Some(problem) = crate::absolute_problem(p.config.as_deref()) {
         out.push(Diagnostic::error("/config", problem));
     }

@@ -12,7 +12,7 @@
 //! offline root (an image being built): `systemctl --root=DIR is-enabled|enable|disable`,
 //! which needs no running systemd; `ensure` is then refused.
 
-use crate::{Refresh, Run, Runner, failed, last_lines, valid_name};
+use crate::{Refresh, Run, Runner, failed, last_lines};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -84,20 +84,12 @@ pub fn kind() -> KindInfo {
 }
 
 pub fn validate(properties: &Value) -> Vec<Diagnostic> {
-    let p: Props = match tenet_sdk::from_value(properties) {
+    let p: Props = match crate::parse_props(properties) {
         Ok(p) => p,
-        Err(e) => return vec![Diagnostic::error("", e.to_string())],
+        Err(d) => return d,
     };
     let mut out = Vec::new();
-    if !valid_name(&p.name, b"@:\\") {
-        out.push(Diagnostic::error(
-            "/name",
-            format!(
-                "`{}` is not a unit name: letters, digits, `_ . - @ : \\`, starting with a letter or digit",
-                p.name
-            ),
-        ));
-    }
+    out.extend(crate::name_problem(&p.name, "@:\\", "a unit name"));
     if let Some(problem) = crate::absolute_problem(p.root.as_deref()) {
         out.push(Diagnostic::error("/root", problem));
     }
@@ -237,17 +229,7 @@ pub fn apply(r: &mut dyn Runner, desired: &Value, refresh: bool) -> Result<Value
     if let Some(root) = &p.root {
         let state = offline_state(r, root, &unit)?
             .ok_or_else(|| Error::NotFound(format!("no unit `{unit}` in {root}")))?;
-        let enabled = ENABLED.contains(&state.as_str());
-        match p.enable {
-            Some(true) if !enabled => ctl(r, &p, "enable")?,
-            Some(false) if enabled => {
-                if let Some(e) = unchangeable(&unit, &state) {
-                    return Err(e);
-                }
-                ctl(r, &p, "disable")?
-            }
-            _ => {}
-        }
+        set_enabled(r, &p, &state)?;
     } else {
         let mut s = show(r, &unit)?;
         let reload = |s: &BTreeMap<String, String>| {
@@ -274,17 +256,7 @@ pub fn apply(r: &mut dyn Runner, desired: &Value, refresh: bool) -> Result<Value
                 "`{unit}` is masked: unmask it first (systemctl unmask)"
             )));
         }
-        let enabled = ENABLED.contains(&state.as_str());
-        match p.enable {
-            Some(true) if !enabled => ctl(r, &p, "enable")?,
-            Some(false) if enabled => {
-                if let Some(e) = unchangeable(&unit, &state) {
-                    return Err(e);
-                }
-                ctl(r, &p, "disable")?
-            }
-            _ => {}
-        }
+        set_enabled(r, &p, &state)?;
         let running = is_running(get("ActiveState"));
         match p.ensure {
             Some(Run::Running) if !running => ctl(r, &p, "start")?,
@@ -303,6 +275,19 @@ pub fn apply(r: &mut dyn Runner, desired: &Value, refresh: bool) -> Result<Value
         ))
     })?;
     tenet_sdk::to_value(&fresh)
+}
+
+/// Enable or disable the unit, whose unit file state is `state`, as `enable` asks.
+fn set_enabled(r: &mut dyn Runner, p: &Props, state: &str) -> Result<(), Error> {
+    let enabled = ENABLED.contains(&state);
+    match p.enable {
+        Some(true) if !enabled => ctl(r, p, "enable"),
+        Some(false) if enabled => match unchangeable(&p.unit(), state) {
+            Some(e) => Err(e),
+            None => ctl(r, p, "disable"),
+        },
+        _ => Ok(()),
+    }
 }
 
 /// A unit whose enablement is not its own to change.

@@ -120,11 +120,7 @@ impl Provider for MockProvider {
         properties: &[Value],
     ) -> Vec<Result<Option<Value>, ProviderError>> {
         if !self.execution.batched_kinds.contains(kind) {
-            let mut out = Vec::new();
-            for (id, p) in ids.iter().zip(properties) {
-                out.push(self.read(CallContext { resource: id }, kind, p).await);
-            }
-            return out;
+            return super::read_each(self, ids, kind, properties).await;
         }
         if let Ok(mut b) = self.batches.lock() {
             b.push(ids.iter().map(|i| (*i).to_owned()).collect());

@@ -249,11 +249,7 @@ pub trait Provider: Send + Sync {
         kind: &str,
         properties: &[Value],
     ) -> Vec<Result<Option<Value>, ProviderError>> {
-        let mut out = Vec::with_capacity(properties.len());
-        for (id, p) in ids.iter().zip(properties) {
-            out.push(self.read(CallContext { resource: id }, kind, p).await);
-        }
-        out
+        read_each(self, ids, kind, properties).await
     }
 
     /// Checks the schema cannot express.
@@ -297,6 +293,21 @@ pub trait Provider: Send + Sync {
         kind: &str,
         current: &Value,
     ) -> Result<(), ProviderError>;
+}
+
+/// [`Provider::read`] for each resource in turn: what `read_many` is for a provider (or a
+/// kind) that does not batch.
+pub async fn read_each<P: Provider + ?Sized>(
+    p: &P,
+    ids: &[&str],
+    kind: &str,
+    properties: &[Value],
+) -> Vec<Result<Option<Value>, ProviderError>> {
+    let mut out = Vec::with_capacity(properties.len());
+    for (id, props) in ids.iter().zip(properties) {
+        out.push(p.read(CallContext { resource: id }, kind, props).await);
+    }
+    out
 }
 
 #[cfg(test)]

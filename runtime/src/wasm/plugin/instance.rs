@@ -868,11 +868,7 @@ impl Provider for WasmProvider {
         properties: &[Value],
     ) -> Vec<Result<Option<Value>, ProviderError>> {
         if !self.execution.batched_kinds.contains(kind) || self.exports.batch.is_none() {
-            let mut out = Vec::with_capacity(properties.len());
-            for (id, p) in ids.iter().zip(properties) {
-                out.push(self.read(CallContext { resource: id }, kind, p).await);
-            }
-            return out;
+            return crate::provider::read_each(self, ids, kind, properties).await;
         }
         let mut out = Vec::with_capacity(properties.len());
         for (ids, props) in ids.chunks(MAX_BATCH).zip(properties.chunks(MAX_BATCH)) {
