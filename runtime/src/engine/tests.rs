@@ -523,3 +523,27 @@ async fn declared_limits_and_locks_shape_the_schedule() {
         "exec and apt share `dpkg`"
     );
 }
+
+/// Issue 14: a resource's `locks:` travel from the manifest into the plan (and so into a
+/// saved plan's apply, which schedules by them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_locks_are_part_of_the_plan() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Setup::new(
+        &dir,
+        "  - {id: a, type: mock.item, properties: {name: a}, locks: [dpkg, apt-lists]}\n  - {id: b, type: mock.item, properties: {name: b}}\n",
+        &[],
+    )
+    .await;
+    let locks: BTreeMap<&str, Vec<String>> = s
+        .plan
+        .resources
+        .iter()
+        .map(|r| (r.id.as_str(), r.locks.clone()))
+        .collect();
+    assert_eq!(locks["a"], vec!["apt-lists".to_owned(), "dpkg".into()]);
+    assert!(locks["b"].is_empty());
+    let text = serde_json::to_string(&s.plan).expect("json");
+    let back: Plan = serde_json::from_str(&text).expect("saved plan");
+    assert_eq!(back.resources, s.plan.resources);
+}
