@@ -10,6 +10,7 @@ mod edges;
 mod edits;
 mod fixtures;
 mod host;
+mod language;
 mod languages;
 mod packages;
 mod sandbox;

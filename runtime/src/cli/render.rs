@@ -112,6 +112,12 @@ fn plan_actions_text(plan: &Plan) -> String {
                 "  · {bold}{id}{bold:#} left the manifest with on_remove: forget: it will be dropped from the state, the system left as it is"
             );
         }
+        for id in &plan.excluded {
+            let _ = writeln!(
+                out,
+                "  · {bold}{id}{bold:#} is left out: its `when:` condition is false (not managed this run; the system keeps it as it is)"
+            );
+        }
     };
     if changing.is_empty() {
         forget_lines(&mut out);
@@ -468,6 +474,7 @@ mod tests {
             summary: Summary::of(&resources),
             resources,
             forget: vec![],
+            excluded: vec![],
         }
     }
 

@@ -348,6 +348,7 @@ impl Engine {
             providers: pins,
             resources,
             forget: Vec::new(),
+            excluded: manifest.excluded.keys().cloned().collect(),
             summary,
         }
     }
@@ -398,6 +399,7 @@ impl Engine {
             .get(&r.provider)
             .and_then(|p| p.info().kinds.get(&r.kind))
             .map(|k| k.identity.clone());
+        fields.extend(r.sensitive_from_vars.iter().cloned());
         for f in &r.sensitive {
             if f == "*" {
                 if let Some(map) = r.properties.as_object() {

@@ -16,7 +16,7 @@
 pub mod dot;
 pub mod walk;
 
-use crate::diag::Diagnostics;
+use crate::diag::{Diagnostics, Location};
 use crate::manifest::{ResourceDecl, refs};
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
@@ -50,6 +50,9 @@ pub struct GraphInput<'a> {
     /// Ids of resources left out for errors already reported: references to them are
     /// not reported again.
     pub rejected: &'a BTreeSet<String>,
+    /// Resources a false `when:` left out, with where the condition is: a reference to
+    /// one is an error naming both.
+    pub excluded: &'a BTreeMap<String, Location>,
     /// Per resource, the fields others may reference (its kind's schema properties);
     /// `None` when unknown (its provider did not load), which skips the field check.
     pub fields: &'a [Option<BTreeSet<String>>],
@@ -124,6 +127,7 @@ impl Graph {
         Graph::build(GraphInput {
             resources,
             rejected: &BTreeSet::new(),
+            excluded: &BTreeMap::new(),
             fields: &fields,
             paths: &paths,
         })
@@ -170,14 +174,7 @@ impl Builder<'_> {
                             kind: EdgeKind::Explicit,
                         });
                     }
-                    None if self.input.rejected.contains(&d.id) => {}
-                    None => self.diags.error(
-                        Some(d.location.clone()),
-                        format!(
-                            "resource `{}` depends on `{}`, which is not declared",
-                            r.id, d.id
-                        ),
-                    ),
+                    None => self.missing(&r.id, "depends on", &d.id, Some(d.location.clone())),
                 }
             }
             for n in &r.notify {
@@ -193,14 +190,7 @@ impl Builder<'_> {
                             kind: EdgeKind::Notify,
                         });
                     }
-                    None if self.input.rejected.contains(&n.id) => {}
-                    None => self.diags.error(
-                        Some(n.location.clone()),
-                        format!(
-                            "resource `{}` notifies `{}`, which is not declared",
-                            r.id, n.id
-                        ),
-                    ),
+                    None => self.missing(&r.id, "notifies", &n.id, Some(n.location.clone())),
                 }
             }
         }
@@ -209,6 +199,21 @@ impl Builder<'_> {
             edges = self.edges.len() - before,
             "explicit edges added"
         );
+    }
+
+    /// `from` names `target`, which is not in the graph: an error, unless `target` was
+    /// already reported; one naming the condition when a false `when:` left it out.
+    fn missing(&mut self, from: &str, verb: &str, target: &str, at: Option<Location>) {
+        if self.input.rejected.contains(target) {
+            return;
+        }
+        let message = match self.input.excluded.get(target) {
+            Some(when) => format!(
+                "resource `{from}` {verb} `{target}`, which its `when:` condition leaves out (at {when}); give `{from}` the same condition, or drop the reference"
+            ),
+            None => format!("resource `{from}` {verb} `{target}`, which is not declared"),
+        };
+        self.diags.error(at, message);
     }
 
     /// Step 2: `${resources.<id>.<field>}`.
@@ -238,15 +243,7 @@ impl Builder<'_> {
                     continue;
                 }
                 let Some(&j) = self.index.get(reference.target.as_str()) else {
-                    if !self.input.rejected.contains(&reference.target) {
-                        self.diags.error(
-                            at,
-                            format!(
-                                "resource `{}` references `{}`, which is not declared",
-                                r.id, reference.target
-                            ),
-                        );
-                    }
+                    self.missing(&r.id, "references", &reference.target, at);
                     continue;
                 };
                 if let Some(fields) = &self.input.fields[j]
@@ -510,6 +507,7 @@ mod tests {
             notify: Vec::new(),
             prevent_destroy: false,
             forget_on_remove: false,
+            sensitive_from_vars: Vec::new(),
             locks: Vec::new(),
             sensitive: Vec::new(),
             location: Location::new("m.yaml", line, 3),

@@ -1,6 +1,7 @@
 //! Reading manifest files into a [`Manifest`]: structure, variables, providers and
 //! resources. Every problem found is collected; nothing stops at the first one.
 
+use super::expr::Scope;
 use super::vars::{self, VarDecl};
 use super::yaml::{self, Spans};
 use super::{
@@ -104,23 +105,41 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         }
     }
     let values = resolve_vars(&decls, options, &mut diags);
+    let ev = super::expr::Evaluator::new(&values);
 
     let mut trusted_keys = Vec::new();
     let mut providers = BTreeMap::new();
     let mut resources: Vec<ResourceDecl> = Vec::new();
     let mut seen_ids: BTreeMap<String, Location> = BTreeMap::new();
     let mut rejected_ids = std::collections::BTreeSet::new();
+    let mut excluded = BTreeMap::new();
     for doc in &mut docs {
         // Every file of a manifest sits in `base_dir`.
         let dir = base_dir.clone();
         let Some(map) = doc.value.as_object_mut() else {
             continue;
         };
-        for key in ["providers", "resources"] {
-            if let Some(v) = map.get_mut(key) {
-                vars::interpolate(v, &format!("/{key}"), &doc.spans, &values, &mut diags);
-            }
+        // Strings whose expressions read a sensitive variable, by JSON pointer.
+        let mut derived = Vec::new();
+        let secret = |name: &str| decls.get(name).is_some_and(|d: &vars::VarDecl| d.sensitive);
+        let none = Scope::none();
+        if let Some(v) = map.get_mut("providers") {
+            let spans = &doc.spans;
+            vars::interpolate(
+                v,
+                "/providers",
+                spans,
+                (&ev, &none),
+                &secret,
+                &mut derived,
+                &mut diags,
+            );
         }
+        // `for_each` / `count` first: each instance's expressions see its `each`/`count`.
+        let entries = map
+            .get("resources")
+            .map(|v| expand(v, &doc.spans, &ev, &secret, &mut derived, &mut diags))
+            .unwrap_or_default();
         if let Some(v) = map.get("trust") {
             parse_trust(v, &doc.spans, &dir, &mut trusted_keys, &mut diags);
         }
@@ -128,10 +147,11 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
             parse_providers(v, &doc.spans, &dir, &mut providers, &mut diags);
         }
         if let Some(v) = map.get("resources") {
-            let (parsed, rejected) = parse_resources(v, &doc.spans, &dir, &mut diags);
+            let (parsed, rejected) =
+                parse_resources(v, &entries, &doc.spans, &dir, &derived, &mut diags);
             rejected_ids.extend(rejected);
-            for r in parsed {
-                if let Some(first) = seen_ids.get(&r.id) {
+            for (r, when) in parsed {
+                if let Some(first) = seen_ids.get(&r.id).or_else(|| excluded.get(&r.id)) {
                     diags.error(
                         Some(r.location.clone()),
                         format!(
@@ -141,11 +161,17 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
                     );
                     continue;
                 }
+                if let Some(at) = when {
+                    excluded.insert(r.id.clone(), at);
+                    continue;
+                }
                 seen_ids.insert(r.id.clone(), r.location.clone());
                 resources.push(r);
             }
         }
     }
+
+    depend_on_instances(&mut resources);
 
     let sha256 = digest(&docs, &values);
     let sources = docs
@@ -168,6 +194,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         providers,
         resources,
         rejected_ids,
+        excluded,
     };
     (manifest, diags)
 }
@@ -1046,14 +1073,17 @@ fn id_list(
     out
 }
 
-/// The resources that parsed, and the ids of those that did not.
+/// The resources that parsed — each with where its `when:` is when that condition is
+/// false (it is left out) — and the ids of those that did not parse.
 fn parse_resources(
     value: &Value,
+    entries: &[Entry],
     spans: &Spans,
     dir: &Path,
+    derived: &[String],
     diags: &mut Diagnostics,
-) -> (Vec<ResourceDecl>, Vec<String>) {
-    let Some(items) = value.as_array() else {
+) -> (Vec<(ResourceDecl, Option<Location>)>, Vec<String>) {
+    let Some(_) = value.as_array() else {
         diags.error(
             Some(spans.value("/resources")),
             format!(
@@ -1065,11 +1095,11 @@ fn parse_resources(
     };
     let mut out = Vec::new();
     let mut rejected = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let pointer = format!("/resources/{i}");
+    for entry in entries {
+        let pointer = entry.pointer.clone();
         let location = spans.value(&pointer);
         let Some(map) = object(
-            item,
+            &entry.value,
             &pointer,
             spans,
             "a resource",
@@ -1083,12 +1113,21 @@ fn parse_resources(
                 "on_remove",
                 "sensitive",
                 "locks",
+                "when",
+                "for_each",
+                "count",
             ],
             diags,
         ) else {
             continue;
         };
-        let id = string(map, "id", &pointer, spans, "a resource", diags);
+        let base = string(map, "id", &pointer, spans, "a resource", diags);
+        // An instance of `for_each` / `count` is `id[key]`.
+        let instance = base.map(|b| match &entry.key {
+            Some(k) => format!("{b}[{k}]"),
+            None => b.to_owned(),
+        });
+        let id = instance.as_deref();
         let what = match id {
             Some(id) => format!("resource `{id}`"),
             None => "a resource".to_owned(),
@@ -1098,7 +1137,7 @@ fn parse_resources(
         }
         // False once an error makes further checks of this resource meaningless.
         let mut sound = true;
-        if let Some(id) = id
+        if let Some(id) = base
             && !valid_id(id)
         {
             sound = false;
@@ -1176,6 +1215,22 @@ fn parse_resources(
             }
         };
         let locks = lock_list(map, &pointer, spans, &what, diags);
+        // `when:` was evaluated with the rest: a bool, or a mistake to report.
+        let excluded_at = match map.get("when") {
+            None | Some(Value::Bool(true)) => None,
+            Some(Value::Bool(false)) => Some(spans.value(&format!("{pointer}/when"))),
+            Some(other) => {
+                sound = false;
+                diags.error(
+                    Some(spans.value(&format!("{pointer}/when"))),
+                    format!(
+                        "when of {what} must be true or false (an expression such as `${{ var.env == \"prod\" }}`), found {}",
+                        type_name(other)
+                    ),
+                );
+                None
+            }
+        };
         let forget_on_remove = either(
             map,
             "on_remove",
@@ -1190,25 +1245,261 @@ fn parse_resources(
             rejected.extend(id.map(str::to_owned));
             continue;
         };
-        out.push(ResourceDecl {
-            id: id.to_owned(),
-            type_name: t.to_owned(),
-            provider: provider.to_owned(),
-            kind: kind.to_owned(),
-            properties,
-            depends_on,
-            notify,
-            prevent_destroy,
-            forget_on_remove,
-            sensitive,
-            locks,
-            location,
-            type_location: Some(spans.value(&format!("{pointer}/type"))),
-            spans: spans.subtree(&format!("{pointer}/properties")),
-            base_dir: dir.to_path_buf(),
-        });
+        // Top-level properties whose expressions read a sensitive variable.
+        let props_at = format!("{pointer}/properties/");
+        let mut sensitive_from_vars: Vec<String> = derived
+            .iter()
+            .filter_map(|p| p.strip_prefix(&props_at))
+            .map(|rest| yaml::unescape(rest.split('/').next().unwrap_or(rest)))
+            .collect();
+        sensitive_from_vars.sort();
+        sensitive_from_vars.dedup();
+        out.push((
+            ResourceDecl {
+                id: id.to_owned(),
+                type_name: t.to_owned(),
+                provider: provider.to_owned(),
+                kind: kind.to_owned(),
+                properties,
+                depends_on,
+                notify,
+                prevent_destroy,
+                forget_on_remove,
+                sensitive,
+                sensitive_from_vars,
+                locks,
+                location,
+                type_location: Some(spans.value(&format!("{pointer}/type"))),
+                spans: spans.subtree(&format!("{pointer}/properties")),
+                base_dir: dir.to_path_buf(),
+            },
+            excluded_at,
+        ));
     }
     (out, rejected)
+}
+
+/// One resource of a manifest file after `for_each` / `count`: where it is written
+/// (every instance points at its resource's entry), its document with expressions
+/// evaluated, and its instance key.
+#[derive(Debug, Clone)]
+struct Entry {
+    pointer: String,
+    value: Value,
+    key: Option<String>,
+}
+
+/// `depends_on: [web]` and `notify: [web]` where `web` has `for_each` / `count`
+/// instances mean every instance (`web[a]`, `web[b]`, …).
+fn depend_on_instances(resources: &mut [ResourceDecl]) {
+    let declared: std::collections::BTreeSet<String> =
+        resources.iter().map(|r| r.id.clone()).collect();
+    let mut instances: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in resources.iter() {
+        if let Some((base, _)) = r.id.split_once('[') {
+            instances
+                .entry(base.to_owned())
+                .or_default()
+                .push(r.id.clone());
+        }
+    }
+    if instances.is_empty() {
+        return;
+    }
+    let widen = |list: &mut Vec<super::Dependency>| {
+        let mut out = Vec::with_capacity(list.len());
+        for d in list.drain(..) {
+            match instances.get(&d.id).filter(|_| !declared.contains(&d.id)) {
+                Some(all) => out.extend(all.iter().map(|id| super::Dependency {
+                    id: id.clone(),
+                    location: d.location.clone(),
+                })),
+                None => out.push(d),
+            }
+        }
+        *list = out;
+    };
+    for r in resources.iter_mut() {
+        widen(&mut r.depends_on);
+        widen(&mut r.notify);
+    }
+}
+
+/// Most instances one `for_each` or `count` makes.
+pub const MAX_INSTANCES: usize = 100_000;
+
+/// Expand `for_each` and `count` and evaluate every entry's expressions, each instance
+/// with its own `each` / `count`. Problems go to `diags` at their place; an entry whose
+/// loop cannot be evaluated makes no instance.
+fn expand(
+    resources: &Value,
+    spans: &Spans,
+    ev: &super::expr::Evaluator,
+    secret: &dyn Fn(&str) -> bool,
+    derived: &mut Vec<String>,
+    diags: &mut Diagnostics,
+) -> Vec<Entry> {
+    let Some(items) = resources.as_array() else {
+        return Vec::new();
+    };
+    let none = Scope::none();
+    let mut out = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let pointer = format!("/resources/{i}");
+        let mut item = item.clone();
+        let (for_each, count) = match item.as_object_mut() {
+            Some(m) => (m.remove("for_each"), m.remove("count")),
+            None => (None, None),
+        };
+        let what = match item.get("id").and_then(Value::as_str) {
+            Some(id) => format!("resource `{id}`"),
+            None => "a resource".to_owned(),
+        };
+        // The loop's own expression, evaluated without `each`.
+        let looped = |key: &str, v: Value, diags: &mut Diagnostics| -> Option<Value> {
+            let mut v = v;
+            let at = format!("{pointer}/{key}");
+            let before = diags.len();
+            vars::interpolate(
+                &mut v,
+                &at,
+                spans,
+                (ev, &none),
+                secret,
+                &mut Vec::new(),
+                diags,
+            );
+            (diags.len() == before).then_some(v)
+        };
+        let instances: Vec<(String, super::expr::Scope)> = match (for_each, count) {
+            (None, None) => {
+                vars::interpolate(
+                    &mut item,
+                    &pointer,
+                    spans,
+                    (ev, &none),
+                    secret,
+                    derived,
+                    diags,
+                );
+                out.push(Entry {
+                    pointer,
+                    value: item,
+                    key: None,
+                });
+                continue;
+            }
+            (Some(_), Some(_)) => {
+                diags.error(
+                    Some(spans.key(&format!("{pointer}/count"))),
+                    format!("{what} has both `for_each` and `count`: choose one"),
+                );
+                continue;
+            }
+            (Some(fe), None) => {
+                let Some(fe) = looped("for_each", fe, diags) else {
+                    continue;
+                };
+                let at = spans.value(&format!("{pointer}/for_each"));
+                let pairs: Vec<(String, Value)> = match fe {
+                    Value::Object(m) => m.into_iter().collect(),
+                    Value::Array(items) => {
+                        let mut pairs = Vec::new();
+                        for v in items {
+                            match &v {
+                                Value::String(s) => pairs.push((s.clone(), v.clone())),
+                                Value::Number(n) => pairs.push((n.to_string(), v.clone())),
+                                other => {
+                                    diags.error(
+                                        Some(at.clone()),
+                                        format!(
+                                            "for_each of {what}: a list's elements are the instances' keys, so they must be strings or numbers, found {} (use a map to give each element a key)",
+                                            type_name(other)
+                                        ),
+                                    );
+                                    pairs.clear();
+                                    break;
+                                }
+                            }
+                        }
+                        pairs
+                    }
+                    other => {
+                        diags.error(
+                            Some(at),
+                            format!(
+                                "for_each of {what} must be a list or a map, found {}",
+                                type_name(&other)
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                let mut seen = std::collections::BTreeSet::new();
+                let mut scopes = Vec::new();
+                for (key, value) in pairs {
+                    if !seen.insert(key.clone()) {
+                        diags.error(
+                            Some(at.clone()),
+                            format!("for_each of {what} has the key `{key}` twice: instance keys must be unique"),
+                        );
+                        continue;
+                    }
+                    if key.is_empty() || key.contains([']', '[', '\n']) {
+                        diags.error(
+                            Some(at.clone()),
+                            format!("for_each of {what}: `{}` cannot be an instance key (empty, or with `[`, `]` or a newline)", key.escape_debug()),
+                        );
+                        continue;
+                    }
+                    let scope = Scope::each(&key, &value);
+                    scopes.push((key, scope));
+                }
+                scopes
+            }
+            (None, Some(c)) => {
+                let Some(c) = looped("count", c, diags) else {
+                    continue;
+                };
+                let Some(n) = c.as_u64().filter(|n| *n as usize <= MAX_INSTANCES) else {
+                    diags.error(
+                        Some(spans.value(&format!("{pointer}/count"))),
+                        format!("count of {what} must be a whole number from 0 to {MAX_INSTANCES}, found {c}"),
+                    );
+                    continue;
+                };
+                (0..n).map(|i| (i.to_string(), Scope::count(i))).collect()
+            }
+        };
+        if instances.len() > MAX_INSTANCES {
+            diags.error(
+                Some(spans.value(&pointer)),
+                format!(
+                    "{what} makes {} instances, over the limit of {MAX_INSTANCES}",
+                    instances.len()
+                ),
+            );
+            continue;
+        }
+        for (key, scope) in instances {
+            let mut value = item.clone();
+            vars::interpolate(
+                &mut value,
+                &pointer,
+                spans,
+                (ev, &scope),
+                secret,
+                derived,
+                diags,
+            );
+            out.push(Entry {
+                pointer: pointer.clone(),
+                value,
+                key: Some(key),
+            });
+        }
+    }
+    out
 }
 
 /// `locks: [name, …]`: named locks the resource holds while it runs; every bad name

@@ -8,6 +8,7 @@
 //! collected and reported at once with `file:line:col`.
 
 pub mod check;
+pub mod expr;
 pub(crate) mod load;
 pub mod protect;
 pub mod refs;
@@ -96,6 +97,9 @@ pub struct Manifest {
     /// Ids of resources that were declared but left out because of errors already
     /// reported; references to them are not reported again.
     pub rejected_ids: BTreeSet<String>,
+    /// Resources whose `when:` is false, with where the condition is: left out of the
+    /// graph and the plan; a reference to one is an error naming both.
+    pub excluded: BTreeMap<String, Location>,
 }
 
 /// Where a provider's component comes from.
@@ -375,6 +379,9 @@ pub struct ResourceDecl {
     /// `sensitive: [field, …]` (or `sensitive: true`, stored as `["*"]`): properties whose
     /// values are never shown or stored in clear.
     pub sensitive: Vec<String>,
+    /// Top-level properties whose `${ … }` expressions read a sensitive variable: their
+    /// values are sensitive whatever the expression did to it (`upper`, `replace`, …).
+    pub sensitive_from_vars: Vec<String>,
     /// `locks: [name, …]`: named locks it holds while planned or changed; no two
     /// resources holding the same lock run at once (e.g. an `exec` running apt and the
     /// `apt` provider, which holds `dpkg`).

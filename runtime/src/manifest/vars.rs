@@ -1,9 +1,10 @@
 //! Variables: `vars:` declarations with defaults, values files and `--var k=v`, and the
-//! `${var.NAME}` substitution in strings. One manifest serves dev, staging and prod.
+//! evaluation of `${ … }` expressions over them in strings ([`super::expr`]). One
+//! manifest serves dev, staging and prod.
 //!
-//! A string that is exactly `${var.NAME}` takes the variable's value with its type
-//! (number, bool, list…); inside a longer string the value is formatted as text.
-//! `$${` writes a literal `${`.
+//! A string that is exactly `${var.NAME}` (or any one expression) takes the value with
+//! its type (number, bool, list…); inside a longer string the value is formatted as
+//! text. `$${` writes a literal `${`.
 
 use super::yaml::Spans;
 use crate::diag::{Diagnostics, Location};
@@ -147,148 +148,46 @@ pub fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Replace `${var.NAME}` in every string of `value`; `pointer` is where `value` sits in
-/// the document described by `spans`.
+/// Evaluate the `${ … }` expressions ([`super::expr`]) in every string of `value`;
+/// `pointer` is where `value` sits in the document described by `spans`. The pointers
+/// of strings whose expressions read a variable `secret` names go to `derived`: their
+/// values are sensitive whatever the expression did to the secret.
 pub fn interpolate(
     value: &mut Value,
     pointer: &str,
     spans: &Spans,
-    vars: &BTreeMap<String, Value>,
+    (ev, scope): (&super::expr::Evaluator, &super::expr::Scope),
+    secret: &dyn Fn(&str) -> bool,
+    derived: &mut Vec<String>,
     diags: &mut Diagnostics,
 ) {
     match value {
-        Value::String(s) => {
-            if !s.contains("${") {
-                return;
+        Value::String(s) => match ev.eval_in(s, scope) {
+            Ok(None) => {}
+            Ok(Some(e)) => {
+                if e.vars.iter().any(|v| secret(v)) {
+                    derived.push(pointer.to_owned());
+                }
+                *value = e.value;
             }
-            match substitute(s, vars) {
-                Ok(v) => *value = v,
-                Err(msg) => diags.error(Some(spans.value(pointer)), msg),
+            Err(problems) => {
+                for msg in problems {
+                    diags.error(Some(spans.value(pointer)), msg);
+                }
             }
-        }
+        },
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                interpolate(item, &format!("{pointer}/{i}"), spans, vars, diags);
+                let child = format!("{pointer}/{i}");
+                interpolate(item, &child, spans, (ev, scope), secret, derived, diags);
             }
         }
         Value::Object(map) => {
             for (k, item) in map.iter_mut() {
                 let child = format!("{pointer}/{}", super::yaml::escape(k));
-                interpolate(item, &child, spans, vars, diags);
+                interpolate(item, &child, spans, (ev, scope), secret, derived, diags);
             }
         }
         _ => {}
-    }
-}
-
-/// Substitute one string. Errors name every unknown variable in it.
-fn substitute(text: &str, vars: &BTreeMap<String, Value>) -> Result<Value, String> {
-    let mut out = String::new();
-    let mut rest = text;
-    let mut problems = Vec::new();
-    let mut whole: Option<Value> = None;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if let Some(after) = tail.strip_prefix("$${") {
-            // An escaped resource reference stays escaped for the engine to unescape.
-            out.push_str(if after.trim_start().starts_with("resources.") {
-                "$${"
-            } else {
-                "${"
-            });
-            rest = after;
-            continue;
-        }
-        let Some(body) = tail.strip_prefix("${") else {
-            out.push('$');
-            rest = &tail[1..];
-            continue;
-        };
-        let Some(end) = body.find('}') else {
-            problems.push(format!("unterminated `${{` in `{text}`"));
-            break;
-        };
-        let expr = body[..end].trim();
-        rest = &body[end + 1..];
-        match expr.strip_prefix("var.") {
-            Some(name) => match vars.get(name) {
-                Some(v) => {
-                    if text.trim() == format!("${{{}}}", &body[..end]) {
-                        whole = Some(v.clone());
-                    }
-                    match v {
-                        Value::String(s) => out.push_str(s),
-                        other => out.push_str(&other.to_string()),
-                    }
-                }
-                None => {
-                    let known: Vec<_> = vars.keys().map(String::as_str).collect();
-                    problems.push(format!(
-                        "unknown variable `{name}` (declared: {})",
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
-                    ));
-                }
-            },
-            // Resource references are resolved later, by the engine.
-            None if expr.starts_with("resources.") => {
-                out.push_str(&format!("${{{expr}}}"));
-            }
-            None => problems.push(format!(
-                "unsupported expression `${{{expr}}}`: use `${{var.NAME}}` or `${{resources.ID.FIELD}}`"
-            )),
-        }
-    }
-    if !problems.is_empty() {
-        return Err(problems.join("; "));
-    }
-    out.push_str(rest);
-    Ok(whole.unwrap_or(Value::String(out)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn vars() -> BTreeMap<String, Value> {
-        BTreeMap::from([
-            ("env".to_owned(), json!("prod")),
-            ("port".to_owned(), json!(8080)),
-        ])
-    }
-
-    #[test]
-    fn substitutes_typed_and_in_text() {
-        assert_eq!(substitute("${var.port}", &vars()), Ok(json!(8080)));
-        assert_eq!(
-            substitute("/srv/${var.env}/${var.port}", &vars()),
-            Ok(json!("/srv/prod/8080"))
-        );
-        assert_eq!(
-            substitute("cost: $$${x}", &vars()),
-            Ok(json!("cost: $${x}"))
-        );
-    }
-
-    #[test]
-    fn reports_every_unknown_variable() {
-        let err = substitute("${var.a}-${var.b}", &vars()).expect_err("unknown");
-        assert!(err.contains("`a`") && err.contains("`b`"), "{err}");
-        assert!(err.contains("declared: env, port"), "{err}");
-    }
-
-    #[test]
-    fn leaves_resource_references_and_rejects_other_expressions() {
-        assert_eq!(
-            substitute("${var.env}/${resources.x.path}", &vars()),
-            Ok(json!("prod/${resources.x.path}"))
-        );
-        let err = substitute("${env.HOME}", &vars()).expect_err("unsupported");
-        assert!(err.contains("unsupported expression"), "{err}");
     }
 }

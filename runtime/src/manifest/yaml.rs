@@ -147,6 +147,11 @@ pub fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
+/// The key one JSON-pointer segment names (the inverse of [`escape`]).
+pub fn unescape(segment: &str) -> String {
+    segment.replace("~1", "/").replace("~0", "~")
+}
+
 fn convert(node: &Node, pointer: String, spans: &mut Spans) -> Value {
     let file = spans.file.clone();
     spans

@@ -29,6 +29,10 @@ pub struct Plan {
     /// the system left as it is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forget: Vec<String>,
+    /// Resources whose `when:` condition is false: not planned, not managed this run (and
+    /// not deleted: the system keeps them as they are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
     pub summary: Summary,
 }
 
@@ -397,6 +401,7 @@ mod tests {
             },
             providers: BTreeMap::new(),
             summary: Summary::of(&resources),
+            excluded: Vec::new(),
             resources,
             forget: Vec::new(),
         }

@@ -41,6 +41,21 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
     // Sensitive per resource: what the plan found (schema, `sensitive:`, variables), and
     // whether the manifest itself declared it so.
     let sensitive_props = |id: &str| -> Vec<scrub::SensitiveField> {
+        // A resource written once with `for_each` / `count` is planned as instances
+        // `id[key]`: its text holds what any instance's properties hold.
+        let prefix = format!("{id}[");
+        let id = match decls.contains_key(id) {
+            true => id,
+            false => decls
+                .range::<str, _>((
+                    std::ops::Bound::Included(prefix.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+                .map(|(k, _)| *k)
+                .filter(|k| k.starts_with(&prefix))
+                .unwrap_or(id),
+        };
         let declared = decls.get(id).map_or(&[][..], |d| d.sensitive.as_slice());
         planned
             .get(id)
@@ -478,7 +493,12 @@ pub fn orphans(
     let mut forget = Vec::new();
     let this = manifest.path.display().to_string();
     for r in store.resources()? {
-        if declared.contains(r.id.as_str()) || manifest.rejected_ids.contains(&r.id) {
+        // Declared, not parsed (reported), or left out by a false `when:` this run: not
+        // an orphan.
+        if declared.contains(r.id.as_str())
+            || manifest.rejected_ids.contains(&r.id)
+            || manifest.excluded.contains_key(&r.id)
+        {
             continue;
         }
         // Declared by another manifest sharing this state: not ours to remove.

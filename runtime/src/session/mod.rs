@@ -249,6 +249,7 @@ fn graph_of(
     Graph::build(GraphInput {
         resources: &manifest.resources,
         rejected: &manifest.rejected_ids,
+        excluded: &manifest.excluded,
         fields: &fields,
         paths: &paths,
     })

@@ -1,0 +1,476 @@
+//! The expression language of `${ … }` in manifests: Jinja expressions (minijinja, by
+//! Jinja's author) — arithmetic, comparisons, `and`/`or`/`not`, `x if c else y`, list
+//! and map literals and access, filters (`upper`, `replace`, `join`, `default`,
+//! `length`, …) — over `var` (the manifest's variables). One language for every place
+//! an expression may stand.
+//!
+//! Evaluated on the host, before any provider runs, with no file, environment or clock
+//! access, undefined names an error (never an empty string), and a fuel limit. A string
+//! that is exactly one `${ … }` takes the value's type (number, bool, list, map); inside
+//! a longer string the value is written as text (strings as they are, anything else as
+//! JSON). `$${` writes a literal `${`. `${resources.ID.FIELD}` is a reference to another
+//! resource, resolved later by the engine, and stays as written.
+
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Instructions one expression may execute: far above any real expression, low enough
+/// that a runaway one (`range(10**9) | join`) fails at once instead of hanging a plan.
+pub const EXPR_FUEL: u64 = 100_000;
+/// Longest expression text accepted between `${` and `}`.
+pub const MAX_EXPR_BYTES: usize = 16 * 1024;
+/// Largest value one expression may produce (as JSON): fuel counts instructions, not
+/// the work inside one built-in (`"x" * 10**8`, `range(…) | join`), so the result is
+/// bounded too, after minijinja's own caps.
+pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// Names an expression may always start from; `each` and `count` only where a
+/// [`Scope`] defines them.
+const ROOTS: &[&str] = &["var"];
+
+/// Names one resource instance adds to what its expressions see: `each.key` and
+/// `each.value` under `for_each`, `count.index` under `count`.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    entries: Vec<(&'static str, minijinja::Value)>,
+}
+
+impl Scope {
+    /// Nothing beyond `var`.
+    pub fn none() -> Scope {
+        Scope::default()
+    }
+
+    /// One `for_each` instance.
+    pub fn each(key: &str, value: &Value) -> Scope {
+        Scope {
+            entries: vec![(
+                "each",
+                minijinja::Value::from(minijinja::value::Serde(
+                    serde_json::json!({"key": key, "value": value}),
+                )),
+            )],
+        }
+    }
+
+    /// One `count` instance.
+    pub fn count(index: u64) -> Scope {
+        Scope {
+            entries: vec![(
+                "count",
+                minijinja::Value::from(minijinja::value::Serde(
+                    serde_json::json!({ "index": index }),
+                )),
+            )],
+        }
+    }
+
+    fn has(&self, root: &str) -> bool {
+        self.entries.iter().any(|(n, _)| *n == root)
+    }
+}
+
+/// One part of a string: literal text, or an expression with its byte offset.
+#[derive(Debug, Clone, PartialEq)]
+enum Piece<'a> {
+    Text(String),
+    Expr(&'a str),
+}
+
+/// What a string evaluated to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Evaluated {
+    pub value: Value,
+    /// The variables its expressions used (`var.NAME` → `NAME`).
+    pub vars: BTreeSet<String>,
+}
+
+/// Evaluates the `${ … }` of manifest strings against one context.
+pub struct Evaluator {
+    env: Environment<'static>,
+    /// `var`, converted once.
+    var: minijinja::Value,
+    vars: BTreeMap<String, Value>,
+}
+
+impl std::fmt::Debug for Evaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator").finish_non_exhaustive()
+    }
+}
+
+impl Evaluator {
+    /// An evaluator over the manifest's variables.
+    pub fn new(vars: &BTreeMap<String, Value>) -> Evaluator {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(EXPR_FUEL));
+        // Configuration is not HTML.
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        Evaluator {
+            env,
+            var: minijinja::Value::from(minijinja::value::Serde(vars)),
+            vars: vars.clone(),
+        }
+    }
+
+    /// Evaluate every `${ … }` in `text`; `Ok(None)` when there is none. Errors name the
+    /// expression and say what is wrong, every problem of the string at once.
+    pub fn eval_text(&self, text: &str) -> Result<Option<Evaluated>, Vec<String>> {
+        self.eval_in(text, &Scope::none())
+    }
+
+    /// [`Evaluator::eval_text`] with the names `scope` adds (`each`, `count`).
+    pub fn eval_in(&self, text: &str, scope: &Scope) -> Result<Option<Evaluated>, Vec<String>> {
+        if !text.contains("${") {
+            return Ok(None);
+        }
+        let pieces = scan(text).map_err(|e| vec![e])?;
+        // Exactly one expression and nothing else (not even white space, which a
+        // file's content keeps): typed.
+        let whole = matches!(pieces.as_slice(), [Piece::Expr(_)]);
+        let mut out = String::new();
+        let mut problems = Vec::new();
+        let mut used = BTreeSet::new();
+        let mut typed = None;
+        for piece in &pieces {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Expr(src) if src.trim_start().starts_with("resources.") => {
+                    // Another resource's field: the engine resolves it.
+                    out.push_str(&format!("${{{src}}}"));
+                }
+                Piece::Expr(src) => match self.eval(src, scope) {
+                    Ok((value, vars)) => {
+                        used.extend(vars);
+                        match &value {
+                            Value::String(s) => out.push_str(s),
+                            other => out.push_str(&other.to_string()),
+                        }
+                        if whole {
+                            typed = Some(value);
+                        }
+                    }
+                    Err(e) => problems.push(e),
+                },
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Some(Evaluated {
+            value: typed.unwrap_or(Value::String(out)),
+            vars: used,
+        }))
+    }
+
+    /// One expression: its value and the variables it read.
+    fn eval(&self, src: &str, scope: &Scope) -> Result<(Value, BTreeSet<String>), String> {
+        let shown = || format!("`${{{}}}`", one_line(src));
+        if src.len() > MAX_EXPR_BYTES {
+            return Err(format!(
+                "the expression is {} bytes, over the limit of {MAX_EXPR_BYTES}",
+                src.len()
+            ));
+        }
+        let expr = self
+            .env
+            .compile_expression(src)
+            .map_err(|e| format!("in {}: {}", shown(), describe(&e)))?;
+        let mut used = BTreeSet::new();
+        let mut problems = Vec::new();
+        let mut names: Vec<String> = expr.undeclared_variables(true).into_iter().collect();
+        names.sort();
+        for name in names {
+            let mut parts = name.splitn(3, '.');
+            let root = parts.next().unwrap_or_default();
+            let member = parts.next();
+            if scope.has(root) {
+                continue;
+            }
+            if matches!(root, "each" | "count") {
+                problems.push(format!(
+                    "`{root}` in {} is defined only in a resource with `{}`",
+                    shown(),
+                    if root == "each" { "for_each" } else { "count" }
+                ));
+                continue;
+            }
+            // Built-in functions (`range`, `dict`) are globals of the environment.
+            if member.is_none() && self.env.globals().any(|(g, _)| g == root) {
+                continue;
+            }
+            if !ROOTS.contains(&root) {
+                problems.push(format!(
+                    "unknown name `{root}` in {} (expressions read `var.NAME`; another resource's field is `${{resources.ID.FIELD}}` on its own)",
+                    shown()
+                ));
+                continue;
+            }
+            if let Some(var) = member {
+                if self.vars.contains_key(var) {
+                    used.insert(var.to_owned());
+                } else {
+                    let known: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+                    problems.push(format!(
+                        "unknown variable `{var}` (declared: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        let context = minijinja::Value::from_pairs(
+            std::iter::once(("var", self.var.clone()))
+                .chain(scope.entries.iter().map(|(n, v)| (*n, v.clone()))),
+        );
+        let value = expr
+            .eval(context)
+            .map_err(|e| format!("in {}: {}", shown(), describe(&e)))?;
+        if value.is_undefined() {
+            return Err(format!("in {}: the value is undefined", shown()));
+        }
+        let json = serde_json::to_value(&value)
+            .map_err(|e| format!("in {}: the value cannot be used: {e}", shown()))?;
+        let size = match &json {
+            Value::String(s) => s.len(),
+            other => other.to_string().len(),
+        };
+        if size > MAX_VALUE_BYTES {
+            return Err(format!(
+                "in {}: the value is {size} bytes, over the limit of {MAX_VALUE_BYTES} (MAX_VALUE_BYTES)",
+                shown()
+            ));
+        }
+        Ok((json, used))
+    }
+}
+
+/// A minijinja error as one sentence, naming the limit when fuel ran out.
+fn describe(e: &minijinja::Error) -> String {
+    let detail = e
+        .detail()
+        .map(str::to_owned)
+        .unwrap_or_else(|| e.to_string());
+    match e.kind() {
+        ErrorKind::OutOfFuel => format!(
+            "it ran out of fuel (EXPR_FUEL: {EXPR_FUEL} instructions): an expression this long-running is a mistake"
+        ),
+        ErrorKind::UnknownFilter => format!("unknown filter: {detail}"),
+        ErrorKind::UnknownFunction => format!("unknown function: {detail}"),
+        ErrorKind::UnknownTest => format!("unknown test: {detail}"),
+        ErrorKind::UndefinedError => format!("undefined value: {detail}"),
+        ErrorKind::SyntaxError => format!("syntax error: {detail}"),
+        _ => detail,
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Split `text` into literal text and `${ … }` expressions. An expression ends at the
+/// `}` that closes its `${`, skipping braces inside brackets and string literals; `$${`
+/// is a literal `${` (kept escaped before `resources.`, for the engine to unescape).
+fn scan(text: &str) -> Result<Vec<Piece<'_>>, String> {
+    let mut out = Vec::new();
+    let mut lit = String::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if text[i..].starts_with("$${") {
+            let after = &text[i + 3..];
+            lit.push_str(if after.trim_start().starts_with("resources.") {
+                "$${"
+            } else {
+                "${"
+            });
+            i += 3;
+            continue;
+        }
+        if !text[i..].starts_with("${") {
+            let c = text[i..].chars().next().unwrap_or_default();
+            lit.push(c);
+            i += c.len_utf8();
+            continue;
+        }
+        let start = i + 2;
+        let mut depth = 0usize;
+        let mut quote: Option<u8> = None;
+        let mut j = start;
+        let end = loop {
+            let Some(&b) = bytes.get(j) else {
+                return Err(format!("unterminated `${{` in `{}`", one_line(text)));
+            };
+            match (quote, b) {
+                (Some(q), b'\\') if q != 0 => j += 1,
+                (Some(q), b) if b == q => quote = None,
+                (Some(_), _) => {}
+                (None, b'"' | b'\'') => quote = Some(b),
+                (None, b'{' | b'[' | b'(') => depth += 1,
+                (None, b']' | b')') => depth = depth.saturating_sub(1),
+                (None, b'}') if depth == 0 => break j,
+                (None, b'}') => depth -= 1,
+                _ => {}
+            }
+            j += 1;
+        };
+        if !lit.is_empty() {
+            out.push(Piece::Text(std::mem::take(&mut lit)));
+        }
+        let src = &text[start..end];
+        if src.trim().is_empty() {
+            return Err(format!("empty `${{}}` in `{}`", one_line(text)));
+        }
+        out.push(Piece::Expr(src));
+        i = end + 1;
+    }
+    if !lit.is_empty() {
+        out.push(Piece::Text(lit));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev() -> Evaluator {
+        Evaluator::new(&BTreeMap::from([
+            ("env".to_owned(), json!("prod")),
+            ("port".to_owned(), json!(8080)),
+            ("sites".to_owned(), json!(["a.example", "b.example"])),
+            ("limits".to_owned(), json!({"cpu": 2, "mem": "1G"})),
+        ]))
+    }
+
+    fn value(text: &str) -> Value {
+        ev().eval_text(text)
+            .expect("evaluates")
+            .expect("has expressions")
+            .value
+    }
+
+    #[test]
+    fn expressions_keep_their_type_when_they_are_the_whole_string() {
+        assert_eq!(value("${ var.port + 1 }"), json!(8081));
+        assert_eq!(value("${var.port > 1024}"), json!(true));
+        assert_eq!(value("${ var.sites }"), json!(["a.example", "b.example"]));
+        assert_eq!(value("${ var.limits.cpu * 2 }"), json!(4));
+        assert_eq!(value("${ var.limits[\"mem\"] }"), json!("1G"));
+        assert_eq!(value("${ {\"a\": var.port}[\"a\"] }"), json!(8080));
+        assert_eq!(value("${ var.sites | length }"), json!(2));
+    }
+
+    #[test]
+    fn inside_text_values_are_written_out() {
+        assert_eq!(
+            value("/srv/${ var.env | upper }/${var.port}"),
+            json!("/srv/PROD/8080")
+        );
+        assert_eq!(
+            value("${ var.sites | join(\",\") }!"),
+            json!("a.example,b.example!")
+        );
+        assert_eq!(value("${ var.env | replace(\"o\", \"0\") }"), json!("pr0d"));
+        assert_eq!(
+            value("${ var.limits.gpu | default(\"none\") }"),
+            json!("none")
+        );
+        assert_eq!(
+            value("${ \"dev\" if var.env != \"prod\" else \"live\" }"),
+            json!("live")
+        );
+        assert_eq!(
+            value("cost: $${x} and ${ \"}\" }"),
+            json!("cost: ${x} and }")
+        );
+    }
+
+    #[test]
+    fn references_to_resources_stay_for_the_engine() {
+        assert_eq!(
+            value("${var.env}/${resources.x-y.path}"),
+            json!("prod/${resources.x-y.path}")
+        );
+        assert_eq!(value("a $${resources.x.y}"), json!("a $${resources.x.y}"));
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let errs = |t: &str| ev().eval_text(t).expect_err("an error").join(" | ");
+        let e = errs("${ var.a }-${ var.b }");
+        assert!(
+            e.contains("unknown variable `a`") && e.contains("`b`"),
+            "{e}"
+        );
+        assert!(e.contains("declared: env, limits, port, sites"), "{e}");
+        assert!(errs("${ env.HOME }").contains("unknown name `env`"));
+        assert!(
+            errs("${ var.env | shout }").contains("unknown filter"),
+            "{}",
+            errs("${ var.env | shout }")
+        );
+        assert!(
+            errs("${ now() }").contains("unknown name `now`")
+                || errs("${ now() }").contains("unknown function")
+        );
+        let e = errs("${ \"a\" + 1 }");
+        assert!(
+            e.contains("in `${\"a\" + 1}`") && e.contains("unsupported types"),
+            "{e}"
+        );
+        assert!(errs("${ var.port + }").contains("syntax error"));
+        assert!(
+            errs("${ var.limits.gpu }").contains("undefined"),
+            "{}",
+            errs("${ var.limits.gpu }")
+        );
+        let e = errs("${ \"x\" * 2000000 }");
+        assert!(e.contains("over the limit of 1048576"), "{e}");
+        assert!(errs("${ var.env").contains("unterminated"));
+        assert!(errs("${ }").contains("empty"));
+    }
+
+    #[test]
+    fn instances_see_each_and_count_and_others_do_not() {
+        let scope = Scope::each("a.example", &json!({"port": 81}));
+        let v = ev()
+            .eval_in("${ each.key }:${ each.value.port + 1 }", &scope)
+            .expect("ok")
+            .expect("some");
+        assert_eq!(v.value, json!("a.example:82"));
+        let v = ev()
+            .eval_in("${ count.index * 10 }", &Scope::count(3))
+            .expect("ok")
+            .expect("some");
+        assert_eq!(v.value, json!(30));
+        let e = ev()
+            .eval_text("${ each.key }")
+            .expect_err("no each")
+            .join("");
+        assert!(
+            e.contains("defined only in a resource with `for_each`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_variables_used_are_reported() {
+        let e = ev()
+            .eval_text("${ var.env | upper }-${ var.port }")
+            .expect("ok")
+            .expect("some");
+        assert_eq!(
+            e.vars,
+            BTreeSet::from(["env".to_owned(), "port".to_owned()])
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! The manifest language (issue 15) end to end: `${ … }` expressions, `when:`.
+
+use crate::support::{ok, stderr, stdout, tenet, write_manifest};
+
+#[test]
+fn expressions_compute_properties_with_types_and_hide_what_secrets_went_into() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(
+        dir,
+        r#"vars:
+  port: 8080
+  name: web
+  sites: [a.example, b.example]
+  token: {default: s3cret-value, sensitive: true}
+providers:
+  file:
+    grants:
+      fs: [{path: ./out, access: rw}]
+resources:
+  - id: conf
+    type: file.file
+    properties:
+      path: "./out/${ var.name | upper }.conf"
+      mode: "${ '0600' if var.port > 1024 else '0644' }"
+      content: "listen ${ var.port + 1 }\nserver_names ${ var.sites | join(' ') }\n"
+  - id: secret
+    type: file.file
+    properties:
+      path: ./out/token
+      content: "${ var.token | upper }"
+"#,
+    );
+    let o = tenet(dir, &["apply", "--yes"]);
+    ok(&o);
+    let conf = std::fs::read_to_string(dir.join("out/WEB.conf")).expect("conf");
+    assert_eq!(conf, "listen 8081\nserver_names a.example b.example\n");
+    let token = std::fs::read_to_string(dir.join("out/token")).expect("token");
+    assert_eq!(token, "S3CRET-VALUE");
+    // The transformed secret is never shown: not in the plan, not in the apply output.
+    std::fs::remove_file(dir.join("out/token")).expect("rm");
+    let o = tenet(dir, &["plan", "--json"]);
+    let out = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(!out.contains("S3CRET"), "{out}");
+    assert!(
+        out.contains("(sensitive)") || out.contains("sensitive"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_false_when_leaves_a_resource_out_and_never_deletes_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(
+        dir,
+        r#"vars:
+  env: prod
+providers:
+  file:
+    grants:
+      fs: [{path: ./out, access: rw}]
+resources:
+  - id: banner
+    type: file.file
+    when: "${ var.env == 'prod' }"
+    properties: {path: ./out/banner, content: "production\n"}
+  - id: always
+    type: file.file
+    properties: {path: ./out/always, content: "x\n"}
+"#,
+    );
+    ok(&tenet(dir, &["apply", "--yes"]));
+    assert!(dir.join("out/banner").exists());
+    // In dev the condition is false: left out of the plan, shown as such, not deleted.
+    let o = tenet(dir, &["plan", "--var", "env=dev", "--json"]);
+    ok(&o);
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(plan["excluded"], serde_json::json!(["banner"]), "{plan}");
+    assert!(
+        plan["resources"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["id"] != "banner")),
+        "{plan}"
+    );
+    let o = tenet(dir, &["apply", "--yes", "--var", "env=dev"]);
+    ok(&o);
+    assert!(
+        stdout(&o).contains("banner is left out") || stdout(&o).contains("is left out"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        dir.join("out/banner").exists(),
+        "a false condition deletes nothing"
+    );
+}
+
+#[test]
+fn for_each_and_count_make_stable_instances_and_one_removal_touches_one() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let manifest = |sites: &str, n: u32| {
+        format!(
+            r#"vars:
+  sites: {sites}
+  workers: {n}
+providers:
+  file:
+    grants:
+      fs: [{{path: ./out, access: rw}}]
+resources:
+  - id: site
+    type: file.file
+    for_each: "${{ var.sites }}"
+    properties:
+      path: "./out/${{ each.key }}.conf"
+      content: "server_name ${{ each.key }}; listen ${{ each.value.port }};\n"
+  - id: worker
+    type: file.file
+    count: "${{ var.workers }}"
+    properties: {{path: "./out/worker-${{ count.index }}", content: "${{ count.index * 10 }}\n"}}
+  - id: index
+    type: file.file
+    depends_on: [site]
+    properties: {{path: ./out/index, content: "${{ var.sites | length }} sites\n"}}
+"#
+        )
+    };
+    write_manifest(
+        dir,
+        &manifest("{a.example: {port: 81}, b.example: {port: 82}}", 3),
+    );
+    let o = tenet(dir, &["apply", "--yes"]);
+    ok(&o);
+    assert!(stdout(&o).contains("site[a.example]"), "{}", stdout(&o));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/b.example.conf")).expect("b"),
+        "server_name b.example; listen 82;\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/worker-2")).expect("w2"),
+        "20\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/index")).expect("i"),
+        "2 sites\n"
+    );
+    // The graph: `index` comes after every instance of `site`.
+    let o = tenet(dir, &["graph", "--format", "json"]);
+    ok(&o);
+    let g: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("graph json");
+    let order: Vec<&str> = g["order"]
+        .as_array()
+        .expect("order")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let pos = |id: &str| order.iter().position(|x| *x == id).unwrap_or(usize::MAX);
+    assert!(
+        pos("site[a.example]") < pos("index") && pos("site[b.example]") < pos("index"),
+        "{order:?}"
+    );
+
+    // One site and one worker fewer: exactly those two are deleted, the rest unchanged.
+    write_manifest(dir, &manifest("{b.example: {port: 82}}", 2));
+    let o = tenet(dir, &["plan", "--json"]);
+    ok(&o);
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("plan");
+    let actions: std::collections::BTreeMap<String, String> = plan["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or("").to_owned(),
+                r["action"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(actions["site[a.example]"], "delete", "{actions:?}");
+    assert_eq!(actions["worker[2]"], "delete", "{actions:?}");
+    assert_eq!(actions["site[b.example]"], "none", "{actions:?}");
+    assert_eq!(actions["worker[0]"], "none", "{actions:?}");
+    assert_eq!(actions["index"], "update", "{actions:?}");
+    ok(&tenet(dir, &["apply", "--yes"]));
+    assert!(!dir.join("out/a.example.conf").exists());
+    assert!(dir.join("out/b.example.conf").exists());
+    assert!(!dir.join("out/worker-2").exists());
+}
