@@ -188,3 +188,78 @@ resources:
     assert!(dir.join("out/b.example.conf").exists());
     assert!(!dir.join("out/worker-2").exists());
 }
+
+#[test]
+fn templates_render_at_plan_time_and_a_changed_template_is_a_changed_manifest() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("templates")).expect("templates");
+    std::fs::write(
+        dir.join("templates/nginx.conf.j2"),
+        "{% import 'templates/macros.j2' as m %}worker_processes {{ workers }};\n{% for s in var.sites %}{{ m.server(s, port) }}{% endfor %}",
+    )
+    .expect("template");
+    std::fs::write(
+        dir.join("templates/macros.j2"),
+        "{% macro server(name, port) %}server { listen {{ port }}; server_name {{ name }}; }\n{% endmacro %}",
+    )
+    .expect("macros");
+    std::fs::write(
+        dir.join("templates/secret.j2"),
+        "password={{ var.token }}\n",
+    )
+    .expect("secret");
+    write_manifest(
+        dir,
+        r#"vars:
+  sites: [a.example, b.example]
+  token: {default: hunter22, sensitive: true}
+providers:
+  file:
+    grants:
+      fs: [{path: ./out, access: rw}]
+resources:
+  - id: nginx
+    type: file.file
+    properties:
+      path: ./out/nginx.conf
+      content: "${ template('templates/nginx.conf.j2', {'workers': 4, 'port': 8080}) }"
+  - id: creds
+    type: file.file
+    properties: {path: ./out/creds, content: "${ template('templates/secret.j2') }"}
+"#,
+    );
+    let o = tenet(dir, &["plan"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("server_name b.example"),
+        "the rendered text is in the plan: {out}"
+    );
+    assert!(
+        !out.contains("hunter22"),
+        "a template that reads a secret is hidden: {out}"
+    );
+    ok(&tenet(dir, &["apply", "--yes"]));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/nginx.conf")).expect("conf"),
+        "worker_processes 4;\nserver { listen 8080; server_name a.example; }\nserver { listen 8080; server_name b.example; }\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/creds")).expect("creds"),
+        "password=hunter22\n"
+    );
+
+    // A saved plan, then the template changes: the plan is stale, and a new plan shows
+    // the rendered difference.
+    ok(&tenet(dir, &["plan", "--out", "saved.plan"]));
+    std::fs::write(
+        dir.join("templates/macros.j2"),
+        "{% macro server(name, port) %}server { listen {{ port }} http2; server_name {{ name }}; }\n{% endmacro %}",
+    )
+    .expect("edit");
+    let o = tenet(dir, &["apply", "saved.plan"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("stale plan"), "{}", stderr(&o));
+    let o = tenet(dir, &["plan"]);
+    assert!(stdout(&o).contains("http2"), "{}", stdout(&o));
+}

@@ -10,10 +10,30 @@
 //! a longer string the value is written as text (strings as they are, anything else as
 //! JSON). `$${` writes a literal `${`. `${resources.ID.FIELD}` is a reference to another
 //! resource, resolved later by the engine, and stays as written.
+//!
+//! `template("templates/app.conf.j2", {"port": 8080})` renders a Jinja template file at
+//! plan time with the map passed plus `var` (and `each`/`count` in a loop): names are
+//! relative to the manifest's directory and may not leave it (`..`, absolute paths and
+//! symlinks that lead out are refused); `{% include %}` and `{% import %}` of macros work
+//! within it; undefined names are errors; nothing is escaped (configuration is not HTML);
+//! a file's trailing newline is kept. An error inside a template names its file, line and
+//! column, and the manifest names the resource and property that use it.
 
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Largest template file read (a configuration template is kilobytes).
+pub const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
+
+/// The template files the loader read (name → text): they are part of what the manifest
+/// says.
+#[derive(Debug, Default)]
+struct Seen {
+    files: BTreeMap<String, String>,
+}
 
 /// Instructions one expression may execute: far above any real expression, low enough
 /// that a runaway one (`range(10**9) | join`) fails at once instead of hanging a plan.
@@ -88,6 +108,7 @@ pub struct Evaluated {
 /// Evaluates the `${ … }` of manifest strings against one context.
 pub struct Evaluator {
     env: Environment<'static>,
+    seen: Arc<Mutex<Seen>>,
     /// `var`, converted once.
     var: minijinja::Value,
     vars: BTreeMap<String, Value>,
@@ -100,18 +121,41 @@ impl std::fmt::Debug for Evaluator {
 }
 
 impl Evaluator {
-    /// An evaluator over the manifest's variables.
-    pub fn new(vars: &BTreeMap<String, Value>) -> Evaluator {
+    /// An evaluator over the manifest's variables, with templates under `base` (the
+    /// manifest's directory; `None`: no `template()`).
+    pub fn new(vars: &BTreeMap<String, Value>, base: Option<&Path>) -> Evaluator {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(EXPR_FUEL));
         // Configuration is not HTML.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
+            .keep_trailing_newline(true)
+            .build()
+        {
+            env.set_syntax(syntax);
+        }
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        if let Some(base) = base {
+            let root = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
+            let files = seen.clone();
+            env.set_loader(move |name| load_template(&root, name, &files));
+            env.add_function("template", render_template);
+        }
         Evaluator {
             env,
+            seen,
             var: minijinja::Value::from(minijinja::value::Serde(vars)),
             vars: vars.clone(),
         }
+    }
+
+    /// The template files read so far (name → text), in name order.
+    pub fn templates(&self) -> BTreeMap<String, String> {
+        self.seen
+            .lock()
+            .map(|s| s.files.clone())
+            .unwrap_or_default()
     }
 
     /// Evaluate every `${ … }` in `text`; `Ok(None)` when there is none. Errors name the
@@ -166,6 +210,7 @@ impl Evaluator {
 
     /// One expression: its value and the variables it read.
     fn eval(&self, src: &str, scope: &Scope) -> Result<(Value, BTreeSet<String>), String> {
+        TEMPLATE_VARS.with(|t| t.borrow_mut().clear());
         let shown = || format!("`${{{}}}`", one_line(src));
         if src.len() > MAX_EXPR_BYTES {
             return Err(format!(
@@ -233,6 +278,15 @@ impl Evaluator {
         let value = expr
             .eval(context)
             .map_err(|e| format!("in {}: {}", shown(), describe(&e)))?;
+        // What the templates it rendered read (a sensitive variable makes it sensitive).
+        TEMPLATE_VARS.with(|t| {
+            used.extend(
+                t.borrow()
+                    .iter()
+                    .filter(|v| self.vars.contains_key(*v))
+                    .cloned(),
+            )
+        });
         if value.is_undefined() {
             return Err(format!("in {}: the value is undefined", shown()));
         }
@@ -269,6 +323,129 @@ fn describe(e: &minijinja::Error) -> String {
         ErrorKind::SyntaxError => format!("syntax error: {detail}"),
         _ => detail,
     }
+}
+
+/// The loader: `name` relative to `root`, never outside it.
+fn load_template(
+    root: &Path,
+    name: &str,
+    seen: &Mutex<Seen>,
+) -> Result<Option<String>, minijinja::Error> {
+    let refuse = |why: &str| {
+        Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("template `{name}`: {why}"),
+        ))
+    };
+    let relative = Path::new(name);
+    if relative.is_absolute()
+        || name.contains('\\')
+        || relative
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return refuse(
+            "a template is named by a path relative to the manifest's directory, without `..`",
+        );
+    }
+    let path: PathBuf = root.join(relative);
+    let real = match path.canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return refuse(&e.to_string()),
+    };
+    if !real.starts_with(root) {
+        return refuse(&format!(
+            "it leads out of the manifest's directory (to {})",
+            real.display()
+        ));
+    }
+    let size = std::fs::metadata(&real).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_TEMPLATE_BYTES {
+        return refuse(&format!(
+            "{size} bytes, over the limit of {MAX_TEMPLATE_BYTES} (MAX_TEMPLATE_BYTES)"
+        ));
+    }
+    let text = match std::fs::read_to_string(&real) {
+        Ok(t) => t,
+        Err(e) => return refuse(&e.to_string()),
+    };
+    if let Ok(mut s) = seen.lock() {
+        s.files.insert(name.to_owned(), text.clone());
+    }
+    Ok(Some(text))
+}
+
+/// `template(name, args)`: render the template `name` with `args` (a map) plus `var`,
+/// `each` and `count` as the calling expression sees them.
+fn render_template(
+    state: &minijinja::State<'_, '_>,
+    name: String,
+    args: Option<minijinja::Value>,
+) -> Result<String, minijinja::Error> {
+    let env = state.env();
+    let tmpl = env.get_template(&name).map_err(|e| located(&name, &e))?;
+    let mut pairs: Vec<(String, minijinja::Value)> = Vec::new();
+    if let Some(args) = &args {
+        if args.kind() != minijinja::value::ValueKind::Map {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "template(\"{name}\", …): the second argument must be a map of names to values"
+                ),
+            ));
+        }
+        for key in args.try_iter()? {
+            let value = args.get_item(&key)?;
+            pairs.push((key.to_string(), value));
+        }
+    }
+    for root in ["var", "each", "count"] {
+        if let Some(v) = state.lookup(root) {
+            pairs.push((root.to_owned(), v));
+        }
+    }
+    // Which variables it reads: a sensitive one makes the result sensitive.
+    let read: Vec<String> = tmpl
+        .undeclared_variables(true)
+        .into_iter()
+        .filter_map(|n| {
+            n.strip_prefix("var.")
+                .map(|v| v.split('.').next().unwrap_or(v).to_owned())
+        })
+        .collect();
+    let rendered = tmpl
+        .render(minijinja::Value::from_pairs(pairs))
+        .map_err(|e| located(&name, &e))?;
+    TEMPLATE_VARS.with(|t| t.borrow_mut().extend(read));
+    Ok(rendered)
+}
+
+thread_local! {
+    /// Variables read by templates rendered on this thread since the last expression.
+    static TEMPLATE_VARS: std::cell::RefCell<BTreeSet<String>> = const { std::cell::RefCell::new(BTreeSet::new()) };
+}
+
+/// An error inside a template, as `template NAME:LINE:COL: what`.
+fn located(name: &str, e: &minijinja::Error) -> minijinja::Error {
+    let file = e.name().unwrap_or(name);
+    let line = e.line().unwrap_or(0);
+    let col = match (e.template_source(), e.range()) {
+        (Some(src), Some(r)) => src[..r.start.min(src.len())]
+            .rsplit('\n')
+            .next()
+            .map_or(1, |l| l.chars().count() + 1),
+        _ => 1,
+    };
+    let what = describe(e);
+    // A nested template's error already says where it is.
+    if what.starts_with("template ") {
+        return minijinja::Error::new(ErrorKind::InvalidOperation, what);
+    }
+    minijinja::Error::new(
+        ErrorKind::InvalidOperation,
+        format!("template {file}:{line}:{col}: {what}"),
+    )
 }
 
 fn one_line(s: &str) -> String {
@@ -343,12 +520,15 @@ mod tests {
     use serde_json::json;
 
     fn ev() -> Evaluator {
-        Evaluator::new(&BTreeMap::from([
-            ("env".to_owned(), json!("prod")),
-            ("port".to_owned(), json!(8080)),
-            ("sites".to_owned(), json!(["a.example", "b.example"])),
-            ("limits".to_owned(), json!({"cpu": 2, "mem": "1G"})),
-        ]))
+        Evaluator::new(
+            &BTreeMap::from([
+                ("env".to_owned(), json!("prod")),
+                ("port".to_owned(), json!(8080)),
+                ("sites".to_owned(), json!(["a.example", "b.example"])),
+                ("limits".to_owned(), json!({"cpu": 2, "mem": "1G"})),
+            ]),
+            None,
+        )
     }
 
     fn value(text: &str) -> Value {
@@ -460,6 +640,120 @@ mod tests {
             e.contains("defined only in a resource with `for_each`"),
             "{e}"
         );
+    }
+
+    /// A manifest directory with templates: `app.j2` includes `part.j2` and imports a
+    /// macro; `bad.j2` reads an undefined name on line 2; `secret.j2` reads var.token.
+    fn templates() -> (tempfile::TempDir, Evaluator) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let t = dir.path().join("templates");
+        std::fs::create_dir(&t).expect("dir");
+        std::fs::write(
+            t.join("app.j2"),
+            "{% import 'templates/macros.j2' as m %}port {{ port }}\n{{ m.upper(var.env) }}\n{% include 'templates/part.j2' %}",
+        )
+        .expect("app");
+        std::fs::write(
+            t.join("part.j2"),
+            "{% for s in sites %}site {{ s }}\n{% endfor %}",
+        )
+        .expect("part");
+        std::fs::write(
+            t.join("macros.j2"),
+            "{% macro upper(x) %}{{ x | upper }}{% endmacro %}",
+        )
+        .expect("m");
+        std::fs::write(t.join("bad.j2"), "line one\nport {{ nope }}\n").expect("bad");
+        std::fs::write(t.join("secret.j2"), "token={{ var.token }}\n").expect("secret");
+        std::fs::write(
+            t.join("loop.j2"),
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        )
+        .expect("loop");
+        let ev = Evaluator::new(
+            &BTreeMap::from([
+                ("env".to_owned(), json!("prod")),
+                ("token".to_owned(), json!("s3cret")),
+            ]),
+            Some(dir.path()),
+        );
+        (dir, ev)
+    }
+
+    #[test]
+    fn templates_render_with_includes_macros_and_their_arguments() {
+        let (_dir, ev) = templates();
+        let v = ev
+            .eval_text("${ template('templates/app.j2', {'port': 8080, 'sites': ['a', 'b']}) }")
+            .expect("renders")
+            .expect("some");
+        assert_eq!(v.value, json!("port 8080\nPROD\nsite a\nsite b\n"));
+        assert!(v.vars.contains("env"));
+        assert_eq!(
+            ev.templates().keys().collect::<Vec<_>>(),
+            [
+                "templates/app.j2",
+                "templates/macros.j2",
+                "templates/part.j2"
+            ]
+        );
+        // A template that reads a variable reports it (a sensitive one makes it sensitive).
+        let v = ev
+            .eval_text("${ template('templates/secret.j2') }")
+            .expect("ok")
+            .expect("some");
+        assert!(v.vars.contains("token"), "{:?}", v.vars);
+    }
+
+    #[test]
+    fn template_errors_name_the_file_line_and_column_and_nothing_leaves_the_directory() {
+        let (dir, ev) = templates();
+        let e = ev
+            .eval_text("${ template('templates/bad.j2') }")
+            .expect_err("undefined")
+            .join("");
+        assert!(
+            e.contains("template templates/bad.j2:2:9: undefined value"),
+            "{e}"
+        );
+        let e = ev
+            .eval_text("${ template('templates/none.j2') }")
+            .expect_err("missing")
+            .join("");
+        assert!(
+            e.contains("templates/none.j2") && e.contains("does not exist"),
+            "{e}"
+        );
+        for escape in ["../etc/passwd", "/etc/passwd", "templates/../../x"] {
+            let e = ev
+                .eval_text(&format!("${{ template('{escape}') }}"))
+                .expect_err("refused")
+                .join("");
+            assert!(
+                e.contains("relative to the manifest's directory"),
+                "{escape}: {e}"
+            );
+        }
+        // A symlink inside the directory that leads out of it.
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("templates/out.j2"))
+            .expect("link");
+        let e = ev
+            .eval_text("${ template('templates/out.j2') }")
+            .expect_err("refused")
+            .join("");
+        assert!(e.contains("leads out of the manifest's directory"), "{e}");
+        // A runaway template runs out of fuel, naming the limit.
+        let e = ev
+            .eval_text("${ template('templates/loop.j2') }")
+            .expect_err("fuel")
+            .join("");
+        assert!(e.contains("fuel"), "{e}");
+        // Without a directory, there are no templates.
+        let e = super::tests::ev()
+            .eval_text("${ template('x.j2') }")
+            .expect_err("none")
+            .join("");
+        assert!(e.contains("unknown"), "{e}");
     }
 
     #[test]

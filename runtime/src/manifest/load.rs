@@ -105,7 +105,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         }
     }
     let values = resolve_vars(&decls, options, &mut diags);
-    let ev = super::expr::Evaluator::new(&values);
+    let ev = super::expr::Evaluator::new(&values, Some(&base_dir));
 
     let mut trusted_keys = Vec::new();
     let mut providers = BTreeMap::new();
@@ -173,7 +173,8 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
 
     depend_on_instances(&mut resources);
 
-    let sha256 = digest(&docs, &values);
+    // Templates are part of what the manifest says: a changed one is a changed manifest.
+    let sha256 = digest(&docs, &values, &ev.templates());
     let sources = docs
         .iter()
         .map(|d| (d.file.clone(), d.text.clone()))
@@ -330,13 +331,23 @@ fn resolve_vars(
     out
 }
 
-fn digest(docs: &[Doc], vars: &BTreeMap<String, Value>) -> String {
+fn digest(
+    docs: &[Doc],
+    vars: &BTreeMap<String, Value>,
+    templates: &BTreeMap<String, String>,
+) -> String {
     let mut h = Sha256::new();
     for doc in docs {
         let name = doc.file.file_name().map(|n| n.to_string_lossy());
         h.update(name.unwrap_or_default().as_bytes());
         h.update([0]);
         h.update(doc.text.as_bytes());
+        h.update([0]);
+    }
+    for (name, text) in templates {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
         h.update([0]);
     }
     h.update(serde_json::to_string(vars).unwrap_or_default().as_bytes());
@@ -1360,26 +1371,29 @@ fn expand(
             let mut v = v;
             let at = format!("{pointer}/{key}");
             let before = diags.len();
-            vars::interpolate(
+            let mut ignored = Vec::new();
+            evaluate(
                 &mut v,
                 &at,
                 spans,
                 (ev, &none),
                 secret,
-                &mut Vec::new(),
+                &mut ignored,
+                &what,
                 diags,
             );
             (diags.len() == before).then_some(v)
         };
         let instances: Vec<(String, super::expr::Scope)> = match (for_each, count) {
             (None, None) => {
-                vars::interpolate(
+                evaluate(
                     &mut item,
                     &pointer,
                     spans,
                     (ev, &none),
                     secret,
                     derived,
+                    &what,
                     diags,
                 );
                 out.push(Entry {
@@ -1483,13 +1497,18 @@ fn expand(
         }
         for (key, scope) in instances {
             let mut value = item.clone();
-            vars::interpolate(
+            let what = match item.get("id").and_then(Value::as_str) {
+                Some(id) => format!("resource `{id}[{key}]`"),
+                None => what.clone(),
+            };
+            evaluate(
                 &mut value,
                 &pointer,
                 spans,
                 (ev, &scope),
                 secret,
                 derived,
+                &what,
                 diags,
             );
             out.push(Entry {
@@ -1500,6 +1519,26 @@ fn expand(
         }
     }
     out
+}
+
+/// [`vars::interpolate`] for one resource: its problems name it (`resource `web``: …),
+/// so an error inside a template says which resource used it.
+#[allow(clippy::too_many_arguments)]
+fn evaluate(
+    value: &mut Value,
+    pointer: &str,
+    spans: &Spans,
+    eval: (&super::expr::Evaluator, &Scope),
+    secret: &dyn Fn(&str) -> bool,
+    derived: &mut Vec<String>,
+    what: &str,
+    diags: &mut Diagnostics,
+) {
+    let mut found = Diagnostics::new();
+    vars::interpolate(value, pointer, spans, eval, secret, derived, &mut found);
+    for d in found.iter() {
+        diags.error(d.location.clone(), format!("{what}: {}", d.message));
+    }
 }
 
 /// `locks: [name, …]`: named locks the resource holds while it runs; every bad name
