@@ -20,6 +20,7 @@ pub mod cli;
 pub mod diag;
 pub mod distribution;
 pub mod engine;
+pub mod facts;
 pub mod graph;
 pub mod manifest;
 pub mod plan;

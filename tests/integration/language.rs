@@ -263,3 +263,99 @@ resources:
     let o = tenet(dir, &["plan"]);
     assert!(stdout(&o).contains("http2"), "{}", stdout(&o));
 }
+
+#[test]
+fn facts_choose_what_a_host_gets_and_are_recorded_with_the_run() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("hosts")).expect("hosts");
+    std::fs::write(
+        dir.join("hosts/debian.yaml"),
+        "os: {family: Debian, release: {major: '12'}}\nhostname: web1\nprocessors: {count: 8}\n",
+    )
+    .expect("facts");
+    std::fs::write(
+        dir.join("hosts/redhat.yaml"),
+        "os: {family: RedHat, release: {major: '9'}}\nhostname: db1\nprocessors: {count: 2}\n",
+    )
+    .expect("facts");
+    write_manifest(
+        dir,
+        r#"providers:
+  file:
+    grants:
+      fs: [{path: ./out, access: rw}]
+resources:
+  - id: apt-conf
+    type: file.file
+    when: ${ facts.os.family == "Debian" }
+    properties: {path: ./out/apt.conf, content: "debian ${ facts.os.release.major }\n"}
+  - id: motd
+    type: file.file
+    properties:
+      path: ./out/motd
+      content: "${ facts.hostname } with ${ facts.processors.count * 2 } workers\n"
+"#,
+    );
+    let plan = |facts: &str| -> serde_json::Value {
+        let o = tenet(dir, &["plan", "--json", "--facts", facts]);
+        ok(&o);
+        serde_json::from_str(&stdout(&o)).expect("plan json")
+    };
+    let debian = plan("hosts/debian.yaml");
+    let redhat = plan("hosts/redhat.yaml");
+    let ids = |p: &serde_json::Value| -> Vec<String> {
+        p["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&debian), ["apt-conf", "motd"]);
+    assert_eq!(ids(&redhat), ["motd"]);
+    assert_eq!(redhat["excluded"], serde_json::json!(["apt-conf"]));
+    assert!(
+        debian.to_string().contains("web1 with 16 workers"),
+        "{debian}"
+    );
+
+    ok(&tenet(
+        dir,
+        &["apply", "--yes", "--facts", "hosts/redhat.yaml"],
+    ));
+    let o = tenet(dir, &["show", "1", "--json"]);
+    ok(&o);
+    let run: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("run json");
+    assert_eq!(
+        run["record"]["manifest_snapshot"]["facts"]["os"]["family"], "RedHat",
+        "{run}"
+    );
+
+    // This host's own facts: `tenet facts` prints what manifests see.
+    let o = tenet(dir, &["facts", "--json"]);
+    ok(&o);
+    let facts: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("facts json");
+    assert!(
+        facts["processors"]["count"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{facts}"
+    );
+    assert!(
+        facts["os"]["family"].is_string() && facts["service_mgr"].is_string(),
+        "{facts}"
+    );
+    // A manifest that names no fact never gathers them (none recorded).
+    write_manifest(
+        dir,
+        "providers:\n  file:\n    grants:\n      fs: [{path: ./out, access: rw}]\nresources:\n  - {id: x, type: file.file, properties: {path: ./out/x, content: x}}\n",
+    );
+    ok(&tenet(dir, &["apply", "--yes"]));
+    let o = tenet(dir, &["show", "2", "--json"]);
+    let run: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("run json");
+    assert!(
+        run["record"]["manifest_snapshot"].get("facts").is_none(),
+        "{run}"
+    );
+}

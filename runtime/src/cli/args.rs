@@ -27,6 +27,13 @@ pub struct ManifestArgs {
     /// Where the state lives: the session refuses grants that reach it.
     #[command(flatten)]
     pub location: StateLocation,
+    /// Use the facts in this YAML or JSON file instead of this host's (to plan for
+    /// another machine, or in tests).
+    #[arg(long = "facts", value_name = "FILE")]
+    pub facts: Option<PathBuf>,
+    /// Directory of external facts (*.json, *.yaml) merged over the core facts.
+    #[arg(long = "facts-dir", value_name = "DIR", env = "TENET_FACTS_DIR")]
+    pub facts_dir: Option<PathBuf>,
 }
 
 /// How a run walks the graph.
@@ -58,14 +65,29 @@ impl ManifestArgs {
                     .ok_or_else(|| anyhow::anyhow!("--var `{kv}` is not NAME=VALUE"))
             })
             .collect::<anyhow::Result<_>>()?;
+        let facts = self.facts.as_ref().map(|f| read_facts(f)).transpose()?;
         Ok(crate::session::SessionOptions {
             path: self.path.clone(),
             vars,
             values_files: self.values.clone(),
             allow_unsigned: self.allow_unsigned,
             state: self.location.location(),
+            facts,
+            facts_dir: self.facts_dir.clone(),
         })
     }
+}
+
+/// A `--facts` file: a YAML (or JSON) mapping.
+fn read_facts(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| anyhow::anyhow!("--facts {}: {e}", file.display()))?;
+    let (value, _) = crate::manifest::yaml::parse(file, &text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.location, e.message))?;
+    if !value.is_object() {
+        anyhow::bail!("--facts {}: facts must be a mapping", file.display());
+    }
+    Ok(value)
 }
 
 /// Where the state lives.

@@ -5,6 +5,7 @@
 mod apply;
 pub mod args;
 mod drift;
+mod facts;
 mod graph;
 mod history;
 mod plan;
@@ -57,6 +58,8 @@ enum Command {
     Rollback(apply::RollbackArgs),
     /// Report resources whose system state moved away from what was last applied.
     Drift(drift::DriftArgs),
+    /// Print the facts manifests see on this host (`${ facts.os.family }`, …).
+    Facts(facts::FactsArgs),
     /// Inspect or edit the state: list, show, forget, unlock.
     State(history::StateArgs),
     /// List recorded runs, newest first.
@@ -129,6 +132,7 @@ pub fn main() -> ExitCode {
             Command::Providers(a) => providers::execute(a).await,
             Command::Graph(a) => graph::execute(a).await,
             Command::Drift(a) => drift::execute(a).await,
+            Command::Facts(a) => facts::execute(a),
             Command::Rollback(a) => apply::rollback(a).await,
             Command::State(a) => history::state(a),
             Command::History(a) => history::history(a),

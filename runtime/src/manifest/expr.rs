@@ -47,6 +47,7 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 /// Names an expression may always start from; `each` and `count` only where a
 /// [`Scope`] defines them.
 const ROOTS: &[&str] = &["var"];
+// (`facts` is a root too when the manifest uses facts: see `Evaluator::eval`.)
 
 /// Names one resource instance adds to what its expressions see: `each.key` and
 /// `each.value` under `for_each`, `count.index` under `count`.
@@ -112,6 +113,8 @@ pub struct Evaluator {
     /// `var`, converted once.
     var: minijinja::Value,
     vars: BTreeMap<String, Value>,
+    /// `facts`, when the manifest uses them.
+    facts: Option<minijinja::Value>,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -123,7 +126,11 @@ impl std::fmt::Debug for Evaluator {
 impl Evaluator {
     /// An evaluator over the manifest's variables, with templates under `base` (the
     /// manifest's directory; `None`: no `template()`).
-    pub fn new(vars: &BTreeMap<String, Value>, base: Option<&Path>) -> Evaluator {
+    pub fn new(
+        vars: &BTreeMap<String, Value>,
+        base: Option<&Path>,
+        facts: Option<&Value>,
+    ) -> Evaluator {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(EXPR_FUEL));
@@ -147,6 +154,7 @@ impl Evaluator {
             seen,
             var: minijinja::Value::from(minijinja::value::Serde(vars)),
             vars: vars.clone(),
+            facts: facts.map(|f| minijinja::Value::from(minijinja::value::Serde(f))),
         }
     }
 
@@ -230,7 +238,7 @@ impl Evaluator {
             let mut parts = name.splitn(3, '.');
             let root = parts.next().unwrap_or_default();
             let member = parts.next();
-            if scope.has(root) {
+            if scope.has(root) || (root == "facts" && self.facts.is_some()) {
                 continue;
             }
             if matches!(root, "each" | "count") {
@@ -247,7 +255,7 @@ impl Evaluator {
             }
             if !ROOTS.contains(&root) {
                 problems.push(format!(
-                    "unknown name `{root}` in {} (expressions read `var.NAME`; another resource's field is `${{resources.ID.FIELD}}` on its own)",
+                    "unknown name `{root}` in {} (expressions read `var.NAME` and `facts.…`; another resource's field is `${{resources.ID.FIELD}}` on its own)",
                     shown()
                 ));
                 continue;
@@ -273,6 +281,7 @@ impl Evaluator {
         }
         let context = minijinja::Value::from_pairs(
             std::iter::once(("var", self.var.clone()))
+                .chain(self.facts.iter().map(|f| ("facts", f.clone())))
                 .chain(scope.entries.iter().map(|(n, v)| (*n, v.clone()))),
         );
         let value = expr
@@ -400,7 +409,7 @@ fn render_template(
             pairs.push((key.to_string(), value));
         }
     }
-    for root in ["var", "each", "count"] {
+    for root in ["var", "facts", "each", "count"] {
         if let Some(v) = state.lookup(root) {
             pairs.push((root.to_owned(), v));
         }
@@ -527,6 +536,7 @@ mod tests {
                 ("sites".to_owned(), json!(["a.example", "b.example"])),
                 ("limits".to_owned(), json!({"cpu": 2, "mem": "1G"})),
             ]),
+            None,
             None,
         )
     }
@@ -676,6 +686,7 @@ mod tests {
                 ("token".to_owned(), json!("s3cret")),
             ]),
             Some(dir.path()),
+            None,
         );
         (dir, ev)
     }

@@ -23,6 +23,11 @@ pub struct LoadOptions {
     pub values_files: Vec<PathBuf>,
     /// Load this recorded manifest instead of the files on disk (rollback).
     pub snapshot: Option<Snapshot>,
+    /// The facts `${ facts.… }` sees: given (`--facts FILE`, or a rollback's recorded
+    /// ones), or — `None` — gathered from this host when the manifest uses them.
+    pub facts: Option<Value>,
+    /// Where external facts are (default [`crate::facts::EXTERNAL_DIR`]).
+    pub facts_dir: Option<PathBuf>,
 }
 
 /// A manifest as recorded in the history: its files' text (named relative to its
@@ -33,6 +38,8 @@ pub struct Snapshot {
     pub base_dir: PathBuf,
     pub files: BTreeMap<String, String>,
     pub vars: BTreeMap<String, Value>,
+    /// The facts the run saw, when the manifest used them.
+    pub facts: Option<Value>,
 }
 
 struct Doc {
@@ -105,7 +112,21 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         }
     }
     let values = resolve_vars(&decls, options, &mut diags);
-    let ev = super::expr::Evaluator::new(&values, Some(&base_dir));
+    // Facts only when the manifest uses them (reading them costs a few files).
+    let uses_facts = docs.iter().any(|d| d.text.contains("facts"));
+    let facts = match (&options.facts, &options.snapshot) {
+        _ if !uses_facts => None,
+        (Some(given), _) => Some(given.clone()),
+        (None, Some(snapshot)) => snapshot.facts.clone(),
+        (None, None) => {
+            let (facts, problems) = crate::facts::gather(options.facts_dir.as_deref());
+            for p in problems {
+                diags.error(None, format!("external facts: {p}"));
+            }
+            Some(facts)
+        }
+    };
+    let ev = super::expr::Evaluator::new(&values, Some(&base_dir), facts.as_ref());
 
     let mut trusted_keys = Vec::new();
     let mut providers = BTreeMap::new();
@@ -196,6 +217,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         resources,
         rejected_ids,
         excluded,
+        facts,
     };
     (manifest, diags)
 }

@@ -100,6 +100,8 @@ pub struct Manifest {
     /// Resources whose `when:` is false, with where the condition is: left out of the
     /// graph and the plan; a reference to one is an error naming both.
     pub excluded: BTreeMap<String, Location>,
+    /// The facts its expressions saw (`None`: it uses none), recorded with each run.
+    pub facts: Option<Value>,
 }
 
 /// Where a provider's component comes from.

@@ -108,7 +108,12 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
             (k, v)
         })
         .collect();
-    json!({"files": files, "vars": vars, "sensitive_vars": m.sensitive_vars, "redacted": redacted})
+    let mut snap = json!({"files": files, "vars": vars, "sensitive_vars": m.sensitive_vars, "redacted": redacted});
+    // The facts the run saw: an audit and a rollback show what the host looked like.
+    if let (Some(facts), Some(map)) = (&m.facts, snap.as_object_mut()) {
+        map.insert("facts".into(), facts.clone());
+    }
+    snap
 }
 
 pub(crate) fn outcome_name(o: &Outcome) -> String {

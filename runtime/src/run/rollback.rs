@@ -106,6 +106,7 @@ pub fn rollback_target(
             base_dir,
             files,
             vars,
+            facts: snap.get("facts").cloned(),
         },
         record,
     })

@@ -37,6 +37,10 @@ pub struct SessionOptions {
     pub allow_unsigned: bool,
     /// Where the state lives.
     pub state: crate::state::Location,
+    /// Facts to use instead of this host's (`--facts FILE`).
+    pub facts: Option<serde_json::Value>,
+    /// Where external facts are (`--facts-dir`).
+    pub facts_dir: Option<PathBuf>,
 }
 
 impl SessionOptions {
@@ -46,6 +50,8 @@ impl SessionOptions {
             vars: self.vars.clone(),
             values_files: self.values_files.clone(),
             snapshot: None,
+            facts: self.facts.clone(),
+            facts_dir: self.facts_dir.clone(),
         }
     }
 }
