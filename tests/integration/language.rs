@@ -359,3 +359,102 @@ resources:
         "{run}"
     );
 }
+
+#[test]
+fn layered_data_finds_the_most_specific_value_and_explains_where_it_came_from() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    for (path, text) in [
+        (
+            "data/common.yaml",
+            "nginx: {workers: 2, port: 80}\ntier: base\n",
+        ),
+        ("data/env/prod.yaml", "nginx: {port: 443}\ntier: prod\n"),
+        ("data/nodes/web1.yaml", "nginx: {workers: 8}\n"),
+        ("hosts/web1.yaml", "hostname: web1\n"),
+        ("hosts/db1.yaml", "hostname: db1\n"),
+    ] {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("dir");
+        std::fs::write(p, text).expect("write");
+    }
+    write_manifest(
+        dir,
+        r#"vars:
+  env: prod
+data:
+  - data/nodes/${ facts.hostname }.yaml
+  - data/env/${ var.env }.yaml
+  - data/common.yaml
+providers:
+  file:
+    grants:
+      fs: [{path: ./out, access: rw}]
+resources:
+  - id: nginx
+    type: file.file
+    properties:
+      path: ./out/nginx.conf
+      content: "workers ${ data.nginx.workers }; listen ${ data.nginx.port }; # ${ data.tier }\n"
+"#,
+    );
+    let content = |args: &[&str]| -> String {
+        let mut all = vec!["plan", "--json"];
+        all.extend_from_slice(args);
+        let o = tenet(dir, &all);
+        ok(&o);
+        let plan: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("plan");
+        plan["resources"][0]["desired"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        content(&["--facts", "hosts/web1.yaml"]),
+        "workers 8; listen 443; # prod\n"
+    );
+    assert_eq!(
+        content(&["--facts", "hosts/db1.yaml"]),
+        "workers 2; listen 443; # prod\n"
+    );
+    assert_eq!(
+        content(&["--facts", "hosts/db1.yaml", "--var", "env=dev"]),
+        "workers 2; listen 80; # base\n",
+        "a layer without a file is skipped"
+    );
+    let o = tenet(
+        dir,
+        &[
+            "data",
+            "explain",
+            "nginx.workers",
+            "--facts",
+            "hosts/web1.yaml",
+        ],
+    );
+    ok(&o);
+    assert_eq!(
+        stdout(&o),
+        "data.nginx.workers (merge: deep):\n  data/nodes/web1.yaml: 8  <- most specific\n  data/env/prod.yaml: no `nginx.workers`\n  data/common.yaml: 2\n= 8\n"
+    );
+    // The data a run looked values up in is recorded with it.
+    ok(&tenet(
+        dir,
+        &["apply", "--yes", "--facts", "hosts/web1.yaml"],
+    ));
+    let o = tenet(dir, &["show", "1", "--json"]);
+    let run: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("run");
+    assert_eq!(
+        run["record"]["manifest_snapshot"]["data"]["nginx"]["workers"], 8,
+        "{run}"
+    );
+    // A data file that does not parse is an error at its own line.
+    std::fs::write(
+        dir.join("data/env/prod.yaml"),
+        "nginx: {port: 443\ntier: [\n",
+    )
+    .expect("break");
+    let o = tenet(dir, &["validate", "--facts", "hosts/web1.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("data/env/prod.yaml:"), "{}", stderr(&o));
+}

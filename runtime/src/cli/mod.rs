@@ -4,6 +4,7 @@
 
 mod apply;
 pub mod args;
+mod data;
 mod drift;
 mod facts;
 mod graph;
@@ -60,6 +61,8 @@ enum Command {
     Drift(drift::DriftArgs),
     /// Print the facts manifests see on this host (`${ facts.os.family }`, …).
     Facts(facts::FactsArgs),
+    /// Layered data: `explain KEY` shows each layer it is looked up in, and which won.
+    Data(data::DataArgs),
     /// Inspect or edit the state: list, show, forget, unlock.
     State(history::StateArgs),
     /// List recorded runs, newest first.
@@ -133,6 +136,7 @@ pub fn main() -> ExitCode {
             Command::Graph(a) => graph::execute(a).await,
             Command::Drift(a) => drift::execute(a).await,
             Command::Facts(a) => facts::execute(a),
+            Command::Data(a) => data::execute(a),
             Command::Rollback(a) => apply::rollback(a).await,
             Command::State(a) => history::state(a),
             Command::History(a) => history::history(a),

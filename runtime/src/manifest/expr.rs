@@ -115,6 +115,8 @@ pub struct Evaluator {
     vars: BTreeMap<String, Value>,
     /// `facts`, when the manifest uses them.
     facts: Option<minijinja::Value>,
+    /// `data`, when the manifest declares layered data.
+    data: Option<minijinja::Value>,
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -125,11 +127,13 @@ impl std::fmt::Debug for Evaluator {
 
 impl Evaluator {
     /// An evaluator over the manifest's variables, with templates under `base` (the
-    /// manifest's directory; `None`: no `template()`).
+    /// manifest's directory; `None`: no `template()`), and the `facts` and layered
+    /// `data` the manifest uses, if any.
     pub fn new(
         vars: &BTreeMap<String, Value>,
         base: Option<&Path>,
         facts: Option<&Value>,
+        data: Option<&Value>,
     ) -> Evaluator {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -155,6 +159,7 @@ impl Evaluator {
             var: minijinja::Value::from(minijinja::value::Serde(vars)),
             vars: vars.clone(),
             facts: facts.map(|f| minijinja::Value::from(minijinja::value::Serde(f))),
+            data: data.map(|d| minijinja::Value::from(minijinja::value::Serde(d))),
         }
     }
 
@@ -238,7 +243,10 @@ impl Evaluator {
             let mut parts = name.splitn(3, '.');
             let root = parts.next().unwrap_or_default();
             let member = parts.next();
-            if scope.has(root) || (root == "facts" && self.facts.is_some()) {
+            if scope.has(root)
+                || (root == "facts" && self.facts.is_some())
+                || (root == "data" && self.data.is_some())
+            {
                 continue;
             }
             if matches!(root, "each" | "count") {
@@ -255,7 +263,7 @@ impl Evaluator {
             }
             if !ROOTS.contains(&root) {
                 problems.push(format!(
-                    "unknown name `{root}` in {} (expressions read `var.NAME` and `facts.…`; another resource's field is `${{resources.ID.FIELD}}` on its own)",
+                    "unknown name `{root}` in {} (expressions read `var.NAME`, `facts.…` and `data.…`; another resource's field is `${{resources.ID.FIELD}}` on its own)",
                     shown()
                 ));
                 continue;
@@ -282,6 +290,7 @@ impl Evaluator {
         let context = minijinja::Value::from_pairs(
             std::iter::once(("var", self.var.clone()))
                 .chain(self.facts.iter().map(|f| ("facts", f.clone())))
+                .chain(self.data.iter().map(|d| ("data", d.clone())))
                 .chain(scope.entries.iter().map(|(n, v)| (*n, v.clone()))),
         );
         let value = expr
@@ -409,7 +418,7 @@ fn render_template(
             pairs.push((key.to_string(), value));
         }
     }
-    for root in ["var", "facts", "each", "count"] {
+    for root in ["var", "facts", "data", "each", "count"] {
         if let Some(v) = state.lookup(root) {
             pairs.push((root.to_owned(), v));
         }
@@ -536,6 +545,7 @@ mod tests {
                 ("sites".to_owned(), json!(["a.example", "b.example"])),
                 ("limits".to_owned(), json!({"cpu": 2, "mem": "1G"})),
             ]),
+            None,
             None,
             None,
         )
@@ -686,6 +696,7 @@ mod tests {
                 ("token".to_owned(), json!("s3cret")),
             ]),
             Some(dir.path()),
+            None,
             None,
         );
         (dir, ev)

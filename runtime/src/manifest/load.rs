@@ -40,6 +40,8 @@ pub struct Snapshot {
     pub vars: BTreeMap<String, Value>,
     /// The facts the run saw, when the manifest used them.
     pub facts: Option<Value>,
+    /// The layered data the run saw, when the manifest declared some.
+    pub data: Option<Value>,
 }
 
 struct Doc {
@@ -97,11 +99,11 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     for doc in &docs {
         if let Some(map) = doc.value.as_object() {
             for key in map.keys() {
-                if !["vars", "providers", "resources", "trust"].contains(&key.as_str()) {
+                if !["vars", "providers", "resources", "trust", "data"].contains(&key.as_str()) {
                     diags.error(
                         Some(doc.spans.key(&format!("/{key}"))),
                         format!(
-                            "unknown top-level key `{key}` (expected `vars`, `providers`, `resources`, `trust`)"
+                            "unknown top-level key `{key}` (expected `vars`, `providers`, `resources`, `trust`, `data`)"
                         ),
                     );
                 }
@@ -126,7 +128,20 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
             Some(facts)
         }
     };
-    let ev = super::expr::Evaluator::new(&values, Some(&base_dir), facts.as_ref());
+    let data = layered_data(
+        &mut docs,
+        options,
+        &base_dir,
+        &values,
+        facts.as_ref(),
+        &mut diags,
+    );
+    let ev = super::expr::Evaluator::new(
+        &values,
+        Some(&base_dir),
+        facts.as_ref(),
+        data.as_ref().map(|d| &d.value),
+    );
 
     let mut trusted_keys = Vec::new();
     let mut providers = BTreeMap::new();
@@ -195,7 +210,15 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     depend_on_instances(&mut resources);
 
     // Templates are part of what the manifest says: a changed one is a changed manifest.
-    let sha256 = digest(&docs, &values, &ev.templates());
+    let mut read = ev.templates();
+    if let Some(d) = &data {
+        read.extend(
+            d.texts
+                .iter()
+                .map(|(k, v)| (format!("data:{k}"), v.clone())),
+        );
+    }
+    let sha256 = digest(&docs, &values, &read);
     let sources = docs
         .iter()
         .map(|d| (d.file.clone(), d.text.clone()))
@@ -218,6 +241,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         rejected_ids,
         excluded,
         facts,
+        data,
     };
     (manifest, diags)
 }
@@ -1320,6 +1344,58 @@ struct Entry {
     pointer: String,
     value: Value,
     key: Option<String>,
+}
+
+/// The `data:` hierarchy (declared once, in any file of the manifest): its paths
+/// evaluated with `var` and `facts`, its layers read — or, for a rollback, the data the
+/// recorded run saw.
+fn layered_data(
+    docs: &mut [Doc],
+    options: &LoadOptions,
+    base_dir: &Path,
+    values: &BTreeMap<String, Value>,
+    facts: Option<&Value>,
+    diags: &mut Diagnostics,
+) -> Option<super::data::Data> {
+    let mut declared: Option<Location> = None;
+    let mut out = None;
+    let ev = super::expr::Evaluator::new(values, None, facts, None);
+    let none = Scope::none();
+    for doc in docs.iter_mut() {
+        let Some(decl) = doc.value.as_object_mut().and_then(|m| m.get_mut("data")) else {
+            continue;
+        };
+        let here = doc.spans.key("/data");
+        if let Some(first) = &declared {
+            diags.error(
+                Some(here),
+                format!("`data` is declared twice (first at {first})"),
+            );
+            continue;
+        }
+        declared = Some(here);
+        if let Some(recorded) = options.snapshot.as_ref().and_then(|s| s.data.clone()) {
+            out = Some(super::data::Data {
+                value: recorded,
+                ..super::data::Data::default()
+            });
+            continue;
+        }
+        let mut ignored = Vec::new();
+        vars::interpolate(
+            decl,
+            "/data",
+            &doc.spans,
+            (&ev, &none),
+            &|_| false,
+            &mut ignored,
+            diags,
+        );
+        out = Some(super::data::load(
+            decl, "/data", &doc.spans, base_dir, diags,
+        ));
+    }
+    out
 }
 
 /// `depends_on: [web]` and `notify: [web]` where `web` has `for_each` / `count`

@@ -8,6 +8,7 @@
 //! collected and reported at once with `file:line:col`.
 
 pub mod check;
+pub mod data;
 pub mod expr;
 pub(crate) mod load;
 pub mod protect;
@@ -102,6 +103,8 @@ pub struct Manifest {
     pub excluded: BTreeMap<String, Location>,
     /// The facts its expressions saw (`None`: it uses none), recorded with each run.
     pub facts: Option<Value>,
+    /// Its layered data (`data:`), when it declares some.
+    pub data: Option<data::Data>,
 }
 
 /// Where a provider's component comes from.

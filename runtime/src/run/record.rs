@@ -113,6 +113,10 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
     if let (Some(facts), Some(map)) = (&m.facts, snap.as_object_mut()) {
         map.insert("facts".into(), facts.clone());
     }
+    // Likewise the layered data it looked values up in (its files are not recorded).
+    if let (Some(data), Some(map)) = (&m.data, snap.as_object_mut()) {
+        map.insert("data".into(), data.value.clone());
+    }
     snap
 }
 

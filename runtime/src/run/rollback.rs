@@ -107,6 +107,7 @@ pub fn rollback_target(
             files,
             vars,
             facts: snap.get("facts").cloned(),
+            data: snap.get("data").cloned(),
         },
         record,
     })
