@@ -26,7 +26,16 @@ pub fn gather(external: Option<&Path>) -> (Value, Vec<String>) {
     let mut facts = core();
     let mut problems = Vec::new();
     let dir = external.unwrap_or(Path::new(EXTERNAL_DIR));
-    if let Ok(entries) = std::fs::read_dir(dir) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => Some(entries),
+        // The default directory need not exist; one the operator named must.
+        Err(e) if external.is_none() && e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            problems.push(format!("{}: {e}", dir.display()));
+            None
+        }
+    };
+    if let Some(entries) = entries {
         let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
         files.sort();
         for file in files {

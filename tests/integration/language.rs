@@ -29,6 +29,9 @@ resources:
     properties:
       path: ./out/token
       content: "${ var.token | upper }"
+  - id: by-index
+    type: file.file
+    properties: {path: ./out/token2, content: "${ var['token'] | lower }"}
 "#,
     );
     let o = tenet(dir, &["apply", "--yes"]);
@@ -39,9 +42,10 @@ resources:
     assert_eq!(token, "S3CRET-VALUE");
     // The transformed secret is never shown: not in the plan, not in the apply output.
     std::fs::remove_file(dir.join("out/token")).expect("rm");
+    std::fs::remove_file(dir.join("out/token2")).expect("rm");
     let o = tenet(dir, &["plan", "--json"]);
     let out = format!("{}{}", stdout(&o), stderr(&o));
-    assert!(!out.contains("S3CRET"), "{out}");
+    assert!(!out.contains("S3CRET") && !out.contains("s3cret"), "{out}");
     assert!(
         out.contains("(sensitive)") || out.contains("sensitive"),
         "{out}"
@@ -457,4 +461,36 @@ resources:
     let o = tenet(dir, &["validate", "--facts", "hosts/web1.yaml"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("data/env/prod.yaml:"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_data_value_that_feeds_a_sensitive_property_is_not_recorded_in_clear() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("data")).expect("data");
+    std::fs::write(dir.join("data/common.yaml"), "db: {password: hunter2x, user: app}\n").expect("data");
+    write_manifest(
+        dir,
+        r#"data: [data/common.yaml]
+providers:
+  file:
+    grants:
+      fs: [{path: ./out, access: rw}]
+resources:
+  - id: db-creds
+    type: file.file
+    sensitive: [content]
+    properties: {path: ./out/creds, content: "${ data.db.password }"}
+"#,
+    );
+    let o = tenet(dir, &["apply", "--yes"]);
+    ok(&o);
+    assert!(!stdout(&o).contains("hunter2x"), "{}", stdout(&o));
+    let o = tenet(dir, &["show", "1", "--json"]);
+    assert!(!stdout(&o).contains("hunter2x"), "{}", stdout(&o));
+    let run: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("run");
+    let snap = &run["record"]["manifest_snapshot"];
+    assert_eq!(snap["data"]["db"]["password"], "(sensitive)", "{snap}");
+    assert_eq!(snap["data"]["db"]["user"], "app", "{snap}");
+    assert_eq!(snap["redacted"], true, "such a run cannot be rolled back to: {snap}");
 }

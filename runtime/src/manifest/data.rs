@@ -178,7 +178,11 @@ fn read_layer(root: &Path, path: &str) -> Result<Option<(std::path::PathBuf, Str
             real.display()
         ));
     }
-    let size = std::fs::metadata(&real).map_err(|e| e.to_string())?.len();
+    let meta = std::fs::metadata(&real).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let size = meta.len();
     if size > MAX_DATA_BYTES {
         return Err(format!("{size} bytes, over the limit of {MAX_DATA_BYTES}"));
     }

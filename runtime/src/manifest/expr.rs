@@ -138,6 +138,8 @@ impl Evaluator {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(EXPR_FUEL));
+        // Errors carry the template's source, so they can say the column (release too).
+        env.set_debug(true);
         // Configuration is not HTML.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         if let Ok(syntax) = minijinja::syntax::SyntaxConfig::builder()
@@ -194,8 +196,9 @@ impl Evaluator {
             match piece {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Expr(src) if src.trim_start().starts_with("resources.") => {
-                    // Another resource's field: the engine resolves it.
-                    out.push_str(&format!("${{{src}}}"));
+                    // Another resource's field: the engine resolves it (it reads the
+                    // reference without the spaces the manifest may put around it).
+                    out.push_str(&format!("${{{}}}", src.trim()));
                 }
                 Piece::Expr(src) => match self.eval(src, scope) {
                     Ok((value, vars)) => {
@@ -243,6 +246,12 @@ impl Evaluator {
             let mut parts = name.splitn(3, '.');
             let root = parts.next().unwrap_or_default();
             let member = parts.next();
+            // `var['x']`, `var | items`: which variable is read is not known, so every one
+            // is (a sensitive one makes the result sensitive).
+            if root == "var" && member.is_none() {
+                used.extend(self.vars.keys().cloned());
+                continue;
+            }
             if scope.has(root)
                 || (root == "facts" && self.facts.is_some())
                 || (root == "data" && self.data.is_some())
@@ -298,12 +307,12 @@ impl Evaluator {
             .map_err(|e| format!("in {}: {}", shown(), describe(&e)))?;
         // What the templates it rendered read (a sensitive variable makes it sensitive).
         TEMPLATE_VARS.with(|t| {
-            used.extend(
-                t.borrow()
-                    .iter()
-                    .filter(|v| self.vars.contains_key(*v))
-                    .cloned(),
-            )
+            let t = t.borrow();
+            if t.contains(ALL_VARS) {
+                used.extend(self.vars.keys().cloned());
+            } else {
+                used.extend(t.iter().filter(|v| self.vars.contains_key(*v)).cloned());
+            }
         });
         if value.is_undefined() {
             return Err(format!("in {}: the value is undefined", shown()));
@@ -378,7 +387,14 @@ fn load_template(
             real.display()
         ));
     }
-    let size = std::fs::metadata(&real).map(|m| m.len()).unwrap_or(0);
+    let meta = match std::fs::metadata(&real) {
+        Ok(m) => m,
+        Err(e) => return refuse(&e.to_string()),
+    };
+    if !meta.is_file() {
+        return refuse("not a regular file");
+    }
+    let size = meta.len();
     if size > MAX_TEMPLATE_BYTES {
         return refuse(&format!(
             "{size} bytes, over the limit of {MAX_TEMPLATE_BYTES} (MAX_TEMPLATE_BYTES)"
@@ -401,6 +417,14 @@ fn render_template(
     name: String,
     args: Option<minijinja::Value>,
 ) -> Result<String, minijinja::Error> {
+    if TEMPLATE_DEPTH.with(|d| *d.borrow()) > 0 {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!(
+                "template(\"{name}\") inside a template: use {{% include %}} or {{% import %}} there"
+            ),
+        ));
+    }
     let env = state.env();
     let tmpl = env.get_template(&name).map_err(|e| located(&name, &e))?;
     let mut pairs: Vec<(String, minijinja::Value)> = Vec::new();
@@ -423,23 +447,80 @@ fn render_template(
             pairs.push((root.to_owned(), v));
         }
     }
-    // Which variables it reads: a sensitive one makes the result sensitive.
-    let read: Vec<String> = tmpl
-        .undeclared_variables(true)
-        .into_iter()
-        .filter_map(|n| {
-            n.strip_prefix("var.")
-                .map(|v| v.split('.').next().unwrap_or(v).to_owned())
-        })
-        .collect();
-    let rendered = tmpl
-        .render(minijinja::Value::from_pairs(pairs))
-        .map_err(|e| located(&name, &e))?;
+    // Which variables it reads, with the templates it includes or imports: a sensitive one
+    // makes the result sensitive. Reading `var` as a whole, or a template whose name is
+    // not written out, counts as reading every variable.
+    let read = template_reads(env, &name);
+    TEMPLATE_DEPTH.with(|d| *d.borrow_mut() += 1);
+    let rendered = tmpl.render(minijinja::Value::from_pairs(pairs));
+    TEMPLATE_DEPTH.with(|d| *d.borrow_mut() -= 1);
+    let rendered = rendered.map_err(|e| located(&name, &e))?;
     TEMPLATE_VARS.with(|t| t.borrow_mut().extend(read));
     Ok(rendered)
 }
 
+/// The variables (`var.NAME` → `NAME`) template `name` reads, with every template it
+/// includes, imports or extends by a written-out name; [`ALL_VARS`] when that cannot be
+/// known.
+fn template_reads(env: &Environment<'_>, name: &str) -> Vec<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut todo = vec![name.to_owned()];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(n) = todo.pop() {
+        if !seen.insert(n.clone()) || seen.len() > 64 {
+            continue;
+        }
+        let Ok(t) = env.get_template(&n) else {
+            continue;
+        };
+        let names = t.undeclared_variables(true);
+        if names.contains("var") {
+            return vec![ALL_VARS.to_owned()];
+        }
+        out.extend(names.iter().filter_map(|v| {
+            v.strip_prefix("var.")
+                .map(|v| v.split('.').next().unwrap_or(v).to_owned())
+        }));
+        match referenced(t.source()) {
+            Some(names) => todo.extend(names),
+            None => return vec![ALL_VARS.to_owned()],
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The template names `{% include %}`, `{% import %}`, `{% from %}` and `{% extends %}`
+/// tags of `source` name; `None` when one names it by an expression.
+fn referenced(source: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut rest = source;
+    while let Some(i) = rest.find("{%") {
+        rest = &rest[i + 2..];
+        let tag = rest.trim_start_matches(['-', '+']).trim_start();
+        let Some(word) = ["include", "import", "from", "extends"]
+            .into_iter()
+            .find(|w| tag.starts_with(w))
+        else {
+            continue;
+        };
+        let arg = tag[word.len()..].trim_start();
+        let quote = arg.chars().next()?;
+        if quote != '"' && quote != '\'' {
+            return None;
+        }
+        let end = arg[1..].find(quote)?;
+        out.push(arg[1..1 + end].to_owned());
+    }
+    Some(out)
+}
+
+/// What `TEMPLATE_VARS` holds when a template read variables it cannot name.
+const ALL_VARS: &str = "*";
+
 thread_local! {
+    /// Templates being rendered on this thread (`template()` is refused inside one: each
+    /// rendering would start with fresh fuel and recursion depth).
+    static TEMPLATE_DEPTH: std::cell::RefCell<usize> = const { std::cell::RefCell::new(0) };
     /// Variables read by templates rendered on this thread since the last expression.
     static TEMPLATE_VARS: std::cell::RefCell<BTreeSet<String>> = const { std::cell::RefCell::new(BTreeSet::new()) };
 }
@@ -449,9 +530,9 @@ fn located(name: &str, e: &minijinja::Error) -> minijinja::Error {
     let file = e.name().unwrap_or(name);
     let line = e.line().unwrap_or(0);
     let col = match (e.template_source(), e.range()) {
-        (Some(src), Some(r)) => src[..r.start.min(src.len())]
-            .rsplit('\n')
-            .next()
+        (Some(src), Some(r)) => src
+            .get(..r.start)
+            .and_then(|before| before.rsplit('\n').next())
             .map_or(1, |l| l.chars().count() + 1),
         _ => 1,
     };
@@ -481,12 +562,15 @@ fn scan(text: &str) -> Result<Vec<Piece<'_>>, String> {
     while i < bytes.len() {
         if text[i..].starts_with("$${") {
             let after = &text[i + 3..];
-            lit.push_str(if after.trim_start().starts_with("resources.") {
-                "$${"
+            let trimmed = after.trim_start();
+            if trimmed.starts_with("resources.") {
+                // Kept escaped for the engine, which unescapes `$${resources.`.
+                lit.push_str("$${");
+                i += 3 + (after.len() - trimmed.len());
             } else {
-                "${"
-            });
-            i += 3;
+                lit.push_str("${");
+                i += 3;
+            }
             continue;
         }
         if !text[i..].starts_with("${") {
@@ -776,6 +860,82 @@ mod tests {
             .expect_err("none")
             .join("");
         assert!(e.contains("unknown"), "{e}");
+    }
+
+    #[test]
+    fn reading_var_whole_or_through_other_templates_counts_as_reading_every_variable() {
+        let (dir, ev) = templates();
+        let v = ev
+            .eval_text("${ var['token'] }")
+            .expect("ok")
+            .expect("some");
+        assert!(v.vars.contains("token"), "{:?}", v.vars);
+        // app.j2 imports and includes by name: those are read too, and they read no secret.
+        let v = ev
+            .eval_text("${ template('templates/app.j2', {'port': 1, 'sites': []}) }")
+            .expect("ok")
+            .expect("some");
+        assert!(
+            v.vars.contains("env") && !v.vars.contains("token"),
+            "{:?}",
+            v.vars
+        );
+        // One that includes by an expression could read anything.
+        std::fs::write(dir.path().join("templates/dyn.j2"), "{% include which %}").expect("dyn");
+        std::fs::write(
+            dir.path().join("templates/inc.j2"),
+            "{% include 'templates/secret.j2' %}",
+        )
+        .expect("inc");
+        let v = ev
+            .eval_text("${ template('templates/inc.j2') }")
+            .expect("ok")
+            .expect("some");
+        assert!(
+            v.vars.contains("token"),
+            "an included template's secret counts: {:?}",
+            v.vars
+        );
+        let v = ev
+            .eval_text(
+                "${ template('templates/dyn.j2', {'which': 'templates/part.j2', 'sites': []}) }",
+            )
+            .expect("ok")
+            .expect("some");
+        assert!(v.vars.contains("token"), "{:?}", v.vars);
+        // template() inside a template is refused (fresh fuel and depth each time).
+        std::fs::write(
+            dir.path().join("templates/self.j2"),
+            "{{ template('templates/self.j2') }}",
+        )
+        .expect("self");
+        let e = ev
+            .eval_text("${ template('templates/self.j2') }")
+            .expect_err("refused")
+            .join("");
+        assert!(e.contains("inside a template"), "{e}");
+        // A FIFO is not read (it would block).
+        let fifo = dir.path().join("templates/pipe.j2");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let e = ev
+                .eval_text("${ template('templates/pipe.j2') }")
+                .expect_err("fifo")
+                .join("");
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+    }
+
+    #[test]
+    fn references_keep_working_with_spaces() {
+        assert_eq!(
+            value("${ resources.db.port }"),
+            json!("${resources.db.port}")
+        );
+        assert_eq!(
+            value("$${ resources.db.port }"),
+            json!("$${resources.db.port }")
+        );
     }
 
     #[test]

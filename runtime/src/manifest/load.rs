@@ -115,7 +115,9 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     }
     let values = resolve_vars(&decls, options, &mut diags);
     // Facts only when the manifest uses them (reading them costs a few files).
-    let uses_facts = docs.iter().any(|d| d.text.contains("facts"));
+    let uses_facts = docs
+        .iter()
+        .any(|d| d.text.contains("facts") || d.text.contains("template("));
     let facts = match (&options.facts, &options.snapshot) {
         _ if !uses_facts => None,
         (Some(given), _) => Some(given.clone()),
@@ -149,6 +151,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     let mut seen_ids: BTreeMap<String, Location> = BTreeMap::new();
     let mut rejected_ids = std::collections::BTreeSet::new();
     let mut excluded = BTreeMap::new();
+    let mut excluded_resources = Vec::new();
     for doc in &mut docs {
         // Every file of a manifest sits in `base_dir`.
         let dir = base_dir.clone();
@@ -199,6 +202,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
                 }
                 if let Some(at) = when {
                     excluded.insert(r.id.clone(), at);
+                    excluded_resources.push(r);
                     continue;
                 }
                 seen_ids.insert(r.id.clone(), r.location.clone());
@@ -207,7 +211,16 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         }
     }
 
-    depend_on_instances(&mut resources);
+    // Resources written with `for_each` / `count`, whatever their number of instances
+    // (none: `depends_on` naming one depends on nothing).
+    let looped: std::collections::BTreeSet<String> = docs
+        .iter()
+        .filter_map(|d| d.value.get("resources").and_then(Value::as_array))
+        .flatten()
+        .filter(|r| r.get("for_each").is_some() || r.get("count").is_some())
+        .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_owned))
+        .collect();
+    depend_on_instances(&mut resources, &looped);
 
     // Templates are part of what the manifest says: a changed one is a changed manifest.
     let mut read = ev.templates();
@@ -240,6 +253,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         resources,
         rejected_ids,
         excluded,
+        excluded_resources,
         facts,
         data,
     };
@@ -1304,11 +1318,21 @@ fn parse_resources(
         };
         // Top-level properties whose expressions read a sensitive variable.
         let props_at = format!("{pointer}/properties/");
+        let whole = [pointer.clone(), format!("{pointer}/properties")];
         let mut sensitive_from_vars: Vec<String> = derived
             .iter()
             .filter_map(|p| p.strip_prefix(&props_at))
             .map(|rest| yaml::unescape(rest.split('/').next().unwrap_or(rest)))
             .collect();
+        // The properties (or the whole resource) as one expression over a secret.
+        if derived.iter().any(|p| whole.contains(p)) {
+            sensitive_from_vars.extend(
+                properties
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|m| m.keys().cloned()),
+            );
+        }
         sensitive_from_vars.sort();
         sensitive_from_vars.dedup();
         out.push((
@@ -1400,10 +1424,14 @@ fn layered_data(
 
 /// `depends_on: [web]` and `notify: [web]` where `web` has `for_each` / `count`
 /// instances mean every instance (`web[a]`, `web[b]`, …).
-fn depend_on_instances(resources: &mut [ResourceDecl]) {
+fn depend_on_instances(
+    resources: &mut [ResourceDecl],
+    looped: &std::collections::BTreeSet<String>,
+) {
     let declared: std::collections::BTreeSet<String> =
         resources.iter().map(|r| r.id.clone()).collect();
-    let mut instances: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut instances: BTreeMap<String, Vec<String>> =
+        looped.iter().map(|b| (b.clone(), Vec::new())).collect();
     for r in resources.iter() {
         if let Some((base, _)) = r.id.split_once('[') {
             instances
@@ -1469,22 +1497,31 @@ fn expand(
             let mut v = v;
             let at = format!("{pointer}/{key}");
             let before = diags.len();
-            let mut ignored = Vec::new();
+            let mut sensitive = Vec::new();
             evaluate(
                 &mut v,
                 &at,
                 spans,
                 (ev, &none),
                 secret,
-                &mut ignored,
+                &mut sensitive,
                 &what,
                 diags,
             );
+            if !sensitive.is_empty() {
+                // Keys become instance ids: in plans, the state and every message.
+                diags.error(
+                    Some(spans.value(&at)),
+                    format!(
+                        "{key} of {what} reads a sensitive variable: its keys would become instance ids (`id[key]`) shown everywhere; loop over something that is not secret"
+                    ),
+                );
+            }
             (diags.len() == before).then_some(v)
         };
         let instances: Vec<(String, super::expr::Scope)> = match (for_each, count) {
             (None, None) => {
-                evaluate(
+                evaluate_resource(
                     &mut item,
                     &pointer,
                     spans,
@@ -1599,7 +1636,7 @@ fn expand(
                 Some(id) => format!("resource `{id}[{key}]`"),
                 None => what.clone(),
             };
-            evaluate(
+            evaluate_resource(
                 &mut value,
                 &pointer,
                 spans,
@@ -1617,6 +1654,33 @@ fn expand(
         }
     }
     out
+}
+
+/// Evaluate one resource entry, `when:` first: a resource whose condition is false is
+/// not evaluated further (its properties may name what exists only where it applies),
+/// and is kept with its condition and without properties, to be left out.
+#[allow(clippy::too_many_arguments)]
+fn evaluate_resource(
+    item: &mut Value,
+    pointer: &str,
+    spans: &Spans,
+    eval: (&super::expr::Evaluator, &Scope),
+    secret: &dyn Fn(&str) -> bool,
+    derived: &mut Vec<String>,
+    what: &str,
+    diags: &mut Diagnostics,
+) {
+    if let Some(when) = item.get_mut("when") {
+        let at = format!("{pointer}/when");
+        evaluate(when, &at, spans, eval, secret, &mut Vec::new(), what, diags);
+        if *when == Value::Bool(false) {
+            if let Some(m) = item.as_object_mut() {
+                m.remove("properties");
+            }
+            return;
+        }
+    }
+    evaluate(item, pointer, spans, eval, secret, derived, what, diags);
 }
 
 /// [`vars::interpolate`] for one resource: its problems name it (`resource `web``: …),

@@ -101,6 +101,9 @@ pub struct Manifest {
     /// Resources whose `when:` is false, with where the condition is: left out of the
     /// graph and the plan; a reference to one is an error naming both.
     pub excluded: BTreeMap<String, Location>,
+    /// Those resources as declared (without their properties, which are not evaluated):
+    /// what the manifest says of them still decides what is scrubbed from its record.
+    pub excluded_resources: Vec<ResourceDecl>,
     /// The facts its expressions saw (`None`: it uses none), recorded with each run.
     pub facts: Option<Value>,
     /// Its layered data (`data:`), when it declares some.

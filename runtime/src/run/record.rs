@@ -21,8 +21,12 @@ use std::path::Path;
 /// literally in the files are cut out (`redacted`: such a run cannot be rolled back to).
 fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
     // By id, once: looked up per resource below (a scan each would be quadratic).
-    let decls: BTreeMap<&str, &crate::manifest::ResourceDecl> =
-        m.resources.iter().map(|d| (d.id.as_str(), d)).collect();
+    let decls: BTreeMap<&str, &crate::manifest::ResourceDecl> = m
+        .resources
+        .iter()
+        .chain(&m.excluded_resources)
+        .map(|d| (d.id.as_str(), d))
+        .collect();
     let planned: BTreeMap<&str, &crate::plan::PlannedResource> =
         plan.resources.iter().map(|r| (r.id.as_str(), r)).collect();
     let mut literals: Vec<String> = Vec::new();
@@ -57,13 +61,24 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
                 .unwrap_or(id),
         };
         let declared = decls.get(id).map_or(&[][..], |d| d.sensitive.as_slice());
-        planned
-            .get(id)
-            .map(|r| r.sensitive.as_slice())
-            .unwrap_or_default()
-            .iter()
-            .map(|f| (f.clone(), declared.iter().any(|d| d == f || d == "*")))
-            .collect()
+        match planned.get(id) {
+            Some(r) => r
+                .sensitive
+                .iter()
+                .map(|f| (f.clone(), declared.iter().any(|d| d == f || d == "*")))
+                .collect(),
+            // Not planned (its `when:` is false): what its declaration says.
+            None => decls
+                .get(id)
+                .map(|d| {
+                    d.sensitive
+                        .iter()
+                        .map(|f| (f.clone(), true))
+                        .chain(d.sensitive_from_vars.iter().map(|f| (f.clone(), false)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     };
     let files: BTreeMap<String, String> = m
         .files
@@ -113,11 +128,52 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
     if let (Some(facts), Some(map)) = (&m.facts, snap.as_object_mut()) {
         map.insert("facts".into(), facts.clone());
     }
-    // Likewise the layered data it looked values up in (its files are not recorded).
-    if let (Some(data), Some(map)) = (&m.data, snap.as_object_mut()) {
-        map.insert("data".into(), data.value.clone());
+    // Likewise the layered data it looked values up in (its files are not recorded),
+    // with every value that went into a sensitive property cut out.
+    if let Some(data) = &m.data {
+        let (value, cut) = cut_literals(&data.value, &literals);
+        if cut && let Some(map) = snap.as_object_mut() {
+            map.insert("redacted".into(), Value::Bool(true));
+        }
+        if let Some(map) = snap.as_object_mut() {
+            map.insert("data".into(), value);
+        }
     }
     snap
+}
+
+/// `value` with every string holding one of `secrets` replaced; whether any was.
+fn cut_literals(value: &Value, secrets: &[String]) -> (Value, bool) {
+    match value {
+        Value::String(s) if secrets.iter().any(|x| s.contains(x.as_str())) => {
+            (Value::String(crate::plan::SENSITIVE.to_owned()), true)
+        }
+        Value::Array(items) => {
+            let mut cut = false;
+            let items = items
+                .iter()
+                .map(|v| {
+                    let (v, c) = cut_literals(v, secrets);
+                    cut |= c;
+                    v
+                })
+                .collect();
+            (Value::Array(items), cut)
+        }
+        Value::Object(m) => {
+            let mut cut = false;
+            let m = m
+                .iter()
+                .map(|(k, v)| {
+                    let (v, c) = cut_literals(v, secrets);
+                    cut |= c;
+                    (k.clone(), v)
+                })
+                .collect();
+            (Value::Object(m), cut)
+        }
+        other => (other.clone(), false),
+    }
 }
 
 pub(crate) fn outcome_name(o: &Outcome) -> String {
