@@ -468,7 +468,11 @@ fn a_data_value_that_feeds_a_sensitive_property_is_not_recorded_in_clear() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     std::fs::create_dir_all(dir.join("data")).expect("data");
-    std::fs::write(dir.join("data/common.yaml"), "db: {password: hunter2x, user: app}\n").expect("data");
+    std::fs::write(
+        dir.join("data/common.yaml"),
+        "db: {password: hunter2x, user: app}\n",
+    )
+    .expect("data");
     write_manifest(
         dir,
         r#"data: [data/common.yaml]
@@ -492,5 +496,8 @@ resources:
     let snap = &run["record"]["manifest_snapshot"];
     assert_eq!(snap["data"]["db"]["password"], "(sensitive)", "{snap}");
     assert_eq!(snap["data"]["db"]["user"], "app", "{snap}");
-    assert_eq!(snap["redacted"], true, "such a run cannot be rolled back to: {snap}");
+    assert_eq!(
+        snap["redacted"], true,
+        "such a run cannot be rolled back to: {snap}"
+    );
 }
