@@ -9,7 +9,7 @@
 //! Reading only: files under `/etc`, `/proc` and `/run`, `uname`, and the address the
 //! kernel would send from (a UDP socket that is connected, never written to).
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -280,11 +280,6 @@ pub fn lines(facts: &Value) -> Vec<String> {
     walk("", facts, &mut out);
     out.sort();
     out
-}
-
-/// An empty set of facts (for a manifest that uses none).
-pub fn none() -> Value {
-    Value::Object(Map::new())
 }
 
 #[cfg(test)]

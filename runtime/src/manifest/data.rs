@@ -281,6 +281,28 @@ mod tests {
     }
 
     #[test]
+    fn a_layer_cannot_leave_the_manifests_directory() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().canonicalize().expect("real");
+        std::fs::write(root.join("ok.yaml"), "a: 1\n").expect("ok");
+        std::os::unix::fs::symlink("/etc/passwd", root.join("out.yaml")).expect("link");
+        assert!(read_layer(&root, "ok.yaml").expect("inside").is_some());
+        assert_eq!(read_layer(&root, "missing.yaml").expect("skipped"), None);
+        for attack in ["../../etc/passwd", "/etc/passwd", "a/../../x.yaml", "."] {
+            let e = read_layer(&root, attack).expect_err(attack);
+            assert!(
+                e.contains("relative to the manifest's directory"),
+                "{attack}: {e}"
+            );
+        }
+        let e = read_layer(&root, "out.yaml").expect_err("symlink out");
+        assert!(e.contains("leads out of the manifest's directory"), "{e}");
+        std::fs::create_dir(root.join("dir.yaml")).expect("dir");
+        let e = read_layer(&root, "dir.yaml").expect_err("not a file");
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
     fn the_most_specific_layer_wins_at_each_key() {
         let layers = vec![
             layer("nodes/web1.yaml", Some(json!({"nginx": {"workers": 8}}))),

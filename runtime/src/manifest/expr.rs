@@ -30,10 +30,7 @@ pub const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
 
 /// The template files the loader read (name → text): they are part of what the manifest
 /// says.
-#[derive(Debug, Default)]
-struct Seen {
-    files: BTreeMap<String, String>,
-}
+type Seen = BTreeMap<String, String>;
 
 /// Instructions one expression may execute: far above any real expression, low enough
 /// that a runaway one (`range(10**9) | join`) fails at once instead of hanging a plan.
@@ -112,7 +109,8 @@ pub struct Evaluator {
     seen: Arc<Mutex<Seen>>,
     /// `var`, converted once.
     var: minijinja::Value,
-    vars: BTreeMap<String, Value>,
+    /// The declared variables' names (their values are in `var`).
+    vars: BTreeSet<String>,
     /// `facts`, when the manifest uses them.
     facts: Option<minijinja::Value>,
     /// `data`, when the manifest declares layered data.
@@ -159,7 +157,7 @@ impl Evaluator {
             env,
             seen,
             var: minijinja::Value::from(minijinja::value::Serde(vars)),
-            vars: vars.clone(),
+            vars: vars.keys().cloned().collect(),
             facts: facts.map(|f| minijinja::Value::from(minijinja::value::Serde(f))),
             data: data.map(|d| minijinja::Value::from(minijinja::value::Serde(d))),
         }
@@ -167,10 +165,7 @@ impl Evaluator {
 
     /// The template files read so far (name → text), in name order.
     pub fn templates(&self) -> BTreeMap<String, String> {
-        self.seen
-            .lock()
-            .map(|s| s.files.clone())
-            .unwrap_or_default()
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// Evaluate every `${ … }` in `text`; `Ok(None)` when there is none. Errors name the
@@ -249,7 +244,7 @@ impl Evaluator {
             // `var['x']`, `var | items`: which variable is read is not known, so every one
             // is (a sensitive one makes the result sensitive).
             if root == "var" && member.is_none() {
-                used.extend(self.vars.keys().cloned());
+                used.extend(self.vars.iter().cloned());
                 continue;
             }
             if scope.has(root)
@@ -278,10 +273,10 @@ impl Evaluator {
                 continue;
             }
             if let Some(var) = member {
-                if self.vars.contains_key(var) {
+                if self.vars.contains(var) {
                     used.insert(var.to_owned());
                 } else {
-                    let known: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+                    let known: Vec<&str> = self.vars.iter().map(String::as_str).collect();
                     problems.push(format!(
                         "unknown variable `{var}` (declared: {})",
                         if known.is_empty() {
@@ -309,9 +304,9 @@ impl Evaluator {
         TEMPLATE_VARS.with(|t| {
             let t = t.borrow();
             if t.contains(ALL_VARS) {
-                used.extend(self.vars.keys().cloned());
+                used.extend(self.vars.iter().cloned());
             } else {
-                used.extend(t.iter().filter(|v| self.vars.contains_key(*v)).cloned());
+                used.extend(t.iter().filter(|v| self.vars.contains(*v)).cloned());
             }
         });
         if value.is_undefined() {
@@ -405,7 +400,7 @@ fn load_template(
         Err(e) => return refuse(&e.to_string()),
     };
     if let Ok(mut s) = seen.lock() {
-        s.files.insert(name.to_owned(), text.clone());
+        s.insert(name.to_owned(), text.clone());
     }
     Ok(Some(text))
 }
