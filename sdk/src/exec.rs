@@ -46,6 +46,12 @@ impl Output {
         self.status == Some(0)
     }
 
+    /// How it ended, for messages: `exit 3`, or `killed` (a signal or a timeout).
+    pub fn status_text(&self) -> String {
+        self.status
+            .map_or_else(|| "killed".to_owned(), |s| format!("exit {s}"))
+    }
+
     /// Standard output as text (lossy).
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()

@@ -274,8 +274,7 @@ pub(crate) fn run(program: &str, mut args: Vec<String>, name: &str) -> Result<()
     Err(Error::Internal(format!(
         "`{program} {}` failed ({}): {}",
         args.join(" "),
-        out.status
-            .map_or("killed".to_owned(), |s| format!("exit {s}")),
+        out.status_text(),
         String::from_utf8_lossy(&out.stderr).trim()
     )))
 }
@@ -286,9 +285,9 @@ fn getent(name: &str) -> Result<Option<Observed>, Error> {
     match out.status {
         Some(0) => parse_group(&out.stdout_text(), name).map(Some),
         Some(2) => Ok(None),
-        other => Err(Error::Internal(format!(
+        _ => Err(Error::Internal(format!(
             "`getent group {name}` failed ({}): {}",
-            other.map_or("killed".to_owned(), |s| format!("exit {s}")),
+            out.status_text(),
             String::from_utf8_lossy(&out.stderr).trim()
         ))),
     }

@@ -689,8 +689,7 @@ fn apt_error(name: &str, doing: &str, out: &Output) -> Error {
     let tail = lines[lines.len().saturating_sub(ERROR_LINES)..].join("\n  ");
     let message = format!(
         "`{name}`: {doing} failed ({}):\n  {tail}",
-        out.status
-            .map_or_else(|| "killed".to_owned(), |s| format!("exit {s}"))
+        out.status_text()
     );
     if text.contains("Could not get lock") || text.contains("Unable to acquire the dpkg") {
         Error::Transient(message)
@@ -709,8 +708,7 @@ fn apt_error(name: &str, doing: &str, out: &Output) -> Error {
 fn failed(what: &str, out: &Output) -> Error {
     Error::Internal(format!(
         "`{what}` failed ({}): {}",
-        out.status
-            .map_or_else(|| "killed".to_owned(), |s| format!("exit {s}")),
+        out.status_text(),
         String::from_utf8_lossy(&out.stderr).trim()
     ))
 }

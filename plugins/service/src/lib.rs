@@ -154,8 +154,7 @@ pub fn failed(program: &str, args: &[String], out: &Output) -> String {
     format!(
         "`{program} {}` failed ({}):{}",
         args.join(" "),
-        out.status
-            .map_or_else(|| "killed".to_owned(), |s| format!("exit {s}")),
+        out.status_text(),
         last_lines(
             &format!(
                 "{}\n{}",
