@@ -578,20 +578,22 @@ fn apply_package(desired: &Value, current: Option<&Value>) -> Result<Value, Erro
             _ => {}
         }
     }
-    if let Some(hold) = p.hold {
-        let held = query(&[p.name.as_str()])?
-            .get(&p.name)
-            .is_some_and(dpkg::Status::held);
-        if hold != held {
-            mark(if hold { "hold" } else { "unhold" }, &p.name)?;
-        }
-    }
-    AptProvider::read("package", desired)?.ok_or_else(|| {
+    let missing = || {
         Error::Internal(format!(
             "`{}` is not installed after apt-get reported success",
             p.name
         ))
-    })
+    };
+    // The state after the change; read again only if the hold had to change too.
+    let state = AptProvider::read("package", desired)?.ok_or_else(missing)?;
+    let held = state.get("hold") == Some(&json!(true));
+    match p.hold {
+        Some(hold) if hold != held => {
+            mark(if hold { "hold" } else { "unhold" }, &p.name)?;
+            AptProvider::read("package", desired)?.ok_or_else(missing)
+        }
+        _ => Ok(state),
+    }
 }
 
 /// `name` or `name=version`.
