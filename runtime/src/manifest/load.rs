@@ -1480,6 +1480,7 @@ fn expand(
         return Vec::new();
     };
     let none = Scope::none();
+    let eval = Evaluation { spans, ev, secret };
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let pointer = format!("/resources/{i}");
@@ -1498,16 +1499,7 @@ fn expand(
             let at = format!("{pointer}/{key}");
             let before = diags.len();
             let mut sensitive = Vec::new();
-            evaluate(
-                &mut v,
-                &at,
-                spans,
-                (ev, &none),
-                secret,
-                &mut sensitive,
-                &what,
-                diags,
-            );
+            eval.value(&mut v, &at, &none, &mut sensitive, &what, diags);
             if !sensitive.is_empty() {
                 // Keys become instance ids: in plans, the state and every message.
                 diags.error(
@@ -1521,16 +1513,7 @@ fn expand(
         };
         let instances: Vec<(String, super::expr::Scope)> = match (for_each, count) {
             (None, None) => {
-                evaluate_resource(
-                    &mut item,
-                    &pointer,
-                    spans,
-                    (ev, &none),
-                    secret,
-                    derived,
-                    &what,
-                    diags,
-                );
+                eval.resource(&mut item, &pointer, &none, derived, &what, diags);
                 out.push(Entry {
                     pointer,
                     value: item,
@@ -1636,16 +1619,7 @@ fn expand(
                 Some(id) => format!("resource `{id}[{key}]`"),
                 None => what.clone(),
             };
-            evaluate_resource(
-                &mut value,
-                &pointer,
-                spans,
-                (ev, &scope),
-                secret,
-                derived,
-                &what,
-                diags,
-            );
+            eval.resource(&mut value, &pointer, &scope, derived, &what, diags);
             out.push(Entry {
                 pointer: pointer.clone(),
                 value,
@@ -1656,50 +1630,65 @@ fn expand(
     out
 }
 
-/// Evaluate one resource entry, `when:` first: a resource whose condition is false is
-/// not evaluated further (its properties may name what exists only where it applies),
-/// and is kept with its condition and without properties, to be left out.
-#[allow(clippy::too_many_arguments)]
-fn evaluate_resource(
-    item: &mut Value,
-    pointer: &str,
-    spans: &Spans,
-    eval: (&super::expr::Evaluator, &Scope),
-    secret: &dyn Fn(&str) -> bool,
-    derived: &mut Vec<String>,
-    what: &str,
-    diags: &mut Diagnostics,
-) {
-    if let Some(when) = item.get_mut("when") {
-        let at = format!("{pointer}/when");
-        evaluate(when, &at, spans, eval, secret, &mut Vec::new(), what, diags);
-        if *when == Value::Bool(false) {
-            if let Some(m) = item.as_object_mut() {
-                m.remove("properties");
-            }
-            return;
-        }
-    }
-    evaluate(item, pointer, spans, eval, secret, derived, what, diags);
+/// What evaluating one file's resources needs throughout: where its values are
+/// written, the evaluator, and which variables are sensitive.
+struct Evaluation<'a> {
+    spans: &'a Spans,
+    ev: &'a super::expr::Evaluator,
+    secret: &'a dyn Fn(&str) -> bool,
 }
 
-/// [`vars::interpolate`] for one resource: its problems name it (`resource `web``: …),
-/// so an error inside a template says which resource used it.
-#[allow(clippy::too_many_arguments)]
-fn evaluate(
-    value: &mut Value,
-    pointer: &str,
-    spans: &Spans,
-    eval: (&super::expr::Evaluator, &Scope),
-    secret: &dyn Fn(&str) -> bool,
-    derived: &mut Vec<String>,
-    what: &str,
-    diags: &mut Diagnostics,
-) {
-    let mut found = Diagnostics::new();
-    vars::interpolate(value, pointer, spans, eval, secret, derived, &mut found);
-    for d in found.iter() {
-        diags.error(d.location.clone(), format!("{what}: {}", d.message));
+impl Evaluation<'_> {
+    /// Evaluate one resource entry, `when:` first: a resource whose condition is false
+    /// is not evaluated further (its properties may name what exists only where it
+    /// applies), and is kept with its condition and without properties, to be left out.
+    fn resource(
+        &self,
+        item: &mut Value,
+        pointer: &str,
+        scope: &Scope,
+        derived: &mut Vec<String>,
+        what: &str,
+        diags: &mut Diagnostics,
+    ) {
+        if let Some(when) = item.get_mut("when") {
+            let at = format!("{pointer}/when");
+            self.value(when, &at, scope, &mut Vec::new(), what, diags);
+            if *when == Value::Bool(false) {
+                if let Some(m) = item.as_object_mut() {
+                    m.remove("properties");
+                }
+                return;
+            }
+        }
+        self.value(item, pointer, scope, derived, what, diags);
+    }
+
+    /// [`vars::interpolate`] for one resource: its problems name it (`resource `web``:
+    /// …), so an error inside a template says which resource used it.
+    fn value(
+        &self,
+        value: &mut Value,
+        pointer: &str,
+        scope: &Scope,
+        derived: &mut Vec<String>,
+        what: &str,
+        diags: &mut Diagnostics,
+    ) {
+        let mut found = Diagnostics::new();
+        let eval = (self.ev, scope);
+        vars::interpolate(
+            value,
+            pointer,
+            self.spans,
+            eval,
+            self.secret,
+            derived,
+            &mut found,
+        );
+        for d in found.iter() {
+            diags.error(d.location.clone(), format!("{what}: {}", d.message));
+        }
     }
 }
 
