@@ -321,11 +321,7 @@ impl WasmProvider {
         ids.iter()
             .zip(states)
             .map(|(id, state)| match state {
-                Ok(Some(text)) => {
-                    let state = self.parse_doc(id, op, "the observed state", &text)?;
-                    self.check_schema(id, op, kind, "the observed state", &state)?;
-                    Ok(Some(state))
-                }
+                Ok(Some(text)) => self.observed(id, kind, &text).map(Some),
                 Ok(None) => Ok(None),
                 Err(e) => Err(self.guest_error(id, op, e, &denials)),
             })
@@ -822,6 +818,15 @@ impl WasmProvider {
         })
     }
 
+    /// A state `read` (or `read-many`) returned: JSON within the size limit, matching the
+    /// kind's schema.
+    fn observed(&self, resource: &str, kind: &str, text: &str) -> Result<Value, ProviderError> {
+        let op = Operation::Read;
+        let state = self.parse_doc(resource, op, "the observed state", text)?;
+        self.check_schema(resource, op, kind, "the observed state", &state)?;
+        Ok(state)
+    }
+
     /// Call `describe` and convert the result.
     pub(super) async fn describe(&self) -> Result<ProviderInfo, ProviderError> {
         let op = Operation::Describe;
@@ -921,11 +926,7 @@ impl Provider for WasmProvider {
             .call(cx.resource, op, guest_call!(call_read(&kind_arg, &props)))
             .await?;
         match value {
-            Ok(Some(text)) => {
-                let state = self.parse_doc(cx.resource, op, "the observed state", &text)?;
-                self.check_schema(cx.resource, op, kind, "the observed state", &state)?;
-                Ok(Some(state))
-            }
+            Ok(Some(text)) => self.observed(cx.resource, kind, &text).map(Some),
             Ok(None) => Ok(None),
             Err(e) => Err(self.guest_error(cx.resource, op, e, &denials)),
         }
