@@ -12,6 +12,7 @@ mod fixtures;
 mod host;
 mod language;
 mod languages;
+mod modules;
 mod packages;
 mod sandbox;
 mod services;

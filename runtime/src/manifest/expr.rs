@@ -25,6 +25,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// What [`Evaluator::eval`] answers for an expression that reads the outputs of a
+/// module call whose failure was reported: no further problem to report.
+const SUPPRESSED: &str = "\u{0}suppressed";
+
 /// Largest template file read (a configuration template is kilobytes).
 pub const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
 
@@ -51,6 +55,7 @@ const ROOTS: &[&str] = &["var"];
 #[derive(Debug, Clone, Default)]
 pub struct Scope {
     entries: Vec<(&'static str, minijinja::Value)>,
+    failed_modules: BTreeSet<String>,
 }
 
 impl Scope {
@@ -62,6 +67,7 @@ impl Scope {
     /// One `for_each` instance.
     pub fn each(key: &str, value: &Value) -> Scope {
         Scope {
+            failed_modules: BTreeSet::new(),
             entries: vec![(
                 "each",
                 minijinja::Value::from(minijinja::value::Serde(
@@ -74,6 +80,7 @@ impl Scope {
     /// One `count` instance.
     pub fn count(index: u64) -> Scope {
         Scope {
+            failed_modules: BTreeSet::new(),
             entries: vec![(
                 "count",
                 minijinja::Value::from(minijinja::value::Serde(
@@ -83,9 +90,83 @@ impl Scope {
         }
     }
 
+    /// This scope with the outputs of the modules called so far: `module.ID.OUTPUT`
+    /// (`module.ID[KEY].OUTPUT` for a module called with `for_each` / `count`).
+    /// `failed`: calls whose instances failed (already reported), whose outputs an
+    /// expression reads without a further error.
+    pub fn with_modules(
+        mut self,
+        outputs: &serde_json::Map<String, Value>,
+        failed: &BTreeSet<String>,
+    ) -> Scope {
+        self.entries.push((
+            "module",
+            minijinja::Value::from(minijinja::value::Serde(outputs)),
+        ));
+        self.failed_modules = failed.clone();
+        self
+    }
+
+    /// This scope with the names `base` adds too (an instance inside a level that
+    /// sees modules' outputs).
+    pub fn and(mut self, base: &Scope) -> Scope {
+        self.entries.extend(base.entries.iter().cloned());
+        self.failed_modules
+            .extend(base.failed_modules.iter().cloned());
+        self
+    }
+
     fn has(&self, root: &str) -> bool {
         self.entries.iter().any(|(n, _)| *n == root)
     }
+
+    fn get(&self, root: &str) -> Option<&minijinja::Value> {
+        self.entries
+            .iter()
+            .find(|(n, _)| *n == root)
+            .map(|(_, v)| v)
+    }
+}
+
+/// The modules whose outputs the `${ … }` expressions of `text` read (`module.ID…`):
+/// what a module call must wait for. Text that does not scan or compile reads none
+/// (evaluating it reports the problem).
+pub fn modules_read(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if !text.contains("module") {
+        return out;
+    }
+    let Ok(pieces) = scan(text) else {
+        return out;
+    };
+    let env = Environment::new();
+    for piece in pieces {
+        let Piece::Expr(src) = piece else { continue };
+        let Ok(expr) = env.compile_expression(src) else {
+            continue;
+        };
+        for name in expr.undeclared_variables(true) {
+            if let Some(rest) = name.strip_prefix("module.") {
+                out.insert(rest.split('.').next().unwrap_or(rest).to_owned());
+            }
+        }
+        // `module['web-1']`: an id that is not a Jinja name is written as a subscript.
+        let mut rest = src;
+        while let Some(i) = rest.find("module") {
+            let after = rest[i + 6..].trim_start();
+            rest = &rest[i + 6..];
+            let Some(quoted) = after.strip_prefix('[').map(str::trim_start) else {
+                continue;
+            };
+            let Some(q) = quoted.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+                continue;
+            };
+            if let Some(end) = quoted[1..].find(q) {
+                out.insert(quoted[1..1 + end].to_owned());
+            }
+        }
+    }
+    out
 }
 
 /// One part of a string: literal text, or an expression with its byte offset.
@@ -187,6 +268,7 @@ impl Evaluator {
         let mut problems = Vec::new();
         let mut used = BTreeSet::new();
         let mut typed = None;
+        let mut suppressed = false;
         for piece in &pieces {
             match piece {
                 Piece::Text(t) => out.push_str(t),
@@ -206,11 +288,12 @@ impl Evaluator {
                             typed = Some(value);
                         }
                     }
+                    Err(e) if e == SUPPRESSED => suppressed = true,
                     Err(e) => problems.push(e),
                 },
             }
         }
-        if !problems.is_empty() {
+        if !problems.is_empty() || suppressed {
             return Err(problems);
         }
         Ok(Some(Evaluated {
@@ -247,6 +330,36 @@ impl Evaluator {
                 used.extend(self.vars.iter().cloned());
                 continue;
             }
+            if root == "module"
+                && let Some(outputs) = scope.get("module")
+            {
+                let Some(id) = member else {
+                    // `module["x"]`: which module is read is not known.
+                    used.insert("module".to_owned());
+                    continue;
+                };
+                if scope.failed_modules.contains(id) {
+                    return Err(SUPPRESSED.to_owned());
+                }
+                if outputs.get_attr(id).map_or(true, |v| v.is_undefined()) {
+                    let known: Vec<String> = outputs
+                        .try_iter()
+                        .map(|keys| keys.map(|k| k.to_string()).collect())
+                        .unwrap_or_default();
+                    problems.push(format!(
+                        "unknown module `{id}` in {} (modules here: {})",
+                        shown(),
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ));
+                } else {
+                    used.insert(format!("module.{id}"));
+                }
+                continue;
+            }
             if scope.has(root)
                 || (root == "facts" && self.facts.is_some())
                 || (root == "data" && self.data.is_some())
@@ -267,7 +380,7 @@ impl Evaluator {
             }
             if !ROOTS.contains(&root) {
                 problems.push(format!(
-                    "unknown name `{root}` in {} (expressions read `var.NAME`, `facts.…` and `data.…`; another resource's field is `${{resources.ID.FIELD}}` on its own)",
+                    "unknown name `{root}` in {} (expressions read `var.NAME`, `facts.…`, `data.…` and `module.ID.OUTPUT`; another resource's field is `${{resources.ID.FIELD}}` on its own)",
                     shown()
                 ));
                 continue;

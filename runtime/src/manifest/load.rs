@@ -44,11 +44,11 @@ pub struct Snapshot {
     pub data: Option<Value>,
 }
 
-struct Doc {
-    file: PathBuf,
-    text: String,
-    value: Value,
-    spans: Spans,
+pub(super) struct Doc {
+    pub(super) file: PathBuf,
+    pub(super) text: String,
+    pub(super) value: Value,
+    pub(super) spans: Spans,
 }
 
 /// Load and structurally validate the manifest at `path` (a file or a directory).
@@ -57,8 +57,13 @@ struct Doc {
 pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     let mut diags = Diagnostics::new();
     let (files, base_dir) = match &options.snapshot {
+        // Names with a `/` are the files of modules the manifest calls.
         Some(s) => (
-            s.files.keys().map(|name| s.base_dir.join(name)).collect(),
+            s.files
+                .keys()
+                .filter(|name| !name.contains('/'))
+                .map(|name| s.base_dir.join(name))
+                .collect(),
             s.base_dir.clone(),
         ),
         None => manifest_files(path, &mut diags),
@@ -70,9 +75,10 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         let read = match &options.snapshot {
             Some(s) => s
                 .files
-                .values()
+                .iter()
+                .filter(|(name, _)| !name.contains('/'))
                 .nth(i)
-                .cloned()
+                .map(|(_, text)| text.clone())
                 .ok_or_else(|| std::io::Error::other("missing from the snapshot")),
             None => std::fs::read_to_string(file),
         };
@@ -115,9 +121,11 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     }
     let values = resolve_vars(&decls, options, &mut diags);
     // Facts only when the manifest uses them (reading them costs a few files).
-    let uses_facts = docs
-        .iter()
-        .any(|d| d.text.contains("facts") || d.text.contains("template("));
+    let uses_facts = docs.iter().any(|d| {
+        ["facts", "template(", "module"]
+            .iter()
+            .any(|w| d.text.contains(w))
+    });
     let facts = match (&options.facts, &options.snapshot) {
         _ if !uses_facts => None,
         (Some(given), _) => Some(given.clone()),
@@ -147,80 +155,83 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
 
     let mut trusted_keys = Vec::new();
     let mut providers = BTreeMap::new();
-    let mut resources: Vec<ResourceDecl> = Vec::new();
-    let mut seen_ids: BTreeMap<String, Location> = BTreeMap::new();
-    let mut rejected_ids = std::collections::BTreeSet::new();
-    let mut excluded = BTreeMap::new();
-    let mut excluded_resources = Vec::new();
+    let secret = |name: &str| decls.get(name).is_some_and(|d: &vars::VarDecl| d.sensitive);
+    let none = Scope::none();
     for doc in &mut docs {
         // Every file of a manifest sits in `base_dir`.
         let dir = base_dir.clone();
         let Some(map) = doc.value.as_object_mut() else {
             continue;
         };
-        // Strings whose expressions read a sensitive variable, by JSON pointer.
-        let mut derived = Vec::new();
-        let secret = |name: &str| decls.get(name).is_some_and(|d: &vars::VarDecl| d.sensitive);
-        let none = Scope::none();
         if let Some(v) = map.get_mut("providers") {
-            let spans = &doc.spans;
+            let mut ignored = Vec::new();
             vars::interpolate(
                 v,
                 "/providers",
-                spans,
+                &doc.spans,
                 (&ev, &none),
                 &secret,
-                &mut derived,
+                &mut ignored,
                 &mut diags,
             );
         }
-        // `for_each` / `count` first: each instance's expressions see its `each`/`count`.
-        let entries = map
-            .get("resources")
-            .map(|v| expand(v, &doc.spans, &ev, &secret, &mut derived, &mut diags))
-            .unwrap_or_default();
         if let Some(v) = map.get("trust") {
             parse_trust(v, &doc.spans, &dir, &mut trusted_keys, &mut diags);
         }
         if let Some(v) = map.get("providers") {
             parse_providers(v, &doc.spans, &dir, &mut providers, &mut diags);
         }
-        if let Some(v) = map.get("resources") {
-            let (parsed, rejected) =
-                parse_resources(v, &entries, &doc.spans, &dir, &derived, &mut diags);
-            rejected_ids.extend(rejected);
-            for (r, when) in parsed {
-                if let Some(first) = seen_ids.get(&r.id).or_else(|| excluded.get(&r.id)) {
-                    diags.error(
-                        Some(r.location.clone()),
-                        format!(
-                            "duplicate resource id `{}` (first declared at {first})",
-                            r.id
-                        ),
-                    );
-                    continue;
-                }
-                if let Some(at) = when {
-                    excluded.insert(r.id.clone(), at);
-                    excluded_resources.push(r);
-                    continue;
-                }
-                seen_ids.insert(r.id.clone(), r.location.clone());
-                resources.push(r);
-            }
-        }
     }
 
-    // Resources written with `for_each` / `count`, whatever their number of instances
-    // (none: `depends_on` naming one depends on nothing).
-    let looped: std::collections::BTreeSet<String> = docs
-        .iter()
-        .filter_map(|d| d.value.get("resources").and_then(Value::as_array))
-        .flatten()
-        .filter(|r| r.get("for_each").is_some() || r.get("count").is_some())
-        .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_owned))
-        .collect();
-    depend_on_instances(&mut resources, &looped);
+    // Resources, with the modules they call: each instance's expressions see its
+    // `each`/`count`, and modules' outputs.
+    let declared: std::collections::BTreeSet<String> = providers.keys().cloned().collect();
+    let ctx = super::module::Context::new(
+        &base_dir,
+        options.snapshot.as_ref(),
+        facts.as_ref(),
+        data.as_ref().map(|d| &d.value),
+        &declared,
+    );
+    let shown = match &options.snapshot {
+        Some(_) => base_dir.clone(),
+        None if path.is_dir() => path.to_path_buf(),
+        None => path.parent().map(Path::to_path_buf).unwrap_or_default(),
+    };
+    let top = super::module::Level {
+        prefix: String::new(),
+        dir: base_dir.clone(),
+        shown,
+        ev: &ev,
+        secret: &secret,
+        providers: None,
+        chain: Vec::new(),
+    };
+    let made = super::module::resources(&top, &docs, &ctx, &mut diags);
+    let mut resources: Vec<ResourceDecl> = Vec::new();
+    let mut seen_ids: BTreeMap<String, Location> = BTreeMap::new();
+    let rejected_ids: std::collections::BTreeSet<String> = made.rejected.into_iter().collect();
+    let mut excluded = BTreeMap::new();
+    let mut excluded_resources = Vec::new();
+    for (r, when) in made.parsed {
+        if let Some(first) = seen_ids.get(&r.id).or_else(|| excluded.get(&r.id)) {
+            diags.error(
+                Some(r.location.clone()),
+                format!(
+                    "duplicate resource id `{}` (first declared at {first})",
+                    r.id
+                ),
+            );
+            continue;
+        }
+        if let Some(at) = when {
+            excluded.insert(r.id.clone(), at);
+            excluded_resources.push(r);
+            continue;
+        }
+        seen_ids.insert(r.id.clone(), r.location.clone());
+        resources.push(r);
+    }
 
     // Templates are part of what the manifest says: a changed one is a changed manifest.
     let mut read = ev.templates();
@@ -231,6 +242,14 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
                 .map(|(k, v)| (format!("data:{k}"), v.clone())),
         );
     }
+    // So are modules' files and the templates their instances rendered.
+    let module_files = ctx.files.take();
+    read.extend(
+        module_files
+            .iter()
+            .map(|(k, v)| (format!("module:{k}"), v.clone())),
+    );
+    read.extend(ctx.templates.take());
     let sha256 = digest(&docs, &values, &read);
     let sources = docs
         .iter()
@@ -256,6 +275,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         excluded_resources,
         facts,
         data,
+        module_files,
     };
     (manifest, diags)
 }
@@ -415,7 +435,7 @@ fn digest(
 }
 
 /// Check that `value` at `pointer` is a mapping with only `allowed` keys.
-fn object<'a>(
+pub(super) fn object<'a>(
     value: &'a Value,
     pointer: &str,
     spans: &Spans,
@@ -456,7 +476,7 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn string<'a>(
+pub(super) fn string<'a>(
     map: &'a Map<String, Value>,
     key: &str,
     pointer: &str,
@@ -1107,7 +1127,7 @@ fn parse_limits(
 }
 
 /// A list of resource ids (`depends_on`, `notify`) at `key`.
-fn id_list(
+pub(super) fn id_list(
     map: &Map<String, Value>,
     key: &str,
     pointer: &str,
@@ -1146,11 +1166,12 @@ fn id_list(
 
 /// The resources that parsed — each with where its `when:` is when that condition is
 /// false (it is left out) — and the ids of those that did not parse.
-fn parse_resources(
+pub(super) fn parse_resources(
     value: &Value,
     entries: &[Entry],
     spans: &Spans,
     dir: &Path,
+    prefix: &str,
     derived: &[String],
     diags: &mut Diagnostics,
 ) -> (Vec<(ResourceDecl, Option<Location>)>, Vec<String>) {
@@ -1195,8 +1216,8 @@ fn parse_resources(
         let base = string(map, "id", &pointer, spans, "a resource", diags);
         // An instance of `for_each` / `count` is `id[key]`.
         let instance = base.map(|b| match &entry.key {
-            Some(k) => format!("{b}[{k}]"),
-            None => b.to_owned(),
+            Some(k) => format!("{prefix}{b}[{k}]"),
+            None => format!("{prefix}{b}"),
         });
         let id = instance.as_deref();
         let what = match id {
@@ -1251,8 +1272,17 @@ fn parse_resources(
                 Value::Object(Map::new())
             }
         };
-        let depends_on = id_list(map, "depends_on", &pointer, spans, &what, diags);
-        let notify = id_list(map, "notify", &pointer, spans, &what, diags);
+        // Ids at this level: inside a module instance, its own resources.
+        let local = |mut list: Vec<Dependency>| {
+            if !prefix.is_empty() {
+                for d in &mut list {
+                    d.id.insert_str(0, prefix);
+                }
+            }
+            list
+        };
+        let depends_on = local(id_list(map, "depends_on", &pointer, spans, &what, diags));
+        let notify = local(id_list(map, "notify", &pointer, spans, &what, diags));
         let mut prevent_destroy = false;
         if let Some(lifecycle) = map.get("lifecycle") {
             let lp = format!("{pointer}/lifecycle");
@@ -1364,10 +1394,10 @@ fn parse_resources(
 /// (every instance points at its resource's entry), its document with expressions
 /// evaluated, and its instance key.
 #[derive(Debug, Clone)]
-struct Entry {
-    pointer: String,
-    value: Value,
-    key: Option<String>,
+pub(super) struct Entry {
+    pub(super) pointer: String,
+    pub(super) value: Value,
+    pub(super) key: Option<String>,
 }
 
 /// The `data:` hierarchy (declared once, in any file of the manifest): its paths
@@ -1423,25 +1453,32 @@ fn layered_data(
 }
 
 /// `depends_on: [web]` and `notify: [web]` where `web` has `for_each` / `count`
-/// instances mean every instance (`web[a]`, `web[b]`, …).
-fn depend_on_instances(
-    resources: &mut [ResourceDecl],
-    looped: &std::collections::BTreeSet<String>,
+/// instances, or is a module call, mean every instance (`web[a]`, `web[b]`, …) and every
+/// resource of the module (`web.conf`, `web[a].conf`, …). `bases` are such ids.
+pub(super) fn depend_on_instances(
+    resources: &mut [(ResourceDecl, Option<Location>)],
+    bases: &std::collections::BTreeSet<String>,
 ) {
-    let declared: std::collections::BTreeSet<String> =
-        resources.iter().map(|r| r.id.clone()).collect();
-    let mut instances: BTreeMap<String, Vec<String>> =
-        looped.iter().map(|b| (b.clone(), Vec::new())).collect();
-    for r in resources.iter() {
-        if let Some((base, _)) = r.id.split_once('[') {
-            instances
-                .entry(base.to_owned())
-                .or_default()
-                .push(r.id.clone());
-        }
-    }
-    if instances.is_empty() {
+    if bases.is_empty() {
         return;
+    }
+    let declared: std::collections::BTreeSet<String> =
+        resources.iter().map(|(r, _)| r.id.clone()).collect();
+    let mut instances: BTreeMap<String, Vec<String>> =
+        bases.iter().map(|b| (b.clone(), Vec::new())).collect();
+    for (r, when) in resources.iter() {
+        if when.is_some() {
+            continue;
+        }
+        // The longest base the id starts with, followed by `[` or `.`.
+        let mut cut = r.id.len();
+        while let Some(at) = r.id[..cut].rfind(['[', '.']) {
+            if let Some(all) = instances.get_mut(&r.id[..at]) {
+                all.push(r.id.clone());
+                break;
+            }
+            cut = at;
+        }
     }
     let widen = |list: &mut Vec<super::Dependency>| {
         let mut out = Vec::with_capacity(list.len());
@@ -1456,7 +1493,7 @@ fn depend_on_instances(
         }
         *list = out;
     };
-    for r in resources.iter_mut() {
+    for (r, _) in resources.iter_mut() {
         widen(&mut r.depends_on);
         widen(&mut r.notify);
     }
@@ -1468,30 +1505,40 @@ pub const MAX_INSTANCES: usize = 100_000;
 /// Expand `for_each` and `count` and evaluate every entry's expressions, each instance
 /// with its own `each` / `count`. Problems go to `diags` at their place; an entry whose
 /// loop cannot be evaluated makes no instance.
-fn expand(
+#[allow(clippy::too_many_arguments)]
+pub(super) fn expand(
     resources: &Value,
     spans: &Spans,
     ev: &super::expr::Evaluator,
     secret: &dyn Fn(&str) -> bool,
+    (none, prefix): (&Scope, &str),
+    pick: &dyn Fn(usize, &Value) -> bool,
     derived: &mut Vec<String>,
     diags: &mut Diagnostics,
 ) -> Vec<Entry> {
     let Some(items) = resources.as_array() else {
         return Vec::new();
     };
-    let none = Scope::none();
     let eval = Evaluation { spans, ev, secret };
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
+        if !pick(i, item) {
+            continue;
+        }
         let pointer = format!("/resources/{i}");
         let mut item = item.clone();
         let (for_each, count) = match item.as_object_mut() {
             Some(m) => (m.remove("for_each"), m.remove("count")),
             None => (None, None),
         };
+        let noun = if item.get("module").is_some() {
+            "module"
+        } else {
+            "resource"
+        };
         let what = match item.get("id").and_then(Value::as_str) {
-            Some(id) => format!("resource `{id}`"),
-            None => "a resource".to_owned(),
+            Some(id) => format!("{noun} `{prefix}{id}`"),
+            None => format!("a {noun}"),
         };
         // The loop's own expression, evaluated without `each`.
         let looped = |key: &str, v: Value, diags: &mut Diagnostics| -> Option<Value> {
@@ -1499,7 +1546,7 @@ fn expand(
             let at = format!("{pointer}/{key}");
             let before = diags.len();
             let mut sensitive = Vec::new();
-            eval.value(&mut v, &at, &none, &mut sensitive, &what, diags);
+            eval.value(&mut v, &at, none, &mut sensitive, &what, diags);
             if !sensitive.is_empty() {
                 // Keys become instance ids: in plans, the state and every message.
                 diags.error(
@@ -1513,7 +1560,7 @@ fn expand(
         };
         let instances: Vec<(String, super::expr::Scope)> = match (for_each, count) {
             (None, None) => {
-                eval.resource(&mut item, &pointer, &none, derived, &what, diags);
+                eval.resource(&mut item, &pointer, none, derived, &what, diags);
                 out.push(Entry {
                     pointer,
                     value: item,
@@ -1584,7 +1631,7 @@ fn expand(
                         );
                         continue;
                     }
-                    let scope = Scope::each(&key, &value);
+                    let scope = Scope::each(&key, &value).and(none);
                     scopes.push((key, scope));
                 }
                 scopes
@@ -1600,7 +1647,9 @@ fn expand(
                     );
                     continue;
                 };
-                (0..n).map(|i| (i.to_string(), Scope::count(i))).collect()
+                (0..n)
+                    .map(|i| (i.to_string(), Scope::count(i).and(none)))
+                    .collect()
             }
         };
         if instances.len() > MAX_INSTANCES {
@@ -1616,7 +1665,7 @@ fn expand(
         for (key, scope) in instances {
             let mut value = item.clone();
             let what = match item.get("id").and_then(Value::as_str) {
-                Some(id) => format!("resource `{id}[{key}]`"),
+                Some(id) => format!("{noun} `{prefix}{id}[{key}]`"),
                 None => what.clone(),
             };
             eval.resource(&mut value, &pointer, &scope, derived, &what, diags);
@@ -1752,7 +1801,7 @@ fn lock_list(
     out
 }
 
-fn valid_id(id: &str) -> bool {
+pub(super) fn valid_id(id: &str) -> bool {
     id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && id
             .chars()

@@ -11,6 +11,7 @@ pub mod check;
 pub mod data;
 pub mod expr;
 pub(crate) mod load;
+mod module;
 pub mod protect;
 pub mod refs;
 pub mod scrub;
@@ -108,6 +109,9 @@ pub struct Manifest {
     pub facts: Option<Value>,
     /// Its layered data (`data:`), when it declares some.
     pub data: Option<data::Data>,
+    /// The files of the modules it calls, named relative to `base_dir` (recorded with
+    /// each run beside the manifest's own files).
+    pub module_files: BTreeMap<String, String>,
 }
 
 /// Where a provider's component comes from.

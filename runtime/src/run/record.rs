@@ -80,7 +80,7 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
                 .unwrap_or_default(),
         }
     };
-    let files: BTreeMap<String, String> = m
+    let mut files: BTreeMap<String, String> = m
         .files
         .iter()
         .map(|f| {
@@ -111,6 +111,18 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
             (name, text)
         })
         .collect();
+    // The modules it called, by their path under the manifest's directory: a literal
+    // secret typed in one (an input's default) is cut like any other.
+    for (name, text) in &m.module_files {
+        let mut text = text.clone();
+        for secret in &literals {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), crate::plan::SENSITIVE);
+                redacted = true;
+            }
+        }
+        files.insert(name.clone(), text);
+    }
     let vars: BTreeMap<&String, Value> = m
         .vars
         .iter()
