@@ -501,3 +501,104 @@ resources:
         "such a run cannot be rolled back to: {snap}"
     );
 }
+
+#[test]
+fn content_from_a_source_file_is_byte_exact_and_large_content_is_shown_by_digest() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("files")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("modules/m/files")).expect("mkdir");
+    std::fs::create_dir_all(dir.join("out")).expect("mkdir");
+    // Binary and larger than a text diff: every byte value, repeated.
+    let blob: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("files/blob.bin"), &blob).expect("write");
+    std::fs::write(dir.join("files/app.conf"), "a=1\n").expect("write");
+    std::fs::write(dir.join("modules/m/files/x.conf"), "from the module\n").expect("write");
+    std::fs::write(
+        dir.join("modules/m/main.yaml"),
+        "providers: [file]\nresources:\n  - {id: x, type: file.file, properties: {path: out/x.conf, source: files/x.conf}}\n",
+    )
+    .expect("write");
+    write_manifest(
+        dir,
+        r#"providers:
+  file:
+    grants:
+      fs: [{path: ./out, access: rw}, {path: ./files, access: ro}, {path: ./modules/m/files, access: ro}]
+resources:
+  - {id: blob, type: file.file, properties: {path: out/blob.bin, source: files/blob.bin}}
+  - {id: conf, type: file.file, properties: {path: out/app.conf, source: files/app.conf}}
+  - {id: m, module: ./modules/m}
+"#,
+    );
+    ok(&tenet(dir, &["apply", "--yes"]));
+    assert_eq!(std::fs::read(dir.join("out/blob.bin")).expect("blob"), blob);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out/x.conf")).expect("module source"),
+        "from the module\n"
+    );
+    let o = tenet(dir, &["plan"]);
+    ok(&o);
+    assert!(stdout(&o).contains("No changes"), "{}", stdout(&o));
+    // A changed binary source is an update shown by digest and size, never its bytes;
+    // a changed small text source is a text diff.
+    let mut changed = blob.clone();
+    changed[100_000] ^= 0xff;
+    std::fs::write(dir.join("files/blob.bin"), &changed).expect("write");
+    std::fs::write(dir.join("files/app.conf"), "a=2\n").expect("write");
+    let o = tenet(dir, &["plan", "--json"]);
+    ok(&o);
+    let json = stdout(&o);
+    assert!(
+        json.len() < 20_000,
+        "a large source is not inlined: {} bytes",
+        json.len()
+    );
+    let plan: serde_json::Value = serde_json::from_str(&json).expect("plan");
+    let change = |id: &str| {
+        plan["resources"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["id"] == id))
+            .map(|r| r["changes"][0]["after"].clone())
+            .expect("changed")
+    };
+    let after = change("blob");
+    assert_eq!(after["size"], 200_000, "{after}");
+    assert_eq!(after["sha256"].as_str().map(str::len), Some(64), "{after}");
+    assert_eq!(change("conf"), "a=2\n");
+    ok(&tenet(dir, &["apply", "--yes"]));
+    assert_eq!(
+        std::fs::read(dir.join("out/blob.bin")).expect("blob"),
+        changed
+    );
+
+    // Hostile: a source outside every grant, by absolute path or by `..`, is refused
+    // before anything runs, naming the property.
+    write_manifest(
+        dir,
+        r#"providers:
+  file:
+    grants:
+      fs: [{path: ./out, access: rw}]
+resources:
+  - {id: shadow, type: file.file, properties: {path: out/s, source: /etc/shadow}}
+  - {id: up, type: file.file, properties: {path: out/u, source: ../../../etc/passwd}}
+  - {id: both, type: file.file, properties: {path: out/b, source: out/x.conf, content: x}}
+"#,
+    );
+    let o = tenet(dir, &["validate"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`source` /etc/shadow is outside every fs grant"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`source` /etc/passwd is outside every fs grant"),
+        "{err}"
+    );
+    assert!(
+        err.contains("either `content` or `source`, not both"),
+        "{err}"
+    );
+}

@@ -402,6 +402,7 @@ fn write(path: &str, text: &Text, existing: Option<&Observed>) -> Result<(), Err
         &super::FileProps {
             path: path.to_owned(),
             content: Some(text.render()),
+            source: None,
             mode: None,
             ensure: Ensure::Present,
         },

@@ -1,9 +1,12 @@
 //! Tenet's built-in `file` provider: files, directories and symlinks.
 //!
 //! Kinds (addressed as `file.<kind>` in manifests):
-//! - `file`: `path`, `content`, `mode`, `ensure`. Content is compared by sha256; writes
-//!   are atomic (a temporary file in the same directory, then a rename), so a crash never
-//!   leaves a half-written file at `path`.
+//! - `file`: `path`, `content` or `source`, `mode`, `ensure`. Content is compared by
+//!   sha256; writes are atomic (a temporary file in the same directory, then a rename),
+//!   so a crash never leaves a half-written file at `path`. `source` is a file shipped
+//!   with the manifest (binary-safe, streamed, never held whole in memory), which the
+//!   provider reads through an fs grant like any other path; plans show its text only
+//!   when it is UTF-8 and small enough to inline, otherwise its sha256 and size.
 //! - `directory`: `path`, `mode`, `ensure`. Never removed when not empty.
 //! - `symlink`: `path`, `target`, `ensure`. A changed target forces replacement (the
 //!   engine deletes the old link, then creates the new one through an atomic rename).
@@ -40,6 +43,7 @@ pub struct FileProvider;
 struct FileProps {
     path: String,
     content: Option<String>,
+    source: Option<String>,
     mode: Option<String>,
     #[serde(default)]
     ensure: Ensure,
@@ -113,6 +117,8 @@ fn schema(kind: &str) -> Value {
         "file" => {
             props["mode"] = mode;
             props["content"] = json!({"type": "string", "description": "the file's full content"});
+            props["source"] = json!({"type": "string", "minLength": 1,
+                "description": "a file whose bytes the file gets (instead of `content`), relative to the manifest file that declares it"});
         }
         "directory" => props["mode"] = mode,
         _ => {
@@ -144,7 +150,7 @@ impl Provider for FileProvider {
                 schema("file"),
                 "path",
             )
-            .path_properties(&["path"]),
+            .path_properties(&["path", "source"]),
         )
         .kind(
             KindInfo::new(
@@ -188,6 +194,15 @@ impl Provider for FileProvider {
             .map(|(path, message)| Diagnostic::error(path, message))
             .collect();
         let ensure = properties.get("ensure").and_then(Value::as_str);
+        if kind == "file"
+            && properties.get("content").is_some()
+            && properties.get("source").is_some()
+        {
+            out.push(Diagnostic::error(
+                "/source",
+                "give a file either `content` or `source`, not both",
+            ));
+        }
         if kind == "symlink" && ensure != Some("absent") && properties.get("target").is_none() {
             out.push(Diagnostic::error(
                 "",
@@ -264,8 +279,8 @@ impl Provider for FileProvider {
         match kind {
             "file" => {
                 let want: FileProps = tenet_sdk::from_value(desired)?;
-                if let Some(content) = &want.content
-                    && current.content_sha256.as_deref() != Some(sha256_hex(content).as_str())
+                if let Some(wanted) = wanted_content(&want)?
+                    && current.content_sha256.as_deref() != Some(wanted.sha256.as_str())
                 {
                     let before = match &current.content {
                         Some(text) => json!(text),
@@ -274,7 +289,7 @@ impl Provider for FileProvider {
                     changes.push(FieldChange::new(
                         "content",
                         Some(before),
-                        Some(json!(content)),
+                        Some(wanted.shown),
                     ));
                 }
                 mode_change(&mut changes, want.mode.as_deref(), &current)?;
@@ -428,6 +443,67 @@ fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
     hex::encode(Sha256::digest(bytes.as_ref()))
 }
 
+/// The content a file should have: its digest, and how a plan shows it (the text when
+/// it is inline-sized UTF-8, else its digest, size and source).
+struct Wanted {
+    sha256: String,
+    shown: Value,
+}
+
+fn wanted_content(want: &FileProps) -> Result<Option<Wanted>, Error> {
+    Ok(match (&want.content, &want.source) {
+        (Some(c), _) => Some(Wanted {
+            sha256: sha256_hex(c),
+            shown: json!(c),
+        }),
+        (None, Some(source)) => {
+            let d = digest(source)?;
+            Some(Wanted {
+                shown: match d.text {
+                    Some(text) => json!(text),
+                    None => json!({"sha256": d.sha256, "size": d.size, "source": source}),
+                },
+                sha256: d.sha256,
+            })
+        }
+        (None, None) => None,
+    })
+}
+
+/// A regular file's sha256 and size, streamed (a file may be far larger than the
+/// provider's memory), with its text when it is UTF-8 of at most [`MAX_INLINE_CONTENT`].
+struct Digested {
+    sha256: String,
+    size: u64,
+    text: Option<String>,
+}
+
+fn digest(path: &str) -> Result<Digested, Error> {
+    let mut file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
+    let mut hasher = Sha256::new();
+    let mut inline = Vec::new();
+    let mut size: u64 = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| io_error(path, &e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+        if size <= MAX_INLINE_CONTENT {
+            inline.extend_from_slice(&buf[..n]);
+        }
+    }
+    Ok(Digested {
+        sha256: hex::encode(hasher.finalize()),
+        size,
+        text: (size <= MAX_INLINE_CONTENT)
+            .then(|| String::from_utf8(inline).ok())
+            .flatten(),
+    })
+}
+
 /// What is at `path`, or `None`.
 fn observe(path: &str) -> Result<Option<Observed>, Error> {
     let Some(stat) = fsx::stat(path)? else {
@@ -441,29 +517,11 @@ fn observe(path: &str) -> Result<Option<Observed>, Error> {
     };
     match stat.kind {
         FileKind::File => {
-            // Stream the digest: a file may be far larger than the provider's memory.
-            let mut file = std::fs::File::open(path).map_err(|e| io_error(path, &e))?;
-            let mut hasher = Sha256::new();
-            let mut inline = Vec::new();
-            let mut size: u64 = 0;
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = file.read(&mut buf).map_err(|e| io_error(path, &e))?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                size += n as u64;
-                if size <= MAX_INLINE_CONTENT {
-                    inline.extend_from_slice(&buf[..n]);
-                }
-            }
+            let d = digest(path)?;
             o.mode = Some(format_mode(stat.mode));
-            o.size = Some(size);
-            o.content_sha256 = Some(hex::encode(hasher.finalize()));
-            if size <= MAX_INLINE_CONTENT {
-                o.content = String::from_utf8(inline).ok();
-            }
+            o.size = Some(d.size);
+            o.content_sha256 = Some(d.sha256);
+            o.content = d.text;
         }
         FileKind::Directory => o.mode = Some(format_mode(stat.mode)),
         FileKind::Symlink => {
@@ -551,9 +609,10 @@ fn apply_file(want: &FileProps, current: Option<&Observed>) -> Result<(), Error>
     let path = want.path.as_str();
     let mode = want.mode.as_deref().map(parse_mode).transpose()?;
     let existing_file = current.filter(|c| c.kind == "file");
-    let content_ok = match (&want.content, existing_file) {
+    let wanted = wanted_content(want)?;
+    let content_ok = match (&wanted, existing_file) {
         (None, Some(_)) => true,
-        (Some(c), Some(cur)) => cur.content_sha256.as_deref() == Some(sha256_hex(c).as_str()),
+        (Some(w), Some(cur)) => cur.content_sha256.as_deref() == Some(w.sha256.as_str()),
         (_, None) => false,
     };
     if content_ok {
@@ -597,9 +656,18 @@ fn apply_file(want: &FileProps, current: Option<&Observed>) -> Result<(), Error>
                 .write(true)
                 .open(tmp)
                 .map_err(|e| io_error(path, &e))?;
-            f.write_all(content.as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| io_error(path, &e))
+            match &want.source {
+                // Streamed: a source may be larger than the provider's memory.
+                Some(source) if want.content.is_none() => {
+                    let mut from = std::fs::File::open(source).map_err(|e| io_error(source, &e))?;
+                    std::io::copy(&mut from, &mut f).map_err(|e| io_error(path, &e))?;
+                    f.sync_all().map_err(|e| io_error(path, &e))
+                }
+                _ => f
+                    .write_all(content.as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| io_error(path, &e)),
+            }
         },
     )
 }
@@ -785,6 +853,48 @@ mod tests {
             diff.changes[0].before.as_ref().and_then(|b| b.get("size")),
             Some(&json!(3))
         );
+    }
+
+    #[test]
+    fn a_source_file_is_copied_byte_for_byte_and_shown_by_digest_unless_small_text() {
+        let d = tmp();
+        // Binary, and larger than what is inlined: never shown, compared by sha256.
+        let big: Vec<u8> = (0..(MAX_INLINE_CONTENT as usize + 10))
+            .map(|i| (i * 7 % 256) as u8)
+            .collect();
+        let src = p(&d, "blob.src");
+        std::fs::write(&src, &big).expect("write");
+        let path = p(&d, "blob");
+        let want = json!({"path": path, "source": src});
+        let diff = FileProvider::diff("file", &want, None).expect("diff");
+        assert_eq!(diff.action, Action::Create);
+        FileProvider::apply("file", &want, None).expect("apply");
+        assert_eq!(std::fs::read(&path).expect("copied"), big);
+        let current = FileProvider::read("file", &want)
+            .expect("read")
+            .expect("present");
+        let diff = FileProvider::diff("file", &want, Some(&current)).expect("diff");
+        assert_eq!(diff.action, Action::None, "converged: {diff:?}");
+        // The source changes: an update showing digests and size, not bytes.
+        let mut changed = big.clone();
+        changed[5] ^= 1;
+        std::fs::write(&src, &changed).expect("write");
+        let diff = FileProvider::diff("file", &want, Some(&current)).expect("diff");
+        assert_eq!(diff.action, Action::Update);
+        let after = diff.changes[0].after.clone().expect("after");
+        assert_eq!(after["sha256"], json!(sha256_hex(&changed)));
+        assert_eq!(after["size"], json!(changed.len()));
+        assert!(after.get("content").is_none());
+        // Small UTF-8 text is shown as text, for a readable diff.
+        std::fs::write(&src, "listen 80\n").expect("write");
+        let diff = FileProvider::diff("file", &want, Some(&current)).expect("diff");
+        assert_eq!(diff.changes[0].after, Some(json!("listen 80\n")));
+        // Both, or a missing source, is an error naming it.
+        let both = json!({"path": path, "source": src, "content": "x"});
+        assert!(!FileProvider::validate("file", &both).is_empty());
+        let missing = json!({"path": path, "source": p(&d, "nope")});
+        let err = FileProvider::diff("file", &missing, Some(&current)).expect_err("missing");
+        assert!(err.to_string().contains("nope"), "{err}");
     }
 
     #[test]

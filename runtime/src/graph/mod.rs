@@ -514,6 +514,7 @@ mod tests {
             type_location: None,
             spans: Spans::default(),
             base_dir: ".".into(),
+            declared_in: ".".into(),
         }
     }
 

@@ -153,16 +153,22 @@ fn check_path_characters(r: &ResourceDecl, kind: &KindInfo, diags: &mut Diagnost
     }
 }
 
-/// Relative paths in path properties become absolute, relative to the declaring file.
-/// A path that starts with a reference is left alone: the referenced value is absolute.
+/// Relative paths in path properties become absolute, relative to the manifest's
+/// directory — except a path property named `source`, a file shipped with the manifest
+/// (`file.file`'s content), which is relative to the file that declares it (inside a
+/// module, the module's directory). A path that starts with a reference is left alone:
+/// the referenced value is absolute.
 fn resolve_paths(r: &mut ResourceDecl, kind: &KindInfo) {
-    let base = r.base_dir.clone();
     for prop in &kind.path_properties {
+        let base = match prop.as_str() {
+            "source" => &r.declared_in,
+            _ => &r.base_dir,
+        };
         if let Some(Value::String(p)) = r.properties.get_mut(prop.as_str())
             && !p.is_empty()
             && !p.starts_with("${resources.")
         {
-            *p = absolute(&base, Path::new(p.as_str()))
+            *p = absolute(base, Path::new(p.as_str()))
                 .to_string_lossy()
                 .into_owned();
         }

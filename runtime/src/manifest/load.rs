@@ -1383,6 +1383,7 @@ pub(super) fn parse_resources(
                 type_location: Some(spans.value(&format!("{pointer}/type"))),
                 spans: spans.subtree(&format!("{pointer}/properties")),
                 base_dir: dir.to_path_buf(),
+                declared_in: dir.to_path_buf(),
             },
             excluded_at,
         ));

@@ -403,8 +403,12 @@ pub struct ResourceDecl {
     pub type_location: Option<Location>,
     /// Places of the properties, by JSON pointer relative to `properties`.
     pub spans: yaml::Spans,
-    /// Directory of the file that declared the resource.
+    /// Where its relative paths start: the manifest's directory (also for a module's
+    /// resources, so a module's `path: out/site` lands in the project).
     pub base_dir: PathBuf,
+    /// Directory of the file that declared it (a module's own, inside a module): a
+    /// `source` path, a file shipped with the manifest, starts there.
+    pub declared_in: PathBuf,
 }
 
 /// Most named locks one resource (or provider) holds.

@@ -746,6 +746,7 @@ pub(super) fn resources(
         );
         made.rejected.extend(rejected);
         for (mut r, when) in parsed {
+            r.declared_in = level.dir.clone();
             if !map_provider(level, &mut r, ctx, diags) {
                 made.rejected.push(r.id);
                 continue;
