@@ -9,6 +9,7 @@ mod cli;
 mod edges;
 mod edits;
 mod fixtures;
+mod fleet;
 mod host;
 mod language;
 mod languages;
