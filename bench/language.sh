@@ -2,7 +2,9 @@
 # What the manifest language costs (issue 15): `tenet validate` and a converged
 # `tenet plan` of N file.file resources written out flat, next to the same N made by one
 # resource with `for_each` over a variable (expressions in each instance's properties),
-# and the cost of rendering one template per resource. Medians of RUNS, wall time and
+# the cost of rendering one template per resource, and the same N through modules: a
+# module per directory (`count`) with a `for_each` inside, and one module instance per
+# resource (what a module call costs). Medians of RUNS, wall time and
 # peak RSS; the flat manifest is the floor.
 #
 # Usage: bench/language.sh [TENET] [N] [RUNS]     default: target/release/tenet 10000 3
@@ -63,6 +65,62 @@ mkdir -p "$work/tmpl/templates"
 sed 's|content: "file \([0-9]*\)/${ each.value } port ${ var.port }\\n"|content: "${ template(\x27templates/f.j2\x27, {\x27d\x27: \1, \x27i\x27: each.value}) }"|' "$work/loop/tenet.yaml" > "$work/tmpl/tenet.yaml"
 printf 'file {{ d }}/{{ i }} port {{ var.port }}\n' > "$work/tmpl/templates/f.j2"
 
+# module: a module called once per directory (`count`), its files a for_each inside.
+mkdir -p "$work/module/modules/dir"
+{
+    echo "vars:"
+    echo "  port: 8080"
+    echo "  files:"
+    for f in $(seq 0 $(( per - 1 ))); do echo "    f$f: $f"; done
+    header
+    echo "resources:"
+    echo "  - id: m"
+    echo "    module: ./modules/dir"
+    echo "    count: 10"
+    echo "    inputs: {d: \"\${ count.index }\", files: \"\${ var.files }\", port: \"\${ var.port }\"}"
+} > "$work/module/tenet.yaml"
+cat > "$work/module/modules/dir/main.yaml" <<'EOF'
+inputs:
+  d: {type: number}
+  files: {type: map(number)}
+  port: {type: number}
+providers: [file]
+resources:
+  - {id: dir, type: file.directory, properties: {path: "./out/d${ var.d }"}}
+  - id: f
+    type: file.file
+    depends_on: [dir]
+    for_each: ${ var.files }
+    properties: {path: "./out/d${ var.d }/${ each.key }.txt", content: "file ${ var.d }/${ each.value } port ${ var.port }\n"}
+EOF
+
+# module-each: one module instance per file (N instances of a one-resource module):
+# what a module call itself costs.
+mkdir -p "$work/module-each/modules/one"
+{
+    echo "vars:"
+    echo "  port: 8080"
+    echo "  files:"
+    for d in $(seq 0 9); do for f in $(seq 0 $(( per - 1 ))); do echo "    d$d-f$f: {d: $d, i: $f}"; done; done
+    header
+    echo "resources:"
+    for d in $(seq 0 9); do echo "  - {id: d$d, type: file.directory, properties: {path: ./out/d$d}}"; done
+    echo "  - id: m"
+    echo "    module: ./modules/one"
+    echo "    for_each: \${ var.files }"
+    echo "    depends_on: [d0, d1, d2, d3, d4, d5, d6, d7, d8, d9]"
+    echo "    inputs: {d: \"\${ each.value.d }\", i: \"\${ each.value.i }\", port: \"\${ var.port }\"}"
+} > "$work/module-each/tenet.yaml"
+cat > "$work/module-each/modules/one/main.yaml" <<'EOF'
+inputs:
+  d: {type: number}
+  i: {type: number}
+  port: {type: number}
+providers: [file]
+resources:
+  - {id: f, type: file.file, properties: {path: "./out/d${ var.d }/f${ var.i }.txt", content: "file ${ var.d }/${ var.i } port ${ var.port }\n"}}
+EOF
+
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 measure() { # prints "seconds KiB" medians of RUNS
     local secs=() kibs=()
@@ -73,13 +131,13 @@ measure() { # prints "seconds KiB" medians of RUNS
     printf "%s %s" "$(printf '%s\n' "${secs[@]}" | median)" "$(printf '%s\n' "${kibs[@]}" | median)"
 }
 
-for m in flat loop tmpl; do "$tenet" apply "$work/$m" --yes > /dev/null; done
-printf "%-10s %12s %12s %12s %12s\n" manifest "validate s" "plan s" "plan MiB" "µs/resource"
-for m in flat loop tmpl; do
+for m in flat loop tmpl module module-each; do "$tenet" apply "$work/$m" --yes > /dev/null; done
+printf "%-12s %12s %12s %12s %12s\n" manifest "validate s" "plan s" "plan MiB" "µs/resource"
+for m in flat loop tmpl module module-each; do
     read -r vs _ <<< "$(measure "$tenet" validate "$work/$m")"
     read -r ps pk <<< "$(measure "$tenet" plan "$work/$m" --detailed-exitcode)"
     "$tenet" plan "$work/$m" --detailed-exitcode > /dev/null || { echo "$m is not converged" >&2; exit 1; }
     awk -v m="$m" -v vs="$vs" -v ps="$ps" -v pk="$pk" -v n="$n" \
-        'BEGIN {printf "%-10s %12.2f %12.2f %12.1f %12.1f\n", m, vs, ps, pk / 1024, ps * 1e6 / n}'
+        'BEGIN {printf "%-12s %12.2f %12.2f %12.1f %12.1f\n", m, vs, ps, pk / 1024, ps * 1e6 / n}'
 done
 echo "(N=$n file.file resources + 10 directories, median of $runs; $(nproc) cores; flat = the floor)"

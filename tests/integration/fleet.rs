@@ -65,7 +65,14 @@ fn the_fleet_example_plans_as_checked_in_for_two_nodes_and_applies() {
     ] {
         let o = tenet(
             dir,
-            &["plan", "--json", "--facts", facts, "--var", &format!("env={env}")],
+            &[
+                "plan",
+                "--json",
+                "--facts",
+                facts,
+                "--var",
+                &format!("env={env}"),
+            ],
         );
         ok(&o);
         let plan: Value = serde_json::from_str(&stdout(&o)).expect("plan json");
@@ -78,20 +85,25 @@ fn the_fleet_example_plans_as_checked_in_for_two_nodes_and_applies() {
         let want = std::fs::read_to_string(&path)
             .unwrap_or_else(|_| panic!("{} missing (run with TENET_BLESS=1)", path.display()));
         if want != actual {
-            failures.push(format!("--- {expected}: expected\n{want}--- actual\n{actual}"));
+            failures.push(format!(
+                "--- {expected}: expected\n{want}--- actual\n{actual}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 
     // The RHEL dev node, applied: its files are there, and a second run changes nothing.
-    let o = tenet(
-        dir,
-        &["apply", "--yes", "--facts", "facts/rhel-web2.yaml"],
-    );
+    let o = tenet(dir, &["apply", "--yes", "--facts", "facts/rhel-web2.yaml"]);
     ok(&o);
     let conf = std::fs::read_to_string(dir.join("out/nginx/conf.d/shop.conf")).expect("conf");
-    assert!(conf.contains("listen 80;") && conf.contains("drops to nginx"), "{conf}");
-    assert!(conf.contains("error_log /var/log/nginx/shop.log debug;"), "{conf}");
+    assert!(
+        conf.contains("listen 80;") && conf.contains("drops to nginx"),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("error_log /var/log/nginx/shop.log debug;"),
+        "{conf}"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("out/srv/blog/robots.txt")).expect("robots"),
         "User-agent: *\nDisallow: /admin/\n"
@@ -99,5 +111,10 @@ fn the_fleet_example_plans_as_checked_in_for_two_nodes_and_applies() {
     assert!(dir.join("out/nginx/conf.d/selinux.txt").exists());
     let o = tenet(dir, &["plan", "--facts", "facts/rhel-web2.yaml"]);
     ok(&o);
-    assert!(stdout(&o).contains("No changes"), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("No changes"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
 }

@@ -211,6 +211,10 @@ fn a_changed_module_file_is_a_changed_manifest_and_rollback_restores_it() {
     let edited = text.replace("${ var.text }\\n", "${ var.text }!\\n");
     assert_ne!(text, edited);
     std::fs::write(&banner, edited).expect("edit");
+    // And the site's template.
+    let template = dir.join("modules/web/templates/site.conf.j2");
+    let text = std::fs::read_to_string(&template).expect("template");
+    std::fs::write(&template, text.replace("listen", "listen_on")).expect("edit");
     let o = tenet(dir, &["apply", "saved.plan"]);
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(stderr(&o).contains("stale plan"), "{}", stderr(&o));
@@ -219,9 +223,21 @@ fn a_changed_module_file_is_a_changed_manifest_and_rollback_restores_it() {
         std::fs::read_to_string(dir.join("out/a/banner")).expect("banner"),
         "welcome to a!\n"
     );
-    // Rollback to run 1 uses the module files run 1 recorded, not today's.
+    assert!(
+        std::fs::read_to_string(dir.join("out/a/site.conf"))
+            .expect("conf")
+            .contains("listen_on 8080")
+    );
+    // Rollback to run 1 uses the module files and templates run 1 recorded, not
+    // today's.
     let o = tenet(dir, &["rollback", "1", "--yes"]);
     ok(&o);
+    assert!(
+        std::fs::read_to_string(dir.join("out/a/site.conf"))
+            .expect("conf")
+            .contains("  listen 8080;"),
+        "the template as run 1 rendered it"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.join("out/a/banner")).expect("banner"),
         "welcome to a\n",

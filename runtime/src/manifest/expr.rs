@@ -186,7 +186,9 @@ pub struct Evaluated {
 
 /// Evaluates the `${ … }` of manifest strings against one context.
 pub struct Evaluator {
-    env: Environment<'static>,
+    /// Shared by the evaluators of one module's instances ([`Evaluator::with_vars`]):
+    /// its templates are loaded and compiled once.
+    env: Arc<Environment<'static>>,
     seen: Arc<Mutex<Seen>>,
     /// `var`, converted once.
     var: minijinja::Value,
@@ -235,12 +237,48 @@ impl Evaluator {
             env.add_function("template", render_template);
         }
         Evaluator {
-            env,
+            env: Arc::new(env),
             seen,
             var: minijinja::Value::from(minijinja::value::Serde(vars)),
             vars: vars.keys().cloned().collect(),
             facts: facts.map(|f| minijinja::Value::from(minijinja::value::Serde(f))),
             data: data.map(|d| minijinja::Value::from(minijinja::value::Serde(d))),
+        }
+    }
+
+    /// Read templates from `recorded` (what a run recorded, by name relative to the
+    /// manifest's directory; `prefix` is this evaluator's directory within it, e.g.
+    /// `modules/web/`) instead of the files on disk: a rollback renders what that run
+    /// rendered. A template it did not record does not exist.
+    pub fn recorded(mut self, recorded: Arc<BTreeMap<String, String>>, prefix: &str) -> Self {
+        let files = self.seen.clone();
+        let prefix = prefix.to_owned();
+        Arc::make_mut(&mut self.env).set_loader(move |name| {
+            if let Some(why) = bad_template_name(name) {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("template `{name}`: {why}"),
+                ));
+            }
+            let text = recorded.get(&format!("{prefix}{name}")).cloned();
+            if let (Some(t), Ok(mut s)) = (&text, files.lock()) {
+                s.insert(name.to_owned(), t.clone());
+            }
+            Ok(text)
+        });
+        self
+    }
+
+    /// An evaluator like this one (the same templates, facts and data) over other
+    /// variables: one module's instances share everything but their inputs.
+    pub fn with_vars(&self, vars: &BTreeMap<String, Value>) -> Evaluator {
+        Evaluator {
+            env: self.env.clone(),
+            seen: self.seen.clone(),
+            var: minijinja::Value::from(minijinja::value::Serde(vars)),
+            vars: vars.keys().cloned().collect(),
+            facts: self.facts.clone(),
+            data: self.data.clone(),
         }
     }
 
@@ -460,6 +498,18 @@ fn describe(e: &minijinja::Error) -> String {
     }
 }
 
+/// Why `name` cannot name a template (`None` when it can): a path relative to the
+/// manifest's directory, without `..`.
+fn bad_template_name(name: &str) -> Option<&'static str> {
+    let relative = Path::new(name);
+    (relative.is_absolute()
+        || name.contains('\\')
+        || relative
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_))))
+    .then_some("a template is named by a path relative to the manifest's directory, without `..`")
+}
+
 /// The loader: `name` relative to `root`, never outside it.
 fn load_template(
     root: &Path,
@@ -473,15 +523,8 @@ fn load_template(
         ))
     };
     let relative = Path::new(name);
-    if relative.is_absolute()
-        || name.contains('\\')
-        || relative
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-    {
-        return refuse(
-            "a template is named by a path relative to the manifest's directory, without `..`",
-        );
+    if let Some(why) = bad_template_name(name) {
+        return refuse(why);
     }
     let path: PathBuf = root.join(relative);
     let real = match path.canonicalize() {

@@ -42,6 +42,9 @@ pub struct Snapshot {
     pub facts: Option<Value>,
     /// The layered data the run saw, when the manifest declared some.
     pub data: Option<Value>,
+    /// The templates the run rendered, by name relative to `base_dir` (`None`: a run
+    /// recorded before templates were, whose templates are read from disk).
+    pub templates: Option<std::sync::Arc<BTreeMap<String, String>>>,
 }
 
 pub(super) struct Doc {
@@ -146,12 +149,15 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         facts.as_ref(),
         &mut diags,
     );
-    let ev = super::expr::Evaluator::new(
+    let mut ev = super::expr::Evaluator::new(
         &values,
         Some(&base_dir),
         facts.as_ref(),
         data.as_ref().map(|d| &d.value),
     );
+    if let Some(recorded) = options.snapshot.as_ref().and_then(|s| s.templates.clone()) {
+        ev = ev.recorded(recorded, "");
+    }
 
     let mut trusted_keys = Vec::new();
     let mut providers = BTreeMap::new();
@@ -234,7 +240,9 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     }
 
     // Templates are part of what the manifest says: a changed one is a changed manifest.
-    let mut read = ev.templates();
+    let mut template_files = ev.templates();
+    template_files.extend(ctx.templates());
+    let mut read = template_files.clone();
     if let Some(d) = &data {
         read.extend(
             d.texts
@@ -249,7 +257,6 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
             .iter()
             .map(|(k, v)| (format!("module:{k}"), v.clone())),
     );
-    read.extend(ctx.templates.take());
     let sha256 = digest(&docs, &values, &read);
     let sources = docs
         .iter()
@@ -276,6 +283,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         facts,
         data,
         module_files,
+        template_files,
     };
     (manifest, diags)
 }

@@ -112,6 +112,9 @@ pub struct Manifest {
     /// The files of the modules it calls, named relative to `base_dir` (recorded with
     /// each run beside the manifest's own files).
     pub module_files: BTreeMap<String, String>,
+    /// The templates its expressions rendered, named relative to `base_dir` (recorded
+    /// with each run, so a rollback renders what that run rendered).
+    pub template_files: BTreeMap<String, String>,
 }
 
 /// Where a provider's component comes from.

@@ -159,6 +159,8 @@ struct Def {
     outputs: Vec<(usize, String, Value)>,
     /// Whether reading it found problems (its calls make nothing then).
     broken: bool,
+    /// The evaluator its instances share (made by the first), each with its inputs.
+    ev: RefCell<Option<Evaluator>>,
 }
 
 /// What every level shares: where the manifest is, what its modules may see, and what
@@ -177,8 +179,6 @@ pub(super) struct Context<'a> {
     defs: RefCell<BTreeMap<PathBuf, Rc<Def>>>,
     /// Module files read: name relative to the manifest's directory → text.
     pub files: RefCell<BTreeMap<String, String>>,
-    /// Templates module instances rendered: name relative to the manifest's directory.
-    pub templates: RefCell<BTreeMap<String, String>>,
     instances: RefCell<usize>,
     /// Problems already reported once for a place (a `for_each` call reports a missing
     /// provider once, not once per instance).
@@ -208,10 +208,26 @@ impl<'a> Context<'a> {
             declared,
             defs: RefCell::default(),
             files: RefCell::default(),
-            templates: RefCell::default(),
             instances: RefCell::new(0),
             reported: RefCell::default(),
         }
+    }
+
+    /// The templates modules' instances rendered, named relative to the manifest's
+    /// directory: part of what the manifest says.
+    pub fn templates(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for (dir, def) in self.defs.borrow().iter() {
+            if let Some(ev) = def.ev.borrow().as_ref() {
+                let rel = self.relative(dir);
+                out.extend(
+                    ev.templates()
+                        .into_iter()
+                        .map(|(name, text)| (format!("{rel}/{name}"), text)),
+                );
+            }
+        }
+        out
     }
 
     fn once(&self, at: &Location, message: String, diags: &mut Diagnostics) {
@@ -367,6 +383,7 @@ impl<'a> Context<'a> {
             providers,
             outputs,
             broken: diags.len() > before,
+            ev: RefCell::new(None),
         });
         self.defs
             .borrow_mut()
@@ -1202,7 +1219,17 @@ fn instance(
         return nothing;
     }
 
-    let ev = Evaluator::new(&vars, Some(&dir), ctx.facts, ctx.data);
+    let ev = {
+        let mut shared = def.ev.borrow_mut();
+        let proto = shared.get_or_insert_with(|| {
+            let ev = Evaluator::new(&BTreeMap::new(), Some(&dir), ctx.facts, ctx.data);
+            match ctx.snapshot.and_then(|s| s.templates.clone()) {
+                Some(recorded) => ev.recorded(recorded, &format!("{}/", ctx.relative(&dir))),
+                None => ev,
+            }
+        });
+        proto.with_vars(&vars)
+    };
     let secret = |n: &str| secret_inputs.contains(n);
     let mut chain = level.chain.clone();
     chain.push(dir.clone());
@@ -1289,13 +1316,6 @@ fn instance(
         sensitive |= declared_secret || !read_secret.is_empty();
         outputs.insert(name.clone(), value);
     }
-    // Templates it rendered are part of what the manifest says.
-    let rel = ctx.relative(&dir);
-    ctx.templates.borrow_mut().extend(
-        ev.templates()
-            .into_iter()
-            .map(|(name, text)| (format!("{rel}/{name}"), text)),
-    );
     made.parsed.append(&mut sub.parsed);
     made.rejected.append(&mut sub.rejected);
     Some((Value::Object(outputs), sensitive))

@@ -123,6 +123,18 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
         }
         files.insert(name.clone(), text);
     }
+    // The templates it rendered: a rollback renders them as they were.
+    let mut templates: BTreeMap<String, String> = BTreeMap::new();
+    for (name, text) in &m.template_files {
+        let mut text = text.clone();
+        for secret in &literals {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), crate::plan::SENSITIVE);
+                redacted = true;
+            }
+        }
+        templates.insert(name.clone(), text);
+    }
     let vars: BTreeMap<&String, Value> = m
         .vars
         .iter()
@@ -135,7 +147,7 @@ fn snapshot(m: &Manifest, salt: &str, plan: &Plan) -> Value {
             (k, v)
         })
         .collect();
-    let mut snap = json!({"files": files, "vars": vars, "sensitive_vars": m.sensitive_vars, "redacted": redacted});
+    let mut snap = json!({"files": files, "templates": templates, "vars": vars, "sensitive_vars": m.sensitive_vars, "redacted": redacted});
     // The facts the run saw: an audit and a rollback show what the host looked like.
     if let (Some(facts), Some(map)) = (&m.facts, snap.as_object_mut()) {
         map.insert("facts".into(), facts.clone());

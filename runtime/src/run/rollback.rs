@@ -108,6 +108,10 @@ pub fn rollback_target(
             vars,
             facts: snap.get("facts").cloned(),
             data: snap.get("data").cloned(),
+            templates: snap
+                .get("templates")
+                .and_then(|t| serde_json::from_value(t.clone()).ok())
+                .map(std::sync::Arc::new),
         },
         record,
     })
