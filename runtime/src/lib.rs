@@ -24,6 +24,7 @@ pub mod facts;
 pub mod graph;
 pub mod manifest;
 pub mod plan;
+pub mod policy;
 pub mod provider;
 pub mod run;
 pub mod session;

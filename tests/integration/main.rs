@@ -15,6 +15,7 @@ mod language;
 mod languages;
 mod modules;
 mod packages;
+mod policy;
 mod sandbox;
 mod services;
 mod state;

@@ -54,6 +54,18 @@ pub struct RunControl {
     /// How long to wait for another run holding the state's lock (e.g. `30s`).
     #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_timeout)]
     lock_timeout: std::time::Duration,
+    #[command(flatten)]
+    overrides: super::args::PolicyOverrides,
+}
+
+impl RunControl {
+    /// The session's options: the manifest's, with this run's policy overrides.
+    fn options(&self, manifest: &ManifestArgs) -> anyhow::Result<crate::session::SessionOptions> {
+        Ok(crate::session::SessionOptions {
+            policy_overrides: self.overrides.pairs()?,
+            ..manifest.session_options()?
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -85,7 +97,7 @@ pub struct RollbackArgs {
 
 pub async fn rollback(args: RollbackArgs) -> anyhow::Result<u8> {
     args.control.check_json()?;
-    let options = args.manifest.session_options()?;
+    let options = args.control.options(&args.manifest)?;
     let target = run::rollback_target(&options.state, &options.path, args.run_id, &options.vars)?;
     let rec = &target.record;
     let session = Session::open_snapshot(&options, target.snapshot.clone()).await?;
@@ -110,13 +122,13 @@ pub async fn execute(args: ApplyArgs) -> anyhow::Result<u8> {
         // The manifest the plan was made from, with the variables given now.
         let options = crate::session::SessionOptions {
             path: saved.manifest.path.clone().into(),
-            ..args.manifest.session_options()?
+            ..args.control.options(&args.manifest)?
         };
         let session = Session::open(&options).await?;
         return converge(&session, &args, Some(&saved)).await;
     }
     args.control.check_json()?;
-    let session = Session::open(&args.manifest.session_options()?).await?;
+    let session = Session::open(&args.control.options(&args.manifest)?).await?;
     super::print_warnings(&session);
     converge(&session, &args, None).await
 }
@@ -163,6 +175,14 @@ async fn converge(session: &Session, args: &ApplyArgs, saved: Option<&Plan>) -> 
             println!("Apply cancelled; nothing was changed.");
             Ok(EXIT_ERROR)
         }
+        ApplyOutcome::Denied { run, .. } => {
+            if !json {
+                println!(
+                    "Apply refused by policy: nothing was changed (recorded as run #{run}, `tenet show {run}`)."
+                );
+            }
+            Ok(super::EXIT_DENIED)
+        }
         ApplyOutcome::Converged { .. } => Ok(0),
         ApplyOutcome::Applied(applied) => {
             let run_id = applied
@@ -203,7 +223,11 @@ impl Approve for Prompt {
 /// The run-level events of `--json` (resource events come from the engine).
 #[derive(Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-enum JsonEvent {
+enum JsonEvent<'a> {
+    /// What the policies decided, before anything runs (one event per stage).
+    Policy {
+        decision: &'a crate::policy::Decision,
+    },
     RunStarted {
         resources: usize,
         changes: usize,
@@ -279,6 +303,10 @@ impl RunEvents for Terminal {
             RunEvent::Planned(plan) => {
                 if !self.json {
                     render::plan(&plan.redacted())?;
+                } else {
+                    for decision in &plan.policy {
+                        emit(&JsonEvent::Policy { decision });
+                    }
                 }
             }
             RunEvent::Started {

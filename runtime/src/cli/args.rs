@@ -36,6 +36,42 @@ pub struct ManifestArgs {
     pub facts_dir: Option<PathBuf>,
 }
 
+/// `--override-policy RULE --reason TEXT`: let soft-mandatory denials of RULE pass in
+/// this run, recorded with who and why. Hard-mandatory rules are never overridden.
+#[derive(Debug, Clone, Default, Args)]
+pub struct PolicyOverrides {
+    /// A soft-mandatory policy rule (`package.rule`, or a result id) whose denials this
+    /// run lets pass (repeatable; needs --reason).
+    #[arg(long = "override-policy", value_name = "RULE")]
+    pub rules: Vec<String>,
+    /// Why the overridden rules may be broken this time (recorded in the history).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+impl PolicyOverrides {
+    /// (rule, reason) pairs; an override without a reason is refused.
+    pub fn pairs(&self) -> anyhow::Result<Vec<(String, String)>> {
+        if self.rules.is_empty() {
+            return Ok(Vec::new());
+        }
+        let reason = self
+            .reason
+            .clone()
+            .filter(|r| !r.trim().is_empty())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--override-policy needs --reason TEXT: an override is recorded with who gave it and why"
+                )
+            })?;
+        Ok(self
+            .rules
+            .iter()
+            .map(|r| (r.clone(), reason.clone()))
+            .collect())
+    }
+}
+
 /// How a run walks the graph.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
@@ -74,6 +110,7 @@ impl ManifestArgs {
             state: self.location.location(),
             facts,
             facts_dir: self.facts_dir.clone(),
+            policy_overrides: Vec::new(),
         })
     }
 }

@@ -190,7 +190,14 @@ pub fn history(args: HistoryArgs) -> anyhow::Result<u8> {
             r.seq,
             rec.started_at,
             rec.command,
-            if rec.succeeded { "ok    " } else { "FAILED" },
+            match (
+                rec.succeeded,
+                rec.policy.iter().any(crate::policy::Decision::blocked)
+            ) {
+                (_, true) => "REFUSED",
+                (true, false) => "ok    ",
+                (false, false) => "FAILED",
+            },
             rec.user,
             rec.host,
             counts(rec)
@@ -245,10 +252,15 @@ pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
     if let Some(to) = rec.rollback_of {
         writeln!(out, "  rollback to the desired state of run #{to}")?;
     }
+    let refused = rec.policy.iter().any(crate::policy::Decision::blocked);
     writeln!(
         out,
         "  result   {}",
-        if rec.succeeded { "succeeded" } else { "failed" }
+        match (rec.succeeded, refused) {
+            (_, true) => "refused by policy",
+            (true, false) => "succeeded",
+            (false, false) => "failed",
+        }
     )?;
     writeln!(out, "  hash     {}", r.hash)?;
     for o in &rec.resources {
@@ -264,7 +276,10 @@ pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
         }
         writeln!(out, "{line}")?;
     }
-    print!("{out}");
+    out.push_str(&super::render::policy_text(&rec.policy));
+    // Through anstream: the policy lines' colours only on a terminal.
+    let mut stdout = anstream::stdout();
+    std::io::Write::write_all(&mut stdout, out.as_bytes())?;
     Ok(0)
 }
 

@@ -11,6 +11,7 @@ mod graph;
 mod history;
 mod plan;
 mod plugin;
+mod policy;
 mod progress;
 mod provider;
 mod providers;
@@ -27,6 +28,9 @@ pub const EXIT_ERROR: u8 = 1;
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Exit code of `plan --detailed-exitcode` when there are changes.
 pub const EXIT_CHANGES: u8 = 2;
+/// Exit code when a policy denies the plan or the manifest (`plan`, `apply`,
+/// `validate`, `policy check`): nothing was changed. Wins over [`EXIT_CHANGES`].
+pub const EXIT_DENIED: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,6 +92,8 @@ enum Command {
     /// Compliance metrics from the history: compliance rate, drift frequency, MTTR,
     /// change failure rate, provisioning time.
     Report(history::ReportArgs),
+    /// Policies: `check` (preflight, no provider loaded), `input` (what they read).
+    Policy(policy::PolicyArgs),
 }
 
 /// The session's warnings, on stderr, in file order.
@@ -149,6 +155,7 @@ pub fn main() -> ExitCode {
             Command::Cache(a) => plugin::cache(a),
             Command::Provider(a) => provider::execute(a).await,
             Command::Plugin(a) => plugin::plugin(a).await,
+            Command::Policy(a) => policy::execute(a).await,
         }
     });
     // Abandoned provider calls stop themselves; whatever is still on the blocking pool
@@ -159,6 +166,13 @@ pub fn main() -> ExitCode {
         Err(e) => {
             if is_broken_pipe(&e) {
                 return ExitCode::SUCCESS;
+            }
+            if let Some(crate::session::SessionError::Denied(decision)) =
+                e.downcast_ref::<crate::session::SessionError>()
+            {
+                let _ = render::policy(std::slice::from_ref(decision.as_ref()));
+                println!("Refused by policy before any provider was loaded: nothing was changed.");
+                return ExitCode::from(EXIT_DENIED);
             }
             let invalid = e
                 .downcast_ref::<crate::diag::ValidationFailed>()

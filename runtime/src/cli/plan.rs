@@ -1,7 +1,7 @@
 //! `tenet plan`: read every resource and show what apply would change. The providers
 //! run with read-only access, so a plan never changes the system.
 
-use super::{EXIT_CHANGES, EXIT_ERROR, ManifestArgs, RunArgs, render};
+use super::{EXIT_CHANGES, EXIT_DENIED, EXIT_ERROR, ManifestArgs, RunArgs, render};
 use crate::run::{self, AutoApprove, NoEvents, RunContext, Settings};
 use crate::session::Session;
 use anyhow::Context;
@@ -20,13 +20,19 @@ pub struct PlanArgs {
     /// Save the plan to FILE for a later `tenet apply FILE`.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Exit 0 when there is nothing to change, 2 when there are changes, 1 on error.
+    /// Exit 0 when there is nothing to change, 2 when there are changes, 1 on error
+    /// (and 3, whatever else, when a policy denies the plan).
     #[arg(long)]
     detailed_exitcode: bool,
+    #[command(flatten)]
+    overrides: super::args::PolicyOverrides,
 }
 
 pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
-    let options = args.manifest.session_options()?;
+    let options = crate::session::SessionOptions {
+        policy_overrides: args.overrides.pairs()?,
+        ..args.manifest.session_options()?
+    };
     let session = Session::open(&options).await?;
     super::print_warnings(&session);
     let planned = run::plan(&mut RunContext {
@@ -61,6 +67,8 @@ pub async fn execute(args: PlanArgs) -> anyhow::Result<u8> {
     }
     Ok(if plan.has_errors() {
         EXIT_ERROR
+    } else if plan.denied() {
+        EXIT_DENIED
     } else if args.detailed_exitcode && plan.has_changes() {
         EXIT_CHANGES
     } else {

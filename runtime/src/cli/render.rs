@@ -93,7 +93,112 @@ pub fn plan_text(plan: &Plan) -> String {
     let mut out = unsigned_text(plan);
     out.push_str(&plan_actions_text(plan));
     out.push_str(&sandbox_text(plan));
+    out.push_str(&policy_text(&plan.policy));
     out
+}
+
+/// What the policies decided, one block per result:
+///
+/// ```text
+/// Policy: 1 denied, 1 warning (policy set 3f9c1a2b, 5 rules in 3 files, 4 ms)
+///   ✗ deny [soft-mandatory] tenet.network.deny NET-001
+///       db-fw exposes database port 5432 to 0.0.0.0/0
+///       at tenet.yaml:44:9 (resource db-fw, /source_cidrs/0); rule policy/network.rego:5:1
+/// ```
+pub fn policy_text(decisions: &[crate::policy::Decision]) -> String {
+    use crate::policy::Outcome;
+    let mut out = String::new();
+    let Some(last) = decisions.last() else {
+        return out;
+    };
+    let bold = Style::new().bold();
+    let red = color(AnsiColor::Red);
+    let yellow = color(AnsiColor::Yellow);
+    let results: Vec<&crate::policy::PolicyResult> =
+        decisions.iter().flat_map(|d| &d.results).collect();
+    let count = |o: Outcome| results.iter().filter(|r| r.outcome == o).count();
+    let elapsed: u64 = decisions.iter().map(|d| d.elapsed_ms).sum();
+    let _ = writeln!(
+        out,
+        "\n{bold}Policy:{bold:#} {} denied, {} warning(s), {} waived, {} overridden, {} excepted (policy set {}, {} rules in {} files, {elapsed} ms)",
+        count(Outcome::Denied),
+        count(Outcome::Warning),
+        count(Outcome::Waived),
+        count(Outcome::Overridden),
+        count(Outcome::Excepted),
+        &last.set_sha256[..last.set_sha256.len().min(12)],
+        last.rules,
+        last.files.len(),
+    );
+    for r in results {
+        let (mark, style, word) = match (r.outcome, r.blocks()) {
+            (Outcome::Denied, true) => ("✗", red, "deny"),
+            (Outcome::Denied, false) => ("!", yellow, "deny"),
+            (Outcome::Warning, _) => ("!", yellow, "warn"),
+            (Outcome::Excepted, _) => ("~", Style::new(), "excepted"),
+            (Outcome::Waived, _) => ("~", Style::new(), "waived"),
+            (Outcome::Overridden, _) => ("~", yellow, "overridden"),
+        };
+        let id = r.id.as_deref().map(|i| format!(" {i}")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {style}{mark} {word}{style:#} [{}] {}{id} ({} stage)",
+            r.level, r.rule, r.stage
+        );
+        let _ = writeln!(
+            out,
+            "      {}",
+            crate::diag::terminal_text(&r.msg, "      ")
+        );
+        let subject = match (&r.resource, &r.provider, &r.path) {
+            (Some(res), _, Some(p)) => format!(" (resource {res}, {p})"),
+            (Some(res), _, None) => format!(" (resource {res})"),
+            (None, Some(prov), Some(p)) => format!(" (provider {prov}, {p})"),
+            (None, Some(prov), None) => format!(" (provider {prov})"),
+            _ => String::new(),
+        };
+        let at = r
+            .location
+            .as_deref()
+            .map(|l| format!("at {l}{subject}; "))
+            .unwrap_or_default();
+        let _ = writeln!(out, "      {at}rule {}", r.rule_location);
+        if let Some(w) = &r.waiver {
+            let _ = writeln!(
+                out,
+                "      waiver {} ({}): {} — approved by {}, expires {}",
+                w.id, w.location, w.reason, w.approved_by, w.expires
+            );
+        }
+        if let Some(o) = &r.overridden {
+            let _ = writeln!(
+                out,
+                "      overridden by {}@{} at {}: {}",
+                o.user, o.host, o.at, o.reason
+            );
+        }
+    }
+    // A waiver that covered nothing at any stage hides nothing and should go.
+    let unused: Vec<&String> = last
+        .waivers
+        .unused
+        .iter()
+        .filter(|w| !decisions.iter().any(|d| d.waivers.used.contains(w)))
+        .collect();
+    for w in unused {
+        let _ = writeln!(
+            out,
+            "  {yellow}!{yellow:#} waiver {w} covered nothing in this run: remove it if it is no longer needed"
+        );
+    }
+    out
+}
+
+/// [`policy_text`] on stdout.
+pub fn policy(decisions: &[crate::policy::Decision]) -> std::io::Result<()> {
+    let mut stdout = anstream::stdout();
+    stdout.write_all(policy_text(decisions).as_bytes())?;
+    stdout.flush()
 }
 
 fn plan_actions_text(plan: &Plan) -> String {
@@ -475,6 +580,7 @@ mod tests {
             resources,
             forget: vec![],
             excluded: vec![],
+            policy: vec![],
         }
     }
 

@@ -350,6 +350,7 @@ impl Engine {
             forget: Vec::new(),
             excluded: manifest.excluded.keys().cloned().collect(),
             summary,
+            policy: Vec::new(),
         }
     }
 

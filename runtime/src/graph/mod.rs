@@ -515,6 +515,7 @@ mod tests {
             spans: Spans::default(),
             base_dir: ".".into(),
             declared_in: ".".into(),
+            labels: Default::default(),
         }
     }
 

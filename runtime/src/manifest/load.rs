@@ -108,11 +108,13 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
     for doc in &docs {
         if let Some(map) = doc.value.as_object() {
             for key in map.keys() {
-                if !["vars", "providers", "resources", "trust", "data"].contains(&key.as_str()) {
+                if !["vars", "providers", "resources", "trust", "data", "policy"]
+                    .contains(&key.as_str())
+                {
                     diags.error(
                         Some(doc.spans.key(&format!("/{key}"))),
                         format!(
-                            "unknown top-level key `{key}` (expected `vars`, `providers`, `resources`, `trust`, `data`)"
+                            "unknown top-level key `{key}` (expected `vars`, `providers`, `resources`, `trust`, `data`, `policy`)"
                         ),
                     );
                 }
@@ -161,6 +163,29 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
 
     let mut trusted_keys = Vec::new();
     let mut providers = BTreeMap::new();
+    let mut policy: Option<crate::policy::PolicyConfig> = None;
+    for doc in &docs {
+        if let Some(v) = doc.value.get("policy") {
+            match &policy {
+                Some(first) => diags.error(
+                    Some(doc.spans.key("/policy")),
+                    format!(
+                        "`policy` is declared twice (first at {})",
+                        first
+                            .location
+                            .as_ref()
+                            .map(ToString::to_string)
+                            .unwrap_or_default()
+                    ),
+                ),
+                None => {
+                    policy = Some(crate::policy::config::parse(
+                        v, &doc.spans, &base_dir, &mut diags,
+                    ))
+                }
+            }
+        }
+    }
     let secret = |name: &str| decls.get(name).is_some_and(|d: &vars::VarDecl| d.sensitive);
     let none = Scope::none();
     for doc in &mut docs {
@@ -284,6 +309,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         data,
         module_files,
         template_files,
+        policy,
     };
     (manifest, diags)
 }
@@ -1216,6 +1242,7 @@ pub(super) fn parse_resources(
                 "when",
                 "for_each",
                 "count",
+                "labels",
             ],
             diags,
         ) else {
@@ -1324,6 +1351,7 @@ pub(super) fn parse_resources(
             }
         };
         let locks = lock_list(map, &pointer, spans, &what, diags);
+        let labels = label_map(map, &pointer, spans, &what, diags);
         // `when:` was evaluated with the rest: a bool, or a mistake to report.
         let excluded_at = match map.get("when") {
             None | Some(Value::Bool(true)) => None,
@@ -1387,6 +1415,7 @@ pub(super) fn parse_resources(
                 sensitive,
                 sensitive_from_vars,
                 locks,
+                labels,
                 location,
                 type_location: Some(spans.value(&format!("{pointer}/type"))),
                 spans: spans.subtree(&format!("{pointer}/properties")),
@@ -1748,6 +1777,49 @@ impl Evaluation<'_> {
             diags.error(d.location.clone(), format!("{what}: {}", d.message));
         }
     }
+}
+
+/// `labels: {owner: team-db}`: metadata for policies (and people), never sent to
+/// providers. Keys and values are strings.
+fn label_map(
+    map: &Map<String, Value>,
+    pointer: &str,
+    spans: &Spans,
+    what: &str,
+    diags: &mut Diagnostics,
+) -> BTreeMap<String, String> {
+    let at = format!("{pointer}/labels");
+    let mut out = BTreeMap::new();
+    match map.get("labels") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                match v {
+                    Value::String(s) => {
+                        out.insert(k.clone(), s.clone());
+                    }
+                    Value::Number(_) | Value::Bool(_) => {
+                        out.insert(k.clone(), v.to_string());
+                    }
+                    other => diags.error(
+                        Some(spans.value(&format!("{at}/{}", yaml::escape(k)))),
+                        format!(
+                            "label `{k}` of {what} must be a string, found {}",
+                            type_name(other)
+                        ),
+                    ),
+                }
+            }
+        }
+        Some(other) => diags.error(
+            Some(spans.value(&at)),
+            format!(
+                "labels of {what} must be a mapping of names to strings, found {}",
+                type_name(other)
+            ),
+        ),
+    }
+    out
 }
 
 /// `locks: [name, …]`: named locks the resource holds while it runs; every bad name

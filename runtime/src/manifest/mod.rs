@@ -115,6 +115,8 @@ pub struct Manifest {
     /// The templates its expressions rendered, named relative to `base_dir` (recorded
     /// with each run, so a rollback renders what that run rendered).
     pub template_files: BTreeMap<String, String>,
+    /// `policy:`, when the manifest configures its policies.
+    pub policy: Option<crate::policy::PolicyConfig>,
 }
 
 /// Where a provider's component comes from.
@@ -401,6 +403,8 @@ pub struct ResourceDecl {
     /// resources holding the same lock run at once (e.g. an `exec` running apt and the
     /// `apt` provider, which holds `dpkg`).
     pub locks: Vec<String>,
+    /// `labels: {owner: team-db}`: metadata for policies, never sent to providers.
+    pub labels: BTreeMap<String, String>,
     pub location: Location,
     /// Where `type` was written.
     pub type_location: Option<Location>,

@@ -34,6 +34,9 @@ pub struct Plan {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded: Vec<String>,
     pub summary: Summary,
+    /// What the manifest's policies decided: the preflight stage, then the plan stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<crate::policy::Decision>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,6 +199,11 @@ impl Summary {
 }
 
 impl Plan {
+    /// Whether a policy result stops this plan from being applied.
+    pub fn denied(&self) -> bool {
+        self.policy.iter().any(crate::policy::Decision::blocked)
+    }
+
     pub fn has_changes(&self) -> bool {
         self.summary.changes() > 0
     }
@@ -404,6 +412,7 @@ mod tests {
             excluded: Vec::new(),
             resources,
             forget: Vec::new(),
+            policy: Vec::new(),
         }
     }
 

@@ -29,6 +29,9 @@ pub struct SavedPlan<'a> {
 pub enum ApplyOutcome {
     /// The approver said no: nothing was changed.
     Declined,
+    /// A policy denied the plan: nothing was changed; the refusal is recorded as run
+    /// `run`.
+    Denied { plan: Plan, run: u64 },
     /// Nothing needed to change; the run was recorded (a converged run is evidence of
     /// compliance; forgotten resources still leave the state).
     Converged { plan: Plan, run: u64 },
@@ -78,13 +81,28 @@ pub async fn apply(
         check_identity(cx, saved.plan)?;
     }
     let options = cx.options();
-    let plan = plan_against(cx.session, Some(lock.store().as_ref()), &options).await?;
+    let mut plan = plan_against(cx.session, Some(lock.store().as_ref()), &options).await?;
     if let Some(saved) = &saved {
         check_unchanged(saved, &plan)?;
     }
+    // The policies judge the plan that is applied (a saved one too: the policies, the
+    // clock or the system may have changed since it was reviewed).
+    super::judge(cx.session, &mut plan, "apply")?;
     cx.events
         .event(RunEvent::Planned(&plan))
         .map_err(RunError::Events)?;
+    if plan.denied() {
+        let (store, manifest, denied, started) = (
+            lock.store().clone(),
+            manifest.clone(),
+            plan.clone(),
+            started_at.clone(),
+        );
+        let run =
+            blocking(move || record::remember_denied(store.as_ref(), &manifest, &denied, &started))
+                .await?;
+        return Ok(ApplyOutcome::Denied { plan, run });
+    }
     if !plan.has_changes() && !plan.has_errors() && !cx.settings.walk_converged {
         let report = unchanged(&plan);
         let run = record_apply(

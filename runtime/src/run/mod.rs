@@ -189,6 +189,9 @@ pub enum RunError {
     /// The event sink failed before the walk: nothing was changed.
     #[error(transparent)]
     Events(EventError),
+    /// The policies could not decide (an error, a timeout): nothing was changed.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
 }
 
 impl From<StateError> for RunError {
@@ -239,6 +242,26 @@ pub async fn plan_against(
     Ok(plan)
 }
 
+/// Judge `plan` by the session's policies (its plan stage), for `command`: the
+/// decisions go into the plan, after the preflight one.
+fn judge(session: &Session, plan: &mut Plan, command: &str) -> Result<(), RunError> {
+    let Some(policies) = &session.policies else {
+        return Ok(());
+    };
+    let m = &session.manifest;
+    let doc = crate::policy::input::build(
+        crate::policy::Stage::Plan,
+        Some(command),
+        m,
+        Some((plan, &plan.providers)),
+        &crate::policy::input::RunFacts::now(),
+    );
+    let decision = crate::policy::evaluate(policies, crate::policy::Stage::Plan, &doc, m)?;
+    plan.policy = session.preflight.iter().cloned().collect();
+    plan.policy.push(decision);
+    Ok(())
+}
+
 /// A plan, and the run that recorded it.
 #[derive(Debug)]
 pub struct Planned {
@@ -254,7 +277,8 @@ pub struct Planned {
 pub async fn plan(cx: &mut RunContext<'_>) -> Result<Planned, RunError> {
     let started_at = crate::state::now();
     let store = cx.existing_state()?;
-    let plan = plan_against(cx.session, store.as_deref(), &cx.options()).await?;
+    let mut plan = plan_against(cx.session, store.as_deref(), &cx.options()).await?;
+    judge(cx.session, &mut plan, "plan")?;
     let run = match &store {
         Some(store) => {
             let (store, manifest, planned) =

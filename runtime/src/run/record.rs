@@ -255,6 +255,7 @@ pub fn record_of(command: &str, manifest: &Manifest, started_at: &str) -> RunRec
         finished_at: crate::state::now(),
         succeeded: true,
         resources: Vec::new(),
+        policy: Vec::new(),
     }
 }
 
@@ -471,6 +472,7 @@ pub fn remember(
         finished_at: now,
         succeeded: report.succeeded(),
         resources: outcomes,
+        policy: plan.policy.clone(),
         ..record_of(
             if rollback_of.is_some() {
                 "rollback"
@@ -498,7 +500,8 @@ pub fn remember_plan(
     let record = RunRecord {
         manifest_snapshot: snapshot(manifest, &store.salt()?, plan),
         git: GitInfo::of(&manifest.base_dir),
-        succeeded: !plan.has_errors(),
+        succeeded: !plan.has_errors() && !plan.denied(),
+        policy: plan.policy.clone(),
         resources: plan
             .resources
             .iter()
@@ -518,6 +521,24 @@ pub fn remember_plan(
             })
             .collect(),
         ..record_of("plan", manifest, started_at)
+    };
+    store.append_run(&record)
+}
+
+/// An apply a policy refused: nothing changed, recorded with the decisions (and the
+/// manifest it was refused for) as a failed run.
+pub fn remember_denied(
+    store: &dyn StateStore,
+    manifest: &Manifest,
+    plan: &Plan,
+    started_at: &str,
+) -> Result<u64, StateError> {
+    let record = RunRecord {
+        manifest_snapshot: snapshot(manifest, &store.salt()?, plan),
+        git: GitInfo::of(&manifest.base_dir),
+        succeeded: false,
+        policy: plan.policy.clone(),
+        ..record_of("apply", manifest, started_at)
     };
     store.append_run(&record)
 }

@@ -41,6 +41,9 @@ pub struct SessionOptions {
     pub facts: Option<serde_json::Value>,
     /// Where external facts are (`--facts-dir`).
     pub facts_dir: Option<PathBuf>,
+    /// `--override-policy RULE --reason TEXT`: soft-mandatory denials let through in
+    /// this run (recorded with who and why).
+    pub policy_overrides: Vec<(String, String)>,
 }
 
 impl SessionOptions {
@@ -65,6 +68,13 @@ pub enum SessionError {
     /// The sandbox could not be set up (the wasmtime engine, the deadline ticker).
     #[error(transparent)]
     Host(#[from] PluginError),
+    /// A preflight policy denied the manifest: no provider was loaded.
+    #[error("denied by policy before any provider was loaded ({} denial(s))", .0.results.iter().filter(|r| r.blocks()).count())]
+    Denied(Box<crate::policy::Decision>),
+    /// The policy set could not decide (an error or a timeout while evaluating): fail
+    /// closed, nothing was loaded.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
 }
 
 /// A loaded, validated manifest with its providers and its dependency graph.
@@ -75,6 +85,10 @@ pub struct Session {
     /// Why each provider may run (built in, signed by whom, or unsigned and why).
     pub provenance: BTreeMap<String, Provenance>,
     pub warnings: Diagnostics,
+    /// The manifest's policy set, when it has one.
+    pub policies: Option<crate::policy::Policies>,
+    /// Its preflight decision (nothing in it blocks: a blocking one stops the session).
+    pub preflight: Option<crate::policy::Decision>,
     // Keeps the engine and deadline ticker alive for the providers.
     _host: PluginHost,
 }
@@ -116,6 +130,22 @@ impl Session {
         cache: CompileCache,
     ) -> Result<Session, SessionError> {
         let (mut manifest, mut diags) = load_manifest(&options.path, &load);
+        // Policies first: a policy set that does not load, or denies the manifest and
+        // its grants, stops everything before any provider code is compiled or run.
+        let before = diags.len();
+        let (policies, preflight) =
+            match crate::policy::preflight(&manifest, &options.policy_overrides, &mut diags)? {
+                Some((p, d)) => (Some(p), d),
+                None => (None, None),
+            };
+        if diags.len() > before {
+            diags = diags.into_result()?;
+        }
+        if let Some(d) = &preflight
+            && d.blocked()
+        {
+            return Err(SessionError::Denied(Box::new(d.clone())));
+        }
         let host = PluginHost::new(cache)?;
         let mut providers = BTreeMap::new();
         let mut provenance = BTreeMap::new();
@@ -166,6 +196,8 @@ impl Session {
             providers,
             provenance,
             warnings,
+            policies,
+            preflight,
             _host: host,
         })
     }

@@ -80,6 +80,7 @@ pub fn record(command: &str, outcome: &str) -> RunRecord {
         started_at: "2026-11-26T12:00:00Z".into(),
         finished_at: "2026-11-26T12:00:01Z".into(),
         succeeded: outcome != "failed",
+        policy: Vec::new(),
         resources: vec![ResourceOutcome {
             id: "a".into(),
             type_name: "file.file".into(),

@@ -260,6 +260,10 @@ pub struct RunRecord {
     pub finished_at: String,
     pub succeeded: bool,
     pub resources: Vec<ResourceOutcome>,
+    /// What the policies decided about the run (absent when there are none, so older
+    /// records hash as they did).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<crate::policy::Decision>,
 }
 
 /// A run in the history: its sequence number and place in the hash chain.

@@ -209,6 +209,7 @@ mod tests {
             started_at: humantime::format_rfc3339_seconds(at(minute)).to_string(),
             finished_at: humantime::format_rfc3339_seconds(at(minute)).to_string(),
             succeeded: true,
+            policy: Vec::new(),
             resources: outcomes
                 .iter()
                 .map(|(id, outcome, change, ms)| ResourceOutcome {

@@ -1,0 +1,245 @@
+//! The `policy:` section of a manifest: where the policies are, their enforcement
+//! levels, their parameters and their time limit. Without the section, a `policy/`
+//! directory beside the manifest is used when there is one (conftest's convention).
+//!
+//! ```yaml
+//! policy:
+//!   paths: [policy, ../org-policy]       # directories of *.rego, relative to the manifest
+//!   levels:                              # by package, or package.rule
+//!     tenet.capabilities: hard-mandatory
+//!     main.warn_replace: soft-mandatory
+//!   params: {max_deletions: 5}           # data.params in every policy
+//!   timeout: 5s                          # the whole evaluation of one stage
+//! ```
+
+use crate::diag::{Diagnostics, Location};
+use crate::manifest::yaml::Spans;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The directory used when the manifest names none.
+pub const DEFAULT_DIR: &str = "policy";
+/// Default time one stage's evaluation may take.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest `timeout` accepted.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How a denial is enforced (Sentinel's levels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Level {
+    /// Reported, never blocks (the default of `warn` rules).
+    Advisory,
+    /// Blocks unless overridden with a recorded reason (the default of `deny` rules).
+    SoftMandatory,
+    /// Blocks; never overridden or waived.
+    HardMandatory,
+}
+
+impl Level {
+    fn parse(text: &str) -> Option<Level> {
+        Some(match text {
+            "advisory" => Level::Advisory,
+            "soft-mandatory" => Level::SoftMandatory,
+            "hard-mandatory" => Level::HardMandatory,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Level::Advisory => "advisory",
+            Level::SoftMandatory => "soft-mandatory",
+            Level::HardMandatory => "hard-mandatory",
+        })
+    }
+}
+
+/// A manifest's policy configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    /// Directories of policies, absolute.
+    pub paths: Vec<PathBuf>,
+    /// How each path was written (for messages).
+    pub shown: Vec<String>,
+    /// The manifest's directory as the operator named it: messages name policy files
+    /// under it, as they name the manifest's own files.
+    pub shown_dir: PathBuf,
+    /// Whether the manifest named them (a missing named directory is an error; the
+    /// default `policy/` is simply not there).
+    pub explicit: bool,
+    /// Levels by `package` or `package.rule`.
+    pub levels: BTreeMap<String, Level>,
+    /// `data.params`.
+    pub params: Value,
+    pub timeout: Duration,
+    /// Longest lifetime of a waiver (`max_waiver_days`).
+    pub max_waiver_days: u64,
+    /// Where the section is written.
+    pub location: Option<Location>,
+}
+
+impl PolicyConfig {
+    /// The manifest's policy configuration: its `policy:` section, or — without one —
+    /// `policy/` beside it when that exists. Files are named under the manifest's
+    /// directory as the operator named it.
+    pub fn of(m: &crate::manifest::Manifest) -> Option<PolicyConfig> {
+        let mut config = m
+            .policy
+            .clone()
+            .or_else(|| PolicyConfig::implicit(&m.base_dir))?;
+        config.shown_dir = m
+            .files
+            .first()
+            .and_then(|f| f.parent())
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Some(config)
+    }
+
+    /// The configuration when the manifest has no `policy:` section: `policy/` beside
+    /// it, if that exists.
+    pub fn implicit(base_dir: &Path) -> Option<PolicyConfig> {
+        let dir = base_dir.join(DEFAULT_DIR);
+        dir.is_dir().then(|| PolicyConfig {
+            paths: vec![dir],
+            shown: vec![DEFAULT_DIR.to_owned()],
+            shown_dir: PathBuf::new(),
+            explicit: false,
+            levels: BTreeMap::new(),
+            params: Value::Object(Default::default()),
+            timeout: DEFAULT_TIMEOUT,
+            max_waiver_days: super::waiver::DEFAULT_MAX_WAIVER_DAYS,
+            location: None,
+        })
+    }
+
+    /// The level of rule `name` of `package`: configured for the rule, else for its
+    /// package (or an enclosing one), else the kind's default.
+    pub fn level(&self, package: &str, name: &str, default: Level) -> Level {
+        if let Some(l) = self.levels.get(&format!("{package}.{name}")) {
+            return *l;
+        }
+        let mut p = package;
+        loop {
+            if let Some(l) = self.levels.get(p) {
+                return *l;
+            }
+            match p.rsplit_once('.') {
+                Some((outer, _)) => p = outer,
+                None => return default,
+            }
+        }
+    }
+}
+
+/// Parse `policy:` at `/policy` of a manifest file.
+pub fn parse(
+    value: &Value,
+    spans: &Spans,
+    base_dir: &Path,
+    diags: &mut Diagnostics,
+) -> PolicyConfig {
+    let location = spans.key("/policy");
+    let mut cfg = PolicyConfig {
+        paths: vec![base_dir.join(DEFAULT_DIR)],
+        shown: vec![DEFAULT_DIR.to_owned()],
+        shown_dir: PathBuf::new(),
+        explicit: true,
+        levels: BTreeMap::new(),
+        params: Value::Object(Default::default()),
+        timeout: DEFAULT_TIMEOUT,
+        max_waiver_days: super::waiver::DEFAULT_MAX_WAIVER_DAYS,
+        location: Some(location.clone()),
+    };
+    let Some(map) = value.as_object() else {
+        diags.error(
+            Some(spans.value("/policy")),
+            "`policy` must be a mapping (`paths`, `levels`, `params`, `timeout`)",
+        );
+        return cfg;
+    };
+    for (key, v) in map {
+        let at = format!("/policy/{key}");
+        match key.as_str() {
+            "paths" => match v.as_array() {
+                Some(items) if !items.is_empty() => {
+                    cfg.paths.clear();
+                    cfg.shown.clear();
+                    for (i, item) in items.iter().enumerate() {
+                        match item.as_str() {
+                            Some(p) if !p.is_empty() => {
+                                cfg.paths.push(crate::manifest::load::absolute(base_dir, Path::new(p)));
+                                cfg.shown.push(p.to_owned());
+                            }
+                            _ => diags.error(
+                                Some(spans.value(&format!("{at}/{i}"))),
+                                "a policy path is a directory, relative to the manifest",
+                            ),
+                        }
+                    }
+                }
+                _ => diags.error(
+                    Some(spans.value(&at)),
+                    "`paths` of `policy` must be a non-empty list of directories",
+                ),
+            },
+            "levels" => match v.as_object() {
+                Some(levels) => {
+                    for (name, level) in levels {
+                        let place = spans.value(&format!("{at}/{}", crate::manifest::yaml::escape(name)));
+                        match level.as_str().and_then(Level::parse) {
+                            Some(l) => {
+                                cfg.levels.insert(name.clone(), l);
+                            }
+                            None => diags.error(
+                                Some(place),
+                                format!(
+                                    "the level of `{name}` must be advisory, soft-mandatory or hard-mandatory, found {level}"
+                                ),
+                            ),
+                        }
+                    }
+                }
+                None => diags.error(
+                    Some(spans.value(&at)),
+                    "`levels` of `policy` must map packages or package.rule names to levels",
+                ),
+            },
+            "params" => {
+                if v.is_object() {
+                    cfg.params = v.clone();
+                } else {
+                    diags.error(Some(spans.value(&at)), "`params` of `policy` must be a mapping");
+                }
+            }
+            "timeout" => match v.as_str().map(humantime::parse_duration) {
+                Some(Ok(d)) if !d.is_zero() && d <= MAX_TIMEOUT => cfg.timeout = d,
+                _ => diags.error(
+                    Some(spans.value(&at)),
+                    format!(
+                        "`timeout` of `policy` must be a duration like `5s`, at most {}",
+                        humantime::format_duration(MAX_TIMEOUT)
+                    ),
+                ),
+            },
+            "max_waiver_days" => match v.as_u64() {
+                Some(d) if (1..=3650).contains(&d) => cfg.max_waiver_days = d,
+                _ => diags.error(
+                    Some(spans.value(&at)),
+                    "`max_waiver_days` of `policy` must be a whole number of days from 1 to 3650",
+                ),
+            },
+            other => diags.error(
+                Some(spans.key(&at)),
+                format!("unknown field `{other}` in `policy` (expected `paths`, `levels`, `params`, `timeout`, `max_waiver_days`)"),
+            ),
+        }
+    }
+    cfg
+}
