@@ -194,6 +194,21 @@ fn policies_that_do_not_load_or_cannot_decide_fail_closed_naming_the_place() {
     assert!(err.contains("policy/b.rego:3:"), "{err}");
     assert!(!dir.join(".tenet").exists() || !dir.join("out/ok").exists());
 
+    // A call of a function that does not exist, in a branch no input reaches: found at
+    // load, not when (if ever) the branch runs.
+    std::fs::remove_dir_all(dir.join("policy")).expect("rm");
+    write(
+        dir,
+        "policy/typo.rego",
+        "package typo\n\nis_file(r) if r.type == \"file.file\"\n\ndeny contains msg if {\n  some r in input.resources\n  r.id == \"never\"\n  is_file(r)\n  msg := sprintnf(\"%s\", [r.id])\n}\n",
+    );
+    let err = stderr(&tenet(dir, &["plan"]));
+    assert!(
+        err.contains("policy/typo.rego:9:10: error: unknown function `sprintnf`"),
+        "{err}"
+    );
+    assert_eq!(err.matches("unknown function").count(), 1, "{err}");
+
     // A package without rules, and a set without deny/warn rules.
     std::fs::remove_dir_all(dir.join("policy")).expect("rm");
     write(dir, "policy/empty.rego", "package empty\n");
@@ -231,6 +246,16 @@ fn policies_that_do_not_load_or_cannot_decide_fail_closed_naming_the_place() {
     assert!(stderr(&o).contains("bad.deny"), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("a result must be a message string"),
+        "{}",
+        stderr(&o)
+    );
+
+    // An input over the configured limit is refused, naming the limit.
+    manifest(dir, "policy: {max_input: 1KiB}\n");
+    let o = tenet(dir, &["plan"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("over the limit of 1024 (policy.max_input)"),
         "{}",
         stderr(&o)
     );
@@ -302,6 +327,10 @@ resources:
                 "create"
             );
             assert_eq!(input["providers"]["file"]["provenance"]["kind"], "builtin");
+            assert!(
+                input["providers"]["file"]["requested"].is_array(),
+                "{input}"
+            );
         } else {
             assert!(r["action"].is_null());
         }

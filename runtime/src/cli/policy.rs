@@ -179,7 +179,14 @@ async fn input(args: InputArgs) -> anyhow::Result<u8> {
                 eprint!("{}", diags.sorted());
                 return Ok(EXIT_ERROR);
             }
-            policy::input::build(Stage::Preflight, None, &manifest, None, &run)
+            policy::input::build(
+                Stage::Preflight,
+                None,
+                &manifest,
+                None,
+                &Default::default(),
+                &run,
+            )
         }
         StageArg::Plan => {
             let session = Session::open(&options).await?;
@@ -196,6 +203,7 @@ async fn input(args: InputArgs) -> anyhow::Result<u8> {
                 Some("plan"),
                 &session.manifest,
                 Some((&planned.plan, &planned.plan.providers)),
+                &session.requested(),
                 &run,
             )
         }

@@ -24,6 +24,10 @@ use std::time::Duration;
 pub const DEFAULT_DIR: &str = "policy";
 /// Default time one stage's evaluation may take.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default largest input document (JSON) a stage evaluates: far above a 100,000-resource
+/// plan, low enough that a runaway plan cannot take the host's memory through policies.
+pub const DEFAULT_MAX_INPUT_BYTES: u64 = 256 * 1024 * 1024;
+
 /// Longest `timeout` accepted.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -80,6 +84,8 @@ pub struct PolicyConfig {
     pub timeout: Duration,
     /// Longest lifetime of a waiver (`max_waiver_days`).
     pub max_waiver_days: u64,
+    /// Largest input document evaluated (`max_input`, e.g. `64MiB`).
+    pub max_input_bytes: u64,
     /// Where the section is written.
     pub location: Option<Location>,
 }
@@ -115,6 +121,7 @@ impl PolicyConfig {
             params: Value::Object(Default::default()),
             timeout: DEFAULT_TIMEOUT,
             max_waiver_days: super::waiver::DEFAULT_MAX_WAIVER_DAYS,
+            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
             location: None,
         })
     }
@@ -155,6 +162,7 @@ pub fn parse(
         params: Value::Object(Default::default()),
         timeout: DEFAULT_TIMEOUT,
         max_waiver_days: super::waiver::DEFAULT_MAX_WAIVER_DAYS,
+        max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
         location: Some(location.clone()),
     };
     let Some(map) = value.as_object() else {
@@ -235,9 +243,16 @@ pub fn parse(
                     "`max_waiver_days` of `policy` must be a whole number of days from 1 to 3650",
                 ),
             },
+            "max_input" => match v.as_str().map(str::parse::<bytesize::ByteSize>) {
+                Some(Ok(b)) if b.as_u64() > 0 => cfg.max_input_bytes = b.as_u64(),
+                _ => diags.error(
+                    Some(spans.value(&at)),
+                    "`max_input` of `policy` must be a size like `64MiB`",
+                ),
+            },
             other => diags.error(
                 Some(spans.key(&at)),
-                format!("unknown field `{other}` in `policy` (expected `paths`, `levels`, `params`, `timeout`, `max_waiver_days`)"),
+                format!("unknown field `{other}` in `policy` (expected `paths`, `levels`, `params`, `timeout`, `max_waiver_days`, `max_input`)"),
             ),
         }
     }

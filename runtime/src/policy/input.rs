@@ -8,7 +8,9 @@
 //! command:          plan | apply | check | …
 //! manifest:         {path, sha256, vars, excluded}
 //! providers:        NAME → {source, version, component_sha256, provenance,
-//!                           grants: {fs, exec, net, env}, missing, limits, unsigned, location}
+//!                           grants: {fs, exec, net, env}, requested, missing, limits,
+//!                           unsigned, location}    requested: [{capability, reason, granted}]
+//!                                                  (what the component asks for; plan stage)
 //! resources:        [{id, type, provider, kind, action, desired, current, changes,
 //!                     unknown, sensitive, depends_on, labels, orphan, refresh, location}]
 //! resource_changes: Terraform's view: [{address, type, provider_name, change:
@@ -61,6 +63,7 @@ pub fn build(
     command: Option<&str>,
     m: &Manifest,
     planned: Option<(&Plan, &BTreeMap<String, ProviderPin>)>,
+    requested: &BTreeMap<String, Value>,
     run: &RunFacts,
 ) -> Value {
     let decls: BTreeMap<&str, &ResourceDecl> =
@@ -96,6 +99,7 @@ pub fn build(
                     "env": g.env,
                 },
                 "missing": pin.map(|x| x.missing.clone()).unwrap_or_default(),
+                "requested": requested.get(&p.name).cloned().unwrap_or_else(|| json!([])),
                 "limits": {
                     "memory_bytes": p.limits.memory_bytes,
                     "call_timeout_ms": p.limits.call_timeout.as_millis() as u64,

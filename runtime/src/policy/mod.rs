@@ -27,6 +27,7 @@ use crate::diag::{Diagnostics, Location};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -251,6 +252,11 @@ pub enum PolicyError {
     },
     #[error("policy evaluation failed: {0}")]
     Internal(String),
+    /// The input document is larger than `policy.max_input` allows.
+    #[error(
+        "the policy input of the {stage} stage is {size} bytes, over the limit of {limit} (policy.max_input): nothing was changed"
+    )]
+    Input { stage: Stage, size: u64, limit: u64 },
     /// An override that cannot be: a hard-mandatory or unknown rule.
     #[error("{0}")]
     Override(String),
@@ -296,7 +302,7 @@ pub fn preflight(
     if !sound {
         return Ok(Some((policies, None)));
     }
-    let doc = input::build(Stage::Preflight, None, m, None, &run);
+    let doc = input::build(Stage::Preflight, None, m, None, &BTreeMap::new(), &run);
     let decision = evaluate(&policies, Stage::Preflight, &doc, m)?;
     Ok(Some((policies, Some(decision))))
 }
@@ -471,6 +477,9 @@ pub fn load(config: &PolicyConfig, diags: &mut Diagnostics) -> Option<Policies> 
             });
         }
     }
+    if parsed {
+        unknown_functions(&files, engine.get_modules(), diags);
+    }
     if diags.len() == before
         && !files.is_empty()
         && !rules.iter().any(|r| r.kind != RuleKind::Exception)
@@ -581,6 +590,107 @@ impl Policies {
     }
 }
 
+/// Calls of functions that are neither builtins of this build nor functions of the
+/// policy set, found at load: regorus reports them only when a call is evaluated, so a
+/// typo in a branch no input reaches would otherwise pass unnoticed.
+fn unknown_functions(
+    files: &[(PathBuf, String)],
+    modules: &[regorus::unstable::Ref<regorus::unstable::Module>],
+    diags: &mut Diagnostics,
+) {
+    let mut defined: std::collections::BTreeSet<String> = Default::default();
+    for module in modules {
+        for rule in &module.policy {
+            if let regorus::unstable::Rule::Spec {
+                head: regorus::unstable::RuleHead::Func { refr, .. },
+                ..
+            } = rule.as_ref()
+            {
+                let text = refr.span().text();
+                let name = text.rsplit('.').next().unwrap_or(text);
+                defined.insert(head_name(name));
+            }
+        }
+    }
+    const KEYWORDS: &[&str] = &[
+        "if", "not", "some", "every", "contains", "in", "with", "else", "default", "package",
+        "import", "as", "true", "false", "null",
+    ];
+    for (name, text) in files {
+        for (line, col, call) in calls(text) {
+            let first = call.split('.').next().unwrap_or(&call);
+            let last = call.rsplit('.').next().unwrap_or(&call);
+            // A function of the set is known by its last name, however it is reached
+            // (`is_file(…)`, `lib.is_file(…)` through an import, `data.lib.is_file(…)`).
+            let known = regorus::unstable::BUILTINS.contains_key(call.as_str())
+                || matches!(call.as_str(), "print" | "trace")
+                || KEYWORDS.contains(&call.as_str())
+                || first == "data"
+                || defined.contains(last);
+            if !known {
+                diags.error(
+                    Some(Location::new(name, line, col)),
+                    format!(
+                        "unknown function `{call}`: neither a builtin of this build nor a function of the policy set"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// `(line, column, name)` of every call `name(` in Rego source, outside comments and
+/// strings; `name` is a dotted chain of identifiers.
+fn calls(text: &str) -> Vec<(usize, usize, String)> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let chars: Vec<char> = line.chars().collect();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            match c {
+                '#' => break,
+                '"' => {
+                    i += 1;
+                    while i < chars.len() && chars[i] != '"' {
+                        if chars[i] == '\\' {
+                            i += 1;
+                        }
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                '`' => {
+                    i += 1;
+                    while i < chars.len() && chars[i] != '`' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                c if c.is_ascii_alphabetic() || c == '_' => {
+                    let start = i;
+                    while i < chars.len()
+                        && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == '.')
+                    {
+                        i += 1;
+                    }
+                    let prev = start.checked_sub(1).map(|p| chars[p]);
+                    let chain: String = chars[start..i].iter().collect();
+                    if i < chars.len()
+                        && chars[i] == '('
+                        && !matches!(prev, Some('.' | ']' | ')'))
+                        && !chain.ends_with('.')
+                    {
+                        out.push((n + 1, start + 1, chain));
+                    }
+                }
+                _ => i += 1,
+            }
+        }
+    }
+    out
+}
+
 /// Every file under `dir`, recursively (symlinks not followed out of it).
 fn walk(dir: &Path, out: &mut Vec<PathBuf>, diags: &mut Diagnostics) {
     let entries = match std::fs::read_dir(dir) {
@@ -660,6 +770,14 @@ pub fn evaluate(
     manifest: &crate::manifest::Manifest,
 ) -> Result<Decision, PolicyError> {
     let started = Instant::now();
+    let size = serde_json::to_vec(input).map_or(0, |v| v.len() as u64);
+    if size > policies.config.max_input_bytes {
+        return Err(PolicyError::Input {
+            stage,
+            size,
+            limit: policies.config.max_input_bytes,
+        });
+    }
     let limit = policies.config.timeout;
     let (tx, rx) = std::sync::mpsc::channel();
     let progress = std::sync::Arc::new(std::sync::Mutex::new(String::new()));

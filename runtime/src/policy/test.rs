@@ -42,6 +42,9 @@ pub fn run(
     let before = diags.len();
     let (files, data) = read_files(config, true, diags);
     let mut engine = engine_with(&files, diags);
+    if diags.len() == before {
+        super::unknown_functions(&files, engine.get_modules(), diags);
+    }
     if diags.len() > before {
         return None;
     }

@@ -254,6 +254,7 @@ fn judge(session: &Session, plan: &mut Plan, command: &str) -> Result<(), RunErr
         Some(command),
         m,
         Some((plan, &plan.providers)),
+        &session.requested(),
         &crate::policy::input::RunFacts::now(),
     );
     let decision = crate::policy::evaluate(policies, crate::policy::Stage::Plan, &doc, m)?;

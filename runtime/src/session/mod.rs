@@ -233,6 +233,25 @@ impl Session {
         }
     }
 
+    /// What each provider's component asks for, and whether it is granted:
+    /// `[{capability, reason, granted}]` by provider (policies read it).
+    pub fn requested(&self) -> BTreeMap<String, serde_json::Value> {
+        self.providers
+            .iter()
+            .map(|(n, p)| {
+                let list: Vec<serde_json::Value> = p
+                    .capabilities()
+                    .requirements(p.requested())
+                    .into_iter()
+                    .map(|r| {
+                        serde_json::json!({"capability": r.capability, "reason": r.reason, "granted": r.granted})
+                    })
+                    .collect();
+                (n.clone(), serde_json::Value::Array(list))
+            })
+            .collect()
+    }
+
     /// The exact providers in use, for the plan.
     pub fn pins(&self) -> BTreeMap<String, ProviderPin> {
         self.providers
