@@ -52,7 +52,7 @@ measure() { # prints "seconds KiB" medians of RUNS
     local secs=() kibs=()
     for _ in $(seq 1 "$runs"); do
         /usr/bin/time -f "%e %M" -o "$work/t" "$@" > /dev/null 2>&1 || true
-        read -r s k < "$work/t"; secs+=("$s"); kibs+=("$k")
+        read -r s k < <(tail -1 "$work/t"); secs+=("$s"); kibs+=("$k")
     done
     printf "%s %s" "$(printf '%s\n' "${secs[@]}" | median)" "$(printf '%s\n' "${kibs[@]}" | median)"
 }

@@ -117,42 +117,76 @@ pub fn build(
             .unwrap_or_else(|| json!({}))
     };
     let place = |id: &str| decls.get(id).map(|d| location(&d.location));
+    // Built by moving values, not with `json!` over them: the macro serialises what it
+    // is given, which for 10,000 resources is a second copy of the whole plan.
     let (resources, changes, summary): (Vec<Value>, Vec<Value>, Value) = match planned {
         Some((plan, _)) => {
-            let mut resources = Vec::new();
-            let mut changes = Vec::new();
+            let mut resources = Vec::with_capacity(plan.resources.len());
+            let mut changes = Vec::with_capacity(plan.resources.len());
             for r in plan.resources.iter().map(|r| r.redacted()) {
-                let action = r.action.to_string();
-                resources.push(json!({
-                    "id": r.id, "type": r.type_name, "provider": r.provider, "kind": r.kind,
-                    "action": action, "desired": r.desired, "current": r.current,
-                    "changes": r.changes, "unknown": r.unknown, "sensitive": r.sensitive,
-                    "depends_on": r.depends_on, "labels": labels(&r.id),
-                    "orphan": r.orphan, "refresh": r.refresh, "error": r.error,
-                    "location": place(&r.id),
-                }));
-                let actions: Vec<&str> = match r.action {
-                    crate::provider::Action::None => vec!["no-op"],
-                    crate::provider::Action::Create => vec!["create"],
-                    crate::provider::Action::Update => vec!["update"],
-                    crate::provider::Action::Replace => vec!["delete", "create"],
-                    crate::provider::Action::Delete => vec!["delete"],
+                let actions: &[&str] = match r.action {
+                    crate::provider::Action::None => &["no-op"],
+                    crate::provider::Action::Create => &["create"],
+                    crate::provider::Action::Update => &["update"],
+                    crate::provider::Action::Replace => &["delete", "create"],
+                    crate::provider::Action::Delete => &["delete"],
                 };
-                let deleting = r.action == crate::provider::Action::Delete;
                 let after_unknown: Map<String, Value> = r
                     .unknown
                     .iter()
                     .map(|p| (p.trim_start_matches('/').to_owned(), Value::Bool(true)))
                     .collect();
-                changes.push(json!({
-                    "address": r.id, "type": r.type_name, "provider_name": r.provider,
-                    "change": {
-                        "actions": actions,
-                        "before": r.current,
-                        "after": if deleting { Value::Null } else { r.desired.clone() },
-                        "after_unknown": after_unknown,
-                    },
-                }));
+                let after = match r.action {
+                    crate::provider::Action::Delete => Value::Null,
+                    _ => r.desired.clone(),
+                };
+                let current = r.current.unwrap_or(Value::Null);
+                changes.push(object([
+                    ("address", Value::String(r.id.clone())),
+                    ("type", Value::String(r.type_name.clone())),
+                    ("provider_name", Value::String(r.provider.clone())),
+                    (
+                        "change",
+                        object([
+                            ("actions", json!(actions)),
+                            ("before", current.clone()),
+                            ("after", after),
+                            ("after_unknown", Value::Object(after_unknown)),
+                        ]),
+                    ),
+                ]));
+                let changes_of: Vec<Value> = r
+                    .changes
+                    .into_iter()
+                    .map(|c| {
+                        object([
+                            ("path", Value::String(c.path)),
+                            ("before", c.before.unwrap_or(Value::Null)),
+                            ("after", c.after.unwrap_or(Value::Null)),
+                            ("forces_replacement", Value::Bool(c.forces_replacement)),
+                        ])
+                    })
+                    .collect();
+                let strings =
+                    |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
+                resources.push(object([
+                    ("labels", labels(&r.id)),
+                    ("location", place(&r.id).unwrap_or(Value::Null)),
+                    ("action", Value::String(r.action.to_string())),
+                    ("id", Value::String(r.id)),
+                    ("type", Value::String(r.type_name)),
+                    ("provider", Value::String(r.provider)),
+                    ("kind", Value::String(r.kind)),
+                    ("desired", r.desired),
+                    ("current", current),
+                    ("changes", Value::Array(changes_of)),
+                    ("unknown", strings(r.unknown)),
+                    ("sensitive", strings(r.sensitive)),
+                    ("depends_on", strings(r.depends_on)),
+                    ("orphan", Value::Bool(r.orphan)),
+                    ("refresh", Value::Bool(r.refresh)),
+                    ("error", r.error.map_or(Value::Null, Value::String)),
+                ]));
             }
             (resources, changes, json!(plan.summary))
         }
@@ -161,35 +195,67 @@ pub fn build(
                 .resources
                 .iter()
                 .map(|d| {
-                    json!({
-                        "id": d.id, "type": d.type_name, "provider": d.provider, "kind": d.kind,
-                        "action": null, "desired": declared(d), "current": null,
-                        "changes": [], "unknown": [], "sensitive": hidden(d),
-                        "depends_on": d.depends_on.iter().map(|x| x.id.clone()).collect::<Vec<_>>(),
-                        "labels": d.labels, "orphan": false, "refresh": false, "error": null,
-                        "location": location(&d.location),
-                    })
+                    object([
+                        ("id", Value::String(d.id.clone())),
+                        ("type", Value::String(d.type_name.clone())),
+                        ("provider", Value::String(d.provider.clone())),
+                        ("kind", Value::String(d.kind.clone())),
+                        ("action", Value::Null),
+                        ("desired", declared(d)),
+                        ("current", Value::Null),
+                        ("changes", json!([])),
+                        ("unknown", json!([])),
+                        ("sensitive", json!(hidden(d))),
+                        (
+                            "depends_on",
+                            Value::Array(
+                                d.depends_on
+                                    .iter()
+                                    .map(|x| Value::String(x.id.clone()))
+                                    .collect(),
+                            ),
+                        ),
+                        ("labels", json!(d.labels)),
+                        ("orphan", Value::Bool(false)),
+                        ("refresh", Value::Bool(false)),
+                        ("error", Value::Null),
+                        ("location", location(&d.location)),
+                    ])
                 })
                 .collect();
             (resources, Vec::new(), Value::Null)
         }
     };
-    json!({
-        "tenet": {"input_version": INPUT_VERSION, "version": env!("CARGO_PKG_VERSION"), "stage": stage},
-        "command": command,
-        "manifest": {
-            "path": m.path.display().to_string(),
-            "sha256": m.sha256,
-            "vars": vars,
-            "excluded": m.excluded.keys().collect::<Vec<_>>(),
-        },
-        "providers": providers,
-        "resources": resources,
-        "resource_changes": changes,
-        "summary": summary,
-        "facts": m.facts,
-        "run": {"user": run.user, "host": run.host, "time": run.time, "time_ns": run.time_ns as u64},
-    })
+    object([
+        (
+            "tenet",
+            json!({"input_version": INPUT_VERSION, "version": env!("CARGO_PKG_VERSION"), "stage": stage}),
+        ),
+        ("command", json!(command)),
+        (
+            "manifest",
+            json!({
+                "path": m.path.display().to_string(),
+                "sha256": m.sha256,
+                "vars": vars,
+                "excluded": m.excluded.keys().collect::<Vec<_>>(),
+            }),
+        ),
+        ("providers", Value::Object(providers)),
+        ("resources", Value::Array(resources)),
+        ("resource_changes", Value::Array(changes)),
+        ("summary", summary),
+        ("facts", m.facts.clone().unwrap_or(Value::Null)),
+        (
+            "run",
+            json!({"user": run.user, "host": run.host, "time": run.time, "time_ns": run.time_ns as u64}),
+        ),
+    ])
+}
+
+/// A JSON object of owned values (moved, not serialised again).
+fn object<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
 /// A declaration's properties as policies may see them: sensitive ones hidden.

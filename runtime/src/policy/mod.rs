@@ -303,7 +303,7 @@ pub fn preflight(
         return Ok(Some((policies, None)));
     }
     let doc = input::build(Stage::Preflight, None, m, None, &BTreeMap::new(), &run);
-    let decision = evaluate(&policies, Stage::Preflight, &doc, m)?;
+    let decision = evaluate(&policies, Stage::Preflight, doc, m)?;
     Ok(Some((policies, Some(decision))))
 }
 
@@ -766,11 +766,14 @@ fn located(text: &str) -> (Option<Location>, String) {
 pub fn evaluate(
     policies: &Policies,
     stage: Stage,
-    input: &Value,
+    input: Value,
     manifest: &crate::manifest::Manifest,
 ) -> Result<Decision, PolicyError> {
     let started = Instant::now();
-    let size = serde_json::to_vec(input).map_or(0, |v| v.len() as u64);
+    // As text: its size is what the limit is about, and regorus reads text fastest
+    // (keys of a list of like objects are interned: 10,000 resources share one `id`).
+    let input = serde_json::to_string(&input).map_err(|e| PolicyError::Internal(e.to_string()))?;
+    let size = input.len() as u64;
     if size > policies.config.max_input_bytes {
         return Err(PolicyError::Input {
             stage,
@@ -785,7 +788,6 @@ pub fn evaluate(
         let files = policies.files.clone();
         let data = policies.data.clone();
         let rules = policies.rules.clone();
-        let input = input.clone();
         let progress = progress.clone();
         move || {
             let out = run_rules(&files, data, &rules, input, limit, &progress);
@@ -927,11 +929,12 @@ fn run_rules(
     files: &[PolicyFile],
     data: Value,
     rules: &[RuleInfo],
-    input: Value,
+    input: String,
     limit: Duration,
     progress: &std::sync::Mutex<String>,
 ) -> Result<Raw, PolicyError> {
     let internal = |e: anyhow::Error| PolicyError::Internal(e.to_string());
+    let t0 = Instant::now();
     let mut engine = regorus::Engine::new();
     engine.set_strict_builtin_errors(true);
     for f in files {
@@ -942,7 +945,14 @@ fn run_rules(
     engine
         .add_data(regorus::Value::from(data))
         .map_err(internal)?;
-    engine.set_input(regorus::Value::from(input));
+    let t1 = Instant::now();
+    engine.set_input(regorus::Value::from_json_str(&input).map_err(internal)?);
+    drop(input);
+    tracing::debug!(
+        parse_ms = (t1 - t0).as_secs_f64() * 1e3,
+        input_ms = t1.elapsed().as_secs_f64() * 1e3,
+        "policy engine ready"
+    );
     engine.set_execution_timer_config(regorus::utils::limits::ExecutionTimerConfig {
         limit,
         check_interval: std::num::NonZeroU32::MIN.saturating_add(63),
@@ -1004,7 +1014,13 @@ fn run_rules(
         }
     }
     for rule in rules.iter().filter(|r| r.kind != RuleKind::Exception) {
+        let t = Instant::now();
         let values = eval(&mut engine, rule)?;
+        tracing::debug!(
+            rule = rule.path(),
+            ms = t.elapsed().as_secs_f64() * 1e3,
+            "policy rule"
+        );
         let is_exempt = exempt.contains(&(rule.package.clone(), rule.name.clone()));
         out.push((rule.clone(), values, is_exempt));
     }

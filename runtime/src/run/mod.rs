@@ -249,6 +249,7 @@ fn judge(session: &Session, plan: &mut Plan, command: &str) -> Result<(), RunErr
         return Ok(());
     };
     let m = &session.manifest;
+    let started = std::time::Instant::now();
     let doc = crate::policy::input::build(
         crate::policy::Stage::Plan,
         Some(command),
@@ -257,7 +258,11 @@ fn judge(session: &Session, plan: &mut Plan, command: &str) -> Result<(), RunErr
         &session.requested(),
         &crate::policy::input::RunFacts::now(),
     );
-    let decision = crate::policy::evaluate(policies, crate::policy::Stage::Plan, &doc, m)?;
+    tracing::debug!(
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "policy input built"
+    );
+    let decision = crate::policy::evaluate(policies, crate::policy::Stage::Plan, doc, m)?;
     plan.policy = session.preflight.iter().cloned().collect();
     plan.policy.push(decision);
     Ok(())
