@@ -5,8 +5,9 @@
 //! references, checks) → [`session`] (sources, pins, providers loaded, every check, the
 //! graph) → [`graph`] (dependency order, the concurrent walk) → [`plan`] (the resolved
 //! artifact) → [`engine`] (walk the graph, call providers) → [`run`] (the use cases the
-//! CLI and, later, the agent share: plan, apply, drift, recording) → [`state`] (what is
-//! remembered between invocations). The engine sees providers only through the
+//! CLI and the agent share: plan, apply, drift, recording) → [`state`] (what is
+//! remembered between invocations). [`agent`] is the second caller of `run`: a
+//! continuous, event-driven reconcile loop with metrics. The engine sees providers only through the
 //! [`provider::Provider`] trait; [`wasm`] implements it with wasmtime and is the only
 //! place that imports it. [`distribution`] is what may run and how it travels: bundles,
 //! signatures, sources under a trust policy, the plugin store, OCI, `tenet.lock`.
@@ -15,6 +16,7 @@
 //! [`run::RunContext`], calls one use case, renders the outcome.
 #![deny(unsafe_code)]
 
+pub mod agent;
 pub mod atomic;
 pub mod cli;
 pub mod diag;

@@ -4,6 +4,7 @@
 //! with their expected error text (`fixtures`).
 
 mod accounts;
+mod agent;
 mod bundles;
 mod cli;
 mod edges;

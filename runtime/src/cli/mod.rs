@@ -2,6 +2,7 @@
 //! [`main`] parses arguments, sets up logging, runs the command on a tokio runtime and
 //! maps the result to a documented exit code, printing errors with their cause chain.
 
+mod agent;
 mod apply;
 pub mod args;
 mod data;
@@ -94,6 +95,8 @@ enum Command {
     Report(history::ReportArgs),
     /// Policies: `check` (preflight, no provider loaded), `input` (what they read).
     Policy(policy::PolicyArgs),
+    /// Keep the system converged: on a schedule, on file events, on a changed manifest.
+    Agent(agent::AgentArgs),
 }
 
 /// The session's warnings, on stderr, in file order.
@@ -156,6 +159,7 @@ pub fn main() -> ExitCode {
             Command::Provider(a) => provider::execute(a).await,
             Command::Plugin(a) => plugin::plugin(a).await,
             Command::Policy(a) => policy::execute(a).await,
+            Command::Agent(a) => agent::execute(a).await,
         }
     });
     // Abandoned provider calls stop themselves; whatever is still on the blocking pool

@@ -64,21 +64,42 @@ pub fn compute(runs: &[RunRecord], managed: usize, since: SystemTime, until: Sys
         .filter(|(t, _)| *t >= since && *t <= until)
         .collect();
     runs.sort_by_key(|(t, _)| *t);
+    let mut tally = Tally::default();
+    for (_, run) in &runs {
+        tally.add(run);
+    }
+    tally.report(runs.len(), managed, since, until)
+}
 
-    let mut drifted_since: BTreeMap<&str, SystemTime> = BTreeMap::new();
-    let mut drift_events = 0;
-    let mut repairs: Vec<f64> = Vec::new();
-    let (mut changes, mut failed_changes) = (0, 0);
-    let mut durations: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    let mut last_check: Option<(SystemTime, usize, usize)> = None;
+/// The figures of a history taken one run at a time, oldest first: what [`compute`]
+/// does over a window, and what the agent keeps as it runs (so its metrics and
+/// `tenet report` cannot define anything differently).
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    /// Resources known to be drifted, since when.
+    drifted_since: BTreeMap<String, SystemTime>,
+    pub drift_events: usize,
+    /// Every time to repair, in seconds, in the order repaired.
+    pub repairs: Vec<f64>,
+    pub changes: usize,
+    pub failed_changes: usize,
+    durations: BTreeMap<String, Vec<f64>>,
+    /// The newest run that checked resources: when, how many, how many as desired.
+    pub last_check: Option<(SystemTime, usize, usize)>,
+}
 
-    for (t, run) in &runs {
+impl Tally {
+    /// Take `run` into account (runs whose start time cannot be read are left out).
+    pub fn add(&mut self, run: &RunRecord) {
+        let Some(t) = parse(&run.started_at) else {
+            return;
+        };
         // A plan compares with the manifest, which may have changed on purpose: it is
         // neither a compliance check nor a change.
         if run.command == "plan" {
-            continue;
+            return;
         }
-        let end = parse(&run.finished_at).unwrap_or(*t);
+        let end = parse(&run.finished_at).unwrap_or(t);
         let (mut checked, mut in_sync) = (0, 0);
         for o in &run.resources {
             let id = o.id.as_str();
@@ -91,9 +112,9 @@ pub fn compute(runs: &[RunRecord], managed: usize, since: SystemTime, until: Sys
                 _ => match (o.outcome.as_str(), o.change.as_deref()) {
                     // Found drifted at the check this apply made (and put back).
                     (_, Some("corrective")) => {
-                        if !drifted_since.contains_key(id) {
-                            drift_events += 1;
-                            drifted_since.insert(id, *t);
+                        if !self.drifted_since.contains_key(id) {
+                            self.drift_events += 1;
+                            self.drifted_since.insert(id.to_owned(), t);
                         }
                         checked += 1;
                         None
@@ -114,22 +135,24 @@ pub fn compute(runs: &[RunRecord], managed: usize, since: SystemTime, until: Sys
                 }
             }
             match drifted_now {
-                Some(true) if !drifted_since.contains_key(id) => {
-                    drift_events += 1;
-                    drifted_since.insert(id, *t);
+                Some(true) if !self.drifted_since.contains_key(id) => {
+                    self.drift_events += 1;
+                    self.drifted_since.insert(id.to_owned(), t);
                 }
                 Some(false) => {
-                    if let Some(from) = drifted_since.remove(id) {
-                        repairs.push(end.duration_since(from).unwrap_or_default().as_secs_f64());
+                    if let Some(from) = self.drifted_since.remove(id) {
+                        self.repairs
+                            .push(end.duration_since(from).unwrap_or_default().as_secs_f64());
                     }
                 }
                 _ => {}
             }
             if o.change.as_deref() == Some("corrective")
                 && o.outcome != "failed"
-                && let Some(from) = drifted_since.remove(id)
+                && let Some(from) = self.drifted_since.remove(id)
             {
-                repairs.push(end.duration_since(from).unwrap_or_default().as_secs_f64());
+                self.repairs
+                    .push(end.duration_since(from).unwrap_or_default().as_secs_f64());
             }
             if run.command != "drift" {
                 let planned_error = o
@@ -137,17 +160,19 @@ pub fn compute(runs: &[RunRecord], managed: usize, since: SystemTime, until: Sys
                     .as_deref()
                     .is_some_and(|e| e.starts_with("could not be planned"));
                 match o.outcome.as_str() {
-                    "created" | "updated" | "replaced" | "deleted" | "refreshed" => changes += 1,
+                    "created" | "updated" | "replaced" | "deleted" | "refreshed" => {
+                        self.changes += 1
+                    }
                     // A resource that could not be planned was never attempted.
                     "failed" if planned_error => {}
                     "failed" | "interrupted" => {
-                        changes += 1;
-                        failed_changes += 1;
+                        self.changes += 1;
+                        self.failed_changes += 1;
                     }
                     _ => {}
                 }
                 if matches!(o.outcome.as_str(), "created" | "updated" | "replaced") {
-                    durations
+                    self.durations
                         .entry(o.type_name.clone())
                         .or_default()
                         .push(o.duration_ms);
@@ -155,34 +180,57 @@ pub fn compute(runs: &[RunRecord], managed: usize, since: SystemTime, until: Sys
             }
         }
         if checked > 0 {
-            last_check = Some((*t, checked, in_sync));
+            self.last_check = Some((t, checked, in_sync));
         }
     }
 
-    let days = until
-        .duration_since(since)
-        .unwrap_or(Duration::ZERO)
-        .as_secs_f64()
-        / 86_400.0;
-    Report {
-        since: humantime::format_rfc3339_seconds(since).to_string(),
-        until: humantime::format_rfc3339_seconds(until).to_string(),
-        runs: runs.len(),
-        compliance_rate: last_check.map(|(_, c, s)| s as f64 / c as f64),
-        checked_at: last_check.map(|(t, _, _)| humantime::format_rfc3339_seconds(t).to_string()),
-        drift_events,
-        drift_frequency: if managed == 0 || days <= 0.0 {
-            0.0
-        } else {
-            drift_events as f64 / managed as f64 / days
-        },
-        mttr_seconds: (!repairs.is_empty())
-            .then(|| repairs.iter().sum::<f64>() / repairs.len() as f64),
-        repairs: repairs.len(),
-        change_failure_rate: (changes > 0).then(|| failed_changes as f64 / changes as f64),
-        changes,
-        failed_changes,
-        provisioning_ms: durations.into_iter().map(|(k, v)| (k, median(v))).collect(),
+    /// The share of resources in the desired state at the last check.
+    pub fn compliance_rate(&self) -> Option<f64> {
+        self.last_check.map(|(_, c, s)| s as f64 / c as f64)
+    }
+
+    /// The report of what was added, as over `runs` runs in `[since, until]` for
+    /// `managed` resources.
+    pub fn report(
+        self,
+        runs: usize,
+        managed: usize,
+        since: SystemTime,
+        until: SystemTime,
+    ) -> Report {
+        let days = until
+            .duration_since(since)
+            .unwrap_or(Duration::ZERO)
+            .as_secs_f64()
+            / 86_400.0;
+        let repairs = &self.repairs;
+        Report {
+            since: humantime::format_rfc3339_seconds(since).to_string(),
+            until: humantime::format_rfc3339_seconds(until).to_string(),
+            runs,
+            compliance_rate: self.compliance_rate(),
+            checked_at: self
+                .last_check
+                .map(|(t, _, _)| humantime::format_rfc3339_seconds(t).to_string()),
+            drift_events: self.drift_events,
+            drift_frequency: if managed == 0 || days <= 0.0 {
+                0.0
+            } else {
+                self.drift_events as f64 / managed as f64 / days
+            },
+            mttr_seconds: (!repairs.is_empty())
+                .then(|| repairs.iter().sum::<f64>() / repairs.len() as f64),
+            repairs: repairs.len(),
+            change_failure_rate: (self.changes > 0)
+                .then(|| self.failed_changes as f64 / self.changes as f64),
+            changes: self.changes,
+            failed_changes: self.failed_changes,
+            provisioning_ms: self
+                .durations
+                .into_iter()
+                .map(|(k, v)| (k, median(v)))
+                .collect(),
+        }
     }
 }
 

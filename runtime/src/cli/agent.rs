@@ -1,0 +1,132 @@
+//! `tenet agent [PATH]`: keep the system converged — on a schedule, on file events on
+//! managed paths, on a changed manifest, on SIGHUP/SIGUSR1 or `POST /run` (see
+//! [`crate::agent`]). Signals become the agent's controls: SIGTERM/SIGINT stop it (the
+//! run in flight finishes within `--shutdown-grace`; a second signal cancels it),
+//! SIGHUP reloads the manifest, SIGUSR1 runs now.
+//!
+//! With `--once`: one run, and the exit code of its outcome (0 converged or changed,
+//! 2 drifted in detect mode, 3 refused by policy, 1 failed).
+
+use super::args::parse_timeout;
+use super::{EXIT_CHANGES, EXIT_DENIED, EXIT_ERROR, ManifestArgs, RunArgs};
+use crate::agent::{self, AgentOptions, Control, Mode, Outcome};
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Apply corrections.
+    Enforce,
+    /// Report drift, change nothing.
+    Detect,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    manifest: ManifestArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    /// enforce: put back what drifted (default); detect: report drift only.
+    #[arg(long, value_enum, default_value = "enforce")]
+    mode: ModeArg,
+    /// How often a full run happens without any event (e.g. 30m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_timeout)]
+    interval: Duration,
+    /// How far each scheduled run may move, in percent of the interval (deterministic
+    /// per node: a fleet does not run all at once).
+    #[arg(long, value_name = "PERCENT", default_value_t = 10.0)]
+    jitter: f64,
+    /// Seeds the schedule's phase and jitter (default: the host name).
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
+    /// One run, then exit with its outcome (for cron and CI).
+    #[arg(long)]
+    once: bool,
+    /// How long a burst of file events is gathered before the run it wakes.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_timeout)]
+    debounce: Duration,
+    /// Do not watch managed paths or the manifest (runs on the schedule, signals and
+    /// `POST /run` only).
+    #[arg(long)]
+    no_watch: bool,
+    /// A run taking longer is cancelled (starts nothing more) and counts as failed.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_timeout)]
+    run_timeout: Duration,
+    /// How long a stop waits for the run in flight before cancelling it.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    shutdown_grace: Duration,
+    /// The first delay before retrying a failed run (doubling up to the interval).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+    retry: Duration,
+    /// Serve /metrics, /healthz, /readyz and POST /run here (e.g. 127.0.0.1:9464;
+    /// port 0 picks one and prints it). Off unless given.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+pub async fn execute(args: AgentArgs) -> anyhow::Result<u8> {
+    if !(0.0..=50.0).contains(&args.jitter) {
+        anyhow::bail!("--jitter must be between 0 and 50 (percent of the interval)");
+    }
+    if args.interval < Duration::from_millis(100) {
+        anyhow::bail!("--interval must be at least 100ms");
+    }
+    let opts = AgentOptions {
+        session: args.manifest.session_options()?,
+        mode: match args.mode {
+            ModeArg::Enforce => Mode::Enforce,
+            ModeArg::Detect => Mode::Detect,
+        },
+        interval: args.interval,
+        jitter: args.jitter / 100.0,
+        once: args.once,
+        debounce: args.debounce,
+        run_timeout: args.run_timeout,
+        shutdown_grace: args.shutdown_grace,
+        listen: args.listen,
+        watch: !args.no_watch,
+        node_id: args
+            .node_id
+            .unwrap_or_else(|| crate::state::Holder::me().host),
+        retry_base: args.retry,
+        parallelism: args.run.parallelism,
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    for (kind, control) in [
+        (SignalKind::terminate(), Control::Stop),
+        (SignalKind::interrupt(), Control::Stop),
+        (SignalKind::hangup(), Control::Reload),
+        (SignalKind::user_defined1(), Control::RunNow),
+    ] {
+        let mut s = signal(kind)?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while s.recv().await.is_some() {
+                if tx.send(control).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mode = opts.mode.name();
+    let started: agent::Started = Box::new(move |bound| match bound {
+        Some(addr) => eprintln!("tenet agent ({mode}): serving http://{addr}/metrics"),
+        None => eprintln!("tenet agent ({mode}): started"),
+    });
+    let once = opts.once;
+    let ended = agent::run(opts, rx, started).await?;
+    drop(tx);
+    if !once {
+        // Stopped: a clean exit, whatever the last run found (the metrics say that).
+        return Ok(0);
+    }
+    Ok(match ended.last {
+        Some(Outcome::Converged | Outcome::Changed) | None => 0,
+        Some(Outcome::Drifted) => EXIT_CHANGES,
+        Some(Outcome::Denied) => EXIT_DENIED,
+        Some(Outcome::Failed | Outcome::Skipped) => EXIT_ERROR,
+    })
+}

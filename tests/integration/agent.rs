@@ -1,0 +1,456 @@
+//! `tenet agent`: real processes, real files, real signals. The agent is started on a
+//! temp manifest and driven the way an operator's hand would: edits, rename
+//! replacements, deleted directories, bursts, an invalid manifest, SIGHUP, SIGTERM, a
+//! second agent; its `/metrics` are checked with `promtool`.
+
+use super::support::{self, tenet, tenet_command};
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A GET (or POST) on the agent's endpoint: status and body.
+fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the agent");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("response");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
+/// The sum of a metric's samples whose line contains every one of `having`.
+fn metric(body: &str, name: &str, having: &[&str]) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| having.iter().all(|h| l.contains(h)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Agent {
+    child: Child,
+    addr: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Agent {
+    fn start(dir: &Path, extra: &[&str]) -> Agent {
+        let mut args = vec!["agent", ".", "--listen", "127.0.0.1:0", "--interval", "1h"];
+        args.extend_from_slice(extra);
+        let mut child = tenet_command(dir, &args)
+            .env("TENET_LOG", "tenet=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the agent");
+        let mut reader = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+        let mut seen = String::new();
+        let addr = loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).expect("read") == 0 {
+                let _ = child.wait();
+                panic!("the agent ended before serving: {seen}");
+            }
+            seen.push_str(&line);
+            if let Some(rest) = line.trim().split("serving http://").nth(1) {
+                break rest.trim_end_matches("/metrics").to_owned();
+            }
+        };
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(seen));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        let agent = Agent {
+            child,
+            addr,
+            stderr,
+        };
+        wait_for("the first run", Duration::from_secs(60), || {
+            agent.get("/readyz").0 == 200
+        });
+        agent
+    }
+
+    /// Wait until `ok`, or fail showing what the agent logged and its metrics.
+    fn wait(&self, what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !ok() {
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out waiting for {what}\n--- agent log:\n{}\n--- metrics:\n{}",
+                    self.stderr(),
+                    self.get("/metrics").1
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        http(&self.addr, "GET", path)
+    }
+
+    fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics");
+        assert_eq!(status, 200);
+        body
+    }
+
+    fn runs(&self) -> f64 {
+        metric(&self.metrics(), "tenet_agent_runs_total", &[])
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// SIGTERM, and the exit code.
+    fn stop(mut self) -> Option<i32> {
+        self.signal("TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the agent did not stop: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const MANIFEST: &str = concat!(
+    "providers:\n  file:\n    grants:\n      fs: [{path: ./out, access: rw}]\n",
+    "resources:\n",
+    "  - {id: conf, type: file.directory, properties: {path: ./out/conf}}\n",
+    "  - {id: app, type: file.file, depends_on: [conf], properties: {path: ./out/conf/app.conf, content: \"port = 80\\n\"}}\n",
+    "  - {id: motd, type: file.file, properties: {path: ./out/motd, content: \"hello\\n\"}}\n",
+);
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+#[test]
+fn the_agent_heals_hand_edits_renames_and_deleted_directories_and_counts_them() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("out")).expect("out");
+    support::write_manifest(dir, MANIFEST);
+    let agent = Agent::start(dir, &["--debounce", "50ms"]);
+    let app = dir.join("out/conf/app.conf");
+    assert_eq!(read(&app), "port = 80\n", "converged at start");
+    let (status, ready) = agent.get("/readyz");
+    assert_eq!(status, 200, "{ready}");
+    assert_eq!(agent.get("/healthz").0, 200);
+
+    // A hand edit is put back, and counted as drift repaired.
+    std::fs::write(&app, "port = 8080\n").expect("edit");
+    agent.wait("the edit to be put back", Duration::from_secs(10), || {
+        read(&app) == "port = 80\n"
+    });
+    agent.wait("the drift to be counted", Duration::from_secs(5), || {
+        let m = agent.metrics();
+        metric(&m, "tenet_agent_drift_events_total", &[]) >= 1.0
+            && metric(
+                &m,
+                "tenet_agent_changes_total",
+                &["kind=\"corrective\"", "result=\"ok\""],
+            ) >= 1.0
+            && metric(&m, "tenet_agent_time_to_repair_seconds_count", &[]) >= 1.0
+    });
+
+    // Replaced by rename (an editor's atomic save): seen through the directory.
+    let tmpfile = dir.join("out/conf/.app.conf.swp");
+    std::fs::write(&tmpfile, "port = 9090\n").expect("write");
+    std::fs::rename(&tmpfile, &app).expect("rename");
+    agent.wait("the rename to be put back", Duration::from_secs(10), || {
+        read(&app) == "port = 80\n"
+    });
+
+    // The whole directory deleted: recreated with its file, and watched again.
+    std::fs::remove_dir_all(dir.join("out/conf")).expect("rm");
+    agent.wait(
+        "the directory to come back",
+        Duration::from_secs(10),
+        || read(&app) == "port = 80\n",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&app, "edited again\n").expect("edit");
+    agent.wait(
+        "an edit in the recreated directory",
+        Duration::from_secs(10),
+        || read(&app) == "port = 80\n",
+    );
+
+    // Settled: an unmanaged file beside managed ones wakes nothing, and the agent's
+    // own writes did not wake it either (no run after the last repair).
+    std::thread::sleep(Duration::from_millis(500));
+    let before = agent.runs();
+    std::fs::write(dir.join("out/conf/notes.txt"), "mine").expect("unmanaged");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(agent.runs(), before, "an unmanaged file woke the agent");
+
+    // A burst of 1,000 edits: coalesced into at most one run per debounce window of
+    // the burst (plus the one that ends it), and the file ends as desired.
+    let burst = Instant::now();
+    for i in 0..1000 {
+        std::fs::write(&app, format!("burst {i}\n")).expect("burst");
+    }
+    let windows = (burst.elapsed().as_millis() / 50) as f64;
+    agent.wait("the burst to be put back", Duration::from_secs(20), || {
+        read(&app) == "port = 80\n"
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let burst_runs = agent.runs() - before;
+    assert!(
+        burst_runs >= 1.0 && burst_runs <= windows + 3.0,
+        "1,000 edits over {windows} debounce windows made {burst_runs} runs"
+    );
+    let m = agent.metrics();
+    assert!(
+        metric(&m, "tenet_agent_run_in_progress", &[]) == 0.0,
+        "no run in flight once settled"
+    );
+    // The metrics and `tenet report` agree: one definition of compliance and drift.
+    let report = tenet(dir, &["report", ".", "--json"]);
+    support::ok(&report);
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).expect("report --json");
+    let rate = report["compliance_rate"]
+        .as_f64()
+        .expect("a compliance rate");
+    assert!(
+        (metric(&m, "tenet_agent_compliance_ratio", &[]) - rate).abs() < 1e-9,
+        "report says {rate}:\n{m}"
+    );
+    assert_eq!(
+        metric(&m, "tenet_agent_drift_events_total", &[]),
+        report["drift_events"].as_f64().expect("drift events"),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "tenet_agent_time_to_repair_seconds_count", &[]),
+        report["repairs"].as_f64().expect("repairs"),
+        "{m}"
+    );
+
+    // promtool accepts what Prometheus would scrape.
+    if let Some(promtool) = support::tool("promtool") {
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(m.as_bytes())
+            .expect("feed promtool");
+        let out = child.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool check metrics:\n{}{}\n{m}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // No resource id or path is a label value.
+    assert!(!m.contains("app.conf") && !m.contains("\"motd\""), "{m}");
+
+    // A second agent on the same state refuses.
+    let second = tenet(dir, &["agent", ".", "--once"]);
+    support::fails_with(&second, "another agent manages this state");
+
+    // An invalid manifest is reported and the last good one stays in force.
+    support::write_manifest(dir, "resources: [ {id: broken\n");
+    agent.wait("the reload failure", Duration::from_secs(10), || {
+        metric(
+            &agent.metrics(),
+            "tenet_agent_manifest_reloads_total",
+            &["result=\"invalid\""],
+        ) >= 1.0
+    });
+    let (_, ready) = agent.get("/readyz");
+    assert!(ready.contains("not reloaded"), "{ready}");
+    std::fs::write(&app, "after a bad manifest\n").expect("edit");
+    agent.wait(
+        "healing under the last good manifest",
+        Duration::from_secs(10),
+        || read(&app) == "port = 80\n",
+    );
+
+    // A valid change is the desired state from the next run on; SIGHUP reloads too.
+    support::write_manifest(dir, &MANIFEST.replace("port = 80", "port = 81"));
+    agent.wait("the new manifest applied", Duration::from_secs(10), || {
+        read(&app) == "port = 81\n"
+    });
+    support::write_manifest(dir, &MANIFEST.replace("port = 80", "port = 82"));
+    agent.signal("HUP");
+    agent.wait(
+        "the manifest reloaded by SIGHUP",
+        Duration::from_secs(10),
+        || read(&app) == "port = 82\n",
+    );
+
+    assert_eq!(agent.stop(), Some(0), "SIGTERM: exit 0");
+}
+
+#[test]
+fn detect_mode_changes_nothing_and_once_exits_with_the_outcome() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("out")).expect("out");
+    support::write_manifest(dir, MANIFEST);
+    let first = tenet(dir, &["agent", ".", "--once"]);
+    support::ok(&first);
+    let motd = dir.join("out/motd");
+    assert_eq!(read(&motd), "hello\n");
+    std::fs::write(&motd, "edited\n").expect("edit");
+
+    let detect = tenet(dir, &["agent", ".", "--once", "--mode", "detect"]);
+    assert_eq!(
+        detect.status.code(),
+        Some(2),
+        "drift found: exit 2\n{}",
+        support::stderr(&detect)
+    );
+    assert_eq!(read(&motd), "edited\n", "detect never changes anything");
+    let history = tenet(dir, &["history"]);
+    support::has(&support::stdout(&history), "drift");
+
+    let enforce = tenet(dir, &["agent", ".", "--once"]);
+    support::ok(&enforce);
+    assert_eq!(read(&motd), "hello\n", "enforce puts it back");
+}
+
+#[test]
+fn a_resource_that_always_fails_backs_off_without_stopping_the_others() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("out")).expect("out");
+    // `blocked` can never be created: its parent is a file.
+    std::fs::write(dir.join("out/blocker"), "a file").expect("blocker");
+    let manifest = format!(
+        "{MANIFEST}  - {{id: blocked, type: file.file, properties: {{path: ./out/blocker/x, content: \"x\"}}}}\n"
+    );
+    support::write_manifest(dir, &manifest);
+    let agent = Agent::start(dir, &["--debounce", "50ms", "--retry", "200ms"]);
+    agent.wait("retries that back off", Duration::from_secs(20), || {
+        metric(
+            &agent.metrics(),
+            "tenet_agent_runs_total",
+            &["outcome=\"failed\"", "trigger=\"retry\""],
+        ) >= 2.0
+    });
+    let m = agent.metrics();
+    assert!(
+        metric(&m, "tenet_agent_consecutive_failures", &[]) >= 3.0,
+        "{m}"
+    );
+    // Backoff: 3 failures took at least 200 + 400 ms of waiting (half jittered).
+    let (_, ready) = agent.get("/readyz");
+    assert!(
+        ready.contains("blocked"),
+        "the last error names the resource: {ready}"
+    );
+    // The others are still healed.
+    let motd = dir.join("out/motd");
+    std::fs::write(&motd, "edited\n").expect("edit");
+    agent.wait(
+        "the healthy resource put back",
+        Duration::from_secs(10),
+        || read(&motd) == "hello\n",
+    );
+    assert_eq!(agent.stop(), Some(0));
+}
+
+#[test]
+fn sigterm_during_a_slow_apply_lets_the_run_finish_and_exits_zero() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("out")).expect("out");
+    support::write_manifest(
+        dir,
+        "providers:\n  exec:\n    grants:\n      fs: [{path: ./out, access: rw}]\n      \
+         exec: [{program: /bin/sh, args: [[-c, \"*\"]]}]\nresources:\n  \
+         - {id: slow, type: exec.command, properties: {command: [/bin/sh, -c, \"sleep 1.5; echo done > done\"], cwd: ./out, creates: ./out/done}}\n",
+    );
+    let mut child = tenet_command(dir, &["agent", ".", "--interval", "1h"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The run is in flight once the command started (give it a moment past start-up).
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(child.try_wait().expect("wait").is_none(), "still running");
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        read(&dir.join("out/done")),
+        "done\n",
+        "the run in flight finished"
+    );
+    let history = tenet(dir, &["history"]);
+    support::ok(&history);
+    support::has(&support::stdout(&history), "apply");
+}
