@@ -275,6 +275,9 @@ mod tests {
             !text.contains("# UNIT") && !text.contains("# EOF"),
             "{text}"
         );
-        assert!(text.contains("# TYPE tenet_agent_run_duration_seconds histogram"));
+        assert!(
+            text.contains("# TYPE tenet_agent_time_to_repair_seconds histogram"),
+            "{text}"
+        );
     }
 }

@@ -382,8 +382,8 @@ struct Loop {
     stopping: bool,
     /// Paths events were seen on during the run in flight.
     seen_during_run: Vec<PathBuf>,
-    /// Paths the last run wrote: how it left each (none: absent), until when.
-    own: BTreeMap<PathBuf, (Option<Fingerprint>, Instant)>,
+    /// Paths the last run wrote: how it left each, until when.
+    own: BTreeMap<PathBuf, (Left, Instant)>,
     tally: Tally,
     runs: u64,
     last: Option<Outcome>,
@@ -416,6 +416,62 @@ fn fingerprint(p: &Path) -> Option<Fingerprint> {
         m.ctime(),
         m.ctime_nsec(),
     ))
+}
+
+/// How a run left a path: its fingerprint (none: absent) the moment the change
+/// finished, and — when the provider reported them after its change — the content's
+/// size and sha256. The content settles what the fingerprint cannot: a write by hand
+/// between the provider's last read and that moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Left {
+    fingerprint: Option<Fingerprint>,
+    content: Option<(u64, String)>,
+}
+
+impl Left {
+    fn of(p: &Path, state: Option<&serde_json::Value>) -> Left {
+        let content = state.and_then(|s| {
+            Some((
+                s.get("size")?.as_u64()?,
+                s.get("content_sha256")?.as_str()?.to_owned(),
+            ))
+        });
+        Left {
+            fingerprint: fingerprint(p),
+            content,
+        }
+    }
+
+    /// Whether `p` is still as left.
+    fn still(&self, p: &Path) -> bool {
+        if self.fingerprint != fingerprint(p) {
+            return false;
+        }
+        match &self.content {
+            None => true,
+            Some((size, sha)) => content_sha256(p, *size).as_deref() == Some(sha.as_str()),
+        }
+    }
+}
+
+/// The sha256 of the file at `p` if it is `size` bytes long.
+fn content_sha256(p: &Path, size: u64) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).ok()?;
+    if f.metadata().ok()?.len() != size {
+        return None;
+    }
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Some(hex::encode(h.finalize()))
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -479,7 +535,7 @@ impl Loop {
     /// the run's own writes). A path that changed since is forgotten: it is not ours.
     fn is_own(&mut self, p: &Path) -> bool {
         match self.own.get(p) {
-            Some((left, _)) if *left == fingerprint(p) => true,
+            Some((left, _)) if left.still(p) => true,
             Some(_) => {
                 self.own.remove(p);
                 false
@@ -733,7 +789,7 @@ fn refresh_watch(lp: &mut Loop, watcher: Option<&mut Watch>, scope: &Scope) {
 /// its times, and is not taken for the run's write).
 struct Written<'a> {
     scope: &'a Scope,
-    left: Vec<(PathBuf, Option<Fingerprint>)>,
+    left: Vec<(PathBuf, Left)>,
 }
 
 impl run::RunEvents for Written<'_> {
@@ -752,7 +808,7 @@ impl run::RunEvents for Written<'_> {
             )
             && let Some(p) = self.scope.paths.get(&r.id)
         {
-            self.left.push((p.clone(), fingerprint(p)));
+            self.left.push((p.clone(), Left::of(p, r.state.as_ref())));
         }
         Ok(())
     }
@@ -1106,5 +1162,41 @@ fn done_of_drift(r: Result<Drift, RunError>) -> Done {
             error: (errors > 0).then(|| format!("{errors} resource(s) could not be checked")),
             run: Some(run),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_is_the_runs_own_only_while_it_is_as_the_run_left_it() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let p = tmp.path().join("app.conf");
+        std::fs::write(&p, "port = 80\n").expect("write");
+        let ours = content_sha256(&p, 10).expect("sha");
+        let state = json!({"size": 10, "content_sha256": ours});
+        let left = Left::of(&p, Some(&state));
+        assert!(left.still(&p), "untouched since the run");
+
+        // Written by hand after the run: the times differ.
+        std::thread::sleep(Duration::from_millis(5));
+        std::fs::write(&p, "port = 81\n").expect("edit");
+        assert!(!left.still(&p), "an edit after the run is not the run's");
+
+        // Written by hand between the provider's last read and the moment the run
+        // looked: the fingerprint taken then includes the edit, the content does not.
+        let raced = Left::of(&p, Some(&state));
+        assert!(
+            !raced.still(&p),
+            "the content the provider reported decides"
+        );
+
+        // Without reported content (a directory, another provider), the fingerprint.
+        let plain = Left::of(&p, None);
+        assert!(plain.still(&p));
+        std::fs::remove_file(&p).expect("rm");
+        assert!(!plain.still(&p), "removed since");
+        assert!(Left::of(&p, None).still(&p), "absent, and still absent");
     }
 }
