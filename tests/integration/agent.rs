@@ -454,3 +454,129 @@ fn sigterm_during_a_slow_apply_lets_the_run_finish_and_exits_zero() {
     support::ok(&history);
     support::has(&support::stdout(&history), "apply");
 }
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("out")).expect("out");
+    support::write_manifest(dir, MANIFEST);
+    let sock_path = dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
+    sock.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    // As systemd starts a `Type=notify` service with `WatchdogSec=1`: the watchdog is
+    // meant for the process whose pid is WATCHDOG_PID (the shell execs the agent).
+    let mut child = std::process::Command::new("/bin/sh")
+        .args([
+            "-c",
+            "WATCHDOG_PID=$$ exec \"$0\" agent . --interval 1h",
+            env!("CARGO_BIN_EXE_tenet"),
+        ])
+        .current_dir(dir)
+        .env("TENET_CACHE_DIR", support::cache_dir())
+        .env("TENET_CACHE_KEY", support::cache_key())
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut heard = String::new();
+    let mut buf = [0u8; 4096];
+    let start = Instant::now();
+    while !(heard.contains("READY=1")
+        && heard.contains("STATUS=last run")
+        && heard.contains("WATCHDOG=1"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "heard only: {heard}"
+        );
+        let n = sock.recv(&mut buf).expect("a notification");
+        heard.push_str(&String::from_utf8_lossy(&buf[..n]));
+        heard.push('\n');
+    }
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok);
+    while !heard.contains("STOPPING=1") {
+        let n = sock.recv(&mut buf).expect("STOPPING=1");
+        heard.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}
+
+#[test]
+fn a_run_past_its_deadline_is_cancelled_failed_and_unhealthy_meanwhile() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("out")).expect("out");
+    support::write_manifest(
+        dir,
+        "providers:\n  exec:\n    grants:\n      fs: [{path: ./out, access: rw}]\n      \
+         exec: [{program: /bin/sh, args: [[-c, \"*\"]]}]\nresources:\n  \
+         - {id: slow, type: exec.command, properties: {command: [/bin/sh, -c, \"sleep 2; echo done > done\"], cwd: ./out, creates: ./out/done}}\n  \
+         - {id: after, type: exec.command, depends_on: [slow], properties: {command: [/bin/sh, -c, \"echo after > after\"], cwd: ./out, creates: ./out/after}}\n",
+    );
+    let mut child = tenet_command(
+        dir,
+        &[
+            "agent",
+            ".",
+            "--interval",
+            "1h",
+            "--run-timeout",
+            "300ms",
+            "--retry",
+            "1h",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn");
+    let mut reader = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).expect("read") > 0,
+            "ended early"
+        );
+        if let Some(rest) = line.trim().split("serving http://").nth(1) {
+            break rest.trim_end_matches("/metrics").to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in reader.lines() {});
+    wait_for(
+        "/healthz to say the run is past its deadline",
+        Duration::from_secs(10),
+        || http(&addr, "GET", "/healthz").0 == 503,
+    );
+    wait_for("the run to end", Duration::from_secs(20), || {
+        http(&addr, "GET", "/readyz").0 == 200
+    });
+    let (_, ready) = http(&addr, "GET", "/readyz");
+    assert!(
+        ready.contains("deadline") && ready.contains("\"failed\""),
+        "{ready}"
+    );
+    assert_eq!(http(&addr, "GET", "/healthz").0, 200, "healthy again");
+    assert!(
+        !dir.join("out/after").exists(),
+        "nothing new started after the deadline"
+    );
+    let m = http(&addr, "GET", "/metrics").1;
+    assert!(
+        metric(&m, "tenet_agent_runs_total", &["outcome=\"failed\""]) == 1.0,
+        "{m}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

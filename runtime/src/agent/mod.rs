@@ -49,7 +49,7 @@ use watch::{FsEvent, Watch};
 /// How long after a run events on the paths it wrote are compared with what it wrote
 /// (an event is the agent's own when the path is still exactly as the run left it).
 const OWN_WRITE_WINDOW: Duration = Duration::from_secs(5);
-/// How often the loop proves it is alive (systemd's watchdog, `/healthz`).
+/// How often the agent proves it is alive to systemd's watchdog (at most).
 const TICK: Duration = Duration::from_secs(1);
 
 /// What the agent does on each run.
@@ -647,9 +647,27 @@ pub async fn run(
     lp.trigger(Trigger::Startup, false);
     systemd(&[sd_notify::NotifyState::Ready]);
     started(bound);
-    let mut tick = tokio::time::interval(TICK);
     let mut watchdog_usec = 0u64;
-    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
+        // systemd wants a ping at least every WATCHDOG_USEC: twice as often, while the
+        // agent is healthy (no run stuck past its deadline: then systemd restarts it).
+        let every =
+            TICK.min(Duration::from_micros(watchdog_usec / 2).max(Duration::from_millis(10)));
+        let health = health.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let stuck = health
+                    .lock()
+                    .map(|h| h.deadline.is_some_and(|d| SystemTime::now() > d))
+                    .unwrap_or(true);
+                if !stuck {
+                    systemd(&[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        });
+    }
 
     loop {
         if lp.stopping {
@@ -729,11 +747,6 @@ pub async fn run(
             Some(ev) = fs_rx.recv() => lp.on_fs(&scope, ev, Phase::Idle),
             Some(t) = wake_rx.recv() => lp.trigger(t, false),
             c = control.recv() => lp.on_control(c, false, None),
-            _ = tick.tick() => {
-                if watchdog {
-                    systemd(&[sd_notify::NotifyState::Watchdog]);
-                }
-            }
         }
     }
     systemd(&[sd_notify::NotifyState::Stopping]);
