@@ -485,6 +485,27 @@ fn instant_of(t: SystemTime) -> Instant {
 }
 
 impl Loop {
+    fn new(opts: AgentOptions, metrics: Arc<Metrics>, health: Arc<Mutex<Health>>) -> Loop {
+        Loop {
+            backoff: Backoff::new(opts.retry_base, opts.interval),
+            schedule: Schedule::new(&opts.node_id, opts.interval, opts.jitter),
+            metrics,
+            health,
+            pending: BTreeSet::new(),
+            debounce_at: None,
+            retry_at: None,
+            next_slot: Instant::now(),
+            reload: false,
+            stopping: false,
+            seen_during_run: Vec::new(),
+            own: BTreeMap::new(),
+            tally: Tally::default(),
+            runs: 0,
+            last: None,
+            opts,
+        }
+    }
+
     fn trigger(&mut self, t: Trigger, running: bool) {
         self.metrics
             .triggers
@@ -623,25 +644,7 @@ pub async fn run(
         drop(fs_tx);
         None
     };
-    let schedule = Schedule::new(&opts.node_id, opts.interval, opts.jitter);
-    let mut lp = Loop {
-        backoff: Backoff::new(opts.retry_base, opts.interval),
-        metrics: metrics.clone(),
-        health: health.clone(),
-        pending: BTreeSet::new(),
-        debounce_at: None,
-        retry_at: None,
-        next_slot: Instant::now(),
-        schedule,
-        reload: false,
-        stopping: false,
-        seen_during_run: Vec::new(),
-        own: BTreeMap::new(),
-        tally: Tally::default(),
-        runs: 0,
-        last: None,
-        opts,
-    };
+    let mut lp = Loop::new(opts, metrics.clone(), health.clone());
     lp.plan_next_slot();
     refresh_watch(&mut lp, watcher.as_mut(), &scope);
     lp.trigger(Trigger::Startup, false);
@@ -1181,6 +1184,91 @@ fn done_of_drift(r: Result<Drift, RunError>) -> Done {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn options() -> AgentOptions {
+        AgentOptions {
+            session: SessionOptions::default(),
+            mode: Mode::Enforce,
+            interval: Duration::from_secs(1800),
+            jitter: 0.1,
+            once: false,
+            debounce: Duration::from_millis(200),
+            run_timeout: Duration::from_secs(3600),
+            shutdown_grace: Duration::from_secs(60),
+            listen: None,
+            watch: true,
+            node_id: "n".into(),
+            retry_base: Duration::from_secs(30),
+            parallelism: 1,
+        }
+    }
+
+    fn scope(managed: &[&str]) -> Scope {
+        let managed: HashSet<PathBuf> = managed.iter().map(PathBuf::from).collect();
+        let mut relevant = managed.clone();
+        relevant.extend(
+            managed
+                .iter()
+                .filter_map(|p| p.parent().map(Path::to_path_buf)),
+        );
+        Scope {
+            managed,
+            relevant,
+            manifest_files: HashSet::from([PathBuf::from("/m/tenet.yaml")]),
+            manifest_dirs: HashSet::from([PathBuf::from("/m")]),
+            paths: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn events_decide_when_and_lost_events_mean_a_full_run() {
+        let mut lp = Loop::new(options(), Arc::new(Metrics::new()), Arc::default());
+        let sc = scope(&["/srv/app.conf"]);
+        // An unmanaged file beside a managed one: nothing.
+        lp.on_fs(
+            &sc,
+            FsEvent::Changed(vec!["/srv/notes.txt".into()]),
+            Phase::Idle,
+        );
+        assert!(lp.debounce_at.is_none() && lp.pending.is_empty());
+        // A managed one: a run after the debounce.
+        lp.on_fs(
+            &sc,
+            FsEvent::Changed(vec!["/srv/app.conf".into()]),
+            Phase::Idle,
+        );
+        assert!(lp.debounce_at.is_some());
+        // Queued before a run started: covered by it.
+        lp.debounce_at = None;
+        lp.on_fs(
+            &sc,
+            FsEvent::Changed(vec!["/srv/app.conf".into()]),
+            Phase::Starting,
+        );
+        assert!(lp.debounce_at.is_none() && lp.seen_during_run.is_empty());
+        // During a run: kept for after it.
+        lp.on_fs(
+            &sc,
+            FsEvent::Changed(vec!["/srv/app.conf".into()]),
+            Phase::Running,
+        );
+        assert_eq!(lp.seen_during_run, [PathBuf::from("/srv/app.conf")]);
+        // The manifest: a reload.
+        lp.on_fs(
+            &sc,
+            FsEvent::Changed(vec!["/m/tenet.yaml".into()]),
+            Phase::Idle,
+        );
+        assert!(lp.reload && lp.debounce_at.is_some());
+        // Lost events (queue overflow): a full run now, counted.
+        lp.on_fs(&sc, FsEvent::Rescan, Phase::Idle);
+        assert!(lp.pending.contains(&Trigger::Event));
+        assert!(
+            lp.metrics
+                .encode_prometheus()
+                .contains("tenet_agent_watch_errors_total{reason=\"overflow\"} 1")
+        );
+    }
 
     #[test]
     fn a_path_is_the_runs_own_only_while_it_is_as_the_run_left_it() {

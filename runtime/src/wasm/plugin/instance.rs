@@ -129,6 +129,8 @@ pub struct WasmProvider {
     ro_generation: AtomicU64,
     /// Linear memory of all its instances together, against `limits.memory_total`.
     memory: Arc<crate::wasm::host::SharedMemory>,
+    /// Runs at full rate while a call of this provider is in flight.
+    ticker: Arc<super::ticker::Ticker>,
 }
 
 /// An instance whose memory grew past this share of its cap (`limits.memory`) is
@@ -144,8 +146,10 @@ impl WasmProvider {
         exports: Exports,
         grants: Arc<Capabilities>,
         limits: Limits,
+        ticker: Arc<super::ticker::Ticker>,
     ) -> Self {
         WasmProvider {
+            ticker,
             memory: crate::wasm::host::SharedMemory::new(&name, limits.memory_total_bytes),
             info: ProviderInfo {
                 name: name.clone(),
@@ -597,6 +601,9 @@ impl WasmProvider {
         T: Send + 'static,
         F: for<'a> FnOnce(&'a mut Instance) -> GuestFuture<'a, T> + Send + 'static,
     {
+        // From before the instance (instantiation runs guest code) until the guest is
+        // done or given up on (an abandoned call keeps it: its deadline must still fire).
+        let active = self.ticker.enter();
         let mut inst = self.checkout(resource, operation).await?;
         // On the blocking pool: a guest stuck in file I/O holds a pool thread, never one
         // of the runtime's workers, so timers, other calls and Ctrl-C keep running.
@@ -607,6 +614,7 @@ impl WasmProvider {
         // down — and the instance goes with it.
         let (_give_up, gave_up) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::task::spawn_blocking(move || {
+            let _active = active;
             runtime.block_on(async move {
                 tokio::select! {
                     result = f(&mut inst) => Some((inst, result)),

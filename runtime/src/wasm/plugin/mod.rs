@@ -8,6 +8,7 @@
 
 mod cache;
 mod instance;
+mod ticker;
 
 pub use cache::CompileCache;
 pub use instance::WasmProvider;
@@ -19,7 +20,6 @@ use crate::wasm::grants::Capabilities;
 use crate::wasm::host::HostState;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 
@@ -101,12 +101,12 @@ pub struct PluginHost {
     engine: Engine,
     linker: Linker<HostState>,
     cache: CompileCache,
-    ticker_stop: Arc<AtomicBool>,
+    ticker: Arc<ticker::Ticker>,
 }
 
 impl Drop for PluginHost {
     fn drop(&mut self) {
-        self.ticker_stop.store(true, Ordering::Relaxed);
+        self.ticker.stop();
     }
 }
 
@@ -127,32 +127,12 @@ impl PluginHost {
         bindings::Provider::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| engine_err(&e))?;
 
-        let ticker_stop = Arc::new(AtomicBool::new(false));
-        let stop = ticker_stop.clone();
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("tenet-epoch".into())
-            .spawn(move || {
-                // Ticks follow the wall clock, not the number of wake-ups: on a loaded
-                // machine this thread wakes late, and a deadline must not stretch with it.
-                let started = std::time::Instant::now();
-                let mut ticks: u128 = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    let Some(engine) = weak.upgrade() else { break };
-                    let due = started.elapsed().as_millis() / EPOCH_TICK.as_millis().max(1);
-                    while ticks < due {
-                        engine.increment_epoch();
-                        ticks += 1;
-                    }
-                }
-            })
-            .map_err(|e| engine_err(&e))?;
+        let ticker = ticker::Ticker::start(&engine).map_err(|e| engine_err(&e))?;
         Ok(PluginHost {
             engine,
             linker,
             cache,
-            ticker_stop,
+            ticker,
         })
     }
 
@@ -266,6 +246,7 @@ impl PluginHost {
             },
             Arc::new(grants),
             decl.limits,
+            self.ticker.clone(),
         );
         let info = provider
             .describe()
