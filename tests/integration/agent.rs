@@ -40,12 +40,22 @@ fn metric(body: &str, name: &str, having: &[&str]) -> f64 {
         .sum()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Send `sig` (`TERM`, `HUP`, …) to `pid`.
+fn kill(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
+/// A manifest of `exec.command` resources (YAML list items) run by /bin/sh in ./out.
+fn exec_manifest(resources: &str) -> String {
+    format!(
+        "providers:\n  exec:\n    grants:\n      fs: [{{path: ./out, access: rw}}]\n      \
+         exec: [{{program: /bin/sh, args: [[-c, \"*\"]]}}]\nresources:\n{resources}"
+    )
 }
 
 struct Agent {
@@ -55,7 +65,17 @@ struct Agent {
 }
 
 impl Agent {
+    /// Start the agent and wait for its first run to complete.
     fn start(dir: &Path, extra: &[&str]) -> Agent {
+        let agent = Agent::spawn(dir, extra);
+        agent.wait("the first run", Duration::from_secs(60), || {
+            agent.get("/readyz").0 == 200
+        });
+        agent
+    }
+
+    /// Start the agent; back once it serves its endpoint.
+    fn spawn(dir: &Path, extra: &[&str]) -> Agent {
         let mut args = vec!["agent", ".", "--listen", "127.0.0.1:0", "--interval", "1h"];
         args.extend_from_slice(extra);
         let mut child = tenet_command(dir, &args)
@@ -87,15 +107,11 @@ impl Agent {
                 }
             }
         });
-        let agent = Agent {
+        Agent {
             child,
             addr,
             stderr,
-        };
-        wait_for("the first run", Duration::from_secs(60), || {
-            agent.get("/readyz").0 == 200
-        });
-        agent
+        }
     }
 
     /// Wait until `ok`, or fail showing what the agent logged and its metrics.
@@ -128,12 +144,7 @@ impl Agent {
     }
 
     fn signal(&self, sig: &str) {
-        let ok = std::process::Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok, "kill -{sig}");
+        kill(self.child.id(), sig);
     }
 
     fn stderr(&self) -> String {
@@ -420,9 +431,9 @@ fn sigterm_during_a_slow_apply_lets_the_run_finish_and_exits_zero() {
     std::fs::create_dir(dir.join("out")).expect("out");
     support::write_manifest(
         dir,
-        "providers:\n  exec:\n    grants:\n      fs: [{path: ./out, access: rw}]\n      \
-         exec: [{program: /bin/sh, args: [[-c, \"*\"]]}]\nresources:\n  \
-         - {id: slow, type: exec.command, properties: {command: [/bin/sh, -c, \"sleep 1.5; echo done > done\"], cwd: ./out, creates: ./out/done}}\n",
+        &exec_manifest(
+            "  - {id: slow, type: exec.command, properties: {command: [/bin/sh, -c, \"sleep 1.5; echo done > done\"], cwd: ./out, creates: ./out/done}}\n",
+        ),
     );
     let mut child = tenet_command(dir, &["agent", ".", "--interval", "1h"])
         .stdout(Stdio::null())
@@ -432,12 +443,7 @@ fn sigterm_during_a_slow_apply_lets_the_run_finish_and_exits_zero() {
     // The run is in flight once the command started (give it a moment past start-up).
     std::thread::sleep(Duration::from_millis(700));
     assert!(child.try_wait().expect("wait").is_none(), "still running");
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok);
+    kill(child.id(), "TERM");
     let out = child.wait_with_output().expect("wait");
     assert_eq!(
         out.status.code(),
@@ -498,12 +504,7 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
         heard.push_str(&String::from_utf8_lossy(&buf[..n]));
         heard.push('\n');
     }
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok);
+    kill(child.id(), "TERM");
     while !heard.contains("STOPPING=1") {
         let n = sock.recv(&mut buf).expect("STOPPING=1");
         heard.push_str(&String::from_utf8_lossy(&buf[..n]));
@@ -518,65 +519,33 @@ fn a_run_past_its_deadline_is_cancelled_failed_and_unhealthy_meanwhile() {
     std::fs::create_dir(dir.join("out")).expect("out");
     support::write_manifest(
         dir,
-        "providers:\n  exec:\n    grants:\n      fs: [{path: ./out, access: rw}]\n      \
-         exec: [{program: /bin/sh, args: [[-c, \"*\"]]}]\nresources:\n  \
-         - {id: slow, type: exec.command, properties: {command: [/bin/sh, -c, \"sleep 2; echo done > done\"], cwd: ./out, creates: ./out/done}}\n  \
-         - {id: after, type: exec.command, depends_on: [slow], properties: {command: [/bin/sh, -c, \"echo after > after\"], cwd: ./out, creates: ./out/after}}\n",
+        &exec_manifest(concat!(
+            "  - {id: slow, type: exec.command, properties: {command: [/bin/sh, -c, \"sleep 2; echo done > done\"], cwd: ./out, creates: ./out/done}}\n",
+            "  - {id: after, type: exec.command, depends_on: [slow], properties: {command: [/bin/sh, -c, \"echo after > after\"], cwd: ./out, creates: ./out/after}}\n",
+        )),
     );
-    let mut child = tenet_command(
-        dir,
-        &[
-            "agent",
-            ".",
-            "--interval",
-            "1h",
-            "--run-timeout",
-            "300ms",
-            "--retry",
-            "1h",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("spawn");
-    let mut reader = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-    let addr = loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).expect("read") > 0,
-            "ended early"
-        );
-        if let Some(rest) = line.trim().split("serving http://").nth(1) {
-            break rest.trim_end_matches("/metrics").to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in reader.lines() {});
-    wait_for(
+    let agent = Agent::spawn(dir, &["--run-timeout", "300ms", "--retry", "1h"]);
+    agent.wait(
         "/healthz to say the run is past its deadline",
         Duration::from_secs(10),
-        || http(&addr, "GET", "/healthz").0 == 503,
+        || agent.get("/healthz").0 == 503,
     );
-    wait_for("the run to end", Duration::from_secs(20), || {
-        http(&addr, "GET", "/readyz").0 == 200
+    agent.wait("the run to end", Duration::from_secs(20), || {
+        agent.get("/readyz").0 == 200
     });
-    let (_, ready) = http(&addr, "GET", "/readyz");
+    let (_, ready) = agent.get("/readyz");
     assert!(
         ready.contains("deadline") && ready.contains("\"failed\""),
         "{ready}"
     );
-    assert_eq!(http(&addr, "GET", "/healthz").0, 200, "healthy again");
+    assert_eq!(agent.get("/healthz").0, 200, "healthy again");
     assert!(
         !dir.join("out/after").exists(),
         "nothing new started after the deadline"
     );
-    let m = http(&addr, "GET", "/metrics").1;
+    let m = agent.get("/metrics").1;
     assert!(
         metric(&m, "tenet_agent_runs_total", &["outcome=\"failed\""]) == 1.0,
         "{m}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
 }

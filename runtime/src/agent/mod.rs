@@ -385,6 +385,8 @@ struct Loop {
     /// Paths the last run wrote: how it left each, until when.
     own: BTreeMap<PathBuf, (Left, Instant)>,
     tally: Tally,
+    /// The state, opened at the first run that reads a record back.
+    store: Option<Arc<dyn StateStore>>,
     runs: u64,
     last: Option<Outcome>,
 }
@@ -500,6 +502,7 @@ impl Loop {
             seen_during_run: Vec::new(),
             own: BTreeMap::new(),
             tally: Tally::default(),
+            store: None,
             runs: 0,
             last: None,
             opts,
@@ -951,7 +954,7 @@ async fn run_once(
     }
     // The recorded run feeds the figures `tenet report` computes the same way.
     let record = match done.run {
-        Some(seq) => read_record(&lp.opts, seq).await,
+        Some(seq) => read_record(lp, seq).await,
         None => None,
     };
     if let Some(rec) = &record {
@@ -1014,15 +1017,29 @@ async fn run_once(
     done.outcome
 }
 
-async fn read_record(opts: &AgentOptions, seq: u64) -> Option<RunRecord> {
-    let (state, path) = (opts.session.state.clone(), opts.session.path.clone());
-    let got = tokio::task::spawn_blocking(move || -> Result<RunRecord, String> {
-        let store: Arc<dyn StateStore> = state.open(&path).map_err(|e| e.to_string())?;
-        Ok(store.run(seq).map_err(|e| e.to_string())?.record)
-    })
+/// Run `seq` as recorded, from the state opened once for the agent's life.
+async fn read_record(lp: &mut Loop, seq: u64) -> Option<RunRecord> {
+    let (state, path, opened) = (
+        lp.opts.session.state.clone(),
+        lp.opts.session.path.clone(),
+        lp.store.clone(),
+    );
+    let got = tokio::task::spawn_blocking(
+        move || -> Result<(Arc<dyn StateStore>, RunRecord), String> {
+            let store = match opened {
+                Some(s) => s,
+                None => state.open(&path).map_err(|e| e.to_string())?,
+            };
+            let record = store.run(seq).map_err(|e| e.to_string())?.record;
+            Ok((store, record))
+        },
+    )
     .await;
     match got {
-        Ok(Ok(r)) => Some(r),
+        Ok(Ok((store, r))) => {
+            lp.store = Some(store);
+            Some(r)
+        }
         Ok(Err(e)) => {
             tracing::warn!("cannot read run #{seq} back: {e}");
             None
