@@ -16,6 +16,7 @@ shift || true
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(1000 10000)
 [ -x "$tenet" ] || { echo "build first: cargo build --release" >&2; exit 1; }
+source bench/lib.sh
 work=$(mktemp -d)
 export TENET_CACHE_DIR="$work/cache" TENET_CACHE_KEY="$work/key/cache.key" NO_COLOR=1
 pid=""
@@ -25,21 +26,8 @@ trap cleanup EXIT
 printf "%-8s %10s %10s %10s %10s %10s %12s\n" "N" "heal med" "heal p99" "heal max" "idle CPU" "idle RSS" "db/run"
 for n in "${sizes[@]}"; do
     dir="$work/m$n"
+    files_manifest "$dir" "$n"
     mkdir -p "$dir/out"
-    per=$(( n / 10 ))
-    {
-        echo "providers:"
-        echo "  file:"
-        echo "    grants:"
-        echo "      fs: [{path: ./out, access: rw}]"
-        echo "resources:"
-        for d in $(seq 0 9); do
-            echo "  - {id: d$d, type: file.directory, properties: {path: ./out/d$d}}"
-            for f in $(seq 0 $(( per - 1 ))); do
-                echo "  - {id: f$d-$f, type: file.file, properties: {path: ./out/d$d/f$f.txt, content: \"file $d/$f\\n\"}}"
-            done
-        done
-    } > "$dir/tenet.yaml"
     "$tenet" apply "$dir" --yes > /dev/null
     "$tenet" agent "$dir" --interval 1h --listen 127.0.0.1:0 --debounce "${DEBOUNCE:-200ms}" \
         2> "$work/agent.log" > /dev/null &

@@ -17,25 +17,8 @@ command -v /usr/bin/time >/dev/null || { echo "needs GNU time (apt-get install t
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export TENET_CACHE_DIR="$work/cache" TENET_CACHE_KEY="$work/key/cache.key" NO_COLOR=1
-per=$(( n / 10 ))
-
-manifest() { # $1: dir; $2: extra provider grants line (or empty)
-    mkdir -p "$1"
-    {
-        echo "providers:"
-        echo "  file:"
-        echo "    grants:"
-        echo "      fs: [{path: ./out, access: rw}]"
-        [ -n "$2" ] && echo "$2"
-        echo "resources:"
-        for d in $(seq 0 9); do
-            echo "  - {id: d$d, type: file.directory, labels: {owner: ops}, properties: {path: ./out/d$d}}"
-            for f in $(seq 0 $(( per - 1 ))); do
-                echo "  - {id: f$d-$f, type: file.file, labels: {owner: ops}, properties: {path: ./out/d$d/f$f.txt, mode: \"0644\", content: \"file $d/$f\\n\"}}"
-            done
-        done
-    } > "$1/tenet.yaml"
-}
+source bench/lib.sh
+manifest() { files_manifest "$1" "$n" ", labels: {owner: ops}" "$2"; }
 
 manifest "$work/floor" ""
 manifest "$work/judged" ""

@@ -1,0 +1,25 @@
+# Shared by the bench scripts (source it): the workload they measure.
+
+# files_manifest DIR N [RESOURCE_KEYS] [GRANT_LINE]: DIR/tenet.yaml with N file.file
+# resources spread over 10 directories under ./out (plus the 10 file.directory), the
+# `file` provider granted ./out. RESOURCE_KEYS is added to every resource (e.g.
+# ", labels: {owner: ops}"); GRANT_LINE is one more provider line under `providers:`.
+files_manifest() {
+    local dir=$1 n=$2 keys=${3:-} grant=${4:-}
+    local per=$(( n / 10 ))
+    mkdir -p "$dir"
+    {
+        echo "providers:"
+        echo "  file:"
+        echo "    grants:"
+        echo "      fs: [{path: ./out, access: rw}]"
+        if [ -n "$grant" ]; then echo "$grant"; fi
+        echo "resources:"
+        for d in $(seq 0 9); do
+            echo "  - {id: d$d, type: file.directory$keys, properties: {path: ./out/d$d}}"
+            for f in $(seq 0 $(( per - 1 ))); do
+                echo "  - {id: f$d-$f, type: file.file$keys, properties: {path: ./out/d$d/f$f.txt, mode: \"0644\", content: \"file $d/$f\\n\"}}"
+            done
+        done
+    } > "$dir/tenet.yaml"
+}
