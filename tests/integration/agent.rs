@@ -549,3 +549,73 @@ fn a_run_past_its_deadline_is_cancelled_failed_and_unhealthy_meanwhile() {
         "{m}"
     );
 }
+
+/// The endpoint is what a remote peer can reach (with `--listen` off loopback): it
+/// serves three reads and one trigger, and nothing a peer sends can do more than wake
+/// one run, stop it answering, or stop the agent.
+#[test]
+fn the_endpoint_withstands_what_a_hostile_peer_sends() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("out")).expect("out");
+    support::write_manifest(dir, MANIFEST);
+    let agent = Agent::start(dir, &["--no-watch"]);
+    let runs = agent.runs();
+
+    // Nothing but the four routes; no write methods.
+    assert_eq!(agent.get("/state.db").0, 404);
+    assert_eq!(agent.get("/../../etc/passwd").0, 404);
+    for method in ["PUT", "DELETE", "PATCH"] {
+        assert_eq!(http(&agent.addr, method, "/metrics").0, 405, "{method}");
+        assert_eq!(http(&agent.addr, method, "/run").0, 405, "{method}");
+    }
+    assert_eq!(http(&agent.addr, "POST", "/metrics").0, 405);
+
+    // Garbage, a header flood and a large body: refused or ignored, never a crash.
+    let raw = |bytes: &[u8]| {
+        let mut s = TcpStream::connect(&agent.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let _ = s.write_all(bytes);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    raw(b"\x00\x01\x02 NOT HTTP\r\n\r\n");
+    let mut flood = String::from("GET /metrics HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..5000 {
+        flood.push_str(&format!("X-{i}: {}\r\n", "a".repeat(64)));
+    }
+    flood.push_str("\r\n");
+    let answer = raw(flood.as_bytes());
+    assert!(
+        !answer.contains("tenet_agent_runs_total"),
+        "a header flood was served"
+    );
+    let mut big = format!(
+        "POST /run?mode=detect&path=/etc HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        8 << 20
+    )
+    .into_bytes();
+    big.extend(std::iter::repeat_n(b'x', 8 << 20));
+    raw(&big);
+
+    // Idle connections held open do not stop it answering.
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(&agent.addr).expect("connect"))
+        .collect();
+    assert_eq!(agent.get("/healthz").0, 200);
+    drop(idle);
+
+    // What all that could do: wake runs (the parameters of /run ask for nothing).
+    agent.wait("the woken run", Duration::from_secs(10), || {
+        agent.runs() > runs
+    });
+    let m = agent.metrics();
+    assert_eq!(
+        metric(&m, "tenet_agent_runs_total", &["mode=\"enforce\""]),
+        agent.runs(),
+        "every run enforced the manifest as given: {m}"
+    );
+    assert_eq!(read(&dir.join("out/motd")), "hello\n");
+    assert_eq!(agent.stop(), Some(0), "still alive, and stops cleanly");
+}
