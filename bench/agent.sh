@@ -4,7 +4,8 @@
 #   - time from a hand edit of a managed file to its correction: median, p99 and max over
 #     EDITS edits of random files (each edit waits for its correction; default 100);
 #   - the agent's idle CPU (share of one core over 10 s with nothing to do) and RSS;
-#   - how much a converged run adds to state.db (runs woken by POST /run).
+#   - how much a converged run adds to state.db (runs woken by POST /run): the file's
+#     growth after a WAL checkpoint, and the bytes of run records and stored blobs added.
 # Nothing here is a timed assertion: it prints figures.
 #
 # Usage: bench/agent.sh [TENET] [N ...]     default: target/release/tenet 1000 10000
@@ -23,7 +24,7 @@ pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
-printf "%-8s %10s %10s %10s %10s %10s %12s\n" "N" "heal med" "heal p99" "heal max" "idle CPU" "idle RSS" "db/run"
+printf "%-8s %10s %10s %10s %10s %10s %12s %12s\n" "N" "heal med" "heal p99" "heal max" "idle CPU" "idle RSS" "db/run" "stored/run"
 for n in "${sizes[@]}"; do
     dir="$work/m$n"
     files_manifest "$dir" "$n"
@@ -88,20 +89,29 @@ c0, t0 = cpu(), time.time()
 time.sleep(10)
 idle = (cpu() - c0) / (time.time() - t0)
 rss = next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")) / 1024
-# state.db growth per converged run (database + its WAL, after a checkpoint-free run).
+# state.db growth per converged run: the file after a WAL checkpoint, and what the
+# history holds (run records and stored blobs).
+import sqlite3
+db = f"{d}/.tenet/state.db"
 def size():
-    base = f"{d}/.tenet/state.db"
-    return sum(os.path.getsize(base + s) for s in ("", "-wal") if os.path.exists(base + s))
-k = 10
-before, r0 = size(), runs()
+    c = sqlite3.connect(db, timeout=30)
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    stored = c.execute("SELECT (SELECT coalesce(sum(length(record)), 0) FROM runs)"
+                       " + (SELECT coalesce(sum(length(body)), 0) FROM blobs)").fetchone()[0]
+    c.close()
+    return os.path.getsize(db), stored
+k = 20
+(file0, stored0), r0 = size(), runs()
 for _ in range(k):
     r = runs()
     get("/run", "POST")
     while runs() < r + 1:
         time.sleep(0.01)
-per_run = (size() - before) / k
-print(f"{n:<8} {med:9.3f}s {p99:9.3f}s {heal[-1]:9.3f}s {100*idle:9.2f}% {rss:7.1f}MiB {per_run/1024:9.1f}KiB")
+time.sleep(0.2)
+file1, stored1 = size()
+print(f"{n:<8} {med:9.3f}s {p99:9.3f}s {heal[-1]:9.3f}s {100*idle:9.2f}% {rss:7.1f}MiB"
+      f" {(file1 - file0) / k / 1024:9.1f}KiB {(stored1 - stored0) / k:10.0f}B")
 PYEOF
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 done
-echo "(heal: hand edit → put back, over ${EDITS:-100} edits, debounce ${DEBOUNCE:-200ms}; idle over 10 s; db/run: state.db + WAL growth per converged run; $(nproc) cores)"
+echo "(heal: hand edit → put back, over ${EDITS:-100} edits, debounce ${DEBOUNCE:-200ms}; idle over 10 s; db/run: state.db growth per converged run after a checkpoint, over 20 runs; stored/run: run record + new blob bytes per converged run; $(nproc) cores)"

@@ -619,3 +619,195 @@ fn the_endpoint_withstands_what_a_hostile_peer_sends() {
     assert_eq!(read(&dir.join("out/motd")), "hello\n");
     assert_eq!(agent.stop(), Some(0), "still alive, and stops cleanly");
 }
+
+/// Bounded history: with `--keep-runs`, every run's record is kept in a few hundred
+/// bytes and the oldest runs are pruned after each run, while the chain still verifies.
+#[test]
+fn the_agent_keeps_a_bounded_history_that_still_verifies() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("out")).expect("out");
+    support::write_manifest(dir, MANIFEST);
+    let agent = Agent::start(dir, &["--keep-runs", "3", "--no-watch"]);
+    for _ in 0..5 {
+        let before = agent.runs();
+        assert_eq!(http(&agent.addr, "POST", "/run").0, 202);
+        agent.wait("the run asked for", Duration::from_secs(10), || {
+            agent.runs() > before
+                && metric(&agent.metrics(), "tenet_agent_run_in_progress", &[]) == 0.0
+        });
+    }
+    agent.wait("the pruning", Duration::from_secs(5), || {
+        metric(
+            &agent.metrics(),
+            "tenet_agent_history_pruned_runs_total",
+            &[],
+        ) >= 3.0
+    });
+    let history = tenet(dir, &["history", "--json"]);
+    support::ok(&history);
+    let runs: serde_json::Value = serde_json::from_slice(&history.stdout).expect("json");
+    let seqs: Vec<u64> = runs
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| r["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, [6, 5, 4], "the newest three of six runs");
+    let verify = tenet(dir, &["audit", "verify"]);
+    support::ok(&verify);
+    support::has(
+        &support::stdout(&verify),
+        "History intact: 3 runs after 3 pruned (runs up to #3",
+    );
+    let raw = rusqlite::Connection::open(dir.join(".tenet/state.db")).expect("raw");
+    let stored: i64 = raw
+        .query_row("SELECT length(record) FROM runs WHERE seq = 6", [], |r| {
+            r.get(0)
+        })
+        .expect("run 6");
+    assert!(stored < 1024, "a converged run stored in {stored} bytes");
+    assert_eq!(agent.stop(), Some(0));
+}
+
+/// The service examples as written (`examples/agent/`): the systemd unit's `ExecStart`
+/// with its environment, and the runit `run` script under a real `runsv` — started,
+/// healing, reloaded by `sv hup`, stopped by `sv down`. Only the binary, the manifest
+/// directory and the port are put where the test can have them.
+#[test]
+fn the_systemd_and_runit_examples_start_the_agent_as_written() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    std::fs::create_dir(dir.join("out")).expect("out");
+    support::write_manifest(dir, MANIFEST);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let fill = |text: &str| -> String {
+        let mut text = text.to_owned();
+        for (written, here) in [
+            ("/usr/local/bin/tenet", env!("CARGO_BIN_EXE_tenet")),
+            ("/etc/tenet", &dir.display().to_string()),
+            ("127.0.0.1:9464", &addr),
+        ] {
+            assert!(
+                text.contains(written),
+                "the example no longer says {written}"
+            );
+            text = text.replace(written, here);
+        }
+        text
+    };
+    let example = |name: &str| {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../examples/agent")
+                .join(name),
+        )
+        .expect("example")
+    };
+    let cache = [
+        ("TENET_CACHE_DIR", support::cache_dir()),
+        ("TENET_CACHE_KEY", support::cache_key()),
+    ];
+
+    // systemd: the command line and environment of the unit, for one run.
+    let unit = example("tenet-agent.service");
+    let exec = fill(
+        unit.lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .expect("ExecStart"),
+    );
+    let env = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("Environment="))
+        .and_then(|e| e.split_once('='))
+        .expect("Environment");
+    let argv: Vec<&str> = exec.split_whitespace().collect();
+    let once = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .arg("--once")
+        .env(env.0, env.1)
+        .envs(cache.clone())
+        .output()
+        .expect("ExecStart");
+    support::ok(&once);
+    assert_eq!(read(&dir.join("out/motd")), "hello\n");
+
+    // runit: the run script under runsv, as a supervisor would run it.
+    let (Some(runsv), Some(sv)) = (support::tool("runsv"), support::tool("sv")) else {
+        return;
+    };
+    let service = dir.join("sv/tenet-agent");
+    std::fs::create_dir_all(&service).expect("service dir");
+    let run = service.join("run");
+    std::fs::write(&run, fill(&example("runit/tenet-agent/run"))).expect("run");
+    std::fs::set_permissions(&run, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    struct Supervised(Child, std::path::PathBuf, std::path::PathBuf);
+    impl Drop for Supervised {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(&self.1)
+                .args(["-w", "30", "force-shutdown"])
+                .arg(&self.2)
+                .output();
+            let _ = std::process::Command::new(&self.1)
+                .arg("exit")
+                .arg(&self.2)
+                .output();
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let supervised = Supervised(
+        std::process::Command::new(runsv)
+            .arg(&service)
+            .envs(cache)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("runsv"),
+        sv.clone(),
+        service.clone(),
+    );
+    let sv = |cmd: &str| {
+        let o = std::process::Command::new(&sv)
+            .arg(cmd)
+            .arg(&service)
+            .output()
+            .expect("sv");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let wait = |what: &str, mut ok: Box<dyn FnMut() -> bool + '_>| {
+        let start = Instant::now();
+        while !ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "timed out waiting for {what}; sv status: {}",
+                sv("status")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let up = || TcpStream::connect(&addr).is_ok() && http(&addr, "GET", "/readyz").0 == 200;
+    wait("the agent under runsv", Box::new(up));
+    let motd = dir.join("out/motd");
+    std::fs::write(&motd, "edited\n").expect("edit");
+    wait("the edit put back", Box::new(|| read(&motd) == "hello\n"));
+    // `sv hup`: the manifest is loaded again.
+    support::write_manifest(dir, &MANIFEST.replace("hello", "reloaded"));
+    let _ = sv("hup");
+    wait(
+        "the reloaded manifest applied",
+        Box::new(|| read(&motd) == "reloaded\n"),
+    );
+    // `sv down`: SIGTERM; the agent stops and runsv keeps it down.
+    let _ = sv("down");
+    wait(
+        "the agent to stop",
+        Box::new(|| sv("status").starts_with("down:") && TcpStream::connect(&addr).is_err()),
+    );
+    drop(supervised);
+}

@@ -386,11 +386,42 @@ fn rollback_refuses_an_edited_run_record() {
     ok(&tenet(dir, &["apply", "--yes"]));
     let db = dir.join(".tenet/state.db");
     let raw = rusqlite::Connection::open(&db).expect("raw");
+    // The manifest text, stored once per digest: edited there, it no longer matches.
     let record: String = raw
         .query_row("SELECT record FROM runs WHERE seq = 1", [], |r| r.get(0))
         .expect("record");
-    let edited = record.replace("content: a", "content: evil");
-    assert_ne!(edited, record, "the snapshot holds the manifest text");
+    let sha = serde_json::from_str::<serde_json::Value>(&record).expect("json")["snapshot_sha256"]
+        .as_str()
+        .expect("the snapshot by digest")
+        .to_owned();
+    let body: Vec<u8> = raw
+        .query_row("SELECT body FROM blobs WHERE sha256 = ?1", [&sha], |r| {
+            r.get(0)
+        })
+        .expect("snapshot");
+    let text = String::from_utf8(body.clone()).expect("utf-8");
+    let edited = text.replace("content: a", "content: evil");
+    assert_ne!(edited, text, "the snapshot holds the manifest text");
+    raw.execute(
+        "UPDATE blobs SET body = ?1 WHERE sha256 = ?2",
+        rusqlite::params![edited.as_bytes(), sha],
+    )
+    .expect("edit");
+    let o = tenet(dir, &["rollback", "1", "--yes"]);
+    fails_with(
+        &o,
+        "refusing to roll back to run 1: the history does not verify",
+    );
+    has(&stderr(&o), "run 1 refers to stored content");
+    assert_eq!(std::fs::read_to_string(dir.join("out/a")).expect("a"), "b");
+    // The record itself edited (where its snapshot is, what it says happened).
+    raw.execute(
+        "UPDATE blobs SET body = ?1 WHERE sha256 = ?2",
+        rusqlite::params![body, sha],
+    )
+    .expect("restore");
+    let edited = record.replace("\"created\"", "\"updated\"");
+    assert_ne!(edited, record);
     raw.execute("UPDATE runs SET record = ?1 WHERE seq = 1", [&edited])
         .expect("edit");
     drop(raw);

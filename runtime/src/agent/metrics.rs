@@ -39,6 +39,7 @@ pub struct Metrics {
     pub watch_errors: Family<Labels, Counter>,
     pub skipped: Family<Labels, Counter>,
     pub reloads: Family<Labels, Counter>,
+    pub pruned: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -74,12 +75,18 @@ impl Metrics {
             watch_errors: Family::default(),
             skipped: Family::default(),
             reloads: Family::default(),
+            pruned: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
             "runs",
             "Runs by mode, what woke the agent and how they ended",
             m.runs.clone(),
+        );
+        registry.register(
+            "history_pruned_runs",
+            "Runs removed from the history by --keep-runs/--keep-days",
+            m.pruned.clone(),
         );
         registry.register_with_unit(
             "run_duration",

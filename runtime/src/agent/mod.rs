@@ -31,7 +31,7 @@ pub mod watch;
 use crate::run::{self, ApplyOutcome, AutoApprove, Drift, RunContext, RunError};
 use crate::session::{Session, SessionOptions};
 use crate::state::report::Tally;
-use crate::state::{RunRecord, StateStore};
+use crate::state::{Retention, RunRecord, StateStore};
 use hyper::StatusCode;
 use metrics::{Metrics, labels};
 use schedule::{Backoff, Schedule};
@@ -93,6 +93,8 @@ pub struct AgentOptions {
     /// The first retry delay after a failed run.
     pub retry_base: Duration,
     pub parallelism: usize,
+    /// How much history to keep, applied after each recorded run.
+    pub keep: Retention,
 }
 
 /// What the agent is told from outside (signals, by the CLI).
@@ -959,6 +961,7 @@ async fn run_once(
     };
     if let Some(rec) = &record {
         account(lp, rec);
+        prune(lp).await;
     }
     // Own writes are not events; others seen during the run wake a follow-up run.
     let until = Instant::now() + OWN_WRITE_WINDOW + lp.opts.debounce;
@@ -1017,6 +1020,33 @@ async fn run_once(
     done.outcome
 }
 
+/// Apply the retention after a recorded run. A run holding the lock (a `tenet apply` by
+/// hand) only postpones it to the next run.
+async fn prune(lp: &mut Loop) {
+    let (keep, Some(store)) = (lp.opts.keep, lp.store.clone()) else {
+        return;
+    };
+    if !keep.is_set() {
+        return;
+    }
+    let pruned = tokio::task::spawn_blocking(move || {
+        crate::run::record::prune(store, keep, PRUNE_LOCK_WAIT)
+    })
+    .await;
+    match pruned {
+        Ok(Ok(p)) if p.runs > 0 => {
+            lp.metrics.pruned.inc_by(p.runs);
+            tracing::info!(runs = p.runs, blobs = p.blobs, "pruned the history");
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("cannot prune the history now: {e}"),
+        Err(e) => tracing::warn!("cannot prune the history now: {e}"),
+    }
+}
+
+/// How long a prune waits for the run lock before leaving it to the next run.
+const PRUNE_LOCK_WAIT: Duration = Duration::from_secs(1);
+
 /// Run `seq` as recorded, from the state opened once for the agent's life.
 async fn read_record(lp: &mut Loop, seq: u64) -> Option<RunRecord> {
     let (state, path, opened) = (
@@ -1065,7 +1095,8 @@ fn account(lp: &mut Loop, rec: &RunRecord) {
     if let Some(rate) = lp.tally.compliance_rate() {
         lp.metrics.compliance.set(rate);
     }
-    let (mut in_sync, mut drifted, mut failed) = (0i64, 0i64, 0i64);
+    let steady = rec.steady.as_ref().map_or(0, |s| s.count);
+    let (mut in_sync, mut drifted, mut failed) = (steady as i64, 0i64, 0i64);
     for o in &rec.resources {
         match (o.outcome.as_str(), o.change.as_deref()) {
             ("drifted" | "missing", _) => drifted += 1,
@@ -1217,6 +1248,7 @@ mod tests {
             node_id: "n".into(),
             retry_base: Duration::from_secs(30),
             parallelism: 1,
+            keep: Retention::default(),
         }
     }
 

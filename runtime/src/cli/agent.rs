@@ -65,7 +65,14 @@ pub struct AgentArgs {
     /// port 0 picks one and prints it). Off unless given.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// How much history to keep, applied after each run (default: 90 days; any bound
+    /// given replaces it).
+    #[command(flatten)]
+    keep: super::history::Keep,
 }
+
+/// The agent's retention when none is given: a quarter of compliance history.
+const DEFAULT_KEEP: Duration = Duration::from_secs(90 * 86_400);
 
 pub async fn execute(args: AgentArgs) -> anyhow::Result<u8> {
     if !(0.0..=50.0).contains(&args.jitter) {
@@ -93,6 +100,13 @@ pub async fn execute(args: AgentArgs) -> anyhow::Result<u8> {
             .unwrap_or_else(|| crate::state::Holder::me().host),
         retry_base: args.retry,
         parallelism: args.run.parallelism,
+        keep: match args.keep.retention() {
+            k if k.is_set() => k,
+            _ => crate::state::Retention {
+                runs: None,
+                age: Some(DEFAULT_KEEP),
+            },
+        },
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     for (kind, control) in [

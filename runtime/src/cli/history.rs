@@ -1,12 +1,11 @@
 //! What Tenet remembers, on the command line: the commands that read it back —
-//! `tenet state list|show|forget|unlock`, `tenet history`, `tenet show RUN`,
+//! `tenet state list|show|forget|prune|unlock`, `tenet history`, `tenet show RUN`,
 //! `tenet audit verify`, `tenet report` (recording is [`crate::run::record`]).
 
 use super::args::{StateLocation, parse_timeout};
 use crate::state::{RunLock, RunRecord, StateStore};
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,6 +74,18 @@ enum StateCommand {
         #[command(flatten)]
         at: Where,
     },
+    /// Remove the oldest runs from the history, keeping the audit chain verifiable (an
+    /// anchor records the hash of the last run removed), and the content only they
+    /// referred to. The newest run is always kept.
+    Prune {
+        #[command(flatten)]
+        keep: Keep,
+        /// How long to wait for a run holding the state's lock.
+        #[arg(long, default_value = "0s", value_parser = parse_timeout)]
+        lock_timeout: Duration,
+        #[command(flatten)]
+        at: Where,
+    },
     /// Release the run lock of a crashed run (`--force` is required).
     Unlock {
         #[arg(long)]
@@ -82,6 +93,42 @@ enum StateCommand {
         #[command(flatten)]
         at: Where,
     },
+}
+
+/// How much history to keep: `tenet state prune`, and the agent after each run.
+#[derive(Debug, Clone, Args)]
+pub struct Keep {
+    /// Keep at most this many runs (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_runs: Option<u64>,
+    /// Keep the runs started in the last N days.
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_days: Option<u64>,
+}
+
+impl Keep {
+    pub fn retention(&self) -> crate::state::Retention {
+        crate::state::Retention {
+            runs: self.keep_runs,
+            age: self.keep_days.map(|d| Duration::from_secs(d * 86_400)),
+        }
+    }
+}
+
+/// One line saying what a prune did.
+pub fn pruned_text(p: &crate::state::Pruned) -> String {
+    match (&p.anchor, p.runs) {
+        (_, 0) => "Nothing to prune.".to_owned(),
+        (Some(a), n) => format!(
+            "Pruned {n} run{} (the history now starts after run #{}, anchored at {}) and {} stored blob{} no run refers to.",
+            if n == 1 { "" } else { "s" },
+            a.seq,
+            a.hash,
+            p.blobs,
+            if p.blobs == 1 { "" } else { "s" },
+        ),
+        (None, n) => format!("Pruned {n} runs."),
+    }
 }
 
 pub fn state(args: StateArgs) -> anyhow::Result<u8> {
@@ -122,6 +169,18 @@ pub fn state(args: StateArgs) -> anyhow::Result<u8> {
                 "Forgot `{id}`: Tenet no longer manages it; the system was not touched."
             )?;
         }
+        StateCommand::Prune {
+            keep,
+            lock_timeout,
+            at,
+        } => {
+            let keep = keep.retention();
+            if !keep.is_set() {
+                bail!("say how much history to keep: --keep-runs N and/or --keep-days DAYS");
+            }
+            let pruned = crate::run::record::prune(at.open()?, keep, lock_timeout)?;
+            writeln!(out, "{}", pruned_text(&pruned))?;
+        }
         StateCommand::Unlock { force, at } => {
             if !force {
                 bail!("unlocking can let two runs interleave: pass --force if the holder is gone");
@@ -154,11 +213,8 @@ pub struct HistoryArgs {
 }
 
 fn counts(r: &RunRecord) -> String {
-    let mut by: BTreeMap<&str, usize> = BTreeMap::new();
-    for o in &r.resources {
-        *by.entry(o.outcome.as_str()).or_default() += 1;
-    }
-    by.iter()
+    crate::state::compact::outcome_counts(r)
+        .iter()
         .map(|(k, v)| format!("{v} {k}"))
         .collect::<Vec<_>>()
         .join(", ")
@@ -219,7 +275,8 @@ pub struct ShowArgs {
 
 pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
     let store = args.at.open()?;
-    let r = store.run(args.run)?;
+    let mut r = store.run(args.run)?;
+    r.record = crate::state::compact::expand(&*store, r.seq, r.record)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(0);
@@ -304,8 +361,14 @@ pub fn audit(args: AuditArgs) -> anyhow::Result<u8> {
     let store = at.open()?;
     match store.verify()? {
         Ok(s) => {
+            let from = s.anchor.as_ref().map_or(String::new(), |a| {
+                format!(
+                    " after {} pruned (runs up to #{}, whose hash {} the first remaining run links to; last pruned {})",
+                    a.pruned, a.seq, a.hash, a.pruned_at
+                )
+            });
             println!(
-                "History intact: {} runs, chain head {} (note it down elsewhere to detect the removal of the newest runs).",
+                "History intact: {} runs{from}, chain head {} (note it down elsewhere to detect the removal of the newest runs).",
                 s.records, s.head
             );
             Ok(0)

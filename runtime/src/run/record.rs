@@ -1,20 +1,21 @@
 //! The bookkeeping every run shares: recording an apply resource by resource and as a
 //! chained run record (with a snapshot of its manifest to roll back to), recording a
 //! plan, recovering what a killed run left in the journal, finding what the state
-//! remembers that the manifest no longer declares, and telling corrective changes from
-//! intentional ones.
+//! remembers that the manifest no longer declares, telling corrective changes from
+//! intentional ones, and pruning the history.
 
 use crate::engine::{ApplyReport, Orphan, Outcome};
 use crate::manifest::Manifest;
 use crate::manifest::scrub;
 use crate::plan::Plan;
 use crate::state::{
-    GitInfo, Holder, JournalEntry, ResourceOutcome, RunRecord, StateError, StateStore,
-    StoredResource, seal_fields,
+    GitInfo, Holder, JournalEntry, Pruned, ResourceOutcome, Retention, RunRecord, StateError,
+    StateStore, StoredResource, seal_fields,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// The manifest's files and variables: enough to plan it again later. Sensitive
 /// variables are sealed; a rollback asks for them again. Sensitive values written
@@ -248,6 +249,7 @@ pub fn record_of(command: &str, manifest: &Manifest, started_at: &str) -> RunRec
         manifest_path: manifest.path.display().to_string(),
         manifest_sha256: manifest.sha256.clone(),
         manifest_snapshot: json!({}),
+        snapshot_sha256: None,
         git: None,
         user: holder.user,
         host: holder.host,
@@ -255,8 +257,20 @@ pub fn record_of(command: &str, manifest: &Manifest, started_at: &str) -> RunRec
         finished_at: crate::state::now(),
         succeeded: true,
         resources: Vec::new(),
+        steady: None,
         policy: Vec::new(),
     }
+}
+
+/// Apply `keep` to the history (`tenet state prune`, and the agent after each run):
+/// under the run lock, waiting up to `lock_timeout` for a run in progress.
+pub fn prune(
+    store: Arc<dyn StateStore>,
+    keep: Retention,
+    lock_timeout: std::time::Duration,
+) -> Result<Pruned, StateError> {
+    let lock = crate::state::RunLock::take(store, lock_timeout)?;
+    lock.store().prune(keep, std::time::SystemTime::now())
 }
 
 /// What one finished resource means for the state.

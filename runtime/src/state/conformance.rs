@@ -22,6 +22,145 @@ pub fn run_all(open: &Opener) {
     concurrent_writers_keep_one_valid_chain(open);
     the_journal_survives_reopening(open);
     the_salt_is_stable_and_random(open);
+    // Last: it prunes what the others appended.
+    history_is_kept_compactly_and_pruned_to_an_anchor(open);
+}
+
+/// An apply at `day` of December 2026 that updated `x` and found `unchanged` as desired,
+/// planned from a manifest of `files` with these facts.
+fn converged(day: u32, unchanged: &[&str], files: &str, facts: i64) -> RunRecord {
+    let mut r = record("apply", "updated");
+    r.started_at = format!("2026-12-{day:02}T00:00:00Z");
+    r.finished_at = format!("2026-12-{day:02}T00:00:01Z");
+    r.resources[0].id = "x".into();
+    r.resources
+        .extend(unchanged.iter().map(|id| ResourceOutcome {
+            id: (*id).into(),
+            type_name: "file.file".into(),
+            outcome: "unchanged".into(),
+            changed_fields: vec![],
+            error: None,
+            duration_ms: 0.0,
+            change: None,
+        }));
+    r.manifest_snapshot = json!({
+        "files": {"tenet.yaml": files},
+        "vars": {"v": 1},
+        "facts": {"memory": {"available_bytes": facts}},
+    });
+    r
+}
+
+fn history_is_kept_compactly_and_pruned_to_an_anchor(open: &Opener) {
+    use super::compact::expand;
+    let s = open();
+    let before = s.verify().expect("verify").expect("valid").records;
+    let r1 = converged(1, &["a", "b", "c"], "one", 1);
+    let seq1 = s.append_run(&r1).expect("append");
+    let seq2 = s
+        .append_run(&converged(10, &["a", "b", "c"], "one", 2))
+        .expect("append");
+    let seq3 = s
+        .append_run(&converged(20, &["a", "b", "c"], "one", 3))
+        .expect("append");
+
+    // Stored: the steady resources as a count with their ids, the snapshot by digest
+    // (the facts kept in the record); as appended once expanded.
+    let stored = s.run(seq1).expect("run").record;
+    assert_eq!(stored.resources.len(), 1);
+    let steady = stored.steady.clone().expect("steady part");
+    assert_eq!((steady.outcome.as_str(), steady.count), ("unchanged", 3));
+    assert_eq!(
+        steady.ids.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["a", "b", "c"],
+        "the ids are read back"
+    );
+    assert_eq!(
+        stored.manifest_snapshot,
+        json!({"facts": {"memory": {"available_bytes": 1}}})
+    );
+    let snapshot = stored.snapshot_sha256.clone().expect("snapshot digest");
+    assert_eq!(expand(&*s, seq1, stored).expect("expand"), r1);
+    // Shared by the runs that repeat them; each blob is what its digest says.
+    let listed = s.runs(3).expect("runs");
+    assert_eq!(listed.len(), 3);
+    for r in &listed {
+        assert_eq!(r.record.snapshot_sha256.as_ref(), Some(&snapshot));
+        assert_eq!(
+            r.record.steady.as_ref().map(|x| &x.sha256),
+            Some(&steady.sha256)
+        );
+        assert_eq!(r.record.steady.as_ref().map(|x| x.ids.len()), Some(3));
+    }
+    for sha in [&snapshot, &steady.sha256] {
+        let body = s.blob(sha).expect("blob").expect("present");
+        assert_eq!(super::compact::digest(&body), *sha);
+    }
+    // Another manifest and other steady resources: other blobs.
+    let seq4 = s
+        .append_run(&converged(21, &["a", "b", "c", "d"], "two", 4))
+        .expect("append");
+    let last = s.run(seq4).expect("run").record;
+    assert_ne!(last.snapshot_sha256.as_ref(), Some(&snapshot));
+    assert_ne!(
+        last.steady.as_ref().map(|x| &x.sha256),
+        Some(&steady.sha256)
+    );
+    assert_eq!(
+        s.verify().expect("verify").expect("valid").records,
+        before + 4
+    );
+
+    // By age: everything started before 2026-12-06 (the suite's earlier runs and run 1).
+    let now = humantime::parse_rfc3339("2026-12-21T00:00:00Z").expect("time");
+    let keep = super::Retention {
+        runs: None,
+        age: Some(Duration::from_secs(15 * 86_400)),
+    };
+    let pruned = s.prune(keep, now).expect("prune");
+    assert_eq!(pruned.runs, before + 1);
+    let anchor = pruned.anchor.clone().expect("anchor");
+    assert_eq!((anchor.seq, anchor.pruned), (seq1, before + 1));
+    assert!(matches!(
+        s.run(seq1),
+        Err(StateError::Pruned { seq, pruned_through }) if seq == seq1 && pruned_through == seq1
+    ));
+    assert!(
+        s.blob(&snapshot).expect("blob").is_some(),
+        "runs 2 and 3 use it"
+    );
+    let summary = s.verify().expect("verify").expect("still verifies");
+    assert_eq!((summary.records, summary.anchor), (3, Some(anchor)));
+
+    // By count: only the newest stays; what only the pruned runs used goes.
+    let keep = super::Retention {
+        runs: Some(1),
+        age: None,
+    };
+    let pruned = s.prune(keep, now).expect("prune");
+    assert_eq!((pruned.runs, pruned.blobs), (2, 2));
+    assert_eq!(pruned.anchor.as_ref().map(|a| a.seq), Some(seq3));
+    assert!(s.blob(&snapshot).expect("blob").is_none());
+    assert!(s.blob(&steady.sha256).expect("blob").is_none());
+    assert_eq!(s.runs(10).expect("runs").len(), 1);
+    // Nothing more to prune; the newest run is never pruned.
+    let again = s.prune(keep, now).expect("prune");
+    assert_eq!((again.runs, again.anchor), (0, pruned.anchor.clone()));
+    let all = super::Retention {
+        runs: Some(1),
+        age: Some(Duration::ZERO),
+    };
+    assert_eq!(s.prune(all, now).expect("prune").runs, 0);
+    // The chain goes on from the newest run.
+    s.append_run(&converged(22, &["a"], "two", 5))
+        .expect("append");
+    let summary = s.verify().expect("verify").expect("verifies");
+    assert_eq!(summary.records, 2);
+    assert_eq!(
+        summary.anchor.map(|a| (a.seq, a.pruned)),
+        Some((seq3, before + 3))
+    );
+    let _ = seq2;
 }
 
 fn the_salt_is_stable_and_random(open: &Opener) {
@@ -74,6 +213,8 @@ pub fn record(command: &str, outcome: &str) -> RunRecord {
         manifest_path: "/m/tenet.yaml".into(),
         manifest_sha256: "ab".repeat(32),
         manifest_snapshot: json!({"files": {"tenet.yaml": "resources: []\n"}, "vars": {}}),
+        snapshot_sha256: None,
+        steady: None,
         git: None,
         user: "tester".into(),
         host: "h".into(),
@@ -221,7 +362,10 @@ fn runs_are_chained_and_verified(open: &Opener) {
     let latest = s.runs(1).expect("runs");
     assert_eq!(latest.len(), 1);
     assert_eq!(latest[0].seq, second);
-    assert_eq!(latest[0].record, record("apply", "updated"));
+    assert_eq!(
+        super::compact::expand(&*s, second, latest[0].record.clone()).expect("expand"),
+        record("apply", "updated")
+    );
     let one = s.run(first).expect("run");
     assert_eq!(latest[0].prev_hash, one.hash);
     if first == 1 {

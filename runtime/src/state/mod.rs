@@ -8,11 +8,13 @@
 //! one conformance suite (`conformance`, feature `test-support`) so a PostgreSQL backend
 //! can be added later without changing the engine or the CLI.
 
+pub mod compact;
 pub mod location;
 pub mod lock;
 pub mod report;
 pub mod sqlite;
 
+pub use compact::Steady;
 pub use location::Location;
 pub use lock::{ReadLock, RunLock};
 
@@ -73,6 +75,16 @@ pub enum StateError {
     },
     #[error("no run {0} in the history")]
     NoSuchRun(u64),
+    #[error(
+        "no run {seq} in the history: runs up to {pruned_through} were pruned (`tenet state prune`, the agent's --keep-runs/--keep-days)"
+    )]
+    Pruned { seq: u64, pruned_through: u64 },
+    #[error("run {seq} refers to stored content sha256:{sha256}, but {message}")]
+    Blob {
+        seq: u64,
+        sha256: String,
+        message: String,
+    },
     #[error("no resource `{0}` in the state")]
     NoSuchResource(String),
 }
@@ -250,8 +262,12 @@ pub struct RunRecord {
     pub rollback_of: Option<u64>,
     pub manifest_path: String,
     pub manifest_sha256: String,
-    /// The manifest's files (name → text) and variables, enough to plan it again.
+    /// The manifest's files (name → text) and variables, enough to plan it again. As
+    /// stored, only the facts: the rest is kept once per digest ([`compact`]).
     pub manifest_snapshot: Value,
+    /// As stored: the digest of the rest of the snapshot ([`compact`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_sha256: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git: Option<GitInfo>,
     pub user: String,
@@ -260,6 +276,10 @@ pub struct RunRecord {
     pub finished_at: String,
     pub succeeded: bool,
     pub resources: Vec<ResourceOutcome>,
+    /// As stored: the resources found as desired, counted ([`compact`]); the others are
+    /// in `resources`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady: Option<Steady>,
     /// What the policies decided about the run (absent when there are none, so older
     /// records hash as they did).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -304,6 +324,14 @@ pub enum ChainBreak {
     Relinked { seq: u64 },
     #[error("run {seq} cannot be read: {message}")]
     Unreadable { seq: u64, message: String },
+    #[error(
+        "run {seq} refers to stored content sha256:{sha256} that {message} (it was removed or edited)"
+    )]
+    Blob {
+        seq: u64,
+        sha256: String,
+        message: String,
+    },
 }
 
 impl ChainBreak {
@@ -312,7 +340,8 @@ impl ChainBreak {
         match self {
             ChainBreak::Edited { seq }
             | ChainBreak::Relinked { seq }
-            | ChainBreak::Unreadable { seq, .. } => *seq,
+            | ChainBreak::Unreadable { seq, .. }
+            | ChainBreak::Blob { seq, .. } => *seq,
         }
     }
 }
@@ -323,13 +352,61 @@ pub struct ChainSummary {
     pub records: u64,
     /// The hash of the last record (the chain head), to note down outside the database.
     pub head: String,
+    /// Where the chain starts when older runs were pruned.
+    pub anchor: Option<Anchor>,
 }
 
-/// Check records given in sequence order.
+/// What is left of the runs pruned from the front of the history: the last one's
+/// sequence number and hash, which the first remaining run must link to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Anchor {
+    /// The last pruned run.
+    pub seq: u64,
+    pub hash: String,
+    /// How many runs were pruned in all, and when last (RFC 3339).
+    pub pruned: u64,
+    pub pruned_at: String,
+}
+
+/// How much history to keep ([`StateStore::prune`]): runs beyond either bound go, oldest
+/// first, but never the newest run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Keep at most this many runs.
+    pub runs: Option<u64>,
+    /// Keep runs started within this long before now.
+    pub age: Option<Duration>,
+}
+
+impl Retention {
+    /// Whether it bounds anything.
+    pub fn is_set(&self) -> bool {
+        self.runs.is_some() || self.age.is_some()
+    }
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub runs: u64,
+    pub blobs: u64,
+    /// The anchor after it (unchanged when nothing was pruned).
+    pub anchor: Option<Anchor>,
+}
+
+/// A stored run as read for verification: its number, links, and record (or why it
+/// cannot be read).
+pub type StoredRun = (u64, String, String, Result<RunRecord, String>);
+
+/// Check stored records given in sequence order, starting from `anchor` if runs were
+/// pruned; `blob` checks that the content behind a digest is there and matches it.
 pub fn verify_chain(
-    runs: &[(u64, String, String, Result<RunRecord, String>)],
+    runs: &[StoredRun],
+    anchor: Option<&Anchor>,
+    blob: &dyn Fn(&str) -> Result<(), String>,
 ) -> Result<ChainSummary, ChainBreak> {
-    let mut prev = GENESIS.to_owned();
+    let mut prev = anchor.map_or_else(|| GENESIS.to_owned(), |a| a.hash.clone());
+    let mut checked = std::collections::HashSet::new();
     for (seq, prev_hash, hash, record) in runs {
         let record = record.as_ref().map_err(|message| ChainBreak::Unreadable {
             seq: *seq,
@@ -341,11 +418,21 @@ pub fn verify_chain(
         if *prev_hash != prev {
             return Err(ChainBreak::Relinked { seq: *seq });
         }
+        for sha in compact::references(record) {
+            if checked.insert(sha.to_owned()) {
+                blob(sha).map_err(|message| ChainBreak::Blob {
+                    seq: *seq,
+                    sha256: sha.to_owned(),
+                    message,
+                })?;
+            }
+        }
         prev = hash.clone();
     }
     Ok(ChainSummary {
         records: runs.len() as u64,
         head: prev,
+        anchor: anchor.cloned(),
     })
 }
 
@@ -399,13 +486,22 @@ pub trait StateStore: Send + Sync {
     /// Remove resources from the state (deleted, or forgotten), in one transaction.
     fn remove_resources(&self, ids: &[String]) -> Result<(), StateError>;
 
-    /// Append a finished run to the chained history; returns its sequence number.
+    /// Append a finished run to the chained history, stored [`compact`]ly; returns its
+    /// sequence number.
     fn append_run(&self, record: &RunRecord) -> Result<u64, StateError>;
-    /// The last `limit` runs, newest first.
+    /// The last `limit` runs, newest first, as stored ([`compact`]: the steady
+    /// resources as a count with their ids loaded, the snapshot by digest).
     fn runs(&self, limit: usize) -> Result<Vec<ChainedRun>, StateError>;
+    /// One run as stored; [`compact::expand`] gives it back as appended.
     fn run(&self, seq: u64) -> Result<ChainedRun, StateError>;
-    /// Walk the whole chain.
+    /// Content a stored run refers to, by hex sha256.
+    fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StateError>;
+    /// Walk the whole chain (from the anchor, if pruned), checking every blob.
     fn verify(&self) -> Result<Result<ChainSummary, ChainBreak>, StateError>;
+    /// Remove the oldest runs beyond `keep` (never the newest) and the blobs no run
+    /// refers to any more, leaving an [`Anchor`] so the rest still verifies. Needs the
+    /// run lock. `now` is the time `keep.age` counts back from.
+    fn prune(&self, keep: Retention, now: std::time::SystemTime) -> Result<Pruned, StateError>;
 
     /// Journal the intent to change a resource (before the provider call).
     fn journal_begin(&self, entry: &JournalEntry) -> Result<(), StateError>;

@@ -179,6 +179,25 @@ impl Tally {
                 }
             }
         }
+        // The resources found as desired, stored as a count: in sync at this check, and
+        // repaired if they were known to be drifted.
+        let as_desired = if run.command == "drift" {
+            "in_sync"
+        } else {
+            "unchanged"
+        };
+        if let Some(s) = run.steady.as_ref().filter(|s| s.outcome == as_desired) {
+            checked += s.count;
+            in_sync += s.count;
+            if !self.drifted_since.is_empty() {
+                for id in s.ids.keys() {
+                    if let Some(from) = self.drifted_since.remove(id) {
+                        self.repairs
+                            .push(end.duration_since(from).unwrap_or_default().as_secs_f64());
+                    }
+                }
+            }
+        }
         if checked > 0 {
             self.last_check = Some((t, checked, in_sync));
         }
@@ -251,6 +270,8 @@ mod tests {
             manifest_path: "/m".into(),
             manifest_sha256: String::new(),
             manifest_snapshot: json!({}),
+            snapshot_sha256: None,
+            steady: None,
             git: None,
             user: "u".into(),
             host: "h".into(),
@@ -343,6 +364,16 @@ mod tests {
             ),
         ];
         let r = compute(&history, 3, at(0), at(24 * 60));
+        // As stored (the steady resources counted, not listed), the same figures.
+        let stored: Vec<RunRecord> = history
+            .iter()
+            .map(|r| crate::state::compact::compact(r).0)
+            .collect();
+        assert!(
+            stored.iter().filter(|r| r.steady.is_some()).count() == 5,
+            "compacted"
+        );
+        assert_eq!(compute(&stored, 3, at(0), at(24 * 60)), r);
         assert_eq!(r.runs, 6);
         assert_eq!(r.compliance_rate, Some(2.0 / 3.0));
         assert_eq!(r.drift_events, 3, "a at t20, b at t60, d at t70");
@@ -356,6 +387,31 @@ mod tests {
         assert_eq!(r.change_failure_rate, Some(1.0 / 6.0));
         assert_eq!(r.provisioning_ms["file.file"], 3.5, "median of 2, 4, 3, 6");
         assert_eq!(r.provisioning_ms["file.directory"], 5.0);
+
+        // A resource fixed by hand after a drift check is found unchanged by the next
+        // apply: repaired then, stored as a count or not.
+        let fixed = vec![
+            run(
+                "drift",
+                0,
+                &[("a", "drifted", None, 0.1), ("b", "in_sync", None, 0.1)],
+            ),
+            run(
+                "apply",
+                5,
+                &[("a", "unchanged", None, 0.0), ("b", "unchanged", None, 0.0)],
+            ),
+        ];
+        let stored: Vec<RunRecord> = fixed
+            .iter()
+            .map(|r| crate::state::compact::compact(r).0)
+            .collect();
+        for h in [&fixed, &stored] {
+            let r = compute(h, 2, at(0), at(60));
+            assert_eq!((r.drift_events, r.repairs), (1, 1));
+            assert_eq!(r.mttr_seconds, Some(300.0));
+            assert_eq!(r.compliance_rate, Some(1.0));
+        }
 
         // A window that starts after everything sees nothing.
         let empty = compute(&history, 3, at(100), at(200));

@@ -3,8 +3,9 @@
 //! created on first use.
 
 use super::{
-    ChainBreak, ChainSummary, ChainedRun, GENESIS, Holder, JournalEntry, LOCK_POLL, RunRecord,
-    StateError, StateStore, StoredResource, chain_hash, verify_chain,
+    Anchor, ChainBreak, ChainSummary, ChainedRun, GENESIS, Holder, JournalEntry, LOCK_POLL, Pruned,
+    Retention, RunRecord, StateError, StateStore, StoredResource, chain_hash, compact,
+    verify_chain,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
@@ -43,11 +44,20 @@ fn migrations() -> Migrations<'static> {
                  value TEXT NOT NULL
              );",
         ),
+        // Content stored once per digest (state::compact).
+        M::up(
+            "CREATE TABLE blobs (
+                 sha256 TEXT PRIMARY KEY,
+                 body BLOB NOT NULL
+             );",
+        ),
     ])
 }
 
 /// The number of migrations this build knows.
-const SCHEMA_VERSION: usize = 3;
+const SCHEMA_VERSION: usize = 4;
+/// The `meta` key of the pruned history's [`Anchor`].
+const ANCHOR: &str = "anchor";
 /// How long one statement waits for another process's write transaction.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -218,6 +228,15 @@ impl SqliteStore {
         serde_json::from_str(text).map_err(|e| self.err(format!("{what} is not valid: {e}")))
     }
 
+    /// Where the history starts, if runs were pruned.
+    fn anchor(&self) -> Result<Option<Anchor>, StateError> {
+        self.record(
+            "the pruned history's anchor",
+            "SELECT value FROM meta WHERE key = ?1",
+            ANCHOR,
+        )
+    }
+
     /// The JSON record `sql` selects with `param`, if any, decoded.
     fn record<T: serde::de::DeserializeOwned>(
         &self,
@@ -353,6 +372,7 @@ impl StateStore for SqliteStore {
 
     fn append_run(&self, record: &RunRecord) -> Result<u64, StateError> {
         self.check_held()?;
+        let (stored, blobs) = compact::compact(record);
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let last: Option<(u64, String)> = tx
@@ -366,10 +386,17 @@ impl StateStore for SqliteStore {
                 Some((s, h)) => (s + 1, h),
                 None => (1, GENESIS.to_owned()),
             };
-            let hash = chain_hash(&prev, seq, record);
+            let hash = chain_hash(&prev, seq, &stored);
+            {
+                let mut put =
+                    tx.prepare("INSERT OR IGNORE INTO blobs (sha256, body) VALUES (?1, ?2)")?;
+                for b in &blobs {
+                    put.execute(params![b.sha256, b.body])?;
+                }
+            }
             tx.execute(
                 "INSERT INTO runs (seq, prev_hash, hash, record) VALUES (?1, ?2, ?3, ?4)",
-                params![seq, prev, hash, json(record)?],
+                params![seq, prev, hash, json(&stored)?],
             )?;
             tx.commit()?;
             Ok(seq)
@@ -386,13 +413,16 @@ impl StateStore for SqliteStore {
             })?
             .collect()
         })?;
+        let mut cache = std::collections::HashMap::new();
         rows.into_iter()
             .map(|(seq, prev_hash, hash, record)| {
+                let mut record = self.decode(&format!("run {seq}"), &record)?;
+                compact::load_steady(&mut record, &mut cache, self, seq)?;
                 Ok(ChainedRun {
                     seq,
                     prev_hash,
                     hash,
-                    record: self.decode(&format!("run {seq}"), &record)?,
+                    record,
                 })
             })
             .collect()
@@ -407,13 +437,116 @@ impl StateStore for SqliteStore {
             )
             .optional()
         })?;
-        let (prev_hash, hash, record) = row.ok_or(StateError::NoSuchRun(seq))?;
+        let Some((prev_hash, hash, record)) = row else {
+            return Err(match self.anchor()? {
+                Some(a) if seq <= a.seq => StateError::Pruned {
+                    seq,
+                    pruned_through: a.seq,
+                },
+                _ => StateError::NoSuchRun(seq),
+            });
+        };
+        let mut record = self.decode(&format!("run {seq}"), &record)?;
+        compact::load_steady(
+            &mut record,
+            &mut std::collections::HashMap::new(),
+            self,
+            seq,
+        )?;
         Ok(ChainedRun {
             seq,
             prev_hash,
             hash,
-            record: self.decode(&format!("run {seq}"), &record)?,
+            record,
         })
+    }
+
+    fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.with(|c| {
+            c.query_row("SELECT body FROM blobs WHERE sha256 = ?1", [sha256], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+    }
+
+    fn prune(&self, keep: Retention, now: std::time::SystemTime) -> Result<Pruned, StateError> {
+        self.check_held()?;
+        let before = keep
+            .age
+            .map(|a| now.checked_sub(a).unwrap_or(std::time::UNIX_EPOCH));
+        let anchor = self.anchor()?;
+        let pruned = self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let newest: Option<u64> =
+                tx.query_row("SELECT max(seq) FROM runs", [], |r| r.get(0))?;
+            let Some(newest) = newest else {
+                return Ok(None);
+            };
+            // The last run to prune: beyond the count, and every run older than the age
+            // from the front (a prefix only, so what is left stays one chain).
+            let mut cut = keep.runs.map_or(0, |n| newest.saturating_sub(n.max(1)));
+            if let Some(before) = before {
+                let mut stmt = tx.prepare(
+                    "SELECT seq, json_extract(record, '$.started_at') FROM runs
+                     WHERE seq > ?1 AND seq < ?2 ORDER BY seq LIMIT 256",
+                )?;
+                'walk: loop {
+                    let page: Vec<(u64, Option<String>)> = stmt
+                        .query_map(params![cut, newest], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<rusqlite::Result<_>>()?;
+                    if page.is_empty() {
+                        break;
+                    }
+                    for (seq, started) in page {
+                        let old = started
+                            .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+                            .is_some_and(|t| t < before);
+                        if !old {
+                            break 'walk;
+                        }
+                        cut = seq;
+                    }
+                }
+            }
+            let hash: Option<String> = tx
+                .query_row("SELECT hash FROM runs WHERE seq = ?1", [cut], |r| r.get(0))
+                .optional()?;
+            let Some(hash) = hash else {
+                return Ok(None);
+            };
+            let runs = tx.execute("DELETE FROM runs WHERE seq <= ?1", [cut])? as u64;
+            let anchor = Anchor {
+                seq: cut,
+                hash,
+                pruned: anchor.as_ref().map_or(0, |a| a.pruned) + runs,
+                pruned_at: super::now(),
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![ANCHOR, json(&anchor)?],
+            )?;
+            let blobs = tx.execute(
+                "DELETE FROM blobs WHERE sha256 NOT IN (
+                     SELECT json_extract(record, '$.snapshot_sha256') FROM runs
+                     WHERE json_extract(record, '$.snapshot_sha256') IS NOT NULL
+                     UNION
+                     SELECT json_extract(record, '$.steady.sha256') FROM runs
+                     WHERE json_extract(record, '$.steady.sha256') IS NOT NULL
+                 )",
+                [],
+            )? as u64;
+            tx.commit()?;
+            Ok(Some(Pruned {
+                runs,
+                blobs,
+                anchor: Some(anchor),
+            }))
+        })?;
+        Ok(pruned.unwrap_or(Pruned {
+            anchor,
+            ..Pruned::default()
+        }))
     }
 
     fn journal_begin(&self, entry: &JournalEntry) -> Result<(), StateError> {
@@ -483,7 +616,14 @@ impl StateStore for SqliteStore {
                 (seq, prev, hash, parsed)
             })
             .collect();
-        Ok(verify_chain(&decoded))
+        let anchor = self.anchor()?;
+        let check = |sha: &str| match self.blob(sha) {
+            Ok(Some(body)) if compact::digest(&body) == sha => Ok(()),
+            Ok(Some(_)) => Err("does not match its digest".to_owned()),
+            Ok(None) => Err("is missing".to_owned()),
+            Err(e) => Err(format!("cannot be read: {e}")),
+        };
+        Ok(verify_chain(&decoded, anchor.as_ref(), &check))
     }
 }
 
@@ -548,6 +688,95 @@ mod tests {
         .expect("insert");
         assert_ne!(prev, wrong_prev);
         assert_break(s.verify().expect("verify"), ChainBreak::Relinked { seq: 2 });
+    }
+
+    #[test]
+    fn stored_content_and_the_anchor_are_covered_by_the_chain() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("state.db");
+        let s = SqliteStore::open(&path).expect("open");
+        for _ in 0..4 {
+            s.append_run(&record("apply", "created")).expect("append");
+        }
+        let sha = s
+            .run(2)
+            .expect("run")
+            .record
+            .snapshot_sha256
+            .expect("by digest");
+        let raw = Connection::open(&path).expect("raw");
+        let body: Vec<u8> = raw
+            .query_row("SELECT body FROM blobs WHERE sha256 = ?1", [&sha], |r| {
+                r.get(0)
+            })
+            .expect("blob");
+        let text = String::from_utf8(body.clone()).expect("json");
+        assert!(text.contains("resources: []"), "{text}");
+
+        // The manifest every run shares, edited: the first run referring to it is named.
+        let forged = text.replace("resources: []", "resources: [evil]");
+        raw.execute(
+            "UPDATE blobs SET body = ?1 WHERE sha256 = ?2",
+            params![forged.as_bytes(), sha],
+        )
+        .expect("edit");
+        match s.verify().expect("verify") {
+            Err(ChainBreak::Blob {
+                seq: 1,
+                sha256,
+                message,
+            }) => {
+                assert_eq!(sha256, sha);
+                assert!(message.contains("does not match"), "{message}");
+            }
+            other => panic!("an edited blob: {other:?}"),
+        }
+        raw.execute("DELETE FROM blobs WHERE sha256 = ?1", [&sha])
+            .expect("delete");
+        match s.verify().expect("verify") {
+            Err(ChainBreak::Blob {
+                seq: 1, message, ..
+            }) => {
+                assert!(message.contains("missing"), "{message}")
+            }
+            other => panic!("a deleted blob: {other:?}"),
+        }
+        match crate::state::compact::expand(&s, 2, s.run(2).expect("run").record) {
+            Err(StateError::Blob { seq: 2, .. }) => {}
+            other => panic!("expanding without the blob: {other:?}"),
+        }
+        raw.execute(
+            "INSERT INTO blobs (sha256, body) VALUES (?1, ?2)",
+            params![sha, body],
+        )
+        .expect("restore");
+        assert_eq!(s.verify().expect("verify").map(|c| c.records), Ok(4));
+
+        // Pruned to an anchor: forging the anchor, or deleting the first run left, breaks
+        // the link of the first run left.
+        let keep = crate::state::Retention {
+            runs: Some(2),
+            age: None,
+        };
+        s.prune(keep, std::time::SystemTime::now()).expect("prune");
+        assert_eq!(s.verify().expect("verify").map(|c| c.records), Ok(2));
+        let anchor: String = raw
+            .query_row("SELECT value FROM meta WHERE key = 'anchor'", [], |r| {
+                r.get(0)
+            })
+            .expect("anchor");
+        let run2 = s.runs(10).expect("runs").pop().expect("run 3").prev_hash;
+        raw.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'anchor'",
+            [anchor.replace(&run2, GENESIS)],
+        )
+        .expect("forge");
+        assert_break(s.verify().expect("verify"), ChainBreak::Relinked { seq: 3 });
+        raw.execute("UPDATE meta SET value = ?1 WHERE key = 'anchor'", [&anchor])
+            .expect("restore");
+        raw.execute("DELETE FROM runs WHERE seq = 3", [])
+            .expect("delete");
+        assert_break(s.verify().expect("verify"), ChainBreak::Relinked { seq: 4 });
     }
 
     #[test]
