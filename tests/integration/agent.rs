@@ -667,6 +667,15 @@ fn the_agent_keeps_a_bounded_history_that_still_verifies() {
         })
         .expect("run 6");
     assert!(stored < 1024, "a converged run stored in {stored} bytes");
+    // The run read back whole: every resource counted in sync.
+    assert_eq!(
+        metric(
+            &agent.metrics(),
+            "tenet_agent_resources",
+            &["state=\"in_sync\""]
+        ),
+        3.0
+    );
     assert_eq!(agent.stop(), Some(0));
 }
 

@@ -1095,8 +1095,7 @@ fn account(lp: &mut Loop, rec: &RunRecord) {
     if let Some(rate) = lp.tally.compliance_rate() {
         lp.metrics.compliance.set(rate);
     }
-    let steady = rec.steady.as_ref().map_or(0, |s| s.count);
-    let (mut in_sync, mut drifted, mut failed) = (steady as i64, 0i64, 0i64);
+    let (mut in_sync, mut drifted, mut failed) = (0i64, 0i64, 0i64);
     for o in &rec.resources {
         match (o.outcome.as_str(), o.change.as_deref()) {
             ("drifted" | "missing", _) => drifted += 1,

@@ -69,6 +69,9 @@ pub struct AgentArgs {
     /// given replaces it).
     #[command(flatten)]
     keep: super::history::Keep,
+    /// Never prune the history (it grows by about 0.5 KB per converged run).
+    #[arg(long, conflicts_with_all = ["keep_runs", "keep_days"])]
+    keep_all: bool,
 }
 
 /// The agent's retention when none is given: a quarter of compliance history.
@@ -101,6 +104,7 @@ pub async fn execute(args: AgentArgs) -> anyhow::Result<u8> {
         retry_base: args.retry,
         parallelism: args.run.parallelism,
         keep: match args.keep.retention() {
+            _ if args.keep_all => crate::state::Retention::default(),
             k if k.is_set() => k,
             _ => crate::state::Retention {
                 runs: None,

@@ -102,7 +102,7 @@ pub struct Keep {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub keep_runs: Option<u64>,
     /// Keep the runs started in the last N days.
-    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36_500))]
     pub keep_days: Option<u64>,
 }
 
@@ -275,8 +275,7 @@ pub struct ShowArgs {
 
 pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
     let store = args.at.open()?;
-    let mut r = store.run(args.run)?;
-    r.record = crate::state::compact::expand(&*store, r.seq, r.record)?;
+    let r = store.run(args.run)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(0);

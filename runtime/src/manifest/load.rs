@@ -163,7 +163,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
 
     let mut trusted_keys = Vec::new();
     let mut providers = BTreeMap::new();
-    let mut policy: Option<crate::policy::PolicyConfig> = None;
+    let mut policy: Option<super::policy::PolicyConfig> = None;
     for doc in &docs {
         if let Some(v) = doc.value.get("policy") {
             match &policy {
@@ -178,11 +178,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
                             .unwrap_or_default()
                     ),
                 ),
-                None => {
-                    policy = Some(crate::policy::config::parse(
-                        v, &doc.spans, &base_dir, &mut diags,
-                    ))
-                }
+                None => policy = Some(super::policy::parse(v, &doc.spans, &base_dir, &mut diags)),
             }
         }
     }

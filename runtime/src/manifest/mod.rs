@@ -12,6 +12,7 @@ pub mod data;
 pub mod expr;
 pub(crate) mod load;
 mod module;
+pub mod policy;
 pub mod protect;
 pub mod refs;
 pub mod scrub;
@@ -116,7 +117,7 @@ pub struct Manifest {
     /// with each run, so a rollback renders what that run rendered).
     pub template_files: BTreeMap<String, String>,
     /// `policy:`, when the manifest configures its policies.
-    pub policy: Option<crate::policy::PolicyConfig>,
+    pub policy: Option<policy::PolicyConfig>,
 }
 
 /// Where a provider's component comes from.

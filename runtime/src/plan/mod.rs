@@ -5,6 +5,7 @@
 //! `plan --json`); `format_version` changes whenever the format does.
 
 pub mod file;
+pub mod policy;
 
 use crate::provider::{Action, FieldChange};
 use serde::{Deserialize, Serialize};
@@ -36,7 +37,7 @@ pub struct Plan {
     pub summary: Summary,
     /// What the manifest's policies decided: the preflight stage, then the plan stage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub policy: Vec<crate::policy::Decision>,
+    pub policy: Vec<policy::Decision>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,7 +202,7 @@ impl Summary {
 impl Plan {
     /// Whether a policy result stops this plan from being applied.
     pub fn denied(&self) -> bool {
-        self.policy.iter().any(crate::policy::Decision::blocked)
+        self.policy.iter().any(policy::Decision::blocked)
     }
 
     pub fn has_changes(&self) -> bool {

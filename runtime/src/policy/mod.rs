@@ -16,12 +16,12 @@
 //!
 //! This module is the only one that knows `regorus`.
 
-pub mod config;
 pub mod input;
 pub mod test;
 pub mod waiver;
 
-pub use config::{Level, PolicyConfig};
+pub use crate::manifest::policy::PolicyConfig;
+pub use crate::plan::policy::{Decision, Level, Outcome, Override, PolicyResult, Stage};
 
 use crate::diag::{Diagnostics, Location};
 use serde::{Deserialize, Serialize};
@@ -117,120 +117,6 @@ pub struct Policies {
     pub waivers: Vec<waiver::Waiver>,
     /// What the operator overrides in this run (soft-mandatory rules only).
     pub overrides: Vec<Override>,
-}
-
-/// Which stage a decision is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    /// The manifest and its grants, before any provider runs.
-    Preflight,
-    /// The plan.
-    Plan,
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Stage::Preflight => "preflight",
-            Stage::Plan => "plan",
-        })
-    }
-}
-
-/// What a result means for the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Denied,
-    Warning,
-    /// A denial an `exception` rule exempts.
-    Excepted,
-    /// A denial a live waiver covers (`waiver` says which).
-    Waived,
-    /// A soft-mandatory denial overridden for this run (`overridden` says by whom, why).
-    Overridden,
-}
-
-/// `--override-policy RULE --reason TEXT`: who let a soft-mandatory denial pass, why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Override {
-    /// `package.rule`, or a result `id`.
-    pub rule: String,
-    pub reason: String,
-    pub user: String,
-    pub host: String,
-    /// RFC 3339, UTC.
-    pub at: String,
-}
-
-/// One result of one rule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PolicyResult {
-    pub stage: Stage,
-    pub outcome: Outcome,
-    pub level: Level,
-    /// `package.rule`.
-    pub rule: String,
-    /// Where the rule is (`policy/x.rego:3:1`).
-    pub rule_location: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    pub msg: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
-    /// A JSON pointer into the resource's properties (or the provider's declaration).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// The manifest place it is about (`tenet.yaml:12:9`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-    /// Any other fields of the result object.
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub metadata: Map<String, Value>,
-    /// The waiver that covers it, as written.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub waiver: Option<Box<waiver::Waiver>>,
-    /// The override that let it pass.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overridden: Option<Override>,
-}
-
-impl PolicyResult {
-    /// Whether it stops the run: a denial that is not advisory.
-    pub fn blocks(&self) -> bool {
-        self.outcome == Outcome::Denied && self.level != Level::Advisory
-    }
-}
-
-/// The outcome of evaluating a policy set at one stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Decision {
-    pub stage: Stage,
-    /// The policy set's digest.
-    pub set_sha256: String,
-    /// Rules evaluated.
-    pub rules: usize,
-    pub files: Vec<String>,
-    /// Sorted by (location, rule, message).
-    pub results: Vec<PolicyResult>,
-    /// Which waivers covered a result at this stage, and which did not.
-    #[serde(default)]
-    pub waivers: waiver::Applied,
-    pub elapsed_ms: u64,
-}
-
-impl Decision {
-    /// Whether a result stops the run.
-    pub fn blocked(&self) -> bool {
-        self.results.iter().any(PolicyResult::blocks)
-    }
-
-    pub fn count(&self, outcome: Outcome) -> usize {
-        self.results.iter().filter(|r| r.outcome == outcome).count()
-    }
 }
 
 /// Why a policy set could not decide: the run stops (fail closed).

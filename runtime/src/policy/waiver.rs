@@ -21,51 +21,27 @@
 use super::{Level, Outcome, PolicyResult, RuleInfo};
 use crate::diag::{Diagnostics, Location};
 use crate::manifest::yaml::{self, Spans};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-/// Default longest lifetime of a waiver, from `created` to `expires`.
-pub const DEFAULT_MAX_WAIVER_DAYS: u64 = 90;
+pub use crate::manifest::policy::DEFAULT_MAX_WAIVER_DAYS;
+pub use crate::plan::policy::{Applied, Waiver};
 /// The file a policy directory holds its waivers in.
 pub const FILE: &str = "waivers.yaml";
 /// A waiver this close to its expiry is reported as expiring.
 pub const EXPIRING_SOON: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// One waiver, as written.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Waiver {
-    pub id: String,
-    /// `package.rule`, or a result `id`.
-    pub rule: String,
-    /// Resource id globs (empty: see `providers`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub resources: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub providers: Vec<String>,
-    pub reason: String,
-    pub approved_by: String,
-    pub created: String,
-    pub expires: String,
-    /// Where it is written.
-    pub location: String,
-    /// Whether it had expired when the run started.
-    pub expired: bool,
-}
-
-impl Waiver {
-    /// Whether it covers `r` (whatever its expiry).
-    fn covers(&self, r: &PolicyResult) -> bool {
-        let rule = self.rule == r.rule || r.id.as_deref() == Some(self.rule.as_str());
-        let subject = match (&r.resource, &r.provider) {
-            (Some(res), _) => self.resources.iter().any(|g| glob(g, res)),
-            (None, Some(p)) => self.providers.iter().any(|n| n == p),
-            // A plan-level result: a waiver naming neither resources nor providers.
-            (None, None) => self.resources.is_empty() && self.providers.is_empty(),
-        };
-        rule && subject
-    }
+/// Whether `w` covers `r` (whatever its expiry).
+fn covers(w: &Waiver, r: &PolicyResult) -> bool {
+    let rule = w.rule == r.rule || r.id.as_deref() == Some(w.rule.as_str());
+    let subject = match (&r.resource, &r.provider) {
+        (Some(res), _) => w.resources.iter().any(|g| glob(g, res)),
+        (None, Some(p)) => w.providers.iter().any(|n| n == p),
+        // A plan-level result: a waiver naming neither resources nor providers.
+        (None, None) => w.resources.is_empty() && w.providers.is_empty(),
+    };
+    rule && subject
 }
 
 /// `*` and `?` globs over resource ids.
@@ -272,23 +248,13 @@ fn one(
     })
 }
 
-/// What applying the waivers to a decision found besides the results themselves.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Applied {
-    /// Waivers that covered a result in this run.
-    pub used: Vec<String>,
-    /// Waivers that covered nothing (a warning: a stale exception hides nothing, and
-    /// should go).
-    pub unused: Vec<String>,
-}
-
 /// Waive what the waivers cover: a denial that a live waiver covers becomes
 /// `waived` (with the waiver's text); one an expired waiver would cover stays denied,
 /// and its message says which waiver expired.
 pub fn apply(waivers: &[Waiver], results: &mut [PolicyResult]) -> Applied {
     let mut used = std::collections::BTreeSet::new();
     for r in results.iter_mut().filter(|r| r.outcome == Outcome::Denied) {
-        let Some(w) = waivers.iter().find(|w| w.covers(r)) else {
+        let Some(w) = waivers.iter().find(|w| covers(w, r)) else {
             continue;
         };
         used.insert(w.id.clone());

@@ -43,7 +43,7 @@ pub fn rollback_target(
             "refusing to roll back to run {run_id}: the history does not verify up to it: {broken}; see `tenet audit verify`"
         ));
     }
-    let record = crate::state::compact::expand(&*store, run_id, store.run(run_id)?.record)?;
+    let record = store.run(run_id)?.record;
     if !matches!(record.command.as_str(), "apply" | "rollback") {
         return refuse(format!(
             "run {run_id} is a {}, which applied nothing: roll back to an apply (see `tenet history`)",

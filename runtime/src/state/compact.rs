@@ -11,10 +11,11 @@
 //! each kept once per digest in the backend's blob store. The chain hash covers the
 //! stored record, digests included, and verifying the chain checks every blob against its
 //! digest, so nothing becomes editable by moving it out of the record. Backends call
-//! [`compact`] when appending and [`load_steady`] when reading; [`expand`] gives back the
-//! record as it was appended (for rollback and `history show`).
+//! [`compact`] when appending, [`load_steady`] when listing runs (their figures need the
+//! count and ids only) and [`expand`] when reading one run (it is given back as it was
+//! appended: for `show`, rollback, the agent).
 
-use super::{ResourceOutcome, RunRecord, StateError, StateStore};
+use super::{ResourceOutcome, RunRecord, StateError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -56,15 +57,29 @@ pub fn digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Where a backend reads blobs from while it reads a record (within the same read
+/// transaction, so a record and its blobs are seen as of one moment).
+pub type BlobSource<'a> = dyn Fn(&str) -> Result<Option<Vec<u8>>, StateError> + 'a;
+
 /// The snapshot key kept in the record itself: facts change from run to run.
 const INLINE: &str = "facts";
 
-/// Whether `o` says nothing but "as desired" (then it is only counted).
+/// Whether `o` says nothing but "as desired" (then it is only counted). Every field is
+/// named: one added later must be decided on here, or it would be dropped unseen.
 fn is_steady(o: &ResourceOutcome) -> bool {
-    matches!(o.outcome.as_str(), "unchanged" | "in_sync")
-        && o.error.is_none()
-        && o.change.is_none()
-        && o.changed_fields.is_empty()
+    let ResourceOutcome {
+        id: _,
+        type_name: _,
+        outcome,
+        changed_fields,
+        error,
+        duration_ms: _,
+        change,
+    } = o;
+    matches!(outcome.as_str(), "unchanged" | "in_sync")
+        && error.is_none()
+        && change.is_none()
+        && changed_fields.is_empty()
 }
 
 /// `record` as stored, and the blobs it refers to. A record already compact (or with
@@ -159,7 +174,7 @@ pub fn references(record: &RunRecord) -> impl Iterator<Item = &str> {
 pub fn load_steady(
     record: &mut RunRecord,
     cache: &mut HashMap<String, Arc<BTreeMap<String, String>>>,
-    store: &dyn StateStore,
+    blob: &BlobSource<'_>,
     seq: u64,
 ) -> Result<(), StateError> {
     let Some(s) = &mut record.steady else {
@@ -169,9 +184,7 @@ pub fn load_steady(
         s.ids = ids.clone();
         return Ok(());
     }
-    let body = store
-        .blob(&s.sha256)?
-        .ok_or_else(|| missing(seq, &s.sha256))?;
+    let body = blob(&s.sha256)?.ok_or_else(|| missing(seq, &s.sha256))?;
     let ids: BTreeMap<String, String> =
         serde_json::from_slice(&body).map_err(|e| unreadable(seq, &s.sha256, e))?;
     let ids = Arc::new(ids);
@@ -200,12 +213,12 @@ fn unreadable(seq: u64, sha: &str, e: impl std::fmt::Display) -> StateError {
 /// and each resource found as desired listed again (after the others, by id, with no
 /// duration: only the count and ids were kept).
 pub fn expand(
-    store: &dyn StateStore,
     seq: u64,
     mut record: RunRecord,
+    blob: &BlobSource<'_>,
 ) -> Result<RunRecord, StateError> {
     if let Some(sha) = record.snapshot_sha256.take() {
-        let body = store.blob(&sha)?.ok_or_else(|| missing(seq, &sha))?;
+        let body = blob(&sha)?.ok_or_else(|| missing(seq, &sha))?;
         let mut shared: Value =
             serde_json::from_slice(&body).map_err(|e| unreadable(seq, &sha, e))?;
         if let (Some(map), Value::Object(inline)) = (
@@ -216,20 +229,17 @@ pub fn expand(
         }
         record.manifest_snapshot = shared;
     }
+    if record
+        .steady
+        .as_ref()
+        .is_some_and(|s| s.ids.len() != s.count)
+    {
+        load_steady(&mut record, &mut HashMap::new(), blob, seq)?;
+    }
     if let Some(s) = record.steady.take() {
-        let ids = if s.ids.len() == s.count {
-            s.ids
-        } else {
-            let mut one = RunRecord {
-                steady: Some(s.clone()),
-                ..record.clone()
-            };
-            load_steady(&mut one, &mut HashMap::new(), store, seq)?;
-            one.steady.map(|s| s.ids).unwrap_or_default()
-        };
         record
             .resources
-            .extend(ids.iter().map(|(id, type_name)| ResourceOutcome {
+            .extend(s.ids.iter().map(|(id, type_name)| ResourceOutcome {
                 id: id.clone(),
                 type_name: type_name.clone(),
                 outcome: s.outcome.clone(),

@@ -283,7 +283,7 @@ pub struct RunRecord {
     /// What the policies decided about the run (absent when there are none, so older
     /// records hash as they did).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub policy: Vec<crate::policy::Decision>,
+    pub policy: Vec<crate::plan::policy::Decision>,
 }
 
 /// A run in the history: its sequence number and place in the hash chain.
@@ -407,6 +407,7 @@ pub fn verify_chain(
 ) -> Result<ChainSummary, ChainBreak> {
     let mut prev = anchor.map_or_else(|| GENESIS.to_owned(), |a| a.hash.clone());
     let mut checked = std::collections::HashSet::new();
+    let mut first_after_anchor = anchor.map(|a| a.seq + 1);
     for (seq, prev_hash, hash, record) in runs {
         let record = record.as_ref().map_err(|message| ChainBreak::Unreadable {
             seq: *seq,
@@ -415,7 +416,8 @@ pub fn verify_chain(
         if chain_hash(prev_hash, *seq, record) != *hash {
             return Err(ChainBreak::Edited { seq: *seq });
         }
-        if *prev_hash != prev {
+        // After pruning, the first run left must be the one after the anchor.
+        if *prev_hash != prev || first_after_anchor.take().is_some_and(|s| s != *seq) {
             return Err(ChainBreak::Relinked { seq: *seq });
         }
         for sha in compact::references(record) {
@@ -490,9 +492,11 @@ pub trait StateStore: Send + Sync {
     /// sequence number.
     fn append_run(&self, record: &RunRecord) -> Result<u64, StateError>;
     /// The last `limit` runs, newest first, as stored ([`compact`]: the steady
-    /// resources as a count with their ids loaded, the snapshot by digest).
+    /// resources as a count with their ids loaded, the snapshot by digest), each list
+    /// read as of one moment.
     fn runs(&self, limit: usize) -> Result<Vec<ChainedRun>, StateError>;
-    /// One run as stored; [`compact::expand`] gives it back as appended.
+    /// One run, whole, as it was appended ([`compact::expand`]); its hash is that of
+    /// the stored form. A pruned one is [`StateError::Pruned`].
     fn run(&self, seq: u64) -> Result<ChainedRun, StateError>;
     /// Content a stored run refers to, by hex sha256.
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StateError>;

@@ -230,11 +230,37 @@ impl SqliteStore {
 
     /// Where the history starts, if runs were pruned.
     fn anchor(&self) -> Result<Option<Anchor>, StateError> {
-        self.record(
-            "the pruned history's anchor",
-            "SELECT value FROM meta WHERE key = ?1",
-            ANCHOR,
-        )
+        self.read(|tx| self.anchor_in(tx))
+    }
+
+    fn anchor_in(&self, c: &Connection) -> Result<Option<Anchor>, StateError> {
+        let text: Option<String> = c
+            .query_row("SELECT value FROM meta WHERE key = ?1", [ANCHOR], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        text.map(|t| self.decode("the pruned history's anchor", &t))
+            .transpose()
+    }
+
+    fn blob_in(&self, c: &Connection, sha256: &str) -> Result<Option<Vec<u8>>, StateError> {
+        c.query_row("SELECT body FROM blobs WHERE sha256 = ?1", [sha256], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(|e| self.err(e))
+    }
+
+    /// Reads that see one state of the database: one deferred transaction, so whatever
+    /// commits meanwhile (an append, a prune) is seen whole or not at all.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StateError>,
+    ) -> Result<T, StateError> {
+        let mut conn = self.conn.lock().map_err(|_| self.err("poisoned lock"))?;
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        f(&tx)
     }
 
     /// The JSON record `sql` selects with `param`, if any, decoded.
@@ -404,70 +430,68 @@ impl StateStore for SqliteStore {
     }
 
     fn runs(&self, limit: usize) -> Result<Vec<ChainedRun>, StateError> {
-        let rows: Vec<(u64, String, String, String)> = self.with(|c| {
-            let mut stmt = c.prepare(
-                "SELECT seq, prev_hash, hash, record FROM runs ORDER BY seq DESC LIMIT ?1",
-            )?;
-            stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect()
-        })?;
-        let mut cache = std::collections::HashMap::new();
-        rows.into_iter()
-            .map(|(seq, prev_hash, hash, record)| {
-                let mut record = self.decode(&format!("run {seq}"), &record)?;
-                compact::load_steady(&mut record, &mut cache, self, seq)?;
-                Ok(ChainedRun {
-                    seq,
-                    prev_hash,
-                    hash,
-                    record,
+        self.read(|tx| {
+            let rows: Vec<(u64, String, String, String)> = {
+                let mut stmt = tx
+                    .prepare(
+                        "SELECT seq, prev_hash, hash, record FROM runs ORDER BY seq DESC LIMIT ?1",
+                    )
+                    .map_err(|e| self.err(e))?;
+                stmt.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
-            })
-            .collect()
+                .and_then(Iterator::collect)
+                .map_err(|e| self.err(e))?
+            };
+            let blob = |sha: &str| self.blob_in(tx, sha);
+            let mut cache = std::collections::HashMap::new();
+            rows.into_iter()
+                .map(|(seq, prev_hash, hash, record)| {
+                    let mut record = self.decode(&format!("run {seq}"), &record)?;
+                    compact::load_steady(&mut record, &mut cache, &blob, seq)?;
+                    Ok(ChainedRun {
+                        seq,
+                        prev_hash,
+                        hash,
+                        record,
+                    })
+                })
+                .collect()
+        })
     }
 
     fn run(&self, seq: u64) -> Result<ChainedRun, StateError> {
-        let row: Option<(String, String, String)> = self.with(|c| {
-            c.query_row(
-                "SELECT prev_hash, hash, record FROM runs WHERE seq = ?1",
-                [seq],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()
-        })?;
-        let Some((prev_hash, hash, record)) = row else {
-            return Err(match self.anchor()? {
-                Some(a) if seq <= a.seq => StateError::Pruned {
-                    seq,
-                    pruned_through: a.seq,
-                },
-                _ => StateError::NoSuchRun(seq),
-            });
-        };
-        let mut record = self.decode(&format!("run {seq}"), &record)?;
-        compact::load_steady(
-            &mut record,
-            &mut std::collections::HashMap::new(),
-            self,
-            seq,
-        )?;
-        Ok(ChainedRun {
-            seq,
-            prev_hash,
-            hash,
-            record,
+        self.read(|tx| {
+            let row: Option<(String, String, String)> = tx
+                .query_row(
+                    "SELECT prev_hash, hash, record FROM runs WHERE seq = ?1",
+                    [seq],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            let Some((prev_hash, hash, record)) = row else {
+                return Err(match self.anchor_in(tx)? {
+                    Some(a) if seq <= a.seq => StateError::Pruned {
+                        seq,
+                        pruned_through: a.seq,
+                    },
+                    _ => StateError::NoSuchRun(seq),
+                });
+            };
+            let record = self.decode(&format!("run {seq}"), &record)?;
+            let blob = |sha: &str| self.blob_in(tx, sha);
+            Ok(ChainedRun {
+                seq,
+                prev_hash,
+                hash,
+                record: compact::expand(seq, record, &blob)?,
+            })
         })
     }
 
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StateError> {
-        self.with(|c| {
-            c.query_row("SELECT body FROM blobs WHERE sha256 = ?1", [sha256], |r| {
-                r.get(0)
-            })
-            .optional()
-        })
+        self.read(|tx| self.blob_in(tx, sha256))
     }
 
     fn prune(&self, keep: Retention, now: std::time::SystemTime) -> Result<Pruned, StateError> {
@@ -475,9 +499,16 @@ impl StateStore for SqliteStore {
         let before = keep
             .age
             .map(|a| now.checked_sub(a).unwrap_or(std::time::UNIX_EPOCH));
-        let anchor = self.anchor()?;
         let pruned = self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let before_now: Option<u64> = tx
+                .query_row(
+                    "SELECT json_extract(value, '$.pruned') FROM meta WHERE key = ?1",
+                    [ANCHOR],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
             let newest: Option<u64> =
                 tx.query_row("SELECT max(seq) FROM runs", [], |r| r.get(0))?;
             let Some(newest) = newest else {
@@ -519,7 +550,7 @@ impl StateStore for SqliteStore {
             let anchor = Anchor {
                 seq: cut,
                 hash,
-                pruned: anchor.as_ref().map_or(0, |a| a.pruned) + runs,
+                pruned: before_now.unwrap_or(0) + runs,
                 pruned_at: super::now(),
             };
             tx.execute(
@@ -543,10 +574,13 @@ impl StateStore for SqliteStore {
                 anchor: Some(anchor),
             }))
         })?;
-        Ok(pruned.unwrap_or(Pruned {
-            anchor,
-            ..Pruned::default()
-        }))
+        match pruned {
+            Some(p) => Ok(p),
+            None => Ok(Pruned {
+                anchor: self.anchor()?,
+                ..Pruned::default()
+            }),
+        }
     }
 
     fn journal_begin(&self, entry: &JournalEntry) -> Result<(), StateError> {
@@ -603,11 +637,31 @@ impl StateStore for SqliteStore {
     }
 
     fn verify(&self) -> Result<Result<ChainSummary, ChainBreak>, StateError> {
-        let rows: Vec<(u64, String, String, String)> = self.with(|c| {
-            let mut stmt =
-                c.prepare("SELECT seq, prev_hash, hash, record FROM runs ORDER BY seq")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect()
+        // One read transaction: a prune or an append committing meanwhile is seen whole
+        // or not at all (never a pruned prefix with the old anchor, or a collected blob).
+        let (rows, anchor, digests) = self.read(|tx| {
+            let q = |e| self.err(e);
+            let rows: Vec<(u64, String, String, String)> = {
+                let mut stmt = tx
+                    .prepare("SELECT seq, prev_hash, hash, record FROM runs ORDER BY seq")
+                    .map_err(q)?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                    .and_then(Iterator::collect)
+                    .map_err(q)?
+            };
+            // What each stored blob's content hashes to (GC leaves only referenced ones).
+            let digests: std::collections::HashMap<String, String> = {
+                let mut stmt = tx.prepare("SELECT sha256, body FROM blobs").map_err(q)?;
+                stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        compact::digest(&r.get::<_, Vec<u8>>(1)?),
+                    ))
+                })
+                .and_then(Iterator::collect)
+                .map_err(q)?
+            };
+            Ok((rows, self.anchor_in(tx)?, digests))
         })?;
         let decoded: Vec<_> = rows
             .into_iter()
@@ -616,12 +670,10 @@ impl StateStore for SqliteStore {
                 (seq, prev, hash, parsed)
             })
             .collect();
-        let anchor = self.anchor()?;
-        let check = |sha: &str| match self.blob(sha) {
-            Ok(Some(body)) if compact::digest(&body) == sha => Ok(()),
-            Ok(Some(_)) => Err("does not match its digest".to_owned()),
-            Ok(None) => Err("is missing".to_owned()),
-            Err(e) => Err(format!("cannot be read: {e}")),
+        let check = |sha: &str| match digests.get(sha) {
+            Some(found) if found == sha => Ok(()),
+            Some(_) => Err("does not match its digest".to_owned()),
+            None => Err("is missing".to_owned()),
         };
         Ok(verify_chain(&decoded, anchor.as_ref(), &check))
     }
@@ -698,11 +750,10 @@ mod tests {
         for _ in 0..4 {
             s.append_run(&record("apply", "created")).expect("append");
         }
-        let sha = s
-            .run(2)
-            .expect("run")
+        let sha = s.runs(1).expect("runs")[0]
             .record
             .snapshot_sha256
+            .clone()
             .expect("by digest");
         let raw = Connection::open(&path).expect("raw");
         let body: Vec<u8> = raw
@@ -741,9 +792,9 @@ mod tests {
             }
             other => panic!("a deleted blob: {other:?}"),
         }
-        match crate::state::compact::expand(&s, 2, s.run(2).expect("run").record) {
+        match s.run(2) {
             Err(StateError::Blob { seq: 2, .. }) => {}
-            other => panic!("expanding without the blob: {other:?}"),
+            other => panic!("reading a run without its blob: {other:?}"),
         }
         raw.execute(
             "INSERT INTO blobs (sha256, body) VALUES (?1, ?2)",
@@ -772,11 +823,86 @@ mod tests {
         )
         .expect("forge");
         assert_break(s.verify().expect("verify"), ChainBreak::Relinked { seq: 3 });
+        // An anchor claiming fewer runs pruned than were: the first run left is not the
+        // one after it.
+        raw.execute(
+            "UPDATE meta SET value = json_set(value, '$.seq', 1) WHERE key = 'anchor'",
+            [],
+        )
+        .expect("forge");
+        assert_break(s.verify().expect("verify"), ChainBreak::Relinked { seq: 3 });
         raw.execute("UPDATE meta SET value = ?1 WHERE key = 'anchor'", [&anchor])
             .expect("restore");
+        assert_eq!(s.verify().expect("verify").map(|c| c.records), Ok(2));
         raw.execute("DELETE FROM runs WHERE seq = 3", [])
             .expect("delete");
         assert_break(s.verify().expect("verify"), ChainBreak::Relinked { seq: 4 });
+    }
+
+    #[test]
+    fn a_state_from_before_compaction_still_verifies_and_prunes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("state.db");
+        // Schema 3, with two records as they were stored then: whole.
+        let mut raw = Connection::open(&path).expect("raw");
+        migrations().to_version(&mut raw, 3).expect("schema 3");
+        let mut prev = GENESIS.to_owned();
+        for seq in 1..=2u64 {
+            let mut old = record("apply", "unchanged");
+            old.resources[0].changed_fields.clear();
+            old.resources[0].change = None;
+            let hash = chain_hash(&prev, seq, &old);
+            raw.execute(
+                "INSERT INTO runs (seq, prev_hash, hash, record) VALUES (?1, ?2, ?3, ?4)",
+                params![seq, prev, hash, serde_json::to_string(&old).expect("json")],
+            )
+            .expect("old record");
+            prev = hash;
+        }
+        let s = SqliteStore::open(&path).expect("migrates");
+        assert_eq!(s.verify().expect("verify").map(|c| c.records), Ok(2));
+        let whole = s.run(1).expect("run 1").record;
+        assert_eq!(whole.resources.len(), 1, "read as written");
+        assert!(whole.steady.is_none() && whole.snapshot_sha256.is_none());
+        s.append_run(&record("apply", "unchanged")).expect("append");
+        let newest = &s.runs(1).expect("runs")[0].record;
+        assert!(newest.snapshot_sha256.is_some(), "new runs are stored compactly");
+        let keep = crate::state::Retention {
+            runs: Some(1),
+            age: None,
+        };
+        let pruned = s.prune(keep, std::time::SystemTime::now()).expect("prune");
+        assert_eq!(pruned.runs, 2);
+        assert_eq!(s.verify().expect("verify").map(|c| c.records), Ok(1));
+    }
+
+    #[test]
+    fn pruning_by_age_walks_past_one_page_of_runs() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = SqliteStore::open(&dir.path().join("state.db")).expect("open");
+        // 600 runs a minute apart from 2026-12-01, then one a week later.
+        let start = humantime::parse_rfc3339("2026-12-01T00:00:00Z").expect("time");
+        let at = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+        for i in 0..600u64 {
+            let mut r = record("apply", "created");
+            r.started_at = at(start + Duration::from_secs(60 * i));
+            s.append_run(&r).expect("append");
+        }
+        let mut last = record("apply", "created");
+        last.started_at = at(start + Duration::from_secs(7 * 86_400));
+        s.append_run(&last).expect("append");
+        // Keep a day back from a week after the start: only the last run.
+        let keep = crate::state::Retention {
+            runs: None,
+            age: Some(Duration::from_secs(86_400)),
+        };
+        let now = start + Duration::from_secs(7 * 86_400);
+        let pruned = s.prune(keep, now).expect("prune");
+        assert_eq!(
+            (pruned.runs, pruned.anchor.map(|a| a.seq)),
+            (600, Some(600))
+        );
+        assert_eq!(s.verify().expect("verify").map(|c| c.records), Ok(1));
     }
 
     #[test]

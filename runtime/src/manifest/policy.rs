@@ -12,9 +12,9 @@
 //!   timeout: 5s                          # the whole evaluation of one stage
 //! ```
 
+use super::yaml::Spans;
 use crate::diag::{Diagnostics, Location};
-use crate::manifest::yaml::Spans;
-use serde::{Deserialize, Serialize};
+use crate::plan::policy::Level;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,41 +28,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// plan, low enough that a runaway plan cannot take the host's memory through policies.
 pub const DEFAULT_MAX_INPUT_BYTES: u64 = 256 * 1024 * 1024;
 
+/// Default longest lifetime of a waiver, from `created` to `expires`
+/// (`max_waiver_days`).
+pub const DEFAULT_MAX_WAIVER_DAYS: u64 = 90;
+
 /// Longest `timeout` accepted.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// How a denial is enforced (Sentinel's levels).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Level {
-    /// Reported, never blocks (the default of `warn` rules).
-    Advisory,
-    /// Blocks unless overridden with a recorded reason (the default of `deny` rules).
-    SoftMandatory,
-    /// Blocks; never overridden or waived.
-    HardMandatory,
-}
-
-impl Level {
-    fn parse(text: &str) -> Option<Level> {
-        Some(match text {
-            "advisory" => Level::Advisory,
-            "soft-mandatory" => Level::SoftMandatory,
-            "hard-mandatory" => Level::HardMandatory,
-            _ => return None,
-        })
-    }
-}
-
-impl std::fmt::Display for Level {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Level::Advisory => "advisory",
-            Level::SoftMandatory => "soft-mandatory",
-            Level::HardMandatory => "hard-mandatory",
-        })
-    }
-}
 
 /// A manifest's policy configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +65,7 @@ impl PolicyConfig {
     /// The manifest's policy configuration: its `policy:` section, or — without one —
     /// `policy/` beside it when that exists. Files are named under the manifest's
     /// directory as the operator named it.
-    pub fn of(m: &crate::manifest::Manifest) -> Option<PolicyConfig> {
+    pub fn of(m: &super::Manifest) -> Option<PolicyConfig> {
         let mut config = m
             .policy
             .clone()
@@ -120,7 +91,7 @@ impl PolicyConfig {
             levels: BTreeMap::new(),
             params: Value::Object(Default::default()),
             timeout: DEFAULT_TIMEOUT,
-            max_waiver_days: super::waiver::DEFAULT_MAX_WAIVER_DAYS,
+            max_waiver_days: DEFAULT_MAX_WAIVER_DAYS,
             max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
             location: None,
         })
@@ -161,7 +132,7 @@ pub fn parse(
         levels: BTreeMap::new(),
         params: Value::Object(Default::default()),
         timeout: DEFAULT_TIMEOUT,
-        max_waiver_days: super::waiver::DEFAULT_MAX_WAIVER_DAYS,
+        max_waiver_days: DEFAULT_MAX_WAIVER_DAYS,
         max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
         location: Some(location.clone()),
     };
@@ -182,7 +153,7 @@ pub fn parse(
                     for (i, item) in items.iter().enumerate() {
                         match item.as_str() {
                             Some(p) if !p.is_empty() => {
-                                cfg.paths.push(crate::manifest::load::absolute(base_dir, Path::new(p)));
+                                cfg.paths.push(super::load::absolute(base_dir, Path::new(p)));
                                 cfg.shown.push(p.to_owned());
                             }
                             _ => diags.error(
@@ -200,7 +171,7 @@ pub fn parse(
             "levels" => match v.as_object() {
                 Some(levels) => {
                     for (name, level) in levels {
-                        let place = spans.value(&format!("{at}/{}", crate::manifest::yaml::escape(name)));
+                        let place = spans.value(&format!("{at}/{}", super::yaml::escape(name)));
                         match level.as_str().and_then(Level::parse) {
                             Some(l) => {
                                 cfg.levels.insert(name.clone(), l);
