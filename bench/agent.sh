@@ -96,8 +96,11 @@ db = f"{d}/.tenet/state.db"
 def size():
     c = sqlite3.connect(db, timeout=30)
     c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    stored = c.execute("SELECT (SELECT coalesce(sum(length(record)), 0) FROM runs)"
-                       " + (SELECT coalesce(sum(length(body)), 0) FROM blobs)").fetchone()[0]
+    # (A Tenet from before bounded history has no blobs table: compare the two.)
+    blobs = c.execute("SELECT count(*) FROM sqlite_master WHERE name = 'blobs'").fetchone()[0]
+    stored = c.execute("SELECT coalesce(sum(length(record)), 0) FROM runs").fetchone()[0]
+    if blobs:
+        stored += c.execute("SELECT coalesce(sum(length(body)), 0) FROM blobs").fetchone()[0]
     c.close()
     return os.path.getsize(db), stored
 k = 20
