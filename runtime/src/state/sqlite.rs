@@ -866,7 +866,10 @@ mod tests {
         assert!(whole.steady.is_none() && whole.snapshot_sha256.is_none());
         s.append_run(&record("apply", "unchanged")).expect("append");
         let newest = &s.runs(1).expect("runs")[0].record;
-        assert!(newest.snapshot_sha256.is_some(), "new runs are stored compactly");
+        assert!(
+            newest.snapshot_sha256.is_some(),
+            "new runs are stored compactly"
+        );
         let keep = crate::state::Retention {
             runs: Some(1),
             age: None,
