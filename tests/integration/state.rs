@@ -842,3 +842,134 @@ fn history_is_stored_once_per_digest_and_pruned_to_an_anchor() {
     ok(&o);
     has(&stdout(&o), "History intact: 1 runs after 5 pruned");
 }
+
+/// A schema of its own on the test PostgreSQL server (`TENET_TEST_PG_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`), dropped afterwards; `None` (with the
+/// reason printed) when the server is unreachable outside CI.
+struct PgSchema {
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    fn new(tag: &str) -> Option<PgSchema> {
+        let base = std::env::var("TENET_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        if let Err(e) = postgres::Client::connect(&base, postgres::NoTls) {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL is not reachable at {base}: {e}"
+            );
+            crate::support::skipped(&format!("PostgreSQL is not reachable at {base}"));
+            return None;
+        }
+        let name = format!("tenet_it_{}_{tag}", std::process::id());
+        Some(PgSchema { base, name })
+    }
+
+    fn url(&self) -> String {
+        format!("{}?schema={}", self.base, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.base, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+        }
+    }
+}
+
+/// Issue 18, the shared state: `--state postgres://…` keeps the state in PostgreSQL —
+/// applies recorded and read back, nothing written beside the manifest, the run lock an
+/// advisory lock that another process is refused and that a killed run releases.
+#[test]
+fn a_postgresql_state_is_shared_and_locked_across_processes() {
+    let Some(schema) = PgSchema::new("cli") else {
+        return;
+    };
+    let url = schema.url();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    write_manifest(dir, SITE);
+    let state = ["--state", url.as_str()];
+    let with = |args: &[&str]| -> Vec<String> {
+        args.iter().chain(&state).map(|s| (*s).to_owned()).collect()
+    };
+    let run = |args: &[&str]| {
+        let args = with(args);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        tenet(dir, &args)
+    };
+    ok(&run(&["apply", "--yes"]));
+    ok(&run(&["apply", "--yes", "--var", "v=2"]));
+    assert!(
+        !dir.join(".tenet/state.db").exists(),
+        "nothing kept beside the manifest"
+    );
+    let o = run(&["history", "."]);
+    ok(&o);
+    has(&stdout(&o), "1 unchanged, 1 updated");
+    let o = run(&["audit", "verify", "."]);
+    ok(&o);
+    has(&stdout(&o), "History intact: 2 runs");
+    let o = run(&["state", "list", "."]);
+    ok(&o);
+    has(&stdout(&o), "index  file.file");
+
+    // Another process holding the lock: refused, naming it.
+    let holder = tenet::state::postgres::PgStore::open(&url).expect("open");
+    let me = Holder::me();
+    holder.lock(&me, Duration::ZERO).expect("lock");
+    let o = run(&["apply", "--yes"]);
+    assert!(!o.status.success());
+    has(&stderr(&o), &format!("is locked by pid {}", me.pid));
+    // Released by dropping the connection.
+    drop(holder);
+    ok(&run(&["apply", "--yes"]));
+
+    // A run killed in the middle of its changes (SIGKILL: nothing of it runs again): the
+    // server releases its lock with its connection, and the next run says what it was
+    // changing and converges. (Another manifest on the same state: its resources apart.)
+    let slow = tempfile::tempdir().expect("tmp");
+    let mut body = format!(
+        "providers:\n  bad:\n    source: {}\n    unsigned: true\n    consistency_check: false\n    grants:\n{}resources:\n",
+        crate::support::MISBEHAVE_WASM,
+        crate::support::MISBEHAVE_GRANTS
+    );
+    for i in 0..3 {
+        body.push_str(&format!(
+            "  - {{id: slow{i}, type: bad.probe, properties: {{action: slow-apply, value: {i}}}}}\n"
+        ));
+    }
+    write_manifest(slow.path(), &body);
+    let (mut child, _reader, _) = crate::support::started_applying(
+        slow.path(),
+        &["apply", "--yes", "--parallelism", "1", "--state", &url],
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    let o = tenet(
+        slow.path(),
+        &["apply", "--yes", "--state", &url, "--lock-timeout", "10s"],
+    );
+    ok(&o);
+    has(&stderr(&o), "was killed while changing: slow0");
+    // The first manifest's resources were left alone.
+    let o = run(&["state", "list", "."]);
+    has(&stdout(&o), "index  file.file");
+    // A password in the URL never shows.
+    let o = tenet(
+        dir,
+        &[
+            "history",
+            ".",
+            "--state",
+            "postgres://tenet:s3cret@127.0.0.1:1/none",
+        ],
+    );
+    assert!(!o.status.success());
+    assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+    has(&stderr(&o), "tenet:***@127.0.0.1:1");
+}

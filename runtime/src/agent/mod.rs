@@ -620,7 +620,7 @@ pub async fn run(
     mut control: UnboundedReceiver<Control>,
     started: Started,
 ) -> Result<Ended, AgentError> {
-    let state_path = opts.session.state.path_for(&opts.session.path);
+    let state_path = opts.session.state.local_for(&opts.session.path);
     let _lock = take_agent_lock(&state_path)?;
     let mut session = Session::open(&opts.session).await?;
     let mut scope = Scope::of(&session);

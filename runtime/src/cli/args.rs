@@ -130,8 +130,9 @@ fn read_facts(file: &std::path::Path) -> anyhow::Result<serde_json::Value> {
 /// Where the state lives.
 #[derive(Debug, Clone, Args)]
 pub struct StateLocation {
-    /// State database (default: .tenet/state.db beside the manifest).
-    #[arg(long = "state", value_name = "FILE", env = "TENET_STATE")]
+    /// State database: a file (default: .tenet/state.db beside the manifest), or
+    /// PostgreSQL as postgres://user@host/db?schema=NAME (schema default: tenet).
+    #[arg(long = "state", value_name = "FILE|URL", env = "TENET_STATE")]
     pub state: Option<PathBuf>,
 }
 
@@ -143,10 +144,6 @@ impl StateLocation {
     }
 
     /// The database for a manifest at `manifest` (a file or a directory).
-    pub fn path_for(&self, manifest: &Path) -> PathBuf {
-        self.location().path_for(manifest)
-    }
-
     pub fn open(&self, manifest: &Path) -> anyhow::Result<Arc<dyn StateStore>> {
         Ok(self.location().open(manifest)?)
     }

@@ -38,11 +38,10 @@ impl Where {
 
     fn open(&self) -> anyhow::Result<Arc<dyn StateStore>> {
         let manifest = self.manifest();
-        let path = self.location.path_for(manifest);
-        if !path.exists() {
+        if !self.location.location().exists_for(manifest) {
             bail!(
                 "no state at {}: nothing has been applied here yet (or pass --state FILE)",
-                path.display()
+                self.location.location().describe(manifest)
             );
         }
         self.location.open(manifest)

@@ -139,7 +139,7 @@ pub async fn drift(cx: &mut RunContext<'_>) -> Result<Drift, RunError> {
     let session = cx.session;
     let Some(store) = cx.existing_state()? else {
         return Ok(Drift::NoState {
-            path: cx.state.path_for(&session.manifest.path),
+            path: cx.state.local_for(&session.manifest.path),
         });
     };
     let (held, timeout) = (store.clone(), cx.settings.lock_timeout);

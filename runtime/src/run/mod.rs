@@ -153,7 +153,7 @@ impl RunContext<'_> {
     fn open_state(&self) -> Result<Arc<dyn StateStore>, RunError> {
         let path = &self.session.manifest.path;
         self.state.open(path).map_err(|source| RunError::OpenState {
-            path: self.state.path_for(path).display().to_string(),
+            path: self.state.describe(path),
             source: Box::new(source),
         })
     }

@@ -26,11 +26,10 @@ pub fn rollback_target(
     given: &[(String, String)],
 ) -> Result<RollbackTarget, RunError> {
     let refuse = |m: String| Err(RunError::Refused(m));
-    let state_path = state.path_for(manifest);
-    if !state_path.exists() {
+    if !state.exists_for(manifest) {
         return refuse(format!(
             "no state at {}: there is no history to roll back to",
-            state_path.display()
+            state.describe(manifest)
         ));
     }
     let store = state.open(manifest)?;

@@ -132,7 +132,11 @@ fn owned_paths(
     store: &PluginStore,
 ) -> Vec<protect::Owned> {
     // The state first: of all a grant may reach, it is what matters most to name.
-    let mut owned = protect::Owned::state(&options.state.path_for(&options.path));
+    let mut owned = options
+        .state
+        .file_for(&options.path)
+        .map(|f| protect::Owned::state(&f))
+        .unwrap_or_default();
     owned.extend(protect::Owned::of_manifest(manifest, &options.values_files));
     if let Some(root) = host.cache().root() {
         owned.push(protect::Owned::new(

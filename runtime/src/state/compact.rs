@@ -252,6 +252,65 @@ pub fn expand(
     Ok(record)
 }
 
+/// A run row as a backend stores it: seq, prev_hash, hash, record JSON.
+pub type Row = (u64, String, String, String);
+
+fn decoded(location: &str, seq: u64, record: &str) -> Result<RunRecord, StateError> {
+    serde_json::from_str(record).map_err(|e| StateError::Database {
+        path: location.to_owned(),
+        message: format!("run {seq} is not valid: {e}"),
+    })
+}
+
+/// Rows of runs read in one read transaction, as stored with their steady ids loaded
+/// (once per digest) from `blob` in that transaction.
+pub fn stored_runs(
+    rows: Vec<Row>,
+    location: &str,
+    blob: &BlobSource<'_>,
+) -> Result<Vec<super::ChainedRun>, StateError> {
+    let mut cache = HashMap::new();
+    rows.into_iter()
+        .map(|(seq, prev_hash, hash, record)| {
+            let mut record = decoded(location, seq, &record)?;
+            load_steady(&mut record, &mut cache, blob, seq)?;
+            Ok(super::ChainedRun {
+                seq,
+                prev_hash,
+                hash,
+                record,
+            })
+        })
+        .collect()
+}
+
+/// Run `seq` whole from its row (read in one transaction with `anchor` and `blob`): an
+/// absent one is pruned (at or before the anchor) or was never there.
+pub fn whole_run(
+    seq: u64,
+    row: Option<Row>,
+    anchor: impl FnOnce() -> Result<Option<super::Anchor>, StateError>,
+    location: &str,
+    blob: &BlobSource<'_>,
+) -> Result<super::ChainedRun, StateError> {
+    let Some((_, prev_hash, hash, record)) = row else {
+        return Err(match anchor()? {
+            Some(a) if seq <= a.seq => StateError::Pruned {
+                seq,
+                pruned_through: a.seq,
+            },
+            _ => StateError::NoSuchRun(seq),
+        });
+    };
+    let record = expand(seq, decoded(location, seq, &record)?, blob)?;
+    Ok(super::ChainedRun {
+        seq,
+        prev_hash,
+        hash,
+        record,
+    })
+}
+
 /// Outcome name → how many resources of `record` had it, the steady ones included.
 pub fn outcome_counts(record: &RunRecord) -> BTreeMap<&str, usize> {
     let mut by: BTreeMap<&str, usize> = BTreeMap::new();

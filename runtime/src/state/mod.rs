@@ -11,6 +11,7 @@
 pub mod compact;
 pub mod location;
 pub mod lock;
+pub mod postgres;
 pub mod report;
 pub mod sqlite;
 
@@ -398,6 +399,61 @@ pub struct Pruned {
 /// cannot be read).
 pub type StoredRun = (u64, String, String, Result<RunRecord, String>);
 
+/// Verify runs as a backend read them (seq, prev_hash, hash, record JSON; in sequence
+/// order) with what each stored blob's content hashes to, as of one moment.
+pub fn verify_rows(
+    rows: Vec<(u64, String, String, String)>,
+    anchor: Option<&Anchor>,
+    digests: &std::collections::HashMap<String, String>,
+) -> Result<ChainSummary, ChainBreak> {
+    let decoded: Vec<StoredRun> = rows
+        .into_iter()
+        .map(|(seq, prev, hash, record)| {
+            let parsed = serde_json::from_str::<RunRecord>(&record).map_err(|e| e.to_string());
+            (seq, prev, hash, parsed)
+        })
+        .collect();
+    let check = |sha: &str| match digests.get(sha) {
+        Some(found) if found == sha => Ok(()),
+        Some(_) => Err("does not match its digest".to_owned()),
+        None => Err("is missing".to_owned()),
+    };
+    verify_chain(&decoded, anchor, &check)
+}
+
+/// The last run a prune removes (0: none) when the newest is `newest`: every run beyond
+/// `keep.runs`, and from the front every run started before `keep.age` back from `now`
+/// (a prefix only, so what is left stays one chain; never the newest). `page(after,
+/// newest)` lists the (seq, started_at) of some runs after `after` and before `newest`,
+/// in order (empty: none left).
+pub fn prune_cut<E>(
+    newest: u64,
+    keep: Retention,
+    now: std::time::SystemTime,
+    mut page: impl FnMut(u64, u64) -> Result<Vec<(u64, Option<String>)>, E>,
+) -> Result<u64, E> {
+    let mut cut = keep.runs.map_or(0, |n| newest.saturating_sub(n.max(1)));
+    let Some(age) = keep.age else {
+        return Ok(cut);
+    };
+    let before = now.checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
+    loop {
+        let runs = page(cut, newest)?;
+        if runs.is_empty() {
+            return Ok(cut);
+        }
+        for (seq, started) in runs {
+            let old = started
+                .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
+                .is_some_and(|t| t < before);
+            if !old {
+                return Ok(cut);
+            }
+            cut = seq;
+        }
+    }
+}
+
 /// Check stored records given in sequence order, starting from `anchor` if runs were
 /// pruned; `blob` checks that the content behind a digest is there and matches it.
 pub fn verify_chain(
@@ -457,6 +513,37 @@ pub struct JournalEntry {
 
 /// How long to wait for the run lock, polling.
 pub const LOCK_POLL: Duration = Duration::from_millis(100);
+
+/// A backend's wait for the run lock's liveness half (an flock, an advisory lock):
+/// `try_take` until it succeeds or `timeout` passes; then [`StateError::Locked`] naming
+/// the holder `store`'s lock row names, or [`StateError::Busy`] naming what is held
+/// (`held`) when no row says who.
+pub fn wait_for_lock(
+    store: &dyn StateStore,
+    timeout: Duration,
+    held: impl Fn() -> String,
+    mut try_take: impl FnMut() -> Result<bool, StateError>,
+) -> Result<(), StateError> {
+    let start = std::time::Instant::now();
+    loop {
+        if try_take()? {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            return Err(match store.lock_holder()? {
+                Some(holder) => StateError::Locked {
+                    path: store.location(),
+                    holder,
+                },
+                None => StateError::Busy {
+                    path: store.location(),
+                    lock_file: held(),
+                },
+            });
+        }
+        std::thread::sleep(LOCK_POLL.min(timeout.saturating_sub(start.elapsed())));
+    }
+}
 
 /// What every state backend provides. Methods are synchronous: a run makes a handful of
 /// calls, each a short transaction.

@@ -3,15 +3,14 @@
 //! created on first use.
 
 use super::{
-    Anchor, ChainBreak, ChainSummary, ChainedRun, GENESIS, Holder, JournalEntry, LOCK_POLL, Pruned,
-    Retention, RunRecord, StateError, StateStore, StoredResource, chain_hash, compact,
-    verify_chain,
+    Anchor, ChainBreak, ChainSummary, ChainedRun, GENESIS, Holder, JournalEntry, Pruned, Retention,
+    RunRecord, StateError, StateStore, StoredResource, chain_hash, compact,
 };
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The schema, one migration per version; append, never edit.
 fn migrations() -> Migrations<'static> {
@@ -184,25 +183,10 @@ impl SqliteStore {
 
     /// Wait up to `timeout` for the lock file's `flock`.
     fn wait_flock(&self, timeout: Duration, exclusive: bool) -> Result<(), StateError> {
-        let start = Instant::now();
-        loop {
-            if self.try_flock(&mut *self.held()?, exclusive)? {
-                return Ok(());
-            }
-            if start.elapsed() >= timeout {
-                return Err(match self.lock_holder()? {
-                    Some(holder) => StateError::Locked {
-                        path: self.location(),
-                        holder,
-                    },
-                    None => StateError::Busy {
-                        path: self.location(),
-                        lock_file: self.lock_file().display().to_string(),
-                    },
-                });
-            }
-            std::thread::sleep(LOCK_POLL.min(timeout.saturating_sub(start.elapsed())));
-        }
+        let held = || self.lock_file().display().to_string();
+        super::wait_for_lock(self, timeout, held, || {
+            self.try_flock(&mut *self.held()?, exclusive)
+        })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StateError {
@@ -443,49 +427,22 @@ impl StateStore for SqliteStore {
                 .and_then(Iterator::collect)
                 .map_err(|e| self.err(e))?
             };
-            let blob = |sha: &str| self.blob_in(tx, sha);
-            let mut cache = std::collections::HashMap::new();
-            rows.into_iter()
-                .map(|(seq, prev_hash, hash, record)| {
-                    let mut record = self.decode(&format!("run {seq}"), &record)?;
-                    compact::load_steady(&mut record, &mut cache, &blob, seq)?;
-                    Ok(ChainedRun {
-                        seq,
-                        prev_hash,
-                        hash,
-                        record,
-                    })
-                })
-                .collect()
+            compact::stored_runs(rows, &self.location(), &|sha| self.blob_in(tx, sha))
         })
     }
 
     fn run(&self, seq: u64) -> Result<ChainedRun, StateError> {
         self.read(|tx| {
-            let row: Option<(String, String, String)> = tx
+            let row: Option<compact::Row> = tx
                 .query_row(
-                    "SELECT prev_hash, hash, record FROM runs WHERE seq = ?1",
+                    "SELECT seq, prev_hash, hash, record FROM runs WHERE seq = ?1",
                     [seq],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()
                 .map_err(|e| self.err(e))?;
-            let Some((prev_hash, hash, record)) = row else {
-                return Err(match self.anchor_in(tx)? {
-                    Some(a) if seq <= a.seq => StateError::Pruned {
-                        seq,
-                        pruned_through: a.seq,
-                    },
-                    _ => StateError::NoSuchRun(seq),
-                });
-            };
-            let record = self.decode(&format!("run {seq}"), &record)?;
-            let blob = |sha: &str| self.blob_in(tx, sha);
-            Ok(ChainedRun {
-                seq,
-                prev_hash,
-                hash,
-                record: compact::expand(seq, record, &blob)?,
+            compact::whole_run(seq, row, || self.anchor_in(tx), &self.location(), &|sha| {
+                self.blob_in(tx, sha)
             })
         })
     }
@@ -496,9 +453,6 @@ impl StateStore for SqliteStore {
 
     fn prune(&self, keep: Retention, now: std::time::SystemTime) -> Result<Pruned, StateError> {
         self.check_held()?;
-        let before = keep
-            .age
-            .map(|a| now.checked_sub(a).unwrap_or(std::time::UNIX_EPOCH));
         let pruned = self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let before_now: Option<u64> = tx
@@ -514,32 +468,16 @@ impl StateStore for SqliteStore {
             let Some(newest) = newest else {
                 return Ok(None);
             };
-            // The last run to prune: beyond the count, and every run older than the age
-            // from the front (a prefix only, so what is left stays one chain).
-            let mut cut = keep.runs.map_or(0, |n| newest.saturating_sub(n.max(1)));
-            if let Some(before) = before {
+            let cut = {
                 let mut stmt = tx.prepare(
                     "SELECT seq, json_extract(record, '$.started_at') FROM runs
                      WHERE seq > ?1 AND seq < ?2 ORDER BY seq LIMIT 256",
                 )?;
-                'walk: loop {
-                    let page: Vec<(u64, Option<String>)> = stmt
-                        .query_map(params![cut, newest], |r| Ok((r.get(0)?, r.get(1)?)))?
-                        .collect::<rusqlite::Result<_>>()?;
-                    if page.is_empty() {
-                        break;
-                    }
-                    for (seq, started) in page {
-                        let old = started
-                            .and_then(|t| humantime::parse_rfc3339_weak(&t).ok())
-                            .is_some_and(|t| t < before);
-                        if !old {
-                            break 'walk;
-                        }
-                        cut = seq;
-                    }
-                }
-            }
+                super::prune_cut(newest, keep, now, |after, newest| {
+                    stmt.query_map(params![after, newest], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })?
+            };
             let hash: Option<String> = tx
                 .query_row("SELECT hash FROM runs WHERE seq = ?1", [cut], |r| r.get(0))
                 .optional()?;
@@ -663,19 +601,7 @@ impl StateStore for SqliteStore {
             };
             Ok((rows, self.anchor_in(tx)?, digests))
         })?;
-        let decoded: Vec<_> = rows
-            .into_iter()
-            .map(|(seq, prev, hash, record)| {
-                let parsed = serde_json::from_str::<RunRecord>(&record).map_err(|e| e.to_string());
-                (seq, prev, hash, parsed)
-            })
-            .collect();
-        let check = |sha: &str| match digests.get(sha) {
-            Some(found) if found == sha => Ok(()),
-            Some(_) => Err("does not match its digest".to_owned()),
-            None => Err("is missing".to_owned()),
-        };
-        Ok(verify_chain(&decoded, anchor.as_ref(), &check))
+        Ok(super::verify_rows(rows, anchor.as_ref(), &digests))
     }
 }
 
