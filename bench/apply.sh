@@ -16,28 +16,12 @@ sizes=("${@:-1000 10000}")
 parallelism=${PARALLELISM:-"1 10"}
 [ -x "$tenet" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 command -v /usr/bin/time >/dev/null || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
+source bench/lib.sh
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export TENET_CACHE_DIR="$work/cache"
 cc -O2 -o "$work/floor" bench/floor.c
-
-gen() { # DIR N VERSION: N files in 10 directories, each after its directory by path
-  local dir=$1 n=$2 v=$3 per=$(( $2 / 10 ))
-  {
-    echo "providers:"
-    echo "  file:"
-    echo "    grants:"
-    echo "      fs: [{path: ./out, access: rw}]"
-    echo "resources:"
-    for d in $(seq 0 9); do
-      echo "  - {id: d$d, type: file.directory, properties: {path: ./out/d$d}}"
-      for f in $(seq 0 $(( per - 1 ))); do
-        echo "  - {id: f$d-$f, type: file.file, properties: {path: ./out/d$d/f$f.txt, content: \"file $d/$f $v\\n\", mode: \"0644\"}}"
-      done
-    done
-  } > "$dir/tenet.yaml"
-}
 
 measure() { # LABEL EXPECTED-EXIT COMMAND...
   local label=$1 want=$2; shift 2
@@ -50,7 +34,7 @@ measure() { # LABEL EXPECTED-EXIT COMMAND...
 
 printf '%-52s %9s %11s\n' "scenario" "wall" "peak RSS"
 for n in "${sizes[@]}"; do
-  m="$work/m$n"; mkdir -p "$m"; gen "$m" "$n" v1
+  m="$work/m$n"; files_manifest "$m" "$n" "" "" " v1"
   (cd "$m" && measure "N=$n first create, cold compile cache" 0 "$tenet" apply --yes)
   for p in $parallelism; do
     rm -rf "$m/out"

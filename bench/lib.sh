@@ -1,11 +1,13 @@
 # Shared by the bench scripts (source it): the workload they measure.
 
-# files_manifest DIR N [RESOURCE_KEYS] [GRANT_LINE]: DIR/tenet.yaml with N file.file
-# resources spread over 10 directories under ./out (plus the 10 file.directory), the
-# `file` provider granted ./out. RESOURCE_KEYS is added to every resource (e.g.
-# ", labels: {owner: ops}"); GRANT_LINE is one more provider line under `providers:`.
+# files_manifest DIR N [RESOURCE_KEYS] [GRANT_LINE] [CONTENT_TAG]: DIR/tenet.yaml with N
+# file.file resources spread over 10 directories under ./out (plus the 10
+# file.directory, each file after its directory by path), the `file` provider granted
+# ./out. RESOURCE_KEYS is added to every resource (e.g. ", labels: {owner: ops}");
+# GRANT_LINE is one more provider line under `providers:`; CONTENT_TAG ends every
+# file's first line (e.g. " v1", to make a later version differ).
 files_manifest() {
-    local dir=$1 n=$2 keys=${3:-} grant=${4:-}
+    local dir=$1 n=$2 keys=${3:-} grant=${4:-} tag=${5:-} d f
     local per=$(( n / 10 ))
     mkdir -p "$dir"
     {
@@ -18,7 +20,7 @@ files_manifest() {
         for d in $(seq 0 9); do
             echo "  - {id: d$d, type: file.directory$keys, properties: {path: ./out/d$d}}"
             for f in $(seq 0 $(( per - 1 ))); do
-                echo "  - {id: f$d-$f, type: file.file$keys, properties: {path: ./out/d$d/f$f.txt, mode: \"0644\", content: \"file $d/$f\\n\"}}"
+                echo "  - {id: f$d-$f, type: file.file$keys, properties: {path: ./out/d$d/f$f.txt, mode: \"0644\", content: \"file $d/$f$tag\\n\"}}"
             done
         done
     } > "$dir/tenet.yaml"

@@ -12,7 +12,7 @@
 //! place that imports it. [`distribution`] is what may run and how it travels: bundles,
 //! signatures, sources under a trust policy, the plugin store, OCI, `tenet.lock`.
 //! [`diag`] carries problems with their places; [`atomic`] owns write-then-rename for
-//! everything written whole. [`cli`] is the command line on top: it builds a
+//! everything written whole; [`digest`] the sha256 of bytes. [`cli`] is the command line on top: it builds a
 //! [`run::RunContext`], calls one use case, renders the outcome.
 #![deny(unsafe_code)]
 
@@ -20,6 +20,7 @@ pub mod agent;
 pub mod atomic;
 pub mod cli;
 pub mod diag;
+pub mod digest;
 pub mod distribution;
 pub mod engine;
 pub mod facts;

@@ -115,18 +115,14 @@ impl Agent {
     }
 
     /// Wait until `ok`, or fail showing what the agent logged and its metrics.
-    fn wait(&self, what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-        let start = Instant::now();
-        while !ok() {
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out waiting for {what}\n--- agent log:\n{}\n--- metrics:\n{}",
-                    self.stderr(),
-                    self.get("/metrics").1
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    fn wait(&self, what: &str, timeout: Duration, ok: impl FnMut() -> bool) {
+        wait_until(what, timeout, ok, || {
+            format!(
+                "--- agent log:\n{}\n--- metrics:\n{}",
+                self.stderr(),
+                self.get("/metrics").1
+            )
+        });
     }
 
     fn get(&self, path: &str) -> (u16, String) {
@@ -183,6 +179,25 @@ const MANIFEST: &str = concat!(
     "  - {id: app, type: file.file, depends_on: [conf], properties: {path: ./out/conf/app.conf, content: \"port = 80\\n\"}}\n",
     "  - {id: motd, type: file.file, properties: {path: ./out/motd, content: \"hello\\n\"}}\n",
 );
+
+/// Poll `ok` until it holds, or fail after `timeout` with `context` (what the thing
+/// waited on says about itself).
+fn wait_until(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() <= timeout,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
 
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
@@ -789,34 +804,26 @@ fn the_systemd_and_runit_examples_start_the_agent_as_written() {
             .expect("sv");
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    let wait = |what: &str, mut ok: Box<dyn FnMut() -> bool + '_>| {
-        let start = Instant::now();
-        while !ok() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "timed out waiting for {what}; sv status: {}",
-                sv("status")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    let wait = |what: &str, ok: &mut dyn FnMut() -> bool| {
+        wait_until(what, Duration::from_secs(60), ok, || {
+            format!("sv status: {}", sv("status"))
+        });
     };
     let up = || TcpStream::connect(&addr).is_ok() && http(&addr, "GET", "/readyz").0 == 200;
-    wait("the agent under runsv", Box::new(up));
+    wait("the agent under runsv", &mut { up });
     let motd = dir.join("out/motd");
     std::fs::write(&motd, "edited\n").expect("edit");
-    wait("the edit put back", Box::new(|| read(&motd) == "hello\n"));
+    wait("the edit put back", &mut || read(&motd) == "hello\n");
     // `sv hup`: the manifest is loaded again.
     support::write_manifest(dir, &MANIFEST.replace("hello", "reloaded"));
     let _ = sv("hup");
-    wait(
-        "the reloaded manifest applied",
-        Box::new(|| read(&motd) == "reloaded\n"),
-    );
+    wait("the reloaded manifest applied", &mut || {
+        read(&motd) == "reloaded\n"
+    });
     // `sv down`: SIGTERM; the agent stops and runsv keeps it down.
     let _ = sv("down");
-    wait(
-        "the agent to stop",
-        Box::new(|| sv("status").starts_with("down:") && TcpStream::connect(&addr).is_err()),
-    );
+    wait("the agent to stop", &mut || {
+        sv("status").starts_with("down:") && TcpStream::connect(&addr).is_err()
+    });
     drop(supervised);
 }

@@ -143,7 +143,7 @@ impl StateLocation {
         }
     }
 
-    /// The database for a manifest at `manifest` (a file or a directory).
+    /// Open (creating if needed) the state of the manifest at `manifest`.
     pub fn open(&self, manifest: &Path) -> anyhow::Result<Arc<dyn StateStore>> {
         Ok(self.location().open(manifest)?)
     }

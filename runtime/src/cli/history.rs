@@ -38,10 +38,11 @@ impl Where {
 
     fn open(&self) -> anyhow::Result<Arc<dyn StateStore>> {
         let manifest = self.manifest();
-        if !self.location.location().exists_for(manifest) {
+        let location = self.location.location();
+        if !location.exists_for(manifest) {
             bail!(
                 "no state at {}: nothing has been applied here yet (or pass --state FILE)",
-                self.location.location().describe(manifest)
+                location.describe(manifest)
             );
         }
         self.location.open(manifest)
@@ -116,17 +117,18 @@ impl Keep {
 
 /// One line saying what a prune did.
 pub fn pruned_text(p: &crate::state::Pruned) -> String {
-    match (&p.anchor, p.runs) {
-        (_, 0) => "Nothing to prune.".to_owned(),
-        (Some(a), n) => format!(
-            "Pruned {n} run{} (the history now starts after run #{}, anchored at {}) and {} stored blob{} no run refers to.",
-            if n == 1 { "" } else { "s" },
+    // A prune that removed runs always leaves an anchor.
+    match p.anchor.as_ref().filter(|_| p.runs > 0) {
+        None => "Nothing to prune.".to_owned(),
+        Some(a) => format!(
+            "Pruned {} run{} (the history now starts after run #{}, anchored at {}) and {} stored blob{} no run refers to.",
+            p.runs,
+            if p.runs == 1 { "" } else { "s" },
             a.seq,
             a.hash,
             p.blobs,
             if p.blobs == 1 { "" } else { "s" },
         ),
-        (None, n) => format!("Pruned {n} runs."),
     }
 }
 

@@ -10,7 +10,6 @@ use crate::manifest::TrustedKey;
 pub use crate::manifest::trust::{key_id, parse_public_key};
 use crate::provider::Requested;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
 
@@ -124,7 +123,7 @@ fn io(path: &Path, e: impl std::fmt::Display) -> BundleError {
 
 /// sha256 of bytes, hex.
 pub fn digest(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
+    crate::digest::sha256_hex(bytes)
 }
 
 impl Bundle {

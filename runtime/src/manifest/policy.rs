@@ -79,22 +79,29 @@ impl PolicyConfig {
         Some(config)
     }
 
-    /// The configuration when the manifest has no `policy:` section: `policy/` beside
-    /// it, if that exists.
-    pub fn implicit(base_dir: &Path) -> Option<PolicyConfig> {
-        let dir = base_dir.join(DEFAULT_DIR);
-        dir.is_dir().then(|| PolicyConfig {
-            paths: vec![dir],
+    /// The defaults: `policy/` beside the manifest at `base_dir`, nothing configured.
+    fn defaults(base_dir: &Path, location: Option<Location>) -> PolicyConfig {
+        PolicyConfig {
+            paths: vec![base_dir.join(DEFAULT_DIR)],
             shown: vec![DEFAULT_DIR.to_owned()],
             shown_dir: PathBuf::new(),
-            explicit: false,
+            explicit: location.is_some(),
             levels: BTreeMap::new(),
             params: Value::Object(Default::default()),
             timeout: DEFAULT_TIMEOUT,
             max_waiver_days: DEFAULT_MAX_WAIVER_DAYS,
             max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
-            location: None,
-        })
+            location,
+        }
+    }
+
+    /// The configuration when the manifest has no `policy:` section: `policy/` beside
+    /// it, if that exists.
+    pub fn implicit(base_dir: &Path) -> Option<PolicyConfig> {
+        base_dir
+            .join(DEFAULT_DIR)
+            .is_dir()
+            .then(|| PolicyConfig::defaults(base_dir, None))
     }
 
     /// The level of rule `name` of `package`: configured for the rule, else for its
@@ -123,19 +130,8 @@ pub fn parse(
     base_dir: &Path,
     diags: &mut Diagnostics,
 ) -> PolicyConfig {
-    let location = spans.key("/policy");
-    let mut cfg = PolicyConfig {
-        paths: vec![base_dir.join(DEFAULT_DIR)],
-        shown: vec![DEFAULT_DIR.to_owned()],
-        shown_dir: PathBuf::new(),
-        explicit: true,
-        levels: BTreeMap::new(),
-        params: Value::Object(Default::default()),
-        timeout: DEFAULT_TIMEOUT,
-        max_waiver_days: DEFAULT_MAX_WAIVER_DAYS,
-        max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
-        location: Some(location.clone()),
-    };
+    // Written, so explicit: a named directory that is missing is an error.
+    let mut cfg = PolicyConfig::defaults(base_dir, Some(spans.key("/policy")));
     let Some(map) = value.as_object() else {
         diags.error(
             Some(spans.value("/policy")),

@@ -18,7 +18,6 @@
 use super::{ResourceOutcome, RunRecord, StateError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -46,15 +45,10 @@ pub struct Blob {
 impl Blob {
     fn of(body: Vec<u8>) -> Blob {
         Blob {
-            sha256: digest(&body),
+            sha256: crate::digest::sha256_hex(&body),
             body,
         }
     }
-}
-
-/// Hex sha256 of `bytes`.
-pub fn digest(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// Where a backend reads blobs from while it reads a record (within the same read
@@ -375,7 +369,7 @@ mod tests {
         );
         assert_eq!(blobs.len(), 2);
         for b in &blobs {
-            assert_eq!(b.sha256, digest(&b.body));
+            assert_eq!(b.sha256, crate::digest::sha256_hex(&b.body));
         }
         let refs: Vec<&str> = references(&stored).collect();
         assert_eq!(refs.len(), 2);

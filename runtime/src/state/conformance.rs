@@ -93,7 +93,7 @@ fn history_is_kept_compactly_and_pruned_to_an_anchor(open: &Opener) {
     }
     for sha in [&snapshot, &steady.sha256] {
         let body = s.blob(sha).expect("blob").expect("present");
-        assert_eq!(super::compact::digest(&body), *sha);
+        assert_eq!(crate::digest::sha256_hex(&body), *sha);
     }
     // Another manifest and other steady resources: other blobs.
     let seq4 = s

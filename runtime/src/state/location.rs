@@ -36,10 +36,9 @@ impl Location {
 
     /// Where the state is, for messages (a URL without its password).
     pub fn describe(&self, manifest: &Path) -> String {
-        match (self.url(), self.file_for(manifest)) {
-            (Some(url), _) => super::postgres::redact(url),
-            (None, Some(file)) => file.display().to_string(),
-            (None, None) => String::new(),
+        match self.file_for(manifest) {
+            Some(file) => file.display().to_string(),
+            None => super::postgres::redact(self.url().unwrap_or_default()),
         }
     }
 
@@ -59,10 +58,12 @@ impl Location {
 
     /// Open (creating if needed) the state of `manifest`.
     pub fn open(&self, manifest: &Path) -> Result<Arc<dyn StateStore>, StateError> {
-        match (self.url(), self.file_for(manifest)) {
-            (Some(url), _) => Ok(Arc::new(PgStore::open(url)?)),
-            (None, Some(file)) => Ok(Arc::new(SqliteStore::open(&file)?)),
-            (None, None) => unreachable!("a state is a URL or a file"),
+        match self.url() {
+            Some(url) => Ok(Arc::new(PgStore::open(url)?)),
+            None => Ok(Arc::new(SqliteStore::open(&super::path_for(
+                manifest,
+                self.explicit.as_deref(),
+            ))?)),
         }
     }
 }

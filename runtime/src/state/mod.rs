@@ -402,7 +402,7 @@ pub type StoredRun = (u64, String, String, Result<RunRecord, String>);
 /// Verify runs as a backend read them (seq, prev_hash, hash, record JSON; in sequence
 /// order) with what each stored blob's content hashes to, as of one moment.
 pub fn verify_rows(
-    rows: Vec<(u64, String, String, String)>,
+    rows: Vec<compact::Row>,
     anchor: Option<&Anchor>,
     digests: &std::collections::HashMap<String, String>,
 ) -> Result<ChainSummary, ChainBreak> {

@@ -91,7 +91,7 @@ fn split_schema(url: &str) -> Result<(String, String), String> {
 
 /// The second key of one of this schema's advisory locks.
 fn lock_key(schema: &str, what: &str) -> i32 {
-    let d = compact::digest(format!("tenet:{schema}:{what}").as_bytes());
+    let d = crate::digest::sha256_hex(format!("tenet:{schema}:{what}").as_bytes());
     i32::from_str_radix(&d[..7], 16).unwrap_or(0)
 }
 
@@ -226,6 +226,10 @@ impl PgStore {
         self.call(move |c| c.batch_execute(&format!("SET search_path TO \"{schema}\"")))
     }
 
+    fn json<T: serde::Serialize>(&self, value: &T) -> Result<String, StateError> {
+        serde_json::to_string(value).map_err(|e| self.err(e))
+    }
+
     fn err(&self, e: impl std::fmt::Display) -> StateError {
         StateError::Database {
             path: self.location(),
@@ -259,6 +263,7 @@ impl PgStore {
         match receive.recv() {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(Failure::Db(e))) => Err(self.err(describe(&e))),
+            Ok(Err(Failure::Invalid(message))) => Err(self.err(message)),
             Ok(Err(Failure::State(e))) => Err(e),
             Err(_) => Err(self.err("the connection is gone")),
         }
@@ -347,7 +352,7 @@ impl PgStore {
         tx: &mut Transaction<'_>,
         sql: &str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<Vec<(u64, String, String, String)>, postgres::Error> {
+    ) -> Result<Vec<compact::Row>, postgres::Error> {
         Ok(tx
             .query(sql, params)?
             .iter()
@@ -370,9 +375,11 @@ impl Drop for PgStore {
     }
 }
 
-/// A failure inside a job: the database's, or one of the state's own.
+/// A failure inside a job: the database's, what it returned not being valid, or one of
+/// the state's own.
 enum Failure {
     Db(postgres::Error),
+    Invalid(String),
     State(StateError),
 }
 
@@ -390,20 +397,8 @@ fn describe(e: &postgres::Error) -> String {
     }
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Result<String, StateError> {
-    serde_json::to_string(value).map_err(|e| StateError::Database {
-        path: String::new(),
-        message: e.to_string(),
-    })
-}
-
 fn decode<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, Failure> {
-    serde_json::from_str(text).map_err(|e| {
-        Failure::State(StateError::Database {
-            path: String::new(),
-            message: format!("{what} is not valid: {e}"),
-        })
-    })
+    serde_json::from_str(text).map_err(|e| Failure::Invalid(format!("{what} is not valid: {e}")))
 }
 
 /// A read-only transaction that sees one moment (REPEATABLE READ).
@@ -426,13 +421,15 @@ fn anchor_in(tx: &mut Transaction<'_>) -> Result<Option<Anchor>, Failure> {
         .transpose()
 }
 
-/// A blob source over a transaction (the compaction helpers take a shared closure).
+/// A blob source over a transaction (the compaction helpers take a shared closure);
+/// its errors name the state at `location`.
 fn blobs<'a, 'b>(
     tx: &'a std::cell::RefCell<&'a mut Transaction<'b>>,
+    location: &'a str,
 ) -> impl Fn(&str) -> Result<Option<Vec<u8>>, StateError> + 'a {
     move |sha| {
         blob_in(&mut tx.borrow_mut(), sha).map_err(|e| StateError::Database {
-            path: String::new(),
+            path: location.to_owned(),
             message: describe(&e),
         })
     }
@@ -446,7 +443,7 @@ impl StateStore for PgStore {
     fn lock(&self, me: &Holder, timeout: Duration) -> Result<(), StateError> {
         // Holding the advisory lock means whoever the row names is gone (or is us).
         self.wait_advisory(timeout, true)?;
-        let holder = json(me)?;
+        let holder = self.json(me)?;
         self.call(move |c| {
             c.execute(
                 "INSERT INTO lock (id, holder) VALUES (1, $1)
@@ -460,7 +457,7 @@ impl StateStore for PgStore {
     }
 
     fn unlock(&self, me: &Holder) -> Result<(), StateError> {
-        let holder = json(me)?;
+        let holder = self.json(me)?;
         self.call(move |c| {
             c.execute("DELETE FROM lock WHERE id = 1 AND holder = $1", &[&holder])
                 .map(drop)
@@ -525,7 +522,7 @@ impl StateStore for PgStore {
         self.check_held()?;
         let rows: Vec<(String, String)> = resources
             .iter()
-            .map(|r| Ok((r.id.clone(), json(r)?)))
+            .map(|r| Ok((r.id.clone(), self.json(r)?)))
             .collect::<Result<_, StateError>>()?;
         self.call(move |c| {
             let mut tx = c.transaction()?;
@@ -552,7 +549,7 @@ impl StateStore for PgStore {
     fn append_run(&self, record: &RunRecord) -> Result<u64, StateError> {
         self.check_held()?;
         let (stored, blobs) = compact::compact(record);
-        let text = json(&stored)?;
+        let text = self.json(&stored)?;
         let key = self.append_key;
         self.call(move |c| {
             let mut tx = c.transaction()?;
@@ -593,7 +590,7 @@ impl StateStore for PgStore {
                 &[&limit],
             )?;
             let cell = std::cell::RefCell::new(&mut tx);
-            compact::stored_runs(rows, &location, &blobs(&cell)).map_err(Failure::State)
+            compact::stored_runs(rows, &location, &blobs(&cell, &location)).map_err(Failure::State)
         })
     }
 
@@ -608,8 +605,14 @@ impl StateStore for PgStore {
             )?;
             let anchor = anchor_in(&mut tx)?;
             let cell = std::cell::RefCell::new(&mut tx);
-            compact::whole_run(seq, rows.pop(), || Ok(anchor), &location, &blobs(&cell))
-                .map_err(Failure::State)
+            compact::whole_run(
+                seq,
+                rows.pop(),
+                || Ok(anchor),
+                &location,
+                &blobs(&cell, &location),
+            )
+            .map_err(Failure::State)
         })
     }
 
@@ -635,7 +638,7 @@ impl StateStore for PgStore {
             let digests: std::collections::HashMap<String, String> = tx
                 .query("SELECT sha256, body FROM blobs", &[])?
                 .iter()
-                .map(|r| (r.get(0), compact::digest(r.get::<_, &[u8]>(1))))
+                .map(|r| (r.get(0), crate::digest::sha256_hex(r.get::<_, &[u8]>(1))))
                 .collect();
             Ok((rows, anchor_in(&mut tx)?, digests))
         })?;
@@ -721,7 +724,7 @@ impl StateStore for PgStore {
 
     fn journal_begin(&self, entry: &JournalEntry) -> Result<(), StateError> {
         self.check_held()?;
-        let (id, text) = (entry.id.clone(), json(entry)?);
+        let (id, text) = (entry.id.clone(), self.json(entry)?);
         self.call(move |c| {
             c.execute(
                 "INSERT INTO journal (id, entry) VALUES ($1, $2)

@@ -415,7 +415,7 @@ impl StateStore for SqliteStore {
 
     fn runs(&self, limit: usize) -> Result<Vec<ChainedRun>, StateError> {
         self.read(|tx| {
-            let rows: Vec<(u64, String, String, String)> = {
+            let rows: Vec<compact::Row> = {
                 let mut stmt = tx
                     .prepare(
                         "SELECT seq, prev_hash, hash, record FROM runs ORDER BY seq DESC LIMIT ?1",
@@ -579,7 +579,7 @@ impl StateStore for SqliteStore {
         // or not at all (never a pruned prefix with the old anchor, or a collected blob).
         let (rows, anchor, digests) = self.read(|tx| {
             let q = |e| self.err(e);
-            let rows: Vec<(u64, String, String, String)> = {
+            let rows: Vec<compact::Row> = {
                 let mut stmt = tx
                     .prepare("SELECT seq, prev_hash, hash, record FROM runs ORDER BY seq")
                     .map_err(q)?;
@@ -593,7 +593,7 @@ impl StateStore for SqliteStore {
                 stmt.query_map([], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
-                        compact::digest(&r.get::<_, Vec<u8>>(1)?),
+                        crate::digest::sha256_hex(&r.get::<_, Vec<u8>>(1)?),
                     ))
                 })
                 .and_then(Iterator::collect)

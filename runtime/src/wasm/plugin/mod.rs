@@ -18,7 +18,6 @@ use crate::provider::{KindInfo, ProviderInfo};
 use crate::wasm::bindings;
 use crate::wasm::grants::Capabilities;
 use crate::wasm::host::HostState;
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -198,7 +197,7 @@ impl PluginHost {
         let bytes = bytes.to_vec();
         check_header(&plugin, &source_desc, &bytes)?;
         // Hashed once, where the bytes were read (sources), or here (inspect).
-        let sha256 = sha256.map_or_else(|| hex::encode(Sha256::digest(&bytes)), str::to_owned);
+        let sha256 = sha256.map_or_else(|| crate::digest::sha256_hex(&bytes), str::to_owned);
         let component = self
             .cache
             .load(&self.engine, &sha256, &bytes)
