@@ -883,6 +883,73 @@ mod tests {
         }
     }
 
+    /// What a database with forged content returns is caught, named, and never a
+    /// panic: an edited shared snapshot, an unreadable record, a forged anchor.
+    #[test]
+    fn forged_content_in_the_database_is_named() {
+        let Some(schema) = TestSchema::new("forged") else {
+            return;
+        };
+        let s = PgStore::open(&schema.url()).expect("open");
+        for _ in 0..3 {
+            s.append_run(&conformance::record("apply", "created"))
+                .expect("append");
+        }
+        let mut raw = Client::connect(&schema.base, NoTls).expect("raw");
+        let t = |table: &str| format!("\"{}\".{table}", schema.name);
+        raw.execute(
+            &format!("UPDATE {} SET body = body || 'x'::bytea", t("blobs")),
+            &[],
+        )
+        .expect("edit the blobs");
+        match s.verify().expect("verify") {
+            Err(ChainBreak::Blob {
+                seq: 1, message, ..
+            }) => {
+                assert!(message.contains("does not match"), "{message}")
+            }
+            other => panic!("an edited blob: {other:?}"),
+        }
+        match s.run(2) {
+            Err(StateError::Blob { seq: 2, .. }) => {}
+            other => panic!("a run over an edited blob: {other:?}"),
+        }
+        raw.execute(
+            &format!(
+                "UPDATE {} SET record = '{{not json' WHERE seq = 3",
+                t("runs")
+            ),
+            &[],
+        )
+        .expect("break a record");
+        match s.runs(10) {
+            Err(StateError::Database { path, message }) => {
+                assert!(path.contains(&schema.name), "{path}");
+                assert!(message.contains("run 3 is not valid"), "{message}");
+            }
+            other => panic!("an unreadable record: {other:?}"),
+        }
+        match s.verify().expect("verify") {
+            Err(ChainBreak::Blob { .. }) | Err(ChainBreak::Unreadable { .. }) => {}
+            other => panic!("verify over a broken record: {other:?}"),
+        }
+        raw.execute(
+            &format!(
+                "INSERT INTO {} (key, value) VALUES ('anchor', 'garbage')",
+                t("meta")
+            ),
+            &[],
+        )
+        .expect("forge an anchor");
+        match s.verify() {
+            Err(StateError::Database { path, message }) => {
+                assert!(path.contains(&schema.name), "{path}");
+                assert!(message.contains("anchor is not valid"), "{message}");
+            }
+            other => panic!("a forged anchor: {other:?}"),
+        }
+    }
+
     #[test]
     fn a_wrong_url_is_a_clear_error() {
         match PgStore::open("postgres://nobody@127.0.0.1:1/none?schema=x") {
