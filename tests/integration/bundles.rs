@@ -5,7 +5,7 @@
 //! with signer, capabilities and `--upgrade`; the content-addressed store; and push/pull
 //! through a real OCI registry (Debian's docker-registry) read by a generic tool (skopeo).
 
-use crate::support::{MISBEHAVE_WASM, fails_with, has, ok, stderr, stdout, tenet};
+use crate::support::{MISBEHAVE_WASM, fails_with, has, key, ok, stderr, stdout, tenet};
 use std::path::Path;
 use tenet::distribution::bundle::Bundle;
 
@@ -161,18 +161,6 @@ fn minisign_cli_verifies(d: &Path, wasm: &[u8]) {
         .output()
         .expect("minisign");
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-}
-
-/// A key pair in `d`: (name.pub, name.key) written by `tenet key generate`; the key id.
-fn key(d: &Path, name: &str) -> String {
-    let o = tenet(d, &["key", "generate", "--name", name]);
-    ok(&o);
-    stdout(&o)
-        .split_whitespace()
-        .nth(1)
-        .expect("id")
-        .trim_end_matches(':')
-        .to_owned()
 }
 
 /// Sign `d/mis.tenet` with a new key `name` and install it trusting only that key: the

@@ -5,6 +5,7 @@
 
 mod accounts;
 mod agent;
+mod artifacts;
 mod bundles;
 mod cli;
 mod edges;

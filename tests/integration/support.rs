@@ -243,6 +243,18 @@ extern "C" fn print_skipped() {
 #[unsafe(link_section = ".fini_array")]
 static PRINT_SKIPPED_AT_EXIT: extern "C" fn() = print_skipped;
 
+/// A key pair in `d`: (name.pub, name.key) written by `tenet key generate`; the key id.
+pub fn key(d: &Path, name: &str) -> String {
+    let o = tenet(d, &["key", "generate", "--name", name]);
+    ok(&o);
+    stdout(&o)
+        .split_whitespace()
+        .nth(1)
+        .expect("id")
+        .trim_end_matches(':')
+        .to_owned()
+}
+
 /// A real OCI registry (Debian's docker-registry, the CNCF distribution registry) on a
 /// free loopback port, storing into its own temporary directory; stopped on drop.
 pub struct Registry {

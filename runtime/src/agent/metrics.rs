@@ -40,6 +40,9 @@ pub struct Metrics {
     pub skipped: Family<Labels, Counter>,
     pub reloads: Family<Labels, Counter>,
     pub pruned: Counter,
+    /// `--source`: the artifact in force (one series, value 1).
+    pub artifact: Family<Labels, Gauge>,
+    pub source_failures: Family<Labels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -76,6 +79,8 @@ impl Metrics {
             skipped: Family::default(),
             reloads: Family::default(),
             pruned: Counter::default(),
+            artifact: Family::default(),
+            source_failures: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -182,6 +187,16 @@ impl Metrics {
             "manifest_reloads",
             "Manifest reloads by result (ok, invalid)",
             m.reloads.clone(),
+        );
+        registry.register(
+            "artifact_info",
+            "The desired-state artifact in force, by digest (--source; always 1)",
+            m.artifact.clone(),
+        );
+        registry.register(
+            "source_failures",
+            "Artifacts not taken from --source, by reason (unreachable, not_found, unsigned, untrusted, signature, digest, invalid, io)",
+            m.source_failures.clone(),
         );
         // A gauge of 1 rather than OpenMetrics' `info` type, which the Prometheus text
         // parser (promtool 2.42, say) does not know.

@@ -20,12 +20,16 @@
 //!   an invalid one is reported and the last good one kept.
 //! - Stop (SIGTERM/SIGINT) lets the run in flight finish within a grace period, then
 //!   starts nothing new; a second stop cancels at once.
+//! - With `--source`, the manifest comes from a signed artifact in a registry
+//!   ([`source`]): a new digest behind the reference is pulled, verified and unpacked,
+//!   and runs from then on record it; anything refused leaves the last good in force.
 //! - Two agents never manage one state: the first holds a lock file beside the state
 //!   for its lifetime.
 
 pub mod metrics;
 pub mod schedule;
 mod serve;
+pub mod source;
 pub mod watch;
 
 use crate::run::{self, ApplyOutcome, AutoApprove, Drift, RunContext, RunError};
@@ -95,6 +99,8 @@ pub struct AgentOptions {
     pub parallelism: usize,
     /// How much history to keep, applied after each recorded run.
     pub keep: Retention,
+    /// Take the manifest from a signed artifact in a registry (`--source`).
+    pub source: Option<source::SourceOptions>,
 }
 
 /// What the agent is told from outside (signals, by the CLI).
@@ -119,6 +125,8 @@ pub enum Trigger {
     Signal,
     Http,
     Retry,
+    /// `--source` names a new artifact.
+    Source,
 }
 
 impl Trigger {
@@ -131,6 +139,7 @@ impl Trigger {
             Trigger::Signal => "signal",
             Trigger::Http => "http",
             Trigger::Retry => "retry",
+            Trigger::Source => "source",
         }
     }
 }
@@ -194,6 +203,8 @@ pub enum AgentError {
     Session(#[from] crate::session::SessionError),
     #[error("{0}")]
     Io(String),
+    #[error("no desired state to apply: {0}")]
+    Source(crate::distribution::artifact::ArtifactError),
 }
 
 /// How the last run ended (a metric label: a small fixed set), and the exit code it
@@ -616,16 +627,27 @@ impl Loop {
 
 /// Run the agent until told to stop (or after one run with `once`).
 pub async fn run(
-    opts: AgentOptions,
+    mut opts: AgentOptions,
     mut control: UnboundedReceiver<Control>,
     started: Started,
 ) -> Result<Ended, AgentError> {
     let state_path = opts.session.state.local_for(&opts.session.path);
     let _lock = take_agent_lock(&state_path)?;
-    let mut session = Session::open(&opts.session).await?;
-    let mut scope = Scope::of(&session);
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Mutex::new(Health::default()));
+    let mut source = opts.source.clone().map(source::Source::new);
+    if let Some(src) = source.as_mut() {
+        // The registry first; what is unpacked here already if it cannot answer.
+        if let Err(e) = src.poll().await {
+            source_failed(&metrics, &health, &e);
+            if src.current().is_none() {
+                return Err(AgentError::Source(e));
+            }
+        }
+        use_source(&mut opts.session, src, &metrics);
+    }
+    let mut session = Session::open(&opts.session).await?;
+    let mut scope = Scope::of(&session);
     let (wake_tx, mut wake_rx): (UnboundedSender<Trigger>, _) = unbounded_channel();
     let bound = match opts.listen {
         Some(addr) => Some(
@@ -649,6 +671,11 @@ pub async fn run(
         drop(fs_tx);
         None
     };
+    let source_every = source
+        .as_ref()
+        .filter(|s| s.opts.reference.digest().is_none())
+        .map(|s| s.opts.interval);
+    let mut source_at = source_every.map(|d| Instant::now() + d);
     let mut lp = Loop::new(opts, metrics.clone(), health.clone());
     lp.plan_next_slot();
     refresh_watch(&mut lp, watcher.as_mut(), &scope);
@@ -743,6 +770,20 @@ pub async fn run(
                 lp.trigger(Trigger::Schedule, false);
                 lp.plan_next_slot();
             }
+            _ = sleep_opt(source_at) => {
+                source_at = source_every.map(|d| Instant::now() + d);
+                if let Some(src) = source.as_mut() {
+                    match src.poll().await {
+                        Ok(true) => {
+                            use_source(&mut lp.opts.session, src, &lp.metrics);
+                            lp.reload = true;
+                            lp.trigger(Trigger::Source, false);
+                        }
+                        Ok(false) => {}
+                        Err(e) => source_failed(&lp.metrics, &lp.health, &e),
+                    }
+                }
+            }
             _ = sleep_opt(retry_at) => {
                 lp.retry_at = None;
                 lp.trigger(Trigger::Retry, false);
@@ -762,6 +803,47 @@ pub async fn run(
         last: lp.last,
         runs: lp.runs,
     })
+}
+
+/// Make the source's current artifact the manifest (its directory, recorded with runs).
+fn use_source(session: &mut SessionOptions, src: &source::Source, metrics: &Metrics) {
+    let Some((current, dir)) = src.current() else {
+        return;
+    };
+    tracing::info!(
+        reference = %current.reference,
+        digest = %current.digest,
+        signed_by = %current.signed_by,
+        "desired state from the registry"
+    );
+    session.path = dir.clone();
+    session.artifact = Some(crate::manifest::Artifact {
+        reference: current.reference.clone(),
+        digest: current.digest.clone(),
+    });
+    metrics.artifact.clear();
+    metrics
+        .artifact
+        .get_or_create(&labels([("digest", current.digest.as_str())]))
+        .set(1);
+}
+
+/// An artifact not taken: counted, shown in `/readyz`, logged; the last good stays.
+fn source_failed(
+    metrics: &Metrics,
+    health: &Mutex<Health>,
+    e: &crate::distribution::artifact::ArtifactError,
+) {
+    metrics
+        .source_failures
+        .get_or_create(&labels([("reason", e.reason())]))
+        .inc();
+    let msg = format!("--source: {e} (the last good desired state stays in force)");
+    tracing::error!("{msg}");
+    eprintln!("error: {msg}");
+    if let Ok(mut h) = health.lock() {
+        h.last_error = Some(msg);
+    }
 }
 
 async fn sleep_opt(at: Option<Instant>) {
@@ -1248,6 +1330,7 @@ mod tests {
             retry_base: Duration::from_secs(30),
             parallelism: 1,
             keep: Retention::default(),
+            source: None,
         }
     }
 

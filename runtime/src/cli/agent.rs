@@ -4,6 +4,10 @@
 //! run in flight finishes within `--shutdown-grace`; a second signal cancels it),
 //! SIGHUP reloads the manifest, SIGUSR1 runs now.
 //!
+//! With `--source oci://…:channel`: the manifest comes from a signed desired-state
+//! artifact (see [`crate::agent::source`]); PATH is then the agent's own directory,
+//! holding its state (`.tenet/state.db`) and the artifacts it pulled (`.tenet/source/`).
+//!
 //! With `--once`: one run, and the exit code of its outcome (0 converged or changed,
 //! 2 drifted in detect mode, 3 refused by policy, 1 failed).
 
@@ -72,6 +76,19 @@ pub struct AgentArgs {
     /// Never prune the history (it grows by about 0.5 KB per converged run).
     #[arg(long, conflicts_with_all = ["keep_runs", "keep_days"])]
     keep_all: bool,
+    /// Take the desired state from a signed artifact (`tenet config push`):
+    /// oci://host/repo:channel follows the channel; oci://host/repo@sha256:… pins
+    /// the node. PATH is then the agent's directory (state, pulled artifacts).
+    #[arg(long, value_name = "REFERENCE")]
+    source: Option<String>,
+    /// How often --source is asked whether it names a new artifact.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout, requires = "source")]
+    source_interval: Duration,
+    /// A public key whose signatures --source accepts (repeatable; required with it).
+    #[arg(long = "trust", value_name = "KEY.pub", requires = "source")]
+    trust: Vec<std::path::PathBuf>,
+    #[command(flatten)]
+    registry: super::plugin::RegistryArgs,
 }
 
 /// The agent's retention when none is given: a quarter of compliance history.
@@ -84,8 +101,41 @@ pub async fn execute(args: AgentArgs) -> anyhow::Result<u8> {
     if args.interval < Duration::from_millis(100) {
         anyhow::bail!("--interval must be at least 100ms");
     }
+    let mut session = args.manifest.session_options()?;
+    let source = match &args.source {
+        Some(reference) => {
+            let reference = crate::distribution::oci::OciRef::parse(reference)?;
+            let trusted = crate::distribution::bundle::keys_from_files(&args.trust)?;
+            if trusted.is_empty() {
+                anyhow::bail!(
+                    "--source needs --trust KEY.pub: nothing is applied unless a trusted key signed it"
+                );
+            }
+            let dir = &session.path;
+            if !dir.is_dir() {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}: cannot create the agent's directory: {e}",
+                        dir.display()
+                    )
+                })?;
+            }
+            // The state belongs to the agent's directory, not to an unpacked artifact.
+            if session.state.explicit.is_none() {
+                session.state.explicit = Some(dir.join(".tenet/state.db"));
+            }
+            Some(agent::source::SourceOptions {
+                reference,
+                trusted,
+                registry: args.registry.options(),
+                interval: args.source_interval,
+                checkouts: dir.join(".tenet/source"),
+            })
+        }
+        None => None,
+    };
     let opts = AgentOptions {
-        session: args.manifest.session_options()?,
+        session,
         mode: match args.mode {
             ModeArg::Enforce => Mode::Enforce,
             ModeArg::Detect => Mode::Detect,
@@ -111,6 +161,7 @@ pub async fn execute(args: AgentArgs) -> anyhow::Result<u8> {
                 age: Some(DEFAULT_KEEP),
             },
         },
+        source,
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     for (kind, control) in [

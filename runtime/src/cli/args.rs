@@ -111,6 +111,7 @@ impl ManifestArgs {
             facts,
             facts_dir: self.facts_dir.clone(),
             policy_overrides: Vec::new(),
+            artifact: None,
         })
     }
 }

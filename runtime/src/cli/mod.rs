@@ -5,6 +5,7 @@
 mod agent;
 mod apply;
 pub mod args;
+mod config;
 mod data;
 mod drift;
 mod facts;
@@ -97,6 +98,9 @@ enum Command {
     Policy(policy::PolicyArgs),
     /// Keep the system converged: on a schedule, on file events, on a changed manifest.
     Agent(agent::AgentArgs),
+    /// Desired state as signed OCI artifacts: `push` a manifest directory, `pull`,
+    /// `verify`, `tag` (point a channel at a digest).
+    Config(config::ConfigArgs),
 }
 
 /// The session's warnings, on stderr, in file order.
@@ -160,6 +164,7 @@ pub fn main() -> ExitCode {
             Command::Plugin(a) => plugin::plugin(a).await,
             Command::Policy(a) => policy::execute(a).await,
             Command::Agent(a) => agent::execute(a).await,
+            Command::Config(a) => config::execute(a).await,
         }
     });
     // Abandoned provider calls stop themselves; whatever is still on the blocking pool

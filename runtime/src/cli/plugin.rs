@@ -85,7 +85,7 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
-    fn options(&self) -> oci::Options {
+    pub(super) fn options(&self) -> oci::Options {
         oci::Options {
             insecure_http: self.insecure_http,
         }
@@ -97,14 +97,14 @@ impl RegistryArgs {
 pub struct TrustArgs {
     /// Trusted public key file (repeatable).
     #[arg(long = "trust", value_name = "KEY.pub")]
-    trust: Vec<PathBuf>,
+    pub(super) trust: Vec<PathBuf>,
     /// Also trust the keys listed under `trust:` in this manifest.
     #[arg(long, value_name = "PATH")]
     manifest: Option<PathBuf>,
 }
 
 impl TrustArgs {
-    fn keys(&self) -> anyhow::Result<Vec<TrustedKey>> {
+    pub(super) fn keys(&self) -> anyhow::Result<Vec<TrustedKey>> {
         let mut keys = bundle::keys_from_files(&self.trust)?;
         if let Some(m) = &self.manifest {
             let (m, diags) = crate::manifest::load(m, &crate::manifest::LoadOptions::default());

@@ -358,22 +358,41 @@ pub fn generate_key(comment: &str) -> Result<(String, String, String), String> {
 /// Sign a bundle's component with the secret key file at `key`: the detached signature
 /// text (minisign format). The trusted comment names the bundle and its digest.
 pub fn sign(bundle: &Bundle, key: &Path) -> Result<String, BundleError> {
-    let text = std::fs::read_to_string(key).map_err(|e| io(key, e))?;
-    let sk = minisign::SecretKeyBox::from_string(&text)
-        .and_then(minisign::SecretKeyBox::into_unencrypted_secret_key)
-        .map_err(|e| invalid(key, format!("not a usable minisign secret key: {e}")))?;
     let comment = format!(
         "tenet bundle {} {} sha256:{}",
         bundle.metadata.name, bundle.metadata.version, bundle.metadata.component_sha256
     );
-    let sig = minisign::sign(
-        None,
-        &sk,
-        std::io::Cursor::new(&bundle.component),
-        Some(&comment),
-        None,
-    )
-    .map_err(|e| invalid(key, format!("cannot sign: {e}")))?;
+    sign_bytes(&bundle.component, &comment, key)
+}
+
+/// The public half of the secret key file at `key`, as a trusted key (to check what was
+/// signed with it).
+pub fn public_of(key: &Path) -> Result<TrustedKey, BundleError> {
+    let text = std::fs::read_to_string(key).map_err(|e| io(key, e))?;
+    let sk = minisign::SecretKeyBox::from_string(&text)
+        .and_then(minisign::SecretKeyBox::into_unencrypted_secret_key)
+        .map_err(|e| invalid(key, format!("not a usable minisign secret key: {e}")))?;
+    let pk = minisign::PublicKey::from_secret_key(&sk)
+        .map_err(|e| invalid(key, format!("not a usable minisign secret key: {e}")))?;
+    Ok(TrustedKey {
+        id: key_id(pk.keynum()),
+        public_key: pk.to_base64(),
+        name: key.display().to_string(),
+        location: crate::diag::Location::file(key),
+        file: None,
+    })
+}
+
+/// A detached minisign signature (text) over `bytes` with the secret key file at `key`,
+/// `comment` as its trusted comment: what bundles and desired-state artifacts are
+/// signed with.
+pub fn sign_bytes(bytes: &[u8], comment: &str, key: &Path) -> Result<String, BundleError> {
+    let text = std::fs::read_to_string(key).map_err(|e| io(key, e))?;
+    let sk = minisign::SecretKeyBox::from_string(&text)
+        .and_then(minisign::SecretKeyBox::into_unencrypted_secret_key)
+        .map_err(|e| invalid(key, format!("not a usable minisign secret key: {e}")))?;
+    let sig = minisign::sign(None, &sk, std::io::Cursor::new(bytes), Some(comment), None)
+        .map_err(|e| invalid(key, format!("cannot sign: {e}")))?;
     Ok(sig.to_string())
 }
 

@@ -58,8 +58,12 @@ pub enum OciError {
         expected: String,
         actual: String,
     },
-    #[error("{reference}: not a Tenet plugin bundle: {message}")]
-    NotABundle { reference: String, message: String },
+    #[error("{reference}: not {what}: {message}")]
+    NotABundle {
+        reference: String,
+        what: String,
+        message: String,
+    },
     #[error("{reference}: {message}")]
     Registry { reference: String, message: String },
     #[error(transparent)]
@@ -312,58 +316,44 @@ fn config_blob(b: &Bundle, wasm_digest: &str) -> Vec<u8> {
     serde_json::to_vec(&config).unwrap_or_default()
 }
 
-/// Push a bundle (and its signature, if signed) to `r`; returns the manifest digest.
-pub async fn push(
+/// One blob of an artifact: its bytes, media type and (for layers) file name.
+#[derive(Debug, Clone)]
+pub struct Blob {
+    pub data: Vec<u8>,
+    pub media_type: &'static str,
+    /// `org.opencontainers.image.title`, so `oras pull` names the file.
+    pub title: Option<String>,
+}
+
+/// Push an artifact (an image manifest of `config` and `layers`, with `annotations`)
+/// to `r`; returns the manifest digest. The same blobs always give the same digest.
+pub async fn push_artifact(
     r: &OciRef,
-    b: &Bundle,
-    signature: Option<&str>,
+    config: Blob,
+    layers: Vec<Blob>,
+    annotations: std::collections::BTreeMap<String, String>,
     options: &Options,
 ) -> Result<String, OciError> {
     if !r.is_loopback() && options.insecure_http {
         tracing::warn!(registry = r.registry(), "pushing over plain HTTP");
     }
     let client = client(r, options)?;
-    let metadata = serde_json::to_vec_pretty(&b.metadata).map_err(|e| OciError::Registry {
-        reference: r.text.clone(),
-        message: e.to_string(),
-    })?;
-    let title = |name: String| {
-        Some(std::collections::BTreeMap::from([(
-            "org.opencontainers.image.title".to_owned(),
-            name,
-        )]))
-    };
-    let mut layers = vec![
-        ImageLayer::new(
-            b.component.clone(),
-            WASM_MEDIA_TYPE.into(),
-            title(format!("{}.wasm", b.metadata.name)),
-        ),
-        ImageLayer::new(
-            metadata,
-            METADATA_MEDIA_TYPE.into(),
-            title("metadata.json".into()),
-        ),
-    ];
-    if let Some(sig) = signature {
-        layers.push(ImageLayer::new(
-            sig.as_bytes().to_vec(),
-            SIGNATURE_MEDIA_TYPE.into(),
-            title(format!("{}.wasm.minisig", b.metadata.name)),
-        ));
-    }
-    let wasm_digest = format!("sha256:{}", b.metadata.component_sha256);
-    let config = Config::new(config_blob(b, &wasm_digest), CONFIG_MEDIA_TYPE.into(), None);
-    let annotations = std::collections::BTreeMap::from([
-        (
-            "org.opencontainers.image.version".to_owned(),
-            b.metadata.version.clone(),
-        ),
-        (
-            "org.opencontainers.image.description".to_owned(),
-            b.metadata.description.clone(),
-        ),
-    ]);
+    let layers: Vec<ImageLayer> = layers
+        .into_iter()
+        .map(|b| {
+            ImageLayer::new(
+                b.data,
+                b.media_type.into(),
+                b.title.map(|name| {
+                    std::collections::BTreeMap::from([(
+                        "org.opencontainers.image.title".to_owned(),
+                        name,
+                    )])
+                }),
+            )
+        })
+        .collect();
+    let config = Config::new(config.data, config.media_type.into(), None);
     let mut manifest = OciImageManifest::build(&layers, &config, Some(annotations));
     manifest.media_type = Some(OCI_IMAGE_MEDIA_TYPE.into());
     let auth = auth(r, options)?;
@@ -377,101 +367,281 @@ pub async fn push(
         .map_err(|e| map_err(r, e))
 }
 
-fn size_of(d: &OciDescriptor) -> u64 {
-    u64::try_from(d.size).unwrap_or(u64::MAX)
+/// The digest a reference names now (a tag is asked of the registry: one HEAD request;
+/// a digest is itself).
+pub async fn resolve(r: &OciRef, options: &Options) -> Result<String, OciError> {
+    if let Some(d) = r.digest() {
+        return Ok(d.to_owned());
+    }
+    let client = client(r, options)?;
+    let auth = auth(r, options)?;
+    client
+        .fetch_manifest_digest(&r.reference, &auth)
+        .await
+        .map_err(|e| map_err(r, e))
 }
 
-/// Pull the bundle `r` names: check the manifest's media types and sizes first, then
-/// download each blob (verified against its digest) within its limit.
-pub async fn pull(r: &OciRef, options: &Options) -> Result<Pulled, OciError> {
+/// Point the tag `to` at the manifest `from` names (same repository or another on the
+/// same registry; its blobs must be there): the manifest's bytes are put unchanged, so
+/// the digest stays. Returns the digest.
+pub async fn tag(from: &OciRef, to: &OciRef, options: &Options) -> Result<String, OciError> {
+    if from.registry() != to.registry() {
+        return Err(OciError::Registry {
+            reference: to.text.clone(),
+            message: format!(
+                "a tag can only name a manifest of its own registry ({} is not {})",
+                to.registry(),
+                from.registry()
+            ),
+        });
+    }
+    let client = client(from, options)?;
+    let auth = auth(from, options)?;
+    let accepted = [OCI_IMAGE_MEDIA_TYPE];
+    let (bytes, digest) = client
+        .pull_manifest_raw(&from.reference, &auth, &accepted)
+        .await
+        .map_err(|e| map_err(from, e))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(OciError::Registry {
+            reference: from.text.clone(),
+            message: format!(
+                "its manifest is {} bytes (limit {MAX_MANIFEST_BYTES})",
+                bytes.len()
+            ),
+        });
+    }
+    let header = http::HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE);
+    client
+        .push_manifest_raw(&to.reference, bytes.to_vec(), header)
+        .await
+        .map_err(|e| map_err(to, e))?;
+    Ok(digest)
+}
+
+/// Largest image manifest handled by [`tag`].
+pub const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A layer an artifact kind expects: its media type, size limit and whether it must
+/// be there.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerSpec {
+    pub media_type: &'static str,
+    pub limit: u64,
+    pub required: bool,
+}
+
+/// An artifact as pulled: every blob checked against its digest and its limit.
+#[derive(Debug)]
+pub struct PulledArtifact {
+    pub config: Vec<u8>,
+    /// By media type (each at most once).
+    pub layers: std::collections::BTreeMap<&'static str, Vec<u8>>,
+    /// `sha256:…` of the image manifest.
+    pub manifest_digest: String,
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+/// Pull the artifact `r` names, of the kind `what` (for messages) with config media
+/// type `config_type` and the layers `specs`: the manifest's media types and sizes are
+/// checked first, then each blob is downloaded (verified against its digest) within its
+/// limit. A layer of any other media type, or twice the same, is refused.
+pub async fn pull_artifact(
+    r: &OciRef,
+    what: &str,
+    config_type: &str,
+    specs: &[LayerSpec],
+    options: &Options,
+) -> Result<PulledArtifact, OciError> {
     let client = client(r, options)?;
     let auth = auth(r, options)?;
     let (manifest, manifest_digest) = client
         .pull_image_manifest(&r.reference, &auth)
         .await
         .map_err(|e| map_err(r, e))?;
-    let not_bundle = |message: String| OciError::NotABundle {
+    let not_it = |message: String| OciError::NotABundle {
         reference: r.text.clone(),
+        what: what.to_owned(),
         message,
     };
-    if manifest.config.media_type != CONFIG_MEDIA_TYPE {
-        return Err(not_bundle(format!(
-            "its config has media type `{}`, expected `{CONFIG_MEDIA_TYPE}`",
+    if manifest.config.media_type != config_type {
+        return Err(not_it(format!(
+            "its config has media type `{}`, expected `{config_type}`",
             manifest.config.media_type
         )));
     }
     if size_of(&manifest.config) > MAX_CONFIG_BYTES {
-        return Err(not_bundle(format!(
+        return Err(not_it(format!(
             "its config is {} bytes (limit {MAX_CONFIG_BYTES})",
             manifest.config.size
         )));
     }
-    let mut wasm = None;
-    let mut meta = None;
-    let mut sig = None;
+    let mut found: std::collections::BTreeMap<&'static str, &OciDescriptor> =
+        std::collections::BTreeMap::new();
     for layer in &manifest.layers {
-        let (slot, limit) = match layer.media_type.as_str() {
-            WASM_MEDIA_TYPE => (&mut wasm, crate::distribution::bundle::MAX_COMPONENT_BYTES),
-            METADATA_MEDIA_TYPE => (&mut meta, MAX_METADATA_BYTES),
-            SIGNATURE_MEDIA_TYPE => (&mut sig, MAX_SIGNATURE_BYTES),
-            other => {
-                return Err(not_bundle(format!(
-                    "unexpected layer media type `{other}` (a bundle has `{WASM_MEDIA_TYPE}`, `{METADATA_MEDIA_TYPE}` and optionally `{SIGNATURE_MEDIA_TYPE}`)"
-                )));
-            }
+        let Some(spec) = specs.iter().find(|s| s.media_type == layer.media_type) else {
+            return Err(not_it(format!(
+                "unexpected layer media type `{}` (expected: {})",
+                layer.media_type,
+                specs
+                    .iter()
+                    .map(|s| format!("`{}`", s.media_type))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         };
-        if slot.is_some() {
-            return Err(not_bundle(format!(
+        if found.insert(spec.media_type, layer).is_some() {
+            return Err(not_it(format!(
                 "more than one `{}` layer",
                 layer.media_type
             )));
         }
-        if size_of(layer) > limit {
-            return Err(not_bundle(format!(
-                "its `{}` layer is {} bytes (limit {limit})",
-                layer.media_type, layer.size
+        if size_of(layer) > spec.limit {
+            return Err(not_it(format!(
+                "its `{}` layer is {} bytes (limit {})",
+                layer.media_type, layer.size, spec.limit
             )));
         }
-        *slot = Some((layer, limit));
     }
-    let (Some(wasm), Some(meta)) = (wasm, meta) else {
-        return Err(not_bundle(format!(
-            "it needs one `{WASM_MEDIA_TYPE}` and one `{METADATA_MEDIA_TYPE}` layer"
-        )));
-    };
-    let fetch = async |(layer, limit): (&OciDescriptor, u64)| -> Result<Vec<u8>, OciError> {
+    if let Some(missing) = specs
+        .iter()
+        .find(|s| s.required && !found.contains_key(s.media_type))
+    {
+        return Err(not_it(format!("it has no `{}` layer", missing.media_type)));
+    }
+    let fetch = async |d: &OciDescriptor, limit: u64| -> Result<Vec<u8>, OciError> {
         let mut out = Capped {
-            data: Vec::with_capacity(usize::try_from(size_of(layer).min(limit)).unwrap_or(0)),
+            data: Vec::with_capacity(usize::try_from(size_of(d).min(limit)).unwrap_or(0)),
             limit,
         };
         client
-            .pull_blob(&r.reference, layer, &mut out)
+            .pull_blob(&r.reference, d, &mut out)
             .await
             .map_err(|e| map_err(r, e))?;
-        if out.data.len() as u64 != size_of(layer) {
-            return Err(not_bundle(format!(
-                "its `{}` layer is {} bytes, the manifest says {}",
-                layer.media_type,
+        if out.data.len() as u64 != size_of(d) {
+            return Err(not_it(format!(
+                "its `{}` blob is {} bytes, the manifest says {}",
+                d.media_type,
                 out.data.len(),
-                layer.size
+                d.size
             )));
         }
         Ok(out.data)
     };
-    let component = fetch(wasm).await?;
-    let metadata = fetch(meta).await?;
-    let signature = match sig {
-        Some(s) => Some(
-            String::from_utf8(fetch(s).await?)
-                .map_err(|_| not_bundle("its signature layer is not text".into()))?,
+    let config = fetch(&manifest.config, MAX_CONFIG_BYTES).await?;
+    let mut layers = std::collections::BTreeMap::new();
+    for spec in specs {
+        if let Some(d) = found.get(spec.media_type) {
+            layers.insert(spec.media_type, fetch(d, spec.limit).await?);
+        }
+    }
+    Ok(PulledArtifact {
+        config,
+        layers,
+        manifest_digest,
+        annotations: manifest
+            .annotations
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    })
+}
+
+/// Push a bundle (and its signature, if signed) to `r`; returns the manifest digest.
+pub async fn push(
+    r: &OciRef,
+    b: &Bundle,
+    signature: Option<&str>,
+    options: &Options,
+) -> Result<String, OciError> {
+    let metadata = serde_json::to_vec_pretty(&b.metadata).map_err(|e| OciError::Registry {
+        reference: r.text.clone(),
+        message: e.to_string(),
+    })?;
+    let mut layers = vec![
+        Blob {
+            data: b.component.clone(),
+            media_type: WASM_MEDIA_TYPE,
+            title: Some(format!("{}.wasm", b.metadata.name)),
+        },
+        Blob {
+            data: metadata,
+            media_type: METADATA_MEDIA_TYPE,
+            title: Some("metadata.json".into()),
+        },
+    ];
+    if let Some(sig) = signature {
+        layers.push(Blob {
+            data: sig.as_bytes().to_vec(),
+            media_type: SIGNATURE_MEDIA_TYPE,
+            title: Some(format!("{}.wasm.minisig", b.metadata.name)),
+        });
+    }
+    let wasm_digest = format!("sha256:{}", b.metadata.component_sha256);
+    let config = Blob {
+        data: config_blob(b, &wasm_digest),
+        media_type: CONFIG_MEDIA_TYPE,
+        title: None,
+    };
+    let annotations = std::collections::BTreeMap::from([
+        (
+            "org.opencontainers.image.version".to_owned(),
+            b.metadata.version.clone(),
         ),
+        (
+            "org.opencontainers.image.description".to_owned(),
+            b.metadata.description.clone(),
+        ),
+    ]);
+    push_artifact(r, config, layers, annotations, options).await
+}
+
+fn size_of(d: &OciDescriptor) -> u64 {
+    u64::try_from(d.size).unwrap_or(u64::MAX)
+}
+
+/// Pull the bundle `r` names (see [`pull_artifact`]).
+pub async fn pull(r: &OciRef, options: &Options) -> Result<Pulled, OciError> {
+    let mut pulled = pull_artifact(
+        r,
+        "a Tenet plugin bundle",
+        CONFIG_MEDIA_TYPE,
+        &[
+            LayerSpec {
+                media_type: WASM_MEDIA_TYPE,
+                limit: crate::distribution::bundle::MAX_COMPONENT_BYTES,
+                required: true,
+            },
+            LayerSpec {
+                media_type: METADATA_MEDIA_TYPE,
+                limit: MAX_METADATA_BYTES,
+                required: true,
+            },
+            LayerSpec {
+                media_type: SIGNATURE_MEDIA_TYPE,
+                limit: MAX_SIGNATURE_BYTES,
+                required: false,
+            },
+        ],
+        options,
+    )
+    .await?;
+    let mut take = |m: &str| pulled.layers.remove(m).unwrap_or_default();
+    let component = take(WASM_MEDIA_TYPE);
+    let metadata = take(METADATA_MEDIA_TYPE);
+    let signature = match pulled.layers.remove(SIGNATURE_MEDIA_TYPE) {
+        Some(s) => Some(String::from_utf8(s).map_err(|_| OciError::NotABundle {
+            reference: r.text.clone(),
+            what: "a Tenet plugin bundle".into(),
+            message: "its signature layer is not text".into(),
+        })?),
         None => None,
     };
     let bundle = Bundle::from_parts(std::path::Path::new(&r.text), &metadata, component)?;
     Ok(Pulled {
         bundle,
         signature,
-        manifest_digest,
+        manifest_digest: pulled.manifest_digest,
     })
 }
 

@@ -28,6 +28,8 @@ pub struct LoadOptions {
     pub facts: Option<Value>,
     /// Where external facts are (default [`crate::facts::EXTERNAL_DIR`]).
     pub facts_dir: Option<PathBuf>,
+    /// The desired-state artifact the files were unpacked from, if any.
+    pub artifact: Option<super::Artifact>,
 }
 
 /// A manifest as recorded in the history: its files' text (named relative to its
@@ -306,6 +308,7 @@ pub fn load(path: &Path, options: &LoadOptions) -> (Manifest, Diagnostics) {
         module_files,
         template_files,
         policy,
+        artifact: options.artifact.clone(),
     };
     (manifest, diags)
 }

@@ -118,6 +118,17 @@ pub struct Manifest {
     pub template_files: BTreeMap<String, String>,
     /// `policy:`, when the manifest configures its policies.
     pub policy: Option<policy::PolicyConfig>,
+    /// The signed desired-state artifact its files came from (`tenet agent --source`),
+    /// recorded with every run.
+    pub artifact: Option<Artifact>,
+}
+
+/// Where a manifest came from when a registry delivered it: the reference asked for
+/// (a channel tag, or a pinned digest) and the artifact's manifest digest.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Artifact {
+    pub reference: String,
+    pub digest: String,
 }
 
 /// Where a provider's component comes from.

@@ -259,6 +259,7 @@ pub fn record_of(command: &str, manifest: &Manifest, started_at: &str) -> RunRec
         resources: Vec::new(),
         steady: None,
         policy: Vec::new(),
+        artifact: manifest.artifact.clone(),
     }
 }
 

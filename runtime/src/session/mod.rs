@@ -44,6 +44,9 @@ pub struct SessionOptions {
     /// `--override-policy RULE --reason TEXT`: soft-mandatory denials let through in
     /// this run (recorded with who and why).
     pub policy_overrides: Vec<(String, String)>,
+    /// The desired-state artifact the manifest was unpacked from (the agent's
+    /// `--source`), recorded with every run.
+    pub artifact: Option<crate::manifest::Artifact>,
 }
 
 impl SessionOptions {
@@ -55,6 +58,7 @@ impl SessionOptions {
             snapshot: None,
             facts: self.facts.clone(),
             facts_dir: self.facts_dir.clone(),
+            artifact: self.artifact.clone(),
         }
     }
 }

@@ -150,6 +150,7 @@ pub fn compact(record: &RunRecord) -> (RunRecord, Vec<Blob>) {
         resources,
         steady,
         policy: record.policy.clone(),
+        artifact: record.artifact.clone(),
     };
     (stored, blobs)
 }

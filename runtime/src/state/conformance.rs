@@ -223,6 +223,7 @@ pub fn record(command: &str, outcome: &str) -> RunRecord {
         finished_at: "2026-11-26T12:00:01Z".into(),
         succeeded: outcome != "failed",
         policy: Vec::new(),
+        artifact: None,
         resources: vec![ResourceOutcome {
             id: "a".into(),
             type_name: "file.file".into(),

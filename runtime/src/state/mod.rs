@@ -285,6 +285,10 @@ pub struct RunRecord {
     /// records hash as they did).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policy: Vec<crate::plan::policy::Decision>,
+    /// The signed desired-state artifact the manifest came from (absent for a manifest
+    /// read from disk, so older records hash as they did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<crate::manifest::Artifact>,
 }
 
 /// A run in the history: its sequence number and place in the hash chain.

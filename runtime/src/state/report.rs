@@ -279,6 +279,7 @@ mod tests {
             finished_at: humantime::format_rfc3339_seconds(at(minute)).to_string(),
             succeeded: true,
             policy: Vec::new(),
+            artifact: None,
             resources: outcomes
                 .iter()
                 .map(|(id, outcome, change, ms)| ResourceOutcome {
