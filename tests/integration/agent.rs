@@ -827,3 +827,183 @@ fn the_systemd_and_runit_examples_start_the_agent_as_written() {
     });
     drop(supervised);
 }
+
+/// `--source`: the agent follows a channel tag in a real registry — a new signed
+/// artifact is applied on the next poll and recorded in every run; an unsigned or
+/// untrusted one is refused and the last good stays in force (across a restart with the
+/// registry down too); a node pinned by digest stays where it is.
+#[test]
+fn the_agent_follows_a_signed_channel_and_keeps_the_last_good_when_refused() {
+    use crate::artifacts::{pushed_digest, site};
+    let Some(mut registry) = support::Registry::start() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    let s = |p: &str| d.join(p).display().to_string();
+    support::key(d, "release");
+    support::key(d, "stranger");
+    let channel = format!("oci://{}/fleet/web:stable", registry.addr);
+    let publish = |name: &str, signer: Option<&str>| {
+        site(&d.join(name), d, name);
+        let dir = s(name);
+        let key = signer.map(|k| s(&format!("{k}.key")));
+        let mut args = vec!["config", "push", &dir, &channel];
+        match &key {
+            Some(k) => args.extend(["--key", k.as_str()]),
+            None => args.push("--unsigned"),
+        }
+        pushed_digest(&tenet(d, &args))
+    };
+    let motd = d.join("out/motd");
+    let node = d.join("node");
+    std::fs::create_dir_all(&node).expect("node");
+    let trust = s("release.pub");
+    let v1 = publish("v1", Some("release"));
+
+    // Once: pulled, verified, applied, recorded with its digest.
+    let o = tenet(
+        &node,
+        &[
+            "agent", ".", "--once", "--source", &channel, "--trust", &trust,
+        ],
+    );
+    support::ok(&o);
+    assert_eq!(read(&motd), "v1\n");
+    let artifact_of_runs = || -> Vec<String> {
+        let h = tenet(&node, &["history", "--json"]);
+        support::ok(&h);
+        let runs: serde_json::Value = serde_json::from_slice(&h.stdout).expect("json");
+        runs.as_array()
+            .expect("runs")
+            .iter()
+            .map(|r| {
+                assert_eq!(r["record"]["artifact"]["reference"], channel.as_str());
+                r["record"]["artifact"]["digest"]
+                    .as_str()
+                    .expect("every run names its artifact")
+                    .to_owned()
+            })
+            .collect()
+    };
+    assert_eq!(artifact_of_runs(), [v1.clone()]);
+    let shown = tenet(&node, &["show", "1"]);
+    support::has(
+        &support::stdout(&shown),
+        &format!("artifact {v1} ({channel})"),
+    );
+    assert!(
+        node.join(".tenet/state.db").is_file(),
+        "the agent's own state"
+    );
+
+    // Following the channel.
+    let agent = Agent::start(
+        &node,
+        &[
+            "--source",
+            &channel,
+            "--trust",
+            &trust,
+            "--source-interval",
+            "200ms",
+            "--no-watch",
+        ],
+    );
+    let v2 = publish("v2", Some("release"));
+    agent.wait("v2 applied", Duration::from_secs(30), || {
+        read(&motd) == "v2\n"
+    });
+    agent.wait("the artifact metric", Duration::from_secs(5), || {
+        metric(
+            &agent.metrics(),
+            "tenet_agent_artifact_info",
+            &[&format!("digest=\"{v2}\"")],
+        ) == 1.0
+    });
+    // Moved to something unsigned, then to something a stranger signed: refused, the
+    // last good stays, and each refused digest is pulled once, not on every poll.
+    let failures = |reason: &str| {
+        metric(
+            &agent.metrics(),
+            "tenet_agent_source_failures_total",
+            &[&format!("reason=\"{reason}\"")],
+        )
+    };
+    publish("v3", None);
+    agent.wait("the unsigned one refused", Duration::from_secs(30), || {
+        failures("unsigned") >= 1.0
+    });
+    publish("v4", Some("stranger"));
+    agent.wait("the untrusted one refused", Duration::from_secs(30), || {
+        failures("untrusted") >= 1.0
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        failures("untrusted"),
+        1.0,
+        "not pulled again while the tag stays"
+    );
+    assert_eq!(read(&motd), "v2\n", "the last good in force");
+    support::has(&agent.stderr(), "not signed; refusing");
+    support::has(&agent.stderr(), "which is not trusted");
+    let v5 = publish("v5", Some("release"));
+    agent.wait("v5 applied", Duration::from_secs(30), || {
+        read(&motd) == "v5\n"
+    });
+    assert_eq!(agent.stop(), Some(0));
+    let seen = artifact_of_runs();
+    assert!(seen.contains(&v2) && seen.contains(&v5), "{seen:?}");
+    let refused: Vec<&String> = seen
+        .iter()
+        .filter(|d| *d != &v1 && *d != &v2 && *d != &v5)
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "no run of a refused artifact: {refused:?}"
+    );
+
+    // Pinned by digest: the tag's moves do not concern it.
+    let pinned = d.join("pinned");
+    std::fs::create_dir_all(&pinned).expect("pinned");
+    let at_v1 = format!("oci://{}/fleet/web@{v1}", registry.addr);
+    support::ok(&tenet(
+        &pinned,
+        &[
+            "agent", ".", "--once", "--source", &at_v1, "--trust", &trust,
+        ],
+    ));
+    assert_eq!(read(&motd), "v1\n");
+
+    // The registry away: a node keeps what it has; a new node has nothing to apply.
+    registry.stop();
+    let o = tenet(
+        &node,
+        &[
+            "agent", ".", "--once", "--source", &channel, "--trust", &trust,
+        ],
+    );
+    support::ok(&o);
+    support::has(&support::stderr(&o), "cannot reach registry");
+    support::has(
+        &support::stderr(&o),
+        "the last good desired state stays in force",
+    );
+    assert_eq!(read(&motd), "v5\n");
+    let fresh = d.join("fresh");
+    std::fs::create_dir_all(&fresh).expect("fresh");
+    support::fails_with(
+        &tenet(
+            &fresh,
+            &[
+                "agent", ".", "--once", "--source", &channel, "--trust", &trust,
+            ],
+        ),
+        "no desired state to apply",
+    );
+    // And --source without a trusted key is refused before anything is pulled.
+    support::fails_with(
+        &tenet(&fresh, &["agent", ".", "--once", "--source", &channel]),
+        "--source needs --trust",
+    );
+}

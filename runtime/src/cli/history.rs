@@ -306,6 +306,9 @@ pub fn show(args: ShowArgs) -> anyhow::Result<u8> {
             if g.dirty { " (dirty)" } else { "" }
         )?;
     }
+    if let Some(a) = &rec.artifact {
+        writeln!(out, "  artifact {} ({})", a.digest, a.reference)?;
+    }
     if let Some(to) = rec.rollback_of {
         writeln!(out, "  rollback to the desired state of run #{to}")?;
     }
