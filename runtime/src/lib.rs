@@ -7,7 +7,8 @@
 //! artifact) → [`engine`] (walk the graph, call providers) → [`run`] (the use cases the
 //! CLI and the agent share: plan, apply, drift, recording) → [`state`] (what is
 //! remembered between invocations). [`agent`] is the second caller of `run`: a
-//! continuous, event-driven reconcile loop with metrics. The engine sees providers only through the
+//! continuous, event-driven reconcile loop with metrics; [`fleet`] carries its runs to a
+//! fleet database (reports, the ingest service, fleet queries). The engine sees providers only through the
 //! [`provider::Provider`] trait; [`wasm`] implements it with wasmtime and is the only
 //! place that imports it. [`distribution`] is what may run and how it travels: bundles,
 //! signatures, sources under a trust policy, the plugin store, OCI, `tenet.lock`.
@@ -24,6 +25,7 @@ pub mod digest;
 pub mod distribution;
 pub mod engine;
 pub mod facts;
+pub mod fleet;
 pub mod graph;
 pub mod manifest;
 pub mod plan;

@@ -886,7 +886,7 @@ fn the_agent_follows_a_signed_channel_and_keeps_the_last_good_when_refused() {
             })
             .collect()
     };
-    assert_eq!(artifact_of_runs(), [v1.clone()]);
+    assert_eq!(artifact_of_runs(), std::slice::from_ref(&v1));
     let shown = tenet(&node, &["show", "1"]);
     support::has(
         &support::stdout(&shown),

@@ -18,6 +18,7 @@ mod languages;
 mod modules;
 mod packages;
 mod policy;
+mod reports;
 mod sandbox;
 mod services;
 mod state;

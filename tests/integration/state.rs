@@ -3,7 +3,7 @@
 //! two applies apart and names its holder, and `tenet audit verify` finds a record
 //! edited or deleted directly in the database.
 
-use crate::support::{has, ok, stderr, stdout, tenet, write_manifest};
+use crate::support::{PgSchema, has, ok, stderr, stdout, tenet, write_manifest};
 use std::time::Duration;
 use tenet::state::sqlite::SqliteStore;
 use tenet::state::{Holder, StateStore};
@@ -841,43 +841,6 @@ fn history_is_stored_once_per_digest_and_pruned_to_an_anchor() {
     let o = tenet(dir, &["audit", "verify"]);
     ok(&o);
     has(&stdout(&o), "History intact: 1 runs after 5 pruned");
-}
-
-/// A schema of its own on the test PostgreSQL server (`TENET_TEST_PG_URL`, default
-/// `postgres://postgres@127.0.0.1:5432/test`), dropped afterwards; `None` (with the
-/// reason printed) when the server is unreachable outside CI.
-struct PgSchema {
-    base: String,
-    name: String,
-}
-
-impl PgSchema {
-    fn new(tag: &str) -> Option<PgSchema> {
-        let base = std::env::var("TENET_TEST_PG_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        if let Err(e) = postgres::Client::connect(&base, postgres::NoTls) {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "PostgreSQL is not reachable at {base}: {e}"
-            );
-            crate::support::skipped(&format!("PostgreSQL is not reachable at {base}"));
-            return None;
-        }
-        let name = format!("tenet_it_{}_{tag}", std::process::id());
-        Some(PgSchema { base, name })
-    }
-
-    fn url(&self) -> String {
-        format!("{}?schema={}", self.base, self.name)
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.base, postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
-        }
-    }
 }
 
 /// Issue 18, the shared state: `--state postgres://…` keeps the state in PostgreSQL —

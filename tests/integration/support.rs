@@ -255,6 +255,43 @@ pub fn key(d: &Path, name: &str) -> String {
         .to_owned()
 }
 
+/// A schema of its own on the test PostgreSQL server (`TENET_TEST_PG_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`), dropped afterwards; `None` (with the
+/// reason printed) when the server is unreachable outside CI.
+pub struct PgSchema {
+    pub base: String,
+    pub name: String,
+}
+
+impl PgSchema {
+    pub fn new(tag: &str) -> Option<PgSchema> {
+        let base = std::env::var("TENET_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+        if let Err(e) = postgres::Client::connect(&base, postgres::NoTls) {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PostgreSQL is not reachable at {base}: {e}"
+            );
+            crate::support::skipped(&format!("PostgreSQL is not reachable at {base}"));
+            return None;
+        }
+        let name = format!("tenet_it_{}_{tag}", std::process::id());
+        Some(PgSchema { base, name })
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}?schema={}", self.base, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.base, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+        }
+    }
+}
+
 /// A real OCI registry (Debian's docker-registry, the CNCF distribution registry) on a
 /// free loopback port, storing into its own temporary directory; stopped on drop.
 pub struct Registry {

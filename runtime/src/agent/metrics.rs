@@ -43,6 +43,10 @@ pub struct Metrics {
     /// `--source`: the artifact in force (one series, value 1).
     pub artifact: Family<Labels, Gauge>,
     pub source_failures: Family<Labels, Counter>,
+    /// `--report`: runs recorded but not yet acknowledged by the fleet service.
+    pub report_pending: Gauge,
+    pub reports_sent: Counter,
+    pub report_failures: Counter,
 }
 
 fn duration_histogram() -> Histogram {
@@ -81,6 +85,9 @@ impl Metrics {
             pruned: Counter::default(),
             artifact: Family::default(),
             source_failures: Family::default(),
+            report_pending: Gauge::default(),
+            reports_sent: Counter::default(),
+            report_failures: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -197,6 +204,21 @@ impl Metrics {
             "source_failures",
             "Artifacts not taken from --source, by reason (unreachable, not_found, unsigned, untrusted, signature, digest, invalid, io)",
             m.source_failures.clone(),
+        );
+        registry.register(
+            "report_pending",
+            "Runs recorded but not yet acknowledged by the fleet's ingest service (--report)",
+            m.report_pending.clone(),
+        );
+        registry.register(
+            "reports_sent",
+            "Run reports the fleet's ingest service acknowledged",
+            m.reports_sent.clone(),
+        );
+        registry.register(
+            "report_failures",
+            "Deliveries of reports that failed (retried with backoff)",
+            m.report_failures.clone(),
         );
         // A gauge of 1 rather than OpenMetrics' `info` type, which the Prometheus text
         // parser (promtool 2.42, say) does not know.

@@ -101,6 +101,8 @@ pub struct AgentOptions {
     pub keep: Retention,
     /// Take the manifest from a signed artifact in a registry (`--source`).
     pub source: Option<source::SourceOptions>,
+    /// Report every run to a fleet's ingest service (`--report`).
+    pub report: Option<crate::fleet::deliver::Target>,
 }
 
 /// What the agent is told from outside (signals, by the CLI).
@@ -402,6 +404,8 @@ struct Loop {
     store: Option<Arc<dyn StateStore>>,
     runs: u64,
     last: Option<Outcome>,
+    /// Wakes the delivery of reports (`--report`) after each recorded run.
+    report: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What a path looks like, to tell the agent's own write from a later one: inode,
@@ -518,6 +522,7 @@ impl Loop {
             store: None,
             runs: 0,
             last: None,
+            report: None,
             opts,
         }
     }
@@ -676,7 +681,24 @@ pub async fn run(
         .filter(|s| s.opts.reference.digest().is_none())
         .map(|s| s.opts.interval);
     let mut source_at = source_every.map(|d| Instant::now() + d);
+    let report = match opts.report.clone() {
+        Some(target) => {
+            let delivery = crate::fleet::deliver::Delivery::new(target, &state_path)
+                .map_err(|e| AgentError::Io(e.to_string()))?;
+            let wake = Arc::new(tokio::sync::Notify::new());
+            tokio::spawn(deliver_reports(
+                delivery,
+                opts.session.state.clone(),
+                opts.session.path.clone(),
+                metrics.clone(),
+                wake.clone(),
+            ));
+            Some(wake)
+        }
+        None => None,
+    };
     let mut lp = Loop::new(opts, metrics.clone(), health.clone());
+    lp.report = report;
     lp.plan_next_slot();
     refresh_watch(&mut lp, watcher.as_mut(), &scope);
     lp.trigger(Trigger::Startup, false);
@@ -799,10 +821,108 @@ pub async fn run(
         }
     }
     systemd(&[sd_notify::NotifyState::Stopping]);
+    if let Some(target) = lp.opts.report.clone() {
+        flush_reports(
+            target,
+            &lp.opts.session,
+            &state_path,
+            lp.opts.shutdown_grace,
+        )
+        .await;
+    }
     Ok(Ended {
         last: lp.last,
         runs: lp.runs,
     })
+}
+
+/// The first delay before delivering reports again after a failure, and the most.
+const REPORT_RETRY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(300));
+
+/// Deliver the history's runs to the fleet (`--report`) whenever a run is recorded, and
+/// again with backoff (doubling, half jittered) while the service cannot take them: a
+/// task of its own, so a slow or absent service never holds a run up.
+async fn deliver_reports(
+    delivery: crate::fleet::deliver::Delivery,
+    location: crate::state::Location,
+    manifest: PathBuf,
+    metrics: Arc<Metrics>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    let mut store: Option<Arc<dyn StateStore>> = None;
+    let mut delay = REPORT_RETRY.0;
+    // The first run wakes it (and sends what an earlier life of the agent did not).
+    let mut retry_at = None;
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = sleep_opt(retry_at) => {}
+        }
+        retry_at = None;
+        let s = match &store {
+            Some(s) => s.clone(),
+            None => {
+                let (l, m) = (location.clone(), manifest.clone());
+                match tokio::task::spawn_blocking(move || l.open(&m)).await {
+                    Ok(Ok(s)) => {
+                        store = Some(s.clone());
+                        s
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!("reports: cannot open the state: {e}");
+                        retry_at = Some(Instant::now() + delay);
+                        continue;
+                    }
+                    Err(_) => return,
+                }
+            }
+        };
+        match delivery.deliver(s.clone()).await {
+            Ok(sent) => {
+                metrics.reports_sent.inc_by(sent.sent as u64);
+                metrics.report_pending.set(0);
+                delay = REPORT_RETRY.0;
+            }
+            Err(e) => {
+                metrics.report_failures.inc();
+                let pending = delivery.pending(&*s).unwrap_or(0);
+                metrics.report_pending.set(pending as i64);
+                let wait = delay / 2 + delay.mul_f64(schedule::random() / 2.0);
+                tracing::warn!(
+                    pending,
+                    "{e}; retrying in {}",
+                    humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+                );
+                retry_at = Some(Instant::now() + wait);
+                delay = (delay * 2).min(REPORT_RETRY.1);
+            }
+        }
+    }
+}
+
+/// One last delivery before the agent exits (after `--once`, or a stop), within
+/// `grace` (at most 10 s): what it cannot deliver now the next start sends.
+async fn flush_reports(
+    target: crate::fleet::deliver::Target,
+    session: &SessionOptions,
+    state_path: &Path,
+    grace: Duration,
+) {
+    let Ok(delivery) = crate::fleet::deliver::Delivery::new(target, state_path) else {
+        return;
+    };
+    let (l, m) = (session.state.clone(), session.path.clone());
+    let Ok(Ok(store)) = tokio::task::spawn_blocking(move || l.open(&m)).await else {
+        return;
+    };
+    match tokio::time::timeout(grace.min(Duration::from_secs(10)), delivery.deliver(store)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!("{e}; the runs not delivered are sent by the next start");
+            eprintln!("warning: {e}; the runs not delivered are sent by the next start");
+        }
+        Err(_) => tracing::warn!("reports not delivered in time; the next start sends them"),
+    }
 }
 
 /// Make the source's current artifact the manifest (its directory, recorded with runs).
@@ -1044,6 +1164,11 @@ async fn run_once(
     if let Some(rec) = &record {
         account(lp, rec);
         prune(lp).await;
+    }
+    if done.run.is_some()
+        && let Some(wake) = &lp.report
+    {
+        wake.notify_one();
     }
     // Own writes are not events; others seen during the run wake a follow-up run.
     let until = Instant::now() + OWN_WRITE_WINDOW + lp.opts.debounce;
@@ -1331,6 +1456,7 @@ mod tests {
             parallelism: 1,
             keep: Retention::default(),
             source: None,
+            report: None,
         }
     }
 

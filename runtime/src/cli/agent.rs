@@ -89,6 +89,13 @@ pub struct AgentArgs {
     trust: Vec<std::path::PathBuf>,
     #[command(flatten)]
     registry: super::plugin::RegistryArgs,
+    /// Report every run to a fleet's ingest service (`tenet fleet serve`), e.g.
+    /// https://fleet.example.com; the node's name is --node-id.
+    #[arg(long, value_name = "URL", env = "TENET_REPORT_URL")]
+    report: Option<String>,
+    /// The file holding this node's token (`tenet fleet enroll`); or TENET_REPORT_TOKEN.
+    #[arg(long, value_name = "FILE", requires = "report")]
+    report_token_file: Option<std::path::PathBuf>,
 }
 
 /// The agent's retention when none is given: a quarter of compliance history.
@@ -134,6 +141,36 @@ pub async fn execute(args: AgentArgs) -> anyhow::Result<u8> {
         }
         None => None,
     };
+    let node_id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(|| crate::state::Holder::me().host);
+    let report = match &args.report {
+        Some(url) => {
+            let token = match &args.report_token_file {
+                Some(f) => std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("--report-token-file {}: {e}", f.display()))?,
+                None => std::env::var("TENET_REPORT_TOKEN").map_err(|_| {
+                    anyhow::anyhow!(
+                        "--report needs the node's token: --report-token-file FILE or TENET_REPORT_TOKEN"
+                    )
+                })?,
+            };
+            let token = token.trim().to_owned();
+            if token.is_empty() {
+                anyhow::bail!("--report: the node's token is empty");
+            }
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                anyhow::bail!("--report {url}: expected an http:// or https:// URL");
+            }
+            Some(crate::fleet::deliver::Target {
+                url: url.clone(),
+                token,
+                node: node_id.clone(),
+            })
+        }
+        None => None,
+    };
     let opts = AgentOptions {
         session,
         mode: match args.mode {
@@ -148,9 +185,7 @@ pub async fn execute(args: AgentArgs) -> anyhow::Result<u8> {
         shutdown_grace: args.shutdown_grace,
         listen: args.listen,
         watch: !args.no_watch,
-        node_id: args
-            .node_id
-            .unwrap_or_else(|| crate::state::Holder::me().host),
+        node_id,
         retry_base: args.retry,
         parallelism: args.run.parallelism,
         keep: match args.keep.retention() {
@@ -162,6 +197,7 @@ pub async fn execute(args: AgentArgs) -> anyhow::Result<u8> {
             },
         },
         source,
+        report,
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     for (kind, control) in [

@@ -9,6 +9,7 @@ mod config;
 mod data;
 mod drift;
 mod facts;
+mod fleet;
 mod graph;
 mod history;
 mod plan;
@@ -101,6 +102,9 @@ enum Command {
     /// Desired state as signed OCI artifacts: `push` a manifest directory, `pull`,
     /// `verify`, `tag` (point a channel at a digest).
     Config(config::ConfigArgs),
+    /// The fleet database: `serve` (the ingest agents report to), `enroll`, `status`,
+    /// `nodes`, `drift`, `failures`, `runs`, `maintain`.
+    Fleet(fleet::FleetArgs),
 }
 
 /// The session's warnings, on stderr, in file order.
@@ -165,6 +169,7 @@ pub fn main() -> ExitCode {
             Command::Policy(a) => policy::execute(a).await,
             Command::Agent(a) => agent::execute(a).await,
             Command::Config(a) => config::execute(a).await,
+            Command::Fleet(a) => fleet::execute(a).await,
         }
     });
     // Abandoned provider calls stop themselves; whatever is still on the blocking pool

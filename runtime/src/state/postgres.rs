@@ -32,7 +32,7 @@ const MIGRATIONS: &[&str] = &[
 pub const DEFAULT_SCHEMA: &str = "tenet";
 /// The first key of every advisory lock Tenet takes ("tene"): the keyspace is the whole
 /// database's, shared with every other application in it.
-const LOCK_NAMESPACE: i32 = 0x7465_6e65;
+pub(crate) const LOCK_NAMESPACE: i32 = 0x7465_6e65;
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `meta` key of the pruned history's [`Anchor`].
@@ -57,12 +57,13 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// `url` split into what the client takes and Tenet's own `schema` parameter.
-fn split_schema(url: &str) -> Result<(String, String), String> {
+/// `url` split into what the client takes and Tenet's own `schema` parameter (`default`
+/// when it names none).
+pub(crate) fn split_schema(url: &str, default: &str) -> Result<(String, String), String> {
     let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), DEFAULT_SCHEMA.to_owned()));
+        return Ok((url.to_owned(), default.to_owned()));
     };
-    let mut schema = DEFAULT_SCHEMA.to_owned();
+    let mut schema = default.to_owned();
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
@@ -90,7 +91,7 @@ fn split_schema(url: &str) -> Result<(String, String), String> {
 }
 
 /// The second key of one of this schema's advisory locks.
-fn lock_key(schema: &str, what: &str) -> i32 {
+pub(crate) fn lock_key(schema: &str, what: &str) -> i32 {
     let d = crate::digest::sha256_hex(format!("tenet:{schema}:{what}").as_bytes());
     i32::from_str_radix(&d[..7], 16).unwrap_or(0)
 }
@@ -131,7 +132,7 @@ impl PgStore {
             path: shown.clone(),
             message,
         };
-        let (client_url, schema) = split_schema(url).map_err(err)?;
+        let (client_url, schema) = split_schema(url, DEFAULT_SCHEMA).map_err(err)?;
         let mut config: postgres::Config = client_url
             .parse()
             .map_err(|e| err(format!("not a PostgreSQL URL: {e}")))?;
@@ -974,19 +975,22 @@ mod tests {
     #[test]
     fn urls_are_split_and_shown_without_passwords() {
         assert_eq!(
-            split_schema("postgres://u@h/db?schema=team_a&sslmode=disable"),
+            split_schema(
+                "postgres://u@h/db?schema=team_a&sslmode=disable",
+                DEFAULT_SCHEMA
+            ),
             Ok((
                 "postgres://u@h/db?sslmode=disable".to_owned(),
                 "team_a".to_owned()
             ))
         );
         assert_eq!(
-            split_schema("postgres://u@h/db").map(|(_, s)| s),
+            split_schema("postgres://u@h/db", DEFAULT_SCHEMA).map(|(_, s)| s),
             Ok(DEFAULT_SCHEMA.to_owned())
         );
         for bad in ["x\"; DROP", "", "9lives", "UPPER"] {
             assert!(
-                split_schema(&format!("postgres://h/db?schema={bad}")).is_err(),
+                split_schema(&format!("postgres://h/db?schema={bad}"), DEFAULT_SCHEMA).is_err(),
                 "{bad}"
             );
         }
