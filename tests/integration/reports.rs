@@ -436,3 +436,288 @@ fn agents_report_runs_that_survive_a_database_outage_once_each_and_answer_fleet_
     assert_eq!(runs.as_array().expect("runs").len(), 7, "today's kept");
     fails_with(&fleet(&["deactivate", "nobody"]), "no node `nobody`");
 }
+
+/// A desired state for every node: `motd` and `app.conf` under `${var.root}/out`, the
+/// node passing its own root; `broken` adds a resource no node can create.
+fn release(dir: &Path, text: &str, broken: bool) {
+    std::fs::create_dir_all(dir).expect("release dir");
+    let extra = if broken {
+        "  - {id: broken, type: file.file, properties: {path: \"${ var.root }/out/motd/x\", content: x}}\n"
+    } else {
+        ""
+    };
+    crate::support::write_manifest(
+        dir,
+        &format!(
+            concat!(
+                "vars:\n  root: {{default: /nonexistent}}\n",
+                "providers:\n  file:\n    grants:\n      fs: [{{path: \"${{ var.root }}/out\", access: rw}}]\n",
+                "resources:\n",
+                "  - {{id: motd, type: file.file, properties: {{path: \"${{ var.root }}/out/motd\", content: \"{text}\\n\"}}}}\n",
+                "{extra}"
+            ),
+            text = text,
+            extra = extra
+        ),
+    );
+}
+
+/// Staged roll-outs against a real registry and database, with real agents (one run
+/// each per round): a release that passes every wave, one that fails its first wave and
+/// is rolled back, and one whose controller is killed mid-way, refused a second
+/// controller, and resumed.
+#[test]
+fn rollouts_advance_by_wave_roll_back_a_failing_release_and_resume_after_a_crash() {
+    let Some(schema) = PgSchema::new("rollout") else {
+        return;
+    };
+    let Some(registry) = crate::support::Registry::start() else {
+        return;
+    };
+    let db = schema.url();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    let s = |p: &str| d.join(p).display().to_string();
+    crate::support::key(d, "release");
+    let repo = format!("oci://{}/fleet/site", registry.addr);
+    let channel = format!("{repo}:stable");
+    let push = |name: &str, text: &str, broken: bool| -> String {
+        release(&d.join(name), text, broken);
+        crate::artifacts::pushed_digest(&tenet(
+            d,
+            &[
+                "config",
+                "push",
+                &s(name),
+                &format!("{repo}:{name}"),
+                "--key",
+                &s("release.key"),
+            ],
+        ))
+    };
+    let v1 = push("v1", "one", false);
+    ok(&tenet(
+        d,
+        &["config", "tag", &format!("{repo}@{v1}"), &channel],
+    ));
+    let service = Service::start(d, &db);
+    let nodes: Vec<std::path::PathBuf> = (1..=5)
+        .map(|i| {
+            let name = format!("n{i}");
+            let dir = d.join(&name);
+            std::fs::create_dir_all(&dir).expect("node");
+            ok(&tenet(
+                d,
+                &[
+                    "fleet",
+                    "enroll",
+                    &name,
+                    "--db",
+                    &db,
+                    "--token-file",
+                    &dir.join("token").display().to_string(),
+                ],
+            ));
+            dir
+        })
+        .collect();
+    let round = || {
+        for n in &nodes {
+            let name = n.file_name().expect("name").to_string_lossy().into_owned();
+            let root = format!("root={}", n.display());
+            tenet(
+                n,
+                &[
+                    "agent",
+                    ".",
+                    "--once",
+                    "--node-id",
+                    &name,
+                    "--var",
+                    &root,
+                    "--source",
+                    &channel,
+                    "--trust",
+                    &s("release.pub"),
+                    "--report",
+                    &service.url(),
+                    "--report-token-file",
+                    "token",
+                ],
+            );
+        }
+    };
+    let motd = |n: &Path| std::fs::read_to_string(n.join("out/motd")).unwrap_or_default();
+    round();
+    assert!(nodes.iter().all(|n| motd(n) == "one\n"), "everyone on v1");
+
+    // Runs the controller in the background while the nodes run rounds; its output.
+    let controller = |args: &[&str]| -> Child {
+        let mut all = vec!["rollout"];
+        all.extend_from_slice(args);
+        all.extend(["--db", &db, "--poll", "100ms"]);
+        tenet_command(d, &all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("controller")
+    };
+    let until_done = |mut c: Child| -> (Option<i32>, String) {
+        let start = std::time::Instant::now();
+        loop {
+            if c.try_wait().expect("wait").is_some() {
+                let o = c.wait_with_output().expect("output");
+                return (
+                    o.status.code(),
+                    format!("{}{}", stdout(&o), crate::support::stderr(&o)),
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "the roll-out did not end"
+            );
+            round();
+        }
+    };
+    let status = |id: &str| json(&tenet(d, &["rollout", "status", id, "--db", &db, "--json"]));
+
+    // A good release: three waves, each gated on the reports of its nodes.
+    let v2 = push("v2", "two", false);
+    let c = controller(&[
+        "start",
+        &format!("{repo}@{v2}"),
+        "--channel",
+        &channel,
+        "--waves",
+        "20%,60%,100%",
+        "--max-failure-rate",
+        "0%",
+        "--min-reported",
+        "100%",
+        "--trust",
+        &s("release.pub"),
+    ]);
+    let (code, out) = until_done(c);
+    assert_eq!(code, Some(0), "{out}");
+    has(&out, "wave 1 passed: 1 of 1 nodes reported, 0 failed");
+    has(&out, "wave 2 passed: 3 of 3 nodes reported");
+    has(&out, "succeeded");
+    round();
+    assert!(nodes.iter().all(|n| motd(n) == "two\n"), "everyone on v2");
+    let r = status("1");
+    assert_eq!(r[0]["state"], "succeeded");
+    let events: Vec<&str> = r[0]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["event"].as_str().expect("event"))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "started",
+            "wave",
+            "passed",
+            "wave",
+            "passed",
+            "wave",
+            "passed",
+            "succeeded"
+        ]
+    );
+    let digests = json(&tenet(d, &["fleet", "nodes", "--db", &db, "--json"]));
+    assert!(
+        digests
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .all(|n| n["artifact_digest"] == v2.as_str()),
+        "{digests}"
+    );
+
+    // A broken release: its first wave fails, the channel goes back to v2 by itself.
+    let v3 = push("v3", "three", true);
+    let (code, out) = until_done(controller(&[
+        "start",
+        &format!("{repo}@{v3}"),
+        "--channel",
+        &channel,
+        "--waves",
+        "20%,100%",
+        "--max-failure-rate",
+        "0%",
+    ]));
+    assert_eq!(code, Some(3), "{out}");
+    has(&out, "wave 1 halted: 1 of 1 reporting nodes failed");
+    has(&out, &format!("names {v2} again"));
+    let r = status("2");
+    assert_eq!(r[0]["state"], "rolled_back");
+    round();
+    assert!(
+        nodes.iter().all(|n| motd(n) == "two\n"),
+        "back on v2 everywhere"
+    );
+    // The failed node put its file back on that round; the next one finds all as desired.
+    round();
+    let st = json(&tenet(d, &["fleet", "status", "--db", &db, "--json"]));
+    assert_eq!(st["by_outcome"]["converged"], 5, "{st}");
+
+    // A controller killed mid-way: a second one is refused while it lives; resumed after.
+    let v4 = push("v4", "four", false);
+    let mut first = controller(&[
+        "start",
+        &format!("{repo}@{v4}"),
+        "--channel",
+        &channel,
+        "--waves",
+        "40%,100%",
+        "--max-failure-rate",
+        "0%",
+        "--min-reported",
+        "100%",
+    ]);
+    let start = std::time::Instant::now();
+    let waves_started = || {
+        let o = tenet(d, &["rollout", "status", "3", "--db", &db, "--json"]);
+        serde_json::from_slice::<Value>(&o.stdout)
+            .ok()
+            .and_then(|r| r[0]["events"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    while waves_started() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the first wave did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = tenet(d, &["rollout", "resume", "3", "--db", &db]);
+    fails_with(&second, "another roll-out controller is running");
+    fails_with(
+        &tenet(
+            d,
+            &[
+                "rollout",
+                "start",
+                &format!("{repo}@{v4}"),
+                "--channel",
+                &channel,
+                "--db",
+                &db,
+            ],
+        ),
+        "roll-out 3 of",
+    );
+    first.kill().expect("kill");
+    first.wait().expect("wait");
+    assert_eq!(
+        status("3")[0]["state"],
+        "running",
+        "recorded where it stopped"
+    );
+    let (code, out) = until_done(controller(&["resume", "3"]));
+    assert_eq!(code, Some(0), "{out}");
+    has(&out, "roll-out 3 succeeded");
+    round();
+    assert!(nodes.iter().all(|n| motd(n) == "four\n"), "everyone on v4");
+}

@@ -640,7 +640,10 @@ pub async fn run(
     let _lock = take_agent_lock(&state_path)?;
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Mutex::new(Health::default()));
-    let mut source = opts.source.clone().map(source::Source::new);
+    let mut source = opts
+        .source
+        .clone()
+        .map(|s| source::Source::new(s, &opts.node_id));
     if let Some(src) = source.as_mut() {
         // The registry first; what is unpacked here already if it cannot answer.
         if let Err(e) = src.poll().await {

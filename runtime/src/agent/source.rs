@@ -36,11 +36,16 @@ pub struct Source {
     current: Option<(Current, PathBuf)>,
     /// A digest refused already (not pulled again while the reference names it).
     refused: Option<String>,
+    /// The node's name: what a roll-out's selector chooses by.
+    node: String,
+    /// The last selector read (its digest, and the artifact it chose for this node).
+    selected: Option<(String, String)>,
 }
 
 impl Source {
-    /// A source starting from the last good artifact unpacked here, if any.
-    pub fn new(opts: SourceOptions) -> Source {
+    /// A source for node `node` starting from the last good artifact unpacked here, if
+    /// any.
+    pub fn new(opts: SourceOptions, node: &str) -> Source {
         let checkouts = Checkouts::new(opts.checkouts.clone());
         let current = checkouts.current().map(|c| {
             let dir = checkouts.dir(&c.digest);
@@ -51,7 +56,45 @@ impl Source {
             checkouts,
             current,
             refused: None,
+            node: node.to_owned(),
+            selected: None,
         }
+    }
+
+    /// The artifact digest the reference's `digest` stands for on this node: itself, or,
+    /// when it is a roll-out's selector, the artifact it chooses for this node.
+    async fn choose(&mut self, digest: String) -> Result<String, ArtifactError> {
+        if let Some((sel, chosen)) = &self.selected
+            && *sel == digest
+        {
+            return Ok(chosen.clone());
+        }
+        let r = self.opts.reference.at_digest(&digest);
+        let (_, config) = oci::config_if(
+            &r,
+            crate::fleet::rollout::SELECTOR_MEDIA_TYPE,
+            &self.opts.registry,
+        )
+        .await?;
+        let chosen = match config {
+            Some(bytes) => {
+                let sel: crate::fleet::rollout::Selector =
+                    serde_json::from_slice(&bytes).map_err(|e| ArtifactError::Content {
+                        reference: r.text.clone(),
+                        message: format!("not a roll-out selector: {e}"),
+                    })?;
+                let chosen = sel.choose(&self.node).to_owned();
+                tracing::info!(
+                    rollout = sel.rollout,
+                    chosen = %chosen,
+                    "the channel is in a roll-out"
+                );
+                chosen
+            }
+            None => digest.clone(),
+        };
+        self.selected = Some((digest, chosen.clone()));
+        Ok(chosen)
     }
 
     /// The artifact in force.
@@ -63,8 +106,9 @@ impl Source {
     /// [`Source::current`] now), `Ok(false)` when nothing changed. An error leaves the
     /// current artifact in force.
     pub async fn poll(&mut self) -> Result<bool, ArtifactError> {
+        let digest = oci::resolve(&self.opts.reference, &self.opts.registry).await?;
+        let digest = self.choose(digest).await?;
         let r = &self.opts.reference;
-        let digest = oci::resolve(r, &self.opts.registry).await?;
         if self
             .current
             .as_ref()

@@ -19,6 +19,7 @@ mod progress;
 mod provider;
 mod providers;
 mod render;
+mod rollout;
 mod validate;
 
 pub use args::{ManifestArgs, RunArgs};
@@ -105,6 +106,8 @@ enum Command {
     /// The fleet database: `serve` (the ingest agents report to), `enroll`, `status`,
     /// `nodes`, `drift`, `failures`, `runs`, `maintain`.
     Fleet(fleet::FleetArgs),
+    /// Staged roll-outs of an artifact to a channel: `start`, `resume`, `status`.
+    Rollout(rollout::RolloutArgs),
 }
 
 /// The session's warnings, on stderr, in file order.
@@ -170,6 +173,7 @@ pub fn main() -> ExitCode {
             Command::Agent(a) => agent::execute(a).await,
             Command::Config(a) => config::execute(a).await,
             Command::Fleet(a) => fleet::execute(a).await,
+            Command::Rollout(a) => rollout::execute(a).await,
         }
     });
     // Abandoned provider calls stop themselves; whatever is still on the blocking pool

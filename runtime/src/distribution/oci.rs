@@ -120,6 +120,23 @@ impl OciRef {
         }
     }
 
+    /// The same repository at tag `tag`.
+    pub fn with_tag(&self, tag: &str) -> OciRef {
+        let reference = Reference::with_tag(
+            self.reference.registry().to_owned(),
+            self.reference.repository().to_owned(),
+            tag.to_owned(),
+        );
+        OciRef {
+            text: format!(
+                "oci://{}/{}:{tag}",
+                reference.registry(),
+                reference.repository()
+            ),
+            reference,
+        }
+    }
+
     /// The digest the reference pins, if it names one.
     pub fn digest(&self) -> Option<&str> {
         self.reference.digest()
@@ -417,6 +434,43 @@ pub async fn tag(from: &OciRef, to: &OciRef, options: &Options) -> Result<String
         .await
         .map_err(|e| map_err(to, e))?;
     Ok(digest)
+}
+
+/// The config media type of the manifest `r` names and, when it is `want`, the config
+/// itself (within [`MAX_CONFIG_BYTES`], checked against its digest).
+pub async fn config_if(
+    r: &OciRef,
+    want: &str,
+    options: &Options,
+) -> Result<(String, Option<Vec<u8>>), OciError> {
+    let client = client(r, options)?;
+    let auth = auth(r, options)?;
+    let (manifest, _) = client
+        .pull_image_manifest(&r.reference, &auth)
+        .await
+        .map_err(|e| map_err(r, e))?;
+    let media = manifest.config.media_type.clone();
+    if media != want {
+        return Ok((media, None));
+    }
+    if size_of(&manifest.config) > MAX_CONFIG_BYTES {
+        return Err(OciError::Registry {
+            reference: r.text.clone(),
+            message: format!(
+                "its config is {} bytes (limit {MAX_CONFIG_BYTES})",
+                manifest.config.size
+            ),
+        });
+    }
+    let mut out = Capped {
+        data: Vec::new(),
+        limit: MAX_CONFIG_BYTES,
+    };
+    client
+        .pull_blob(&r.reference, &manifest.config, &mut out)
+        .await
+        .map_err(|e| map_err(r, e))?;
+    Ok((media, Some(out.data)))
 }
 
 /// Largest image manifest handled by [`tag`].

@@ -18,6 +18,7 @@
 
 pub mod db;
 pub mod deliver;
+pub mod rollout;
 pub mod serve;
 
 use crate::state::{ChainedRun, ResourceOutcome};
