@@ -125,6 +125,38 @@ enum FleetCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A simulated fleet in this process (a benchmark: bench/fleet.sh): agents enrolled
+    /// and reporting through the real ingest service, optionally a seeded history and a
+    /// roll-out; prints latencies, throughput, sizes and query times.
+    Simulate {
+        #[command(flatten)]
+        db: Db,
+        #[arg(long, default_value_t = 1000)]
+        agents: usize,
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
+        interval: Duration,
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_timeout)]
+        duration: Duration,
+        /// Resources per node.
+        #[arg(long, default_value_t = 50)]
+        resources: u32,
+        #[arg(long, value_name = "PERCENT", default_value = "5%")]
+        drift_rate: String,
+        #[arg(long, value_name = "PERCENT", default_value = "1%")]
+        fail_rate: String,
+        /// Runs generated in the history first (spread over 30 days).
+        #[arg(long, default_value_t = 0)]
+        seed_runs: u64,
+        /// Roll this artifact (oci://…@sha256:…) out to --channel during the run.
+        #[arg(long, value_name = "REFERENCE", requires = "channel")]
+        rollout: Option<String>,
+        #[arg(long, value_name = "REFERENCE")]
+        channel: Option<String>,
+        #[arg(long, default_value = "1%,10%,50%,100%")]
+        waves: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// One node's runs, newest first.
     Runs {
         node: String,
@@ -346,6 +378,86 @@ pub async fn execute(args: FleetArgs) -> anyhow::Result<u8> {
         } => {
             let rows = db.open().await?.failures(since, limit).await?;
             runs_out(&mut out, &rows, json)?;
+            0
+        }
+        FleetCommand::Simulate {
+            db,
+            agents,
+            interval,
+            duration,
+            resources,
+            drift_rate,
+            fail_rate,
+            seed_runs,
+            rollout,
+            channel,
+            waves,
+            json,
+        } => {
+            use crate::fleet::rollout::{parse_percent, parse_waves};
+            let rollout = match (rollout, channel) {
+                (Some(r), Some(c)) => {
+                    let r = crate::distribution::oci::OciRef::parse(&r)?;
+                    let next = r
+                        .digest()
+                        .ok_or_else(|| anyhow::anyhow!("--rollout: name the artifact by digest"))?
+                        .to_owned();
+                    Some((
+                        crate::distribution::oci::OciRef::parse(&c)?,
+                        next,
+                        parse_waves(&waves).map_err(anyhow::Error::msg)?,
+                    ))
+                }
+                _ => None,
+            };
+            let opts = crate::fleet::simulate::SimOptions {
+                agents,
+                interval,
+                duration,
+                resources,
+                drift_rate: parse_percent(&drift_rate).map_err(anyhow::Error::msg)?,
+                fail_rate: parse_percent(&fail_rate).map_err(anyhow::Error::msg)?,
+                seed_runs,
+                rollout,
+                registry: crate::distribution::oci::Options::default(),
+            };
+            let fleet = Arc::new(FleetDb::open(&db.db, db.keep_days.max(32)).await?);
+            let say = |s: &str| eprintln!("{s}");
+            let r = crate::fleet::simulate::simulate(fleet, opts, &say).await?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "{} agents, {} reports in {:.0} s ({:.1}/s), {} errors",
+                    r.agents, r.reports, r.live_seconds, r.reports_per_second, r.errors
+                )?;
+                writeln!(
+                    out,
+                    "report write through the ingest service (ms): p50 {:.1}  p95 {:.1}  p99 {:.1}  max {:.1}",
+                    r.write_ms[0], r.write_ms[1], r.write_ms[2], r.write_ms[3]
+                )?;
+                writeln!(
+                    out,
+                    "runs in the table: {} (seeded {} in {:.1} s); {:.0} bytes per run with indexes = {:.1} KiB per node per day at this interval; schema {:.1} MiB",
+                    r.runs_in_table,
+                    r.seeded_runs,
+                    r.seed_seconds,
+                    r.bytes_per_run,
+                    r.bytes_per_node_per_day / 1024.0,
+                    r.database_bytes as f64 / 1048576.0
+                )?;
+                for (q, [median, max]) in &r.queries_ms {
+                    writeln!(out, "query {q:<16} median {median:.1} ms  max {max:.1} ms")?;
+                }
+                if let Some(ro) = &r.rollout {
+                    writeln!(
+                        out,
+                        "roll-out: {ro} in {:.0} s",
+                        r.rollout_seconds.unwrap_or(0.0)
+                    )?;
+                }
+            }
             0
         }
         FleetCommand::Runs {

@@ -22,7 +22,7 @@ pub const DEFAULT_SCHEMA: &str = "tenet_fleet";
 /// Connections the pool keeps at most.
 pub const POOL_SIZE: usize = 8;
 /// How long one statement may run.
-const STATEMENT_TIMEOUT_MS: u32 = 30_000;
+const STATEMENT_TIMEOUT_MS: u32 = 30_000; // as restored after seeding
 
 /// The schema, one migration per version; append, never edit.
 const MIGRATIONS: &[&str] = &["
@@ -1048,6 +1048,88 @@ impl FleetDb {
         .iter()
         .map(|r| r.get(0))
         .collect())
+    }
+}
+
+impl FleetDb {
+    /// Generate `per_node` runs for every node over the last 30 days (1% failed, 5%
+    /// changed with one event each), and each node's status from its last one — in SQL,
+    /// for `tenet fleet simulate`.
+    pub async fn seed(&self, per_node: u64, resources: u32) -> Result<(), FleetError> {
+        let now = std::time::SystemTime::now();
+        for back in 0..=31u64 {
+            let t = now - Duration::from_secs(back * 86_400);
+            if let Some(day) = day_of(&humantime::format_rfc3339_seconds(t).to_string()) {
+                self.ensure_day(&day).await?;
+            }
+        }
+        let c = self.conn().await?;
+        c.batch_execute("SET statement_timeout = 0")
+            .await
+            .map_err(|e| self.pg(e))?;
+        let n = per_node as i64;
+        let res = i32::try_from(resources).unwrap_or(i32::MAX);
+        c.execute(
+            "INSERT INTO runs (node_id, run_seq, started_at, finished_at, command, outcome,
+               resources, in_sync, changed, corrective, drifted, failed, chain_hash, received_at)
+             SELECT node_id, g, t, t + interval '2 seconds', 'apply',
+               CASE WHEN r < 0.01 THEN 'failed' WHEN r < 0.06 THEN 'changed' ELSE 'converged' END,
+               $2, CASE WHEN r < 0.01 THEN $2 - 1 ELSE $2 END,
+               CASE WHEN r >= 0.01 AND r < 0.06 THEN 1 ELSE 0 END,
+               CASE WHEN r >= 0.01 AND r < 0.06 THEN 1 ELSE 0 END,
+               0, CASE WHEN r < 0.01 THEN 1 ELSE 0 END,
+               md5(node_id::text || ':' || g::text), now()
+             FROM (SELECT n.node_id, g,
+                     now() - interval '30 days' + (interval '30 days' * (g::float8 / $1::float8)) - interval '5 seconds' AS t,
+                     random() AS r
+                   FROM nodes n CROSS JOIN generate_series(1::bigint, $1::bigint) g
+                   WHERE n.deactivated_at IS NULL) x",
+            &[&n, &res],
+        )
+        .await
+        .map_err(|e| self.pg(e))?;
+        c.batch_execute(
+            "INSERT INTO resource_events (node_id, run_seq, started_at, resource_id, type, outcome, corrective, fields, error)
+             SELECT node_id, run_seq, started_at,
+               CASE WHEN outcome = 'failed' THEN 'service-app' ELSE 'file-' || (run_seq % 50)::text END,
+               CASE WHEN outcome = 'failed' THEN 'service.service' ELSE 'file.file' END,
+               CASE WHEN outcome = 'failed' THEN 'failed' ELSE 'updated' END,
+               outcome = 'changed', '[]', NULL
+             FROM runs WHERE outcome <> 'converged';
+             INSERT INTO node_status (node_id, run_seq, command, started_at, finished_at, outcome,
+               last_success_at, resources, in_sync, changed, drifted, failed, facts, chain_hash,
+               agent_version, received_at)
+             SELECT DISTINCT ON (node_id) node_id, run_seq, command, started_at, finished_at, outcome,
+               finished_at, resources, in_sync, changed, drifted, failed, '{}', chain_hash, 'seed', now()
+             FROM runs ORDER BY node_id, run_seq DESC
+             ON CONFLICT (node_id) DO NOTHING;
+             ANALYZE runs; ANALYZE resource_events; ANALYZE node_status;
+             SET statement_timeout = 30000;",
+        )
+        .await
+        .map_err(|e| self.pg(e))?;
+        Ok(())
+    }
+
+    /// Runs stored, bytes of the `runs` partitions (with indexes), bytes of the schema.
+    pub async fn sizes(&self) -> Result<(i64, i64, i64), FleetError> {
+        let c = self.conn().await?;
+        let row = c
+            .query_one(
+                "SELECT (SELECT count(*) FROM runs),
+                   (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+                      FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+                      JOIN pg_class p ON p.oid = i.inhparent
+                      JOIN pg_namespace n ON n.oid = p.relnamespace
+                     WHERE n.nspname = $1 AND p.relname = 'runs'),
+                   (SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                     WHERE n.nspname = $1 AND c.relkind = 'r')",
+                &[&self.schema],
+            )
+            .await
+            .map_err(|e| self.pg(e))?;
+        Ok((row.get(0), row.get(1), row.get(2)))
     }
 }
 

@@ -20,6 +20,7 @@ pub mod db;
 pub mod deliver;
 pub mod rollout;
 pub mod serve;
+pub mod simulate;
 
 use crate::state::{ChainedRun, ResourceOutcome};
 use serde::{Deserialize, Serialize};
