@@ -721,3 +721,56 @@ fn rollouts_advance_by_wave_roll_back_a_failing_release_and_resume_after_a_crash
     round();
     assert!(nodes.iter().all(|n| motd(n) == "four\n"), "everyone on v4");
 }
+
+/// `tenet fleet simulate` (the benchmark's engine) at a small size: simulated agents
+/// really report through the ingest service, the seeded history is there, the figures
+/// come out. (The figures themselves are bench/fleet.sh's, never asserted on.)
+#[test]
+fn the_fleet_simulator_reports_through_the_service_over_a_seeded_history() {
+    let Some(schema) = PgSchema::new("simulate") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let o = tenet(
+        tmp.path(),
+        &[
+            "fleet",
+            "simulate",
+            "--db",
+            &schema.url(),
+            "--agents",
+            "5",
+            "--interval",
+            "300ms",
+            "--duration",
+            "2s",
+            "--seed-runs",
+            "500",
+            "--json",
+        ],
+    );
+    ok(&o);
+    let r = json(&o);
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["reports"].as_u64().expect("reports") >= 20, "{r}");
+    assert_eq!(r["seeded_runs"], 500);
+    assert!(
+        r["runs_in_table"].as_i64().expect("runs") >= 520,
+        "seeded and live runs stored: {r}"
+    );
+    for q in [
+        "status",
+        "nodes",
+        "drift_24h",
+        "failures_24h",
+        "runs_of_a_node",
+    ] {
+        assert!(r["queries_ms"][q][0].as_f64().is_some(), "{q}: {r}");
+    }
+    let st = json(&tenet(
+        tmp.path(),
+        &["fleet", "status", "--db", &schema.url(), "--json"],
+    ));
+    assert_eq!(st["nodes"], 5);
+    assert_eq!(st["not_reporting"], 0, "{st}");
+}
