@@ -14,18 +14,11 @@ component=$(realpath "${COMPONENT:-target/guests/wasm32-wasip2/guest/tenet_plugi
 [ -f "$component" ] || { echo "no $component: build first" >&2; exit 1; }
 command -v docker-registry >/dev/null || { echo "needs docker-registry (apt-get install docker-registry)" >&2; exit 1; }
 
+source bench/lib.sh
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<EOF
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-EOF
-docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
-registry=$!
+start_registry "$work"
+port=$REGISTRY_PORT registry=$REGISTRY_PID
 trap 'kill $registry 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
 
 export TENET_STORE_DIR="$work/store" NO_COLOR=1
 cd "$work"

@@ -28,17 +28,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A registry on a free loopback port.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<EOF
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/registry}}
-http: {addr: 127.0.0.1:$port}
-EOF
-docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
-reg=$!
-for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+source bench/lib.sh
+start_registry "$work"
+port=$REGISTRY_PORT reg=$REGISTRY_PID
 
 # Two releases of a small site, signed; the channel names the first.
 (cd "$work" && "$tenet" key generate --name release >/dev/null)

@@ -25,3 +25,15 @@ files_manifest() {
         done
     } > "$dir/tenet.yaml"
 }
+
+# start_registry WORK: Debian's docker-registry on a free loopback port, storing under
+# WORK/registry; sets REGISTRY_PORT and REGISTRY_PID (the caller kills it).
+start_registry() {
+    local work=$1
+    REGISTRY_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s/registry}}\nhttp: {addr: 127.0.0.1:%s}\n' \
+        "$work" "$REGISTRY_PORT" > "$work/registry.yml"
+    docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 &
+    REGISTRY_PID=$!
+    for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$REGISTRY_PORT) 2>/dev/null && break; sleep 0.05; done
+}

@@ -6,6 +6,23 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// An error and its causes on one line (`a: b: c`), each cause once: clients of
+/// registries and services nest the useful part (refused, timed out) several levels
+/// down.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = s.source();
+    }
+    out
+}
+
 /// A place in a manifest file. Lines and columns are 1-based.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Location {

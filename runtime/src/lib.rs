@@ -12,6 +12,7 @@
 //! [`provider::Provider`] trait; [`wasm`] implements it with wasmtime and is the only
 //! place that imports it. [`distribution`] is what may run and how it travels: bundles,
 //! signatures, sources under a trust policy, the plugin store, OCI, `tenet.lock`.
+//! [`http`] is the one HTTP server loop (agent endpoint, fleet ingest);
 //! [`diag`] carries problems with their places; [`atomic`] owns write-then-rename for
 //! everything written whole; [`digest`] the sha256 of bytes. [`cli`] is the command line on top: it builds a
 //! [`run::RunContext`], calls one use case, renders the outcome.
@@ -27,6 +28,7 @@ pub mod engine;
 pub mod facts;
 pub mod fleet;
 pub mod graph;
+pub mod http;
 pub mod manifest;
 pub mod plan;
 pub mod policy;

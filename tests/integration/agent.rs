@@ -4,7 +4,7 @@
 //! second agent; its `/metrics` are checked with `promtool`.
 
 use super::support::{self, tenet, tenet_command};
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -84,29 +84,7 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the agent");
-        let mut reader = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-        let mut seen = String::new();
-        let addr = loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).expect("read") == 0 {
-                let _ = child.wait();
-                panic!("the agent ended before serving: {seen}");
-            }
-            seen.push_str(&line);
-            if let Some(rest) = line.trim().split("serving http://").nth(1) {
-                break rest.trim_end_matches("/metrics").to_owned();
-            }
-        };
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(seen));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in reader.lines().map_while(Result::ok) {
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            }
-        });
+        let (addr, stderr) = support::serving_address(&mut child);
         Agent {
             child,
             addr,

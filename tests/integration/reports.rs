@@ -6,7 +6,7 @@
 
 use crate::support::{PgSchema, fails_with, has, ok, stdout, tenet, tenet_command};
 use serde_json::Value;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -90,21 +90,7 @@ impl Service {
         .stderr(Stdio::piped())
         .spawn()
         .expect("fleet serve");
-        let mut reader = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-        let mut seen = String::new();
-        let addr = loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).expect("read") == 0 {
-                let _ = child.wait();
-                panic!("fleet serve ended: {seen}");
-            }
-            seen.push_str(&line);
-            if let Some(rest) = line.split("serving http://").nth(1) {
-                let url = rest.split_whitespace().next().unwrap_or_default();
-                break url.trim_end_matches("/v1/reports").to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in reader.lines() {});
+        let (addr, _) = crate::support::serving_address(&mut child);
         Service { child, addr }
     }
 

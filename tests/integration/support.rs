@@ -243,6 +243,40 @@ extern "C" fn print_skipped() {
 #[unsafe(link_section = ".fini_array")]
 static PRINT_SKIPPED_AT_EXIT: extern "C" fn() = print_skipped;
 
+/// Read a spawned tenet's stderr until it says where it serves (the text after
+/// `serving http://` up to the first space or `/`): that address, and its stderr so far
+/// and from then on (collected by a thread).
+pub fn serving_address(
+    child: &mut std::process::Child,
+) -> (String, std::sync::Arc<std::sync::Mutex<String>>) {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(child.stderr.take().expect("piped stderr"));
+    let mut seen = String::new();
+    let addr = loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).expect("read") == 0 {
+            let _ = child.wait();
+            panic!("it ended before serving: {seen}");
+        }
+        seen.push_str(&line);
+        if let Some(rest) = line.split("serving http://").nth(1) {
+            let end = rest.find(['/', ' ', '\n']).unwrap_or(rest.len());
+            break rest[..end].to_owned();
+        }
+    };
+    let log = std::sync::Arc::new(std::sync::Mutex::new(seen));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            if let Ok(mut s) = sink.lock() {
+                s.push_str(&line);
+                s.push('\n');
+            }
+        }
+    });
+    (addr, log)
+}
+
 /// A key pair in `d`: (name.pub, name.key) written by `tenet key generate`; the key id.
 pub fn key(d: &Path, name: &str) -> String {
     let o = tenet(d, &["key", "generate", "--name", name]);

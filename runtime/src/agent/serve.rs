@@ -24,26 +24,11 @@ pub struct Shared {
 
 /// Bind `addr` and serve until the runtime stops; the bound address (port 0 picks one).
 pub async fn serve(addr: SocketAddr, shared: Shared) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(req, &shared)) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(bound)
+    crate::http::serve(addr, move |req| {
+        let r = handle(req, &shared);
+        async move { r }
+    })
+    .await
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {

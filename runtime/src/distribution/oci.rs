@@ -249,7 +249,7 @@ fn map_err(r: &OciRef, e: OciDistributionError) -> OciError {
             OciError::Unreachable {
                 registry: r.registry().to_owned(),
                 reference,
-                message: chain(&e),
+                message: crate::diag::error_chain(&e),
             }
         }
         OciDistributionError::RegistryError { ref envelope, .. }
@@ -298,23 +298,9 @@ fn map_err(r: &OciRef, e: OciDistributionError) -> OciError {
         },
         _ => OciError::Registry {
             reference,
-            message: chain(&e),
+            message: crate::diag::error_chain(&e),
         },
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = s.source();
-    }
-    out
 }
 
 /// The config blob: the CNCF Wasm config, deterministic (no timestamp), so the same

@@ -293,6 +293,25 @@ impl FleetDb {
         self.err(message)
     }
 
+    /// Serialise with every other holder of this schema's lock `what` until the
+    /// transaction ends.
+    async fn xact_lock(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        what: &str,
+    ) -> Result<(), FleetError> {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            &[
+                &crate::state::postgres::LOCK_NAMESPACE,
+                &crate::state::postgres::lock_key(&self.schema, what),
+            ],
+        )
+        .await
+        .map_err(|e| self.pg(e))?;
+        Ok(())
+    }
+
     /// A connection from the pool (at most [`POOL_SIZE`] at once).
     pub async fn conn(&self) -> Result<Conn<'_>, FleetError> {
         let permit = self.permits.acquire().await.map_err(|e| self.err(e))?;
@@ -327,15 +346,7 @@ impl FleetDb {
     async fn migrate(&self) -> Result<(), FleetError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(|e| self.pg(e))?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            &[
-                &crate::state::postgres::LOCK_NAMESPACE,
-                &crate::state::postgres::lock_key(&self.schema, "migrate"),
-            ],
-        )
-        .await
-        .map_err(|e| self.pg(e))?;
+        self.xact_lock(&tx, "migrate").await?;
         tx.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {s};
              CREATE TABLE IF NOT EXISTS {s}.migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());",
@@ -435,15 +446,7 @@ impl FleetDb {
         }
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(|e| self.pg(e))?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            &[
-                &crate::state::postgres::LOCK_NAMESPACE,
-                &crate::state::postgres::lock_key(&self.schema, "partitions"),
-            ],
-        )
-        .await
-        .map_err(|e| self.pg(e))?;
+        self.xact_lock(&tx, "partitions").await?;
         for table in PARTITIONED {
             tx.batch_execute(&format!(
                 "CREATE TABLE IF NOT EXISTS {table}_p{d} PARTITION OF {table}
@@ -621,15 +624,7 @@ impl FleetDb {
         let oldest = self.oldest_kept().replace('-', "");
         let mut c = self.conn().await?;
         let tx = c.transaction().await.map_err(|e| self.pg(e))?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, $2)",
-            &[
-                &crate::state::postgres::LOCK_NAMESPACE,
-                &crate::state::postgres::lock_key(&self.schema, "partitions"),
-            ],
-        )
-        .await
-        .map_err(|e| self.pg(e))?;
+        self.xact_lock(&tx, "partitions").await?;
         tx.execute("SET LOCAL lock_timeout = '5s'", &[])
             .await
             .map_err(|e| self.pg(e))?;

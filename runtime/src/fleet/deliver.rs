@@ -148,7 +148,7 @@ impl Delivery {
             .json(reports)
             .send()
             .await
-            .map_err(|e| send(chain(&e)))?;
+            .map_err(|e| send(crate::diag::error_chain(&e)))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -167,20 +167,6 @@ impl Delivery {
             message,
         })
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        next = s.source();
-    }
-    out
 }
 
 /// The reports of the runs after `from` (at most a batch, oldest first), the last run

@@ -50,29 +50,12 @@ pub async fn serve(
     db: Arc<FleetDb>,
     counters: Arc<Counters>,
 ) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
     let shared = Shared { db, counters };
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(req, &shared).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(10))
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Ok(bound)
+    crate::http::serve(addr, move |req| {
+        let shared = shared.clone();
+        async move { handle(req, &shared).await }
+    })
+    .await
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
