@@ -35,6 +35,7 @@ use super::db::{FleetDb, FleetError};
 use crate::distribution::oci::{self, OciRef};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
 
 /// The selector's config media type.
 pub const SELECTOR_MEDIA_TYPE: &str = "application/vnd.tenet.rollout.selector.v1+json";
@@ -403,6 +404,209 @@ async fn push_selector(
         options,
     )
     .await?)
+}
+
+/// The controller's lock: a session advisory lock on a connection of its own, released
+/// when dropped (the connection closes) or when the process dies.
+pub struct ControllerLock {
+    _client: Client,
+}
+
+/// Roll-outs as the fleet database keeps them (`rollouts`, `rollout_events`).
+impl FleetDb {
+    /// Take the roll-out controller lock, or `None` when another controller holds it.
+    pub async fn controller_lock(&self) -> Result<Option<ControllerLock>, FleetError> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| self.pg(e))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let row = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, $2)",
+                &[
+                    &crate::state::postgres::LOCK_NAMESPACE,
+                    &crate::state::postgres::lock_key(&self.schema, "rollout-controller"),
+                ],
+            )
+            .await
+            .map_err(|e| self.pg(e))?;
+        let got: bool = row.get(0);
+        Ok(got.then_some(ControllerLock { _client: client }))
+    }
+
+    /// The roll-out positions of the active nodes, sorted.
+    pub async fn positions(&self) -> Result<Vec<u64>, FleetError> {
+        let c = self.conn().await?;
+        let rows = c
+            .query("SELECT name FROM nodes WHERE deactivated_at IS NULL", &[])
+            .await
+            .map_err(|e| self.pg(e))?;
+        let mut out: Vec<u64> = rows.iter().map(|r| position(r.get::<_, &str>(0))).collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// How the wave of nodes below `below` stands on artifact `next` since `since`
+    /// (Unix seconds): one read of `node_status`.
+    pub async fn gate(&self, next: &str, below: u64, since: f64) -> Result<Gate, FleetError> {
+        let c = self.conn().await?;
+        let rows = c
+            .query(
+                "SELECT n.name,
+                   coalesce(s.artifact_digest = $1 AND extract(epoch FROM s.finished_at)::float8 >= $2::float8, false),
+                   coalesce(s.outcome IN ('failed', 'denied'), false)
+                 FROM nodes n LEFT JOIN node_status s USING (node_id)
+                 WHERE n.deactivated_at IS NULL",
+                &[&next, &since],
+            )
+            .await
+            .map_err(|e| self.pg(e))?;
+        let mut g = Gate {
+            members: 0,
+            reported: 0,
+            failed: 0,
+        };
+        for r in rows {
+            if position(r.get::<_, &str>(0)) >= below {
+                continue;
+            }
+            g.members += 1;
+            let (reported, failed): (bool, bool) = (r.get(1), r.get(2));
+            if reported {
+                g.reported += 1;
+                g.failed += usize::from(failed);
+            }
+        }
+        Ok(g)
+    }
+
+    /// Record a new roll-out; refused while another is running or paused on the channel.
+    pub async fn create_rollout(&self, plan: &Plan) -> Result<i64, FleetError> {
+        let c = self.conn().await?;
+        let json = serde_json::to_string(plan).map_err(|e| self.err(e))?;
+        match c
+            .query_one(
+                "INSERT INTO rollouts (channel, plan, state, step, step_started_at)
+                 VALUES ($1, $2::text::jsonb, 'running', 0, now()) RETURNING rollout_id",
+                &[&plan.channel, &json],
+            )
+            .await
+        {
+            Ok(row) => Ok(row.get(0)),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                let row = c
+                    .query_one(
+                        "SELECT rollout_id, state FROM rollouts
+                         WHERE channel = $1 AND state IN ('running', 'paused')",
+                        &[&plan.channel],
+                    )
+                    .await
+                    .map_err(|e| self.pg(e))?;
+                let (id, state): (i64, String) = (row.get(0), row.get(1));
+                Err(FleetError::Invalid(format!(
+                    "roll-out {id} of {} is {state}: resume it (`tenet rollout resume {id}`) or let it end first",
+                    plan.channel
+                )))
+            }
+            Err(e) => Err(self.pg(e)),
+        }
+    }
+
+    /// Set a roll-out's state and wave (`restart`: the wave starts now).
+    pub async fn rollout_update(
+        &self,
+        id: i64,
+        state: &str,
+        step: i32,
+        reason: Option<&str>,
+        restart: bool,
+    ) -> Result<(), FleetError> {
+        let c = self.conn().await?;
+        c.execute(
+            "UPDATE rollouts SET state = $2, step = $3, reason = $4, updated_at = now(),
+               step_started_at = CASE WHEN $5 THEN now() ELSE step_started_at END
+             WHERE rollout_id = $1",
+            &[&id, &state, &step, &reason, &restart],
+        )
+        .await
+        .map_err(|e| self.pg(e))?;
+        Ok(())
+    }
+
+    pub async fn rollout_event(
+        &self,
+        id: i64,
+        step: i32,
+        event: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), FleetError> {
+        let c = self.conn().await?;
+        c.execute(
+            "INSERT INTO rollout_events (rollout_id, step, event, detail) VALUES ($1, $2, $3, $4::text::jsonb)",
+            &[&id, &step, &event, &detail.to_string()],
+        )
+        .await
+        .map_err(|e| self.pg(e))?;
+        Ok(())
+    }
+
+    /// A roll-out with its events.
+    pub async fn rollout(&self, id: i64) -> Result<Rollout, FleetError> {
+        let c = self.conn().await?;
+        let row = c
+            .query_opt(
+                "SELECT plan::text, state, step, reason, started_at::text, updated_at::text,
+                   extract(epoch FROM step_started_at)::float8
+                 FROM rollouts WHERE rollout_id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(|e| self.pg(e))?
+            .ok_or_else(|| FleetError::Invalid(format!("no roll-out {id}")))?;
+        let plan: Plan = serde_json::from_str(row.get::<_, &str>(0))
+            .map_err(|e| self.err(format!("roll-out {id}: its plan does not read back: {e}")))?;
+        let events = c
+            .query(
+                "SELECT at::text, step, event, detail::text FROM rollout_events
+                 WHERE rollout_id = $1 ORDER BY at",
+                &[&id],
+            )
+            .await
+            .map_err(|e| self.pg(e))?
+            .into_iter()
+            .map(|r| RolloutEvent {
+                at: r.get(0),
+                step: r.get(1),
+                event: r.get(2),
+                detail: serde_json::from_str(r.get::<_, &str>(3)).unwrap_or_default(),
+            })
+            .collect();
+        Ok(Rollout {
+            id,
+            plan,
+            state: row.get(1),
+            step: row.get(2),
+            reason: row.get(3),
+            started_at: row.get(4),
+            updated_at: row.get(5),
+            step_started_epoch: row.get(6),
+            events,
+        })
+    }
+
+    /// The newest roll-outs' ids, newest first.
+    pub async fn rollout_ids(&self, limit: i64) -> Result<Vec<i64>, FleetError> {
+        let c = self.conn().await?;
+        Ok(c.query(
+            "SELECT rollout_id FROM rollouts ORDER BY rollout_id DESC LIMIT $1",
+            &[&limit],
+        )
+        .await
+        .map_err(|e| self.pg(e))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+    }
 }
 
 #[cfg(test)]

@@ -113,9 +113,28 @@ impl SqliteStore {
                 known: SCHEMA_VERSION,
             });
         }
-        migrations()
-            .to_latest(&mut conn)
-            .map_err(|e| err(format!("cannot migrate the schema: {e}")))?;
+        if found < SCHEMA_VERSION {
+            // Two processes opening a new (or older) state at once must not both create
+            // its tables: in WAL, two deferred transactions that both read the old version
+            // cannot both write. One migrates at a time, under a lock file of its own; the
+            // other then finds the schema current.
+            let lock_path = {
+                let mut name = path.as_os_str().to_owned();
+                name.push(".migrate.lock");
+                PathBuf::from(name)
+            };
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(|e| err(format!("cannot open {}: {e}", lock_path.display())))?;
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| err(format!("cannot lock {}: {e}", lock_path.display())))?;
+            migrations()
+                .to_latest(&mut conn)
+                .map_err(|e| err(format!("cannot migrate the schema: {e}")))?;
+        }
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -618,6 +637,31 @@ mod tests {
         let open =
             move || -> Arc<dyn StateStore> { Arc::new(SqliteStore::open(&path).expect("open")) };
         conformance::run_all(&open);
+    }
+
+    /// Regression: an agent's report task and its first run opened a new state at the
+    /// same moment, and one of them failed to migrate ("table lock already exists").
+    #[test]
+    fn a_new_state_opened_by_many_at_once_is_migrated_once() {
+        for round in 0..5 {
+            let dir = tempfile::tempdir().expect("tmp");
+            let path = Arc::new(dir.path().join(format!("s{round}/state.db")));
+            let start = Arc::new(std::sync::Barrier::new(8));
+            let opened: Vec<_> = (0..8)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        SqliteStore::open(&path).map(|_| ())
+                    })
+                })
+                .collect();
+            for t in opened {
+                t.join().expect("thread").expect("every opener succeeds");
+            }
+            let s = SqliteStore::open(&path).expect("open");
+            assert!(s.runs(1).expect("runs").is_empty());
+        }
     }
 
     #[test]
