@@ -12,22 +12,7 @@ use std::time::{Duration, Instant};
 
 /// A GET (or POST) on the agent's endpoint: status and body.
 fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the agent");
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-    )
-    .expect("request");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("response");
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, body.to_owned())
+    support::http_request(addr, method, path, &[], "")
 }
 
 /// The sum of a metric's samples whose line contains every one of `having`.
@@ -908,7 +893,7 @@ fn the_agent_follows_a_signed_channel_and_keeps_the_last_good_when_refused() {
             &[&format!("reason=\"{reason}\"")],
         )
     };
-    publish("v3", None);
+    let v3 = publish("v3", None);
     agent.wait("the unsigned one refused", Duration::from_secs(30), || {
         failures("unsigned") >= 1.0
     });
@@ -940,6 +925,46 @@ fn the_agent_follows_a_signed_channel_and_keeps_the_last_good_when_refused() {
         refused.is_empty(),
         "no run of a refused artifact: {refused:?}"
     );
+
+    // A forged roll-out selector on the channel (whoever can write tags can write one):
+    // it can only choose an artifact, and the one it chooses is verified as always.
+    use tenet::distribution::oci::{self, Blob, OciRef};
+    use tenet::fleet::rollout::{EMPTY_MEDIA_TYPE, SELECTOR_MEDIA_TYPE};
+    let ch = OciRef::parse(&channel).expect("channel");
+    let forged = serde_json::json!({
+        "format_version": 1, "rollout": 99, "next": v3, "previous": v3, "below": u64::MAX,
+    });
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(oci::push_artifact(
+            &ch.with_tag("forged"),
+            Blob {
+                data: serde_json::to_vec(&forged).expect("json"),
+                media_type: SELECTOR_MEDIA_TYPE,
+                title: None,
+            },
+            vec![Blob {
+                data: b"{}".to_vec(),
+                media_type: EMPTY_MEDIA_TYPE,
+                title: None,
+            }],
+            Default::default(),
+            &oci::Options::default(),
+        ))
+        .expect("push the forged selector");
+    support::ok(&tenet(
+        d,
+        &["config", "tag", &ch.with_tag("forged").text, &channel],
+    ));
+    let o = tenet(
+        &node,
+        &[
+            "agent", ".", "--once", "--source", &channel, "--trust", &trust,
+        ],
+    );
+    support::ok(&o);
+    support::has(&support::stderr(&o), "not signed; refusing");
+    assert_eq!(read(&motd), "v5\n", "the last good in force");
 
     // Pinned by digest: the tag's moves do not concern it.
     let pinned = d.join("pinned");

@@ -6,7 +6,6 @@
 
 use crate::support::{PgSchema, fails_with, has, ok, stdout, tenet, tenet_command};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -100,26 +99,10 @@ impl Service {
 
     /// A raw request: status and body.
     fn request(&self, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(&self.addr).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(20))).ok();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .expect("request");
-        let mut raw = String::new();
-        let _ = s.read_to_string(&mut raw);
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (status, body.to_owned())
+        let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+        let mut headers = vec!["Content-Type: application/json"];
+        headers.extend(auth.as_deref());
+        crate::support::http_request(&self.addr, method, path, &headers, body)
     }
 }
 

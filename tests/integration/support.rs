@@ -243,6 +243,37 @@ extern "C" fn print_skipped() {
 #[unsafe(link_section = ".fini_array")]
 static PRINT_SKIPPED_AT_EXIT: extern "C" fn() = print_skipped;
 
+/// One HTTP/1.1 request to `addr` (`headers`: whole lines without their CRLF), on a
+/// connection of its own: the status (0 if none came back) and the body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .ok();
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
 /// Read a spawned tenet's stderr until it says where it serves (the text after
 /// `serving http://` up to the first space or `/`): that address, and its stderr so far
 /// and from then on (collected by a thread).

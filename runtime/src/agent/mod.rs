@@ -827,6 +827,7 @@ pub async fn run(
     if let Some(target) = lp.opts.report.clone() {
         flush_reports(
             target,
+            lp.store.clone(),
             &lp.opts.session,
             &state_path,
             lp.opts.shutdown_grace,
@@ -907,6 +908,7 @@ async fn deliver_reports(
 /// `grace` (at most 10 s): what it cannot deliver now the next start sends.
 async fn flush_reports(
     target: crate::fleet::deliver::Target,
+    store: Option<Arc<dyn StateStore>>,
     session: &SessionOptions,
     state_path: &Path,
     grace: Duration,
@@ -914,9 +916,16 @@ async fn flush_reports(
     let Ok(delivery) = crate::fleet::deliver::Delivery::new(target, state_path) else {
         return;
     };
-    let (l, m) = (session.state.clone(), session.path.clone());
-    let Ok(Ok(store)) = tokio::task::spawn_blocking(move || l.open(&m)).await else {
-        return;
+    // The state the runs were read back from, or (none was recorded) opened now.
+    let store = match store {
+        Some(s) => s,
+        None => {
+            let (l, m) = (session.state.clone(), session.path.clone());
+            let Ok(Ok(s)) = tokio::task::spawn_blocking(move || l.open(&m)).await else {
+                return;
+            };
+            s
+        }
     };
     match tokio::time::timeout(grace.min(Duration::from_secs(10)), delivery.deliver(store)).await {
         Ok(Ok(_)) => {}

@@ -134,7 +134,7 @@ impl Source {
             Err(e) => {
                 // What the registry could not serve is asked again; what it served and
                 // was refused is not, until the reference moves.
-                if !matches!(e.reason(), "unreachable" | "not_found" | "io") {
+                if !e.is_transient() {
                     self.refused = Some(digest);
                 }
                 Err(e)

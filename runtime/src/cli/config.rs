@@ -85,12 +85,13 @@ pub async fn execute(args: ConfigArgs) -> anyhow::Result<u8> {
             if !dir.is_dir() {
                 anyhow::bail!("{}: not a directory", dir.display());
             }
+            let packed = artifact::pack(&dir)?;
             if !no_check {
-                check_self_contained(&dir)?;
+                check_self_contained(&dir, &packed)?;
             }
             let key = if unsigned { None } else { key };
             let pushed =
-                artifact::push(&dir, &r, key.as_deref(), revision, &registry.options()).await?;
+                artifact::push(packed, &r, key.as_deref(), revision, &registry.options()).await?;
             if pushed.unchanged {
                 println!(
                     "{reference} already holds {} ({} files, content sha256:{}), signed with this key: nothing pushed",
@@ -189,8 +190,7 @@ fn trusted(trust: &TrustArgs) -> anyhow::Result<Vec<crate::manifest::TrustedKey>
 /// The packed directory must load as a manifest from its own files: unpacked into a
 /// scratch directory and loaded there, so a reference to a file outside it (which nodes
 /// would not have) fails here, not on every node.
-fn check_self_contained(dir: &std::path::Path) -> anyhow::Result<()> {
-    let packed = artifact::pack(dir)?;
+fn check_self_contained(dir: &std::path::Path, packed: &artifact::Packed) -> anyhow::Result<()> {
     let scratch = tempfile::tempdir()?;
     let copy = scratch.path().join("artifact");
     artifact::unpack(&packed.tar, &copy, &dir.display().to_string())?;

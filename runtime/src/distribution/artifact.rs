@@ -60,6 +60,16 @@ pub enum ArtifactError {
 }
 
 impl ArtifactError {
+    /// Whether the registry could not serve the artifact (ask again), rather than
+    /// serving something refused (not pulled again until the reference moves).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ArtifactError::Oci(OciError::Unreachable { .. } | OciError::NotFound { .. })
+                | ArtifactError::Io { .. }
+        )
+    }
+
     /// A short, fixed reason (a metric label).
     pub fn reason(&self) -> &'static str {
         match self {
@@ -394,22 +404,22 @@ pub struct Pushed {
     pub unchanged: bool,
 }
 
-/// Pack `dir`, sign it with `key` (unless `None`: an unsigned artifact, which agents
-/// refuse) and push it to `r`. When `r` already names the same content and revision
+/// Sign `packed` (see [`pack`]) with `key` (unless `None`: an unsigned artifact, which
+/// agents refuse) and push it to `r`. When `r` already names the same content and revision
 /// with a valid signature by the same key, nothing is pushed: minisign signatures are
 /// randomised, so a second push would give a new digest and move the tag for nothing.
 pub async fn push(
-    dir: &Path,
+    packed: Packed,
     r: &OciRef,
     key: Option<&Path>,
     revision: Option<String>,
     options: &oci::Options,
 ) -> Result<Pushed, ArtifactError> {
-    let packed = pack(dir)?;
     let statement = packed.statement(revision.clone());
     if let Some(key) = key {
         let public = bundle::public_of(key)?;
-        if let Ok(there) = pull(r, options).await
+        // The same content is not downloaded again to find out.
+        if let Ok(there) = pull_unless_held(r, options, Some(&packed)).await
             && there.statement == statement
             && there.verify(std::slice::from_ref(&public)).is_ok()
         {
@@ -421,7 +431,10 @@ pub async fn push(
             });
         }
     }
-    let config = serde_json::to_vec(&statement).map_err(|e| io_err(dir, e))?;
+    let config = serde_json::to_vec(&statement).map_err(|e| ArtifactError::Content {
+        reference: r.text.clone(),
+        message: e.to_string(),
+    })?;
     let mut layers = vec![Blob {
         data: packed.tar.clone(),
         media_type: CONTENT_MEDIA_TYPE,
@@ -474,6 +487,16 @@ pub struct Fetched {
 /// Pull the artifact `r` names (a tag is resolved once: everything after is pulled by
 /// that digest, so a tag moving in between cannot mix two artifacts).
 pub async fn pull(r: &OciRef, options: &oci::Options) -> Result<Fetched, ArtifactError> {
+    pull_unless_held(r, options, None).await
+}
+
+/// [`pull`], except that when `held`'s tar is the artifact's content (same digest and
+/// size in the manifest) it is not downloaded again.
+async fn pull_unless_held(
+    r: &OciRef,
+    options: &oci::Options,
+    held: Option<&Packed>,
+) -> Result<Fetched, ArtifactError> {
     let digest = oci::resolve(r, options).await?;
     let pinned = r.at_digest(&digest);
     let mut pulled = oci::pull_artifact(
@@ -485,11 +508,13 @@ pub async fn pull(r: &OciRef, options: &oci::Options) -> Result<Fetched, Artifac
                 media_type: CONTENT_MEDIA_TYPE,
                 limit: MAX_CONTENT_BYTES,
                 required: true,
+                fetch: held.is_none(),
             },
             LayerSpec {
                 media_type: SIGNATURE_MEDIA_TYPE,
                 limit: bundle::MAX_SIGNATURE_BYTES,
                 required: false,
+                fetch: true,
             },
         ],
         options,
@@ -513,7 +538,16 @@ pub async fn pull(r: &OciRef, options: &oci::Options) -> Result<Fetched, Artifac
             statement.format_version
         )));
     }
-    let tar = pulled.layers.remove(CONTENT_MEDIA_TYPE).unwrap_or_default();
+    let tar = match held {
+        Some(p) => {
+            let there = pulled.descriptors.get(CONTENT_MEDIA_TYPE);
+            if there != Some(&(format!("sha256:{}", p.sha256), p.tar.len() as u64)) {
+                return Err(refused("its content is not the one held".into()));
+            }
+            p.tar.clone()
+        }
+        None => pulled.layers.remove(CONTENT_MEDIA_TYPE).unwrap_or_default(),
+    };
     let actual = format!("sha256:{}", crate::digest::sha256_hex(&tar));
     if statement.content != actual || statement.bytes != tar.len() as u64 {
         return Err(refused(format!(

@@ -469,14 +469,19 @@ pub struct LayerSpec {
     pub media_type: &'static str,
     pub limit: u64,
     pub required: bool,
+    /// Download it (else only its descriptor is checked and returned: the caller has
+    /// the bytes already).
+    pub fetch: bool,
 }
 
 /// An artifact as pulled: every blob checked against its digest and its limit.
 #[derive(Debug)]
 pub struct PulledArtifact {
     pub config: Vec<u8>,
-    /// By media type (each at most once).
+    /// By media type (each at most once), those fetched.
     pub layers: std::collections::BTreeMap<&'static str, Vec<u8>>,
+    /// Every layer's digest and size, by media type.
+    pub descriptors: std::collections::BTreeMap<&'static str, (String, u64)>,
     /// `sha256:…` of the image manifest.
     pub manifest_digest: String,
     pub annotations: std::collections::BTreeMap<String, String>,
@@ -570,14 +575,19 @@ pub async fn pull_artifact(
     };
     let config = fetch(&manifest.config, MAX_CONFIG_BYTES).await?;
     let mut layers = std::collections::BTreeMap::new();
-    for spec in specs {
+    for spec in specs.iter().filter(|s| s.fetch) {
         if let Some(d) = found.get(spec.media_type) {
             layers.insert(spec.media_type, fetch(d, spec.limit).await?);
         }
     }
+    let descriptors = found
+        .iter()
+        .map(|(m, d)| (*m, (d.digest.clone(), size_of(d))))
+        .collect();
     Ok(PulledArtifact {
         config,
         layers,
+        descriptors,
         manifest_digest,
         annotations: manifest
             .annotations
@@ -651,16 +661,19 @@ pub async fn pull(r: &OciRef, options: &Options) -> Result<Pulled, OciError> {
                 media_type: WASM_MEDIA_TYPE,
                 limit: crate::distribution::bundle::MAX_COMPONENT_BYTES,
                 required: true,
+                fetch: true,
             },
             LayerSpec {
                 media_type: METADATA_MEDIA_TYPE,
                 limit: MAX_METADATA_BYTES,
                 required: true,
+                fetch: true,
             },
             LayerSpec {
                 media_type: SIGNATURE_MEDIA_TYPE,
                 limit: MAX_SIGNATURE_BYTES,
                 required: false,
+                fetch: true,
             },
         ],
         options,

@@ -77,6 +77,12 @@ CREATE TABLE rollout_events (
 CREATE INDEX rollout_events_id ON rollout_events (rollout_id, at);
 "];
 
+/// The runs as [`RunRow`]s, for a `WHERE … ORDER BY … LIMIT` to follow.
+const RUN_ROWS: &str = "SELECT n.name, r.run_seq, r.command, r.outcome, r.started_at::text,
+   r.finished_at::text, r.resources, r.changed, r.corrective, r.drifted, r.failed,
+   r.artifact_digest, r.policy_denied, r.chain_hash
+ FROM runs r JOIN nodes n USING (node_id)";
+
 /// The partitioned tables, each with a partition per day.
 const PARTITIONED: &[&str] = &["runs", "resource_events"];
 
@@ -779,6 +785,7 @@ impl FleetDb {
             .collect())
     }
 
+    /// [`RUN_ROWS`]' rows.
     fn run_rows(rows: Vec<tokio_postgres::Row>) -> Vec<RunRow> {
         rows.into_iter()
             .map(|r| RunRow {
@@ -805,12 +812,10 @@ impl FleetDb {
         let c = self.conn().await?;
         let rows = c
             .query(
-                "SELECT n.name, r.run_seq, r.command, r.outcome, r.started_at::text,
-                   r.finished_at::text, r.resources, r.changed, r.corrective, r.drifted,
-                   r.failed, r.artifact_digest, r.policy_denied, r.chain_hash
-                 FROM runs r JOIN nodes n USING (node_id)
-                 WHERE r.outcome = 'failed' AND r.started_at > now() - $1::text::interval
-                 ORDER BY r.started_at DESC LIMIT $2",
+                &format!(
+                    "{RUN_ROWS} WHERE r.outcome = 'failed' AND r.started_at > now() - $1::text::interval
+                     ORDER BY r.started_at DESC LIMIT $2"
+                ),
                 &[&seconds(since), &limit],
             )
             .await
@@ -823,11 +828,7 @@ impl FleetDb {
         let c = self.conn().await?;
         let rows = c
             .query(
-                "SELECT n.name, r.run_seq, r.command, r.outcome, r.started_at::text,
-                   r.finished_at::text, r.resources, r.changed, r.corrective, r.drifted,
-                   r.failed, r.artifact_digest, r.policy_denied, r.chain_hash
-                 FROM runs r JOIN nodes n USING (node_id)
-                 WHERE n.name = $1 ORDER BY r.run_seq DESC LIMIT $2",
+                &format!("{RUN_ROWS} WHERE n.name = $1 ORDER BY r.run_seq DESC LIMIT $2"),
                 &[&node, &limit],
             )
             .await

@@ -96,37 +96,36 @@ impl Delivery {
         })
     }
 
-    /// Send every run after the cursor (blocking reads of `store` happen off the runtime).
+    /// Send every run after the cursor, oldest first, in batches; the cursor moves past
+    /// each acknowledged batch. The runs are read once, as stored (a run's steady
+    /// resources are a count there: what a report needs), off the runtime.
     pub async fn deliver(&self, store: Arc<dyn StateStore>) -> Result<Sent, DeliverError> {
+        let mut from = self.cursor();
+        let node = self.target.node.clone();
+        let (reports, newest) = tokio::task::spawn_blocking(move || after(&*store, &node, from))
+            .await
+            .map_err(|e| DeliverError::Send {
+                url: self.target.url.clone(),
+                message: e.to_string(),
+            })??;
+        if newest < from {
+            // A new state (its runs start again at 1): what it holds is all unsent.
+            from = 0;
+            self.set_cursor(0)?;
+        }
         let mut sent = 0;
-        loop {
-            let from = self.cursor();
-            let node = self.target.node.clone();
-            let s = store.clone();
-            let (batch, upto, newest) =
-                tokio::task::spawn_blocking(move || batch(&*s, &node, from))
-                    .await
-                    .map_err(|e| DeliverError::Send {
-                        url: String::new(),
-                        message: e.to_string(),
-                    })??;
-            if newest < from {
-                // A new state (its runs start again at 1): start over with it.
-                self.set_cursor(0)?;
-                continue;
-            }
-            if upto == from {
-                return Ok(Sent { sent, pending: 0 });
-            }
-            if !batch.is_empty() {
-                self.post(&batch).await?;
-                sent += batch.len();
-            }
-            self.set_cursor(upto)?;
-            if upto >= newest {
-                return Ok(Sent { sent, pending: 0 });
+        for batch in reports.chunks(MAX_BATCH) {
+            self.post(batch).await?;
+            sent += batch.len();
+            if let Some(last) = batch.last() {
+                self.set_cursor(last.seq)?;
             }
         }
+        if newest > from {
+            // Runs pruned before delivery leave nothing to send: the cursor passes them.
+            self.set_cursor(newest)?;
+        }
+        Ok(Sent { sent, pending: 0 })
     }
 
     /// How many runs are after the cursor.
@@ -169,23 +168,18 @@ impl Delivery {
     }
 }
 
-/// The reports of the runs after `from` (at most a batch, oldest first), the last run
-/// looked at, and the newest run's number.
-fn batch(
-    store: &dyn StateStore,
-    node: &str,
-    from: u64,
-) -> Result<(Vec<Report>, u64, u64), StateError> {
+/// The reports of the runs after `from` (every run when the history's newest is older
+/// than `from`: a new state), oldest first, and the newest run's number.
+fn after(store: &dyn StateStore, node: &str, from: u64) -> Result<(Vec<Report>, u64), StateError> {
     let newest = store.runs(1)?.first().map_or(0, |r| r.seq);
-    let mut out = Vec::new();
-    let mut seq = from;
-    while seq < newest && out.len() < MAX_BATCH {
-        seq += 1;
-        match store.run(seq) {
-            Ok(run) => out.push(Report::of(node, &run)),
-            Err(StateError::Pruned { .. }) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok((out, seq, newest))
+    let from = if newest < from { 0 } else { from };
+    let pending = usize::try_from(newest - from).unwrap_or(usize::MAX);
+    let mut runs = if pending == 0 {
+        Vec::new()
+    } else {
+        store.runs(pending)?
+    };
+    runs.retain(|r| r.seq > from);
+    runs.reverse();
+    Ok((runs.iter().map(|r| Report::of(node, r)).collect(), newest))
 }
