@@ -42,6 +42,7 @@ use serde_json::Value;
 pub mod diff;
 pub mod exec;
 pub mod fs;
+pub mod http;
 pub mod log;
 
 pub use diff::{Action, Diff, FieldChange};

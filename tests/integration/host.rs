@@ -481,6 +481,7 @@ fn decl(name: &str, source: ProviderSource) -> ProviderDecl {
         max_concurrency: None,
         consistency_check: true,
         unsigned: true,
+        retry: None,
         location: tenet::diag::Location::new("test.yaml", 1, 1),
         source_location: None,
     }

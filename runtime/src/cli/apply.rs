@@ -342,6 +342,12 @@ impl RunEvents for Terminal {
                 };
                 match event {
                     Event::ResourceStarted { id, .. } => progress.started(id),
+                    Event::ResourceRetrying {
+                        id,
+                        attempt,
+                        error,
+                        wait_ms,
+                    } => progress.println(&render::retry_line(id, *attempt, error, *wait_ms)),
                     Event::ResourceFinished(r) => {
                         progress.finished(&r.id);
                         if let Some(mut line) = render::result_line(r) {

@@ -450,7 +450,12 @@ fn unified_diff(out: &mut String, before: &str, after: &str) {
 pub fn result_line(r: &ResourceResult) -> Option<String> {
     let ms = r.duration.as_secs_f64() * 1000.0;
     let (sym, style, text) = match &r.outcome {
-        Outcome::Unchanged => return None,
+        Outcome::Unchanged | Outcome::NotTriggered { .. } => return None,
+        Outcome::Checked => (
+            "✓",
+            color(AnsiColor::Green),
+            format!("healthy after {ms:.1} ms"),
+        ),
         Outcome::Created => (
             "+",
             color(AnsiColor::Green),
@@ -497,6 +502,16 @@ pub fn result_line(r: &ResourceResult) -> Option<String> {
     ))
 }
 
+/// A failed attempt about to be tried again.
+pub fn retry_line(id: &str, attempt: usize, error: &str, wait_ms: u64) -> String {
+    let style = color(AnsiColor::Yellow);
+    format!(
+        "  {style}↻{style:#} {id} attempt {attempt} failed, trying again in {}: {}\n",
+        humantime::format_duration(std::time::Duration::from_millis(wait_ms)),
+        crate::diag::terminal_text(error, crate::diag::CONTINUATION)
+    )
+}
+
 /// The slowest changes and the run's wall time, one line.
 pub fn slowest(slowest: &[&ResourceResult], total: std::time::Duration) -> String {
     let mut text = if total.as_secs() >= 1 {
@@ -538,7 +553,16 @@ pub fn apply_summary(report: &ApplyReport) -> String {
         } else {
             String::new()
         }
-    )
+    ) + &if c.retried > 0 {
+        format!(
+            "Retried: {} resource{} needed {} attempts in all.\n",
+            c.retried,
+            if c.retried == 1 { "" } else { "s" },
+            c.attempts
+        )
+    } else {
+        String::new()
+    }
 }
 
 #[cfg(test)]
@@ -567,6 +591,11 @@ mod tests {
             orphan: false,
             sensitive: vec![],
             locks: Vec::new(),
+            retry: None,
+            timeout_ms: None,
+            on_failure_of: Vec::new(),
+            rolling: None,
+            check: false,
         }];
         Plan {
             format_version: 1,

@@ -1,9 +1,14 @@
 //! Applying: every resource after what it depends on, independent ones in parallel,
 //! journaled ahead of and after each change, a failure skipping only its dependents.
+//!
+//! Beyond dependencies (`orchestrate.rs` has the details): a failure its provider marks
+//! transient is tried again (`retry:`, within `timeout:`); a health gate is checked on
+//! every run and never counts as a change; a failure handler runs only when what it
+//! watches fails; a rolling group changes a batch at a time.
 
 use super::known::{Known, Shared, lookup};
-use super::plan::plan_one;
-use super::report::{ApplyReport, Event, Outcome, ResourceResult};
+use super::orchestrate::{Failure, Orchestration};
+use super::report::{ApplyReport, Event, Outcome, ResourceResult, Retried};
 use super::{Engine, Journal, RunOptions};
 use crate::graph::walk::{self, NotRun, Progress, StopReason, Visited, WalkSpec};
 use crate::manifest::refs;
@@ -11,8 +16,9 @@ use crate::plan::{self, Plan, PlannedResource};
 use crate::provider::{Action, CallContext, Provider, ProviderError};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 use tracing::{Instrument, info_span};
 
 impl Engine {
@@ -37,25 +43,14 @@ impl Engine {
         on_event: &mut (dyn FnMut(Event) + Send),
     ) -> ApplyReport {
         let rs = &plan.resources;
-        let index: BTreeMap<&str, usize> = rs
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.id.as_str(), i))
-            .collect();
         let schedule = self.schedule(
             rs.iter().map(|r| (r.provider.as_str(), r.locks.as_slice())),
             options,
         );
+        let orchestration = Orchestration::of(rs);
         let spec = WalkSpec {
-            deps: rs
-                .iter()
-                .map(|r| {
-                    r.depends_on
-                        .iter()
-                        .filter_map(|d| index.get(d.as_str()).copied())
-                        .collect()
-                })
-                .collect(),
+            deps: orchestration.deps.clone(),
+            after: orchestration.after.clone(),
             group: schedule.group,
             group_limits: schedule.group_limits,
             locks: schedule.locks,
@@ -82,8 +77,11 @@ impl Engine {
                 .map(|(i, r)| (r.id.clone(), i))
                 .collect(),
         );
+        let plan_rs: Arc<Vec<PlannedResource>> = Arc::new(rs.clone());
         // Which resources changed in this run, for `notify`.
         let changed: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(BTreeSet::new()));
+        // Retries are reported as they happen, from inside the resources' tasks.
+        let (retry_tx, retry_rx) = mpsc::channel::<Event>();
         let mut started: Vec<Option<Instant>> = vec![None; rs.len()];
         let mut results: Vec<Option<ResourceResult>> = (0..rs.len()).map(|_| None).collect();
         walk::walk(
@@ -96,11 +94,29 @@ impl Engine {
                 let check = !options.unchecked_providers.contains(&r.provider);
                 let changed = changed.clone();
                 let journal = journal.clone();
+                let orchestration = orchestration.clone();
+                let plan_rs = plan_rs.clone();
+                let retry_tx = retry_tx.clone();
+                let cancel = options.cancel.clone();
                 let span = info_span!("apply", resource = %r.id, r#type = %r.type_name, action = %r.action);
                 async move {
                     let began = Instant::now();
+                    // A rolling batch whose group already failed too often, and a failure
+                    // handler whose watched resources did not fail, do not run.
+                    if let Some(reason) = orchestration.held_back(i, &plan_rs) {
+                        return ((Ok((Outcome::NotStarted { reason }, None)), Vec::new()), true);
+                    }
+                    if let Err(outcome) = orchestration.triggered(i, &plan_rs) {
+                        return ((Ok((outcome, None)), Vec::new()), false);
+                    }
+                    let handler = !r.on_failure_of.is_empty();
                     let intent = match &journal {
-                        Some(j) if r.action != Action::None || r.error.is_some() || r.refresh => {
+                        Some(j)
+                            if r.action != Action::None
+                                || r.error.is_some()
+                                || r.refresh
+                                || handler =>
+                        {
                             j.begin(&r).await
                         }
                         _ => Ok(()),
@@ -111,25 +127,39 @@ impl Engine {
                     };
                     // Nothing changes without its intent on disk.
                     let provider = provider.and_then(|p| intent.map(|()| p));
+                    let mut retried = Vec::new();
                     let result = match provider {
-                        Ok(p) => match apply_one(p.as_ref(), &r, &known, &index, notified).await {
-                            Ok((outcome, Some(state), desired))
-                                if check
-                                    && matches!(
-                                        outcome,
-                                        Outcome::Created
-                                            | Outcome::Updated
-                                            | Outcome::Replaced
-                                            | Outcome::Refreshed
-                                    ) =>
-                            {
-                                consistent(p.as_ref(), &r, &desired, &state)
-                                    .await
-                                    .map(|()| (outcome, Some(state)))
+                        Ok(p) => {
+                            let attempts = attempts(
+                                p.as_ref(),
+                                &r,
+                                &known,
+                                &index,
+                                notified,
+                                check,
+                                &retry_tx,
+                                &cancel,
+                                &mut retried,
+                            );
+                            match r.timeout_ms {
+                                None => attempts.await,
+                                Some(ms) => {
+                                    let limit = Duration::from_millis(ms);
+                                    let timed = tokio::time::timeout(limit, attempts).await;
+                                    match timed {
+                                        Ok(done) => done,
+                                        // The attempt in flight is abandoned: the sandbox
+                                        // drops its instance, which can run no more.
+                                        Err(_) => Err(format!(
+                                            "did not finish within its timeout of {} ({} attempt{})",
+                                            humantime::format_duration(limit),
+                                            retried.len() + 1,
+                                            if retried.is_empty() { "" } else { "s" }
+                                        )),
+                                    }
+                                }
                             }
-                            Ok((outcome, state, _)) => Ok((outcome, state)),
-                            Err(e) => Err(e),
-                        },
+                        }
                         Err(e) => Err(e),
                     };
                     if let Ok((outcome, state)) = &result {
@@ -159,58 +189,83 @@ impl Engine {
                             outcome,
                             duration: began.elapsed(),
                             state,
+                            retried: retried.clone(),
                         };
                         j.finish(&r, &done).await;
                     }
                     let failed = result.is_err();
-                    (result, failed)
+                    ((result, retried), failed)
                 }
                 .instrument(span)
             },
-            |progress| match progress {
-                Progress::Started(i) => {
-                    started[i] = Some(Instant::now());
-                    let r = &rs[i];
-                    if r.action != Action::None || r.error.is_some() || r.refresh {
-                        on_event(Event::ResourceStarted {
+            |progress| {
+                for e in retry_rx.try_iter() {
+                    on_event(e);
+                }
+                match progress {
+                    Progress::Started(i) => {
+                        started[i] = Some(Instant::now());
+                        let r = &rs[i];
+                        if r.action != Action::None
+                            || r.error.is_some()
+                            || r.refresh
+                            || r.check
+                            || !r.on_failure_of.is_empty()
+                        {
+                            on_event(Event::ResourceStarted {
+                                id: r.id.clone(),
+                                type_name: r.type_name.clone(),
+                                action: r.action,
+                            });
+                        }
+                    }
+                    Progress::Finished(i, visited) => {
+                        let r = &rs[i];
+                        let (outcome, state, retried) = match visited {
+                            Visited::Ran {
+                                value: (Ok((outcome, state)), retried),
+                                ..
+                            } => (outcome.clone(), state.clone(), retried.clone()),
+                            Visited::Ran {
+                                value: (Err(e), retried),
+                                ..
+                            } => (Outcome::Failed { error: e.clone() }, None, retried.clone()),
+                            Visited::NotRun(NotRun::UpstreamFailed(u)) => (
+                                Outcome::Skipped {
+                                    upstream: rs[*u].id.clone(),
+                                },
+                                None,
+                                Vec::new(),
+                            ),
+                            Visited::NotRun(NotRun::Stopped(why)) => (
+                                Outcome::NotStarted {
+                                    reason: match why {
+                                        StopReason::Cancelled => "the run was interrupted".into(),
+                                        StopReason::FailFast => {
+                                            "the run stopped after a failure (--fail-fast)".into()
+                                        }
+                                    },
+                                },
+                                None,
+                                Vec::new(),
+                            ),
+                        };
+                        orchestration.finished(
+                            i,
+                            matches!(outcome, Outcome::Failed { .. }),
+                            !outcome.is_success(),
+                        );
+                        let result = ResourceResult {
                             id: r.id.clone(),
                             type_name: r.type_name.clone(),
-                            action: r.action,
-                        });
+                            outcome,
+                            duration: started[i].map(|s| s.elapsed()).unwrap_or_default(),
+                            state,
+                            retried,
+                        };
+                        on_event(Event::ResourceFinished(result.clone()));
+                        results[i] = Some(result);
                     }
-                }
-                Progress::Finished(i, visited) => {
-                    let r = &rs[i];
-                    let (outcome, state) = match visited {
-                        Visited::Ran { value: Ok((outcome, state)), .. } => (outcome.clone(), state.clone()),
-                        Visited::Ran { value: Err(e), .. } => (Outcome::Failed { error: e.clone() }, None),
-                        Visited::NotRun(NotRun::UpstreamFailed(u)) => (
-                            Outcome::Skipped {
-                                upstream: rs[*u].id.clone(),
-                            },
-                            None,
-                        ),
-                        Visited::NotRun(NotRun::Stopped(why)) => (
-                            Outcome::NotStarted {
-                                reason: match why {
-                                    StopReason::Cancelled => "the run was interrupted".into(),
-                                    StopReason::FailFast => {
-                                        "the run stopped after a failure (--fail-fast)".into()
-                                    }
-                                },
-                            },
-                            None,
-                        ),
-                    };
-                    let result = ResourceResult {
-                        id: r.id.clone(),
-                        type_name: r.type_name.clone(),
-                        outcome,
-                        duration: started[i].map(|s| s.elapsed()).unwrap_or_default(),
-                        state,
-                    };
-                    on_event(Event::ResourceFinished(result.clone()));
-                    results[i] = Some(result);
                 }
             },
         )
@@ -221,70 +276,171 @@ impl Engine {
     }
 }
 
+/// Apply one resource, trying a transient failure again as its `retry:` allows; each
+/// retry is reported on `events` and recorded in `retried`. A retry plans the resource
+/// afresh (a failed attempt may have done part of the work).
+#[allow(clippy::too_many_arguments)]
+async fn attempts(
+    p: &dyn Provider,
+    r: &PlannedResource,
+    known: &Shared,
+    index: &BTreeMap<String, usize>,
+    notified: bool,
+    check: bool,
+    events: &mpsc::Sender<Event>,
+    cancel: &AtomicBool,
+    retried: &mut Vec<Retried>,
+) -> Result<(Outcome, Option<Value>), String> {
+    loop {
+        let attempt = retried.len() + 1;
+        let once = apply_checked(p, r, known, index, notified, check, attempt > 1).await;
+        let failure = match once {
+            Ok(done) => return Ok(done),
+            Err(f) => f,
+        };
+        let limit = r.retry.map_or(1, |x| x.attempts as usize);
+        if !failure.transient || attempt >= limit || cancel.load(Ordering::Relaxed) {
+            return Err(if attempt > 1 {
+                format!("{} (attempt {attempt} of {limit})", failure.message)
+            } else {
+                failure.message
+            });
+        }
+        let wait = r
+            .retry
+            .map(|x| x.delay_after(u32::try_from(attempt).unwrap_or(u32::MAX)))
+            .unwrap_or_default();
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        let _ = events.send(Event::ResourceRetrying {
+            id: r.id.clone(),
+            attempt,
+            error: failure.message.clone(),
+            wait_ms,
+        });
+        tracing::info!(resource = %r.id, attempt, wait_ms, error = %failure.message, "transient failure: trying again");
+        retried.push(Retried {
+            attempt,
+            error: failure.message,
+            wait_ms,
+        });
+        // Interruptible: Ctrl-C during a long wait starts no further attempt.
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(format!(
+                    "the run was interrupted while waiting to try again (after {attempt} attempts)"
+                ));
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+        }
+    }
+}
+
+/// One attempt: apply, then (for changes) the contract check.
+async fn apply_checked(
+    p: &dyn Provider,
+    r: &PlannedResource,
+    known: &Shared,
+    index: &BTreeMap<String, usize>,
+    notified: bool,
+    check: bool,
+    fresh: bool,
+) -> Result<(Outcome, Option<Value>), Failure> {
+    match apply_one(p, r, known, index, notified, fresh).await? {
+        (outcome, Some(state), desired)
+            if check
+                && matches!(
+                    outcome,
+                    Outcome::Created | Outcome::Updated | Outcome::Replaced | Outcome::Refreshed
+                ) =>
+        {
+            consistent(p, r, &desired, &state).await?;
+            Ok((outcome, Some(state)))
+        }
+        (outcome, state, _) => Ok((outcome, state)),
+    }
+}
+
 /// Apply one planned resource; returns the outcome, the new state and the desired
-/// properties it was applied with (references resolved).
+/// properties it was applied with (references resolved). `fresh`: plan it again first
+/// (a retry, or a failure handler: the system moved since the plan).
 async fn apply_one(
     p: &dyn Provider,
     r: &PlannedResource,
     known: &Shared,
     index: &BTreeMap<String, usize>,
     notified: bool,
-) -> Result<(Outcome, Option<Value>, Value), String> {
+    fresh: bool,
+) -> Result<(Outcome, Option<Value>, Value), Failure> {
     if let Some(e) = &r.error {
         // Could not be planned: it fails, its dependents are skipped, the rest runs.
-        return Err(format!("could not be planned: {e}"));
+        return Err(format!("could not be planned: {e}").into());
     }
-    if notified && r.action == Action::None && r.unknown.is_empty() {
-        // Refresh: unchanged itself, but a resource it listens to changed in this run.
-        let cx = CallContext { resource: &r.id };
-        let state = p
-            .apply(cx, &r.kind, &r.desired, r.current.as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
-        return Ok((Outcome::Refreshed, Some(state), r.desired.clone()));
-    }
-    if r.unknown.is_empty() {
-        let (outcome, state) =
-            act(p, &r.id, &r.kind, r.action, &r.desired, r.current.as_ref()).await?;
-        return Ok((outcome, state, r.desired.clone()));
-    }
-    // Values that were known only after apply are known now: resolve, then diff again.
-    let resolved = {
-        let known = known.lock().unwrap_or_else(|e| e.into_inner());
-        refs::resolve(&r.desired, &|t, f| lookup(&known, index, t, f))
+    let cx = CallContext { resource: &r.id };
+    // Values that were known only after apply are known now.
+    let desired = if r.unknown.is_empty() {
+        r.desired.clone()
+    } else {
+        let resolved = {
+            let known = known.lock().unwrap_or_else(|e| e.into_inner());
+            refs::resolve(&r.desired, &|t, f| lookup(&known, index, t, f))
+        };
+        if !resolved.unknown.is_empty() {
+            return Err(format!(
+                "values still unknown after the resources it references were applied: {}",
+                resolved.unknown.join(", ")
+            )
+            .into());
+        }
+        resolved.value
     };
-    if !resolved.unknown.is_empty() {
-        return Err(format!(
-            "values still unknown after the resources it references were applied: {}",
-            resolved.unknown.join(", ")
-        ));
+    if r.check {
+        // A health gate: waits (in its provider) until healthy, on every run, after what
+        // it depends on changed. Never a change.
+        let state = p.apply(cx, &r.kind, &desired, r.current.as_ref()).await?;
+        return Ok((Outcome::Checked, Some(state), desired));
     }
-    let (current, diff) = plan_one(p, &r.id, &r.kind, &resolved.value).await?;
+    let handler = !r.on_failure_of.is_empty();
+    if r.unknown.is_empty() && !fresh && !handler {
+        if notified && r.action == Action::None {
+            // Refresh: unchanged itself, but a resource it listens to changed in this run.
+            let state = p.apply(cx, &r.kind, &desired, r.current.as_ref()).await?;
+            return Ok((Outcome::Refreshed, Some(state), desired));
+        }
+        let (outcome, state) =
+            act(p, &r.id, &r.kind, r.action, &desired, r.current.as_ref()).await?;
+        return Ok((outcome, state, desired));
+    }
+    let current = p.read(cx, &r.kind, &desired).await?;
+    let diff = p.diff(cx, &r.kind, &desired, current.as_ref()).await?;
     if notified && diff.action == Action::None {
-        let cx = CallContext { resource: &r.id };
-        let state = p
-            .apply(cx, &r.kind, &resolved.value, current.as_ref())
-            .await
-            .map_err(|e| e.to_string())?;
-        return Ok((Outcome::Refreshed, Some(state), resolved.value));
+        let state = p.apply(cx, &r.kind, &desired, current.as_ref()).await?;
+        return Ok((Outcome::Refreshed, Some(state), desired));
     }
     // Never do more than the plan showed: it promised a create or an in-place update.
-    if matches!(diff.action, Action::Replace | Action::Delete) {
+    if matches!(diff.action, Action::Replace | Action::Delete)
+        && !matches!(r.action, Action::Replace | Action::Delete)
+    {
         return Err(format!(
-            "with its values known, applying it would now {} it, which the plan did not show; run plan again",
+            "applying it now would {} it, which the plan did not show; run plan again",
             diff.action
-        ));
+        )
+        .into());
     }
-    let (outcome, state) = act(
-        p,
-        &r.id,
-        &r.kind,
-        diff.action,
-        &resolved.value,
-        current.as_ref(),
-    )
-    .await?;
-    Ok((outcome, state, resolved.value))
+    if fresh && diff.action == Action::None && !handler {
+        // A failed attempt did the work after all: report the change the plan promised.
+        let outcome = match r.action {
+            Action::Create => Outcome::Created,
+            Action::Update => Outcome::Updated,
+            Action::Replace => Outcome::Replaced,
+            Action::Delete => Outcome::Deleted,
+            Action::None => Outcome::Unchanged,
+        };
+        return Ok((outcome, current, desired));
+    }
+    let (outcome, state) = act(p, &r.id, &r.kind, diff.action, &desired, current.as_ref()).await?;
+    Ok((outcome, state, desired))
 }
 
 /// The contract check after a change: a fresh `read` must return what `apply` returned.
@@ -341,9 +497,9 @@ async fn act(
     action: Action,
     desired: &Value,
     current: Option<&Value>,
-) -> Result<(Outcome, Option<Value>), String> {
+) -> Result<(Outcome, Option<Value>), Failure> {
     let cx = CallContext { resource: id };
-    let err = |e: ProviderError| e.to_string();
+    let err = |e: ProviderError| Failure::from(e);
     match action {
         Action::None => Ok((Outcome::Unchanged, current.cloned())),
         Action::Create | Action::Update => {

@@ -12,6 +12,7 @@
 
 mod apply;
 mod known;
+mod orchestrate;
 mod plan;
 mod report;
 

@@ -118,6 +118,7 @@ impl Engine {
             group_limits: schedule.group_limits,
             locks: schedule.locks,
             parallelism: options.parallelism,
+            after: Vec::new(),
             skip_after_failure: false,
             fail_fast: false,
         };
@@ -253,6 +254,11 @@ impl Engine {
                         orphan: true,
                         sensitive: o.sensitive.clone(),
                         locks: Vec::new(),
+                        retry: None,
+                        timeout_ms: None,
+                        on_failure_of: Vec::new(),
+                        rolling: None,
+                        check: false,
                     },
                     None => {
                         let r = &rs[i];
@@ -278,6 +284,19 @@ impl Engine {
                             orphan: false,
                             sensitive: self.sensitive_fields(r, manifest),
                             locks: r.locks.clone(),
+                            retry: r.retry.or_else(|| {
+                                manifest.providers.get(&r.provider).and_then(|p| p.retry)
+                            }),
+                            timeout_ms: r
+                                .timeout
+                                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                            on_failure_of: r.on_failure.iter().map(|d| d.id.clone()).collect(),
+                            rolling: r.rolling.clone(),
+                            check: self
+                                .providers
+                                .get(&r.provider)
+                                .and_then(|p| p.info().kinds.get(&r.kind))
+                                .is_some_and(KindInfo::is_check),
                         }
                     }
                 };

@@ -17,6 +17,12 @@ pub enum Outcome {
     Replaced,
     Deleted,
     Unchanged,
+    /// A health gate that passed (`http.check`): not a change.
+    Checked,
+    /// A failure handler (`on_failure:`) whose watched resources did not fail: not run.
+    NotTriggered {
+        reason: String,
+    },
     Failed {
         error: String,
     },
@@ -53,6 +59,27 @@ pub struct ResourceResult {
     /// The state after the change (none when absent or unknown).
     #[serde(skip)]
     pub state: Option<Value>,
+    /// The failed attempts that were tried again (`retry:`), in order; empty when the
+    /// first attempt settled it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retried: Vec<Retried>,
+}
+
+impl ResourceResult {
+    /// How many times its provider was asked (1 without retries).
+    pub fn attempts(&self) -> usize {
+        self.retried.len() + 1
+    }
+}
+
+/// One failed attempt that was tried again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Retried {
+    /// 1 for the first attempt.
+    pub attempt: usize,
+    pub error: String,
+    /// How long it waited before the next attempt.
+    pub wait_ms: u64,
 }
 
 /// A duration in milliseconds with microsecond precision, as runs report them.
@@ -81,19 +108,34 @@ pub struct OutcomeCounts {
     pub unchanged: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Resources that needed more than one attempt (`retry:`), and their attempts.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub retried: usize,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub attempts: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl ApplyReport {
     pub fn counts(&self) -> OutcomeCounts {
         let mut c = OutcomeCounts::default();
         for r in &self.results {
+            if !r.retried.is_empty() {
+                c.retried += 1;
+                c.attempts += r.attempts();
+            }
             match r.outcome {
                 Outcome::Created => c.created += 1,
                 Outcome::Updated => c.updated += 1,
                 Outcome::Refreshed => c.refreshed += 1,
                 Outcome::Replaced => c.replaced += 1,
                 Outcome::Deleted => c.deleted += 1,
-                Outcome::Unchanged => c.unchanged += 1,
+                Outcome::Unchanged | Outcome::Checked | Outcome::NotTriggered { .. } => {
+                    c.unchanged += 1
+                }
                 Outcome::Failed { .. } => c.failed += 1,
                 Outcome::Skipped { .. } | Outcome::NotStarted { .. } => c.skipped += 1,
             }
@@ -113,7 +155,10 @@ impl ApplyReport {
             .filter(|r| {
                 !matches!(
                     r.outcome,
-                    Outcome::Unchanged | Outcome::NotStarted { .. } | Outcome::Skipped { .. }
+                    Outcome::Unchanged
+                        | Outcome::NotTriggered { .. }
+                        | Outcome::NotStarted { .. }
+                        | Outcome::Skipped { .. }
                 )
             })
             .collect();
@@ -133,6 +178,14 @@ pub enum Event {
         #[serde(rename = "type")]
         type_name: String,
         action: Action,
+    },
+    /// An attempt failed with an error its provider marks transient; it is tried again
+    /// after `wait_ms` (`retry:`).
+    ResourceRetrying {
+        id: String,
+        attempt: usize,
+        error: String,
+        wait_ms: u64,
     },
     /// The resource is done (including skipped and not started ones).
     ResourceFinished(ResourceResult),

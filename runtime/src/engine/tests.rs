@@ -547,3 +547,229 @@ async fn declared_locks_are_part_of_the_plan() {
     let back: Plan = serde_json::from_str(&text).expect("saved plan");
     assert_eq!(back.resources, s.plan.resources);
 }
+
+/// Events of an apply, collected.
+async fn apply_collecting(s: &Setup) -> (ApplyReport, Vec<Event>) {
+    let mut events = Vec::new();
+    let report = s
+        .engine
+        .apply(&s.plan, &RunOptions::default(), &mut |e| events.push(e))
+        .await;
+    (report, events)
+}
+
+#[tokio::test]
+async fn transient_failures_are_tried_again_and_each_attempt_is_reported() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = "  - {id: a, type: mock.item, properties: {name: a, value: 1}, retry: {attempts: 3, delay: 10ms}}
+  - {id: b, type: mock.item, properties: {name: b, value: 2}, depends_on: [a]}
+";
+    let s = Setup::new(&dir, body, &[]).await;
+    s.mock
+        .transient_apply
+        .lock()
+        .expect("lock")
+        .insert("a".into(), 1);
+    let (report, events) = apply_collecting(&s).await;
+    assert!(report.succeeded(), "{report:?}");
+    let a = report.results.iter().find(|r| r.id == "a").expect("a");
+    assert_eq!(a.outcome, Outcome::Created);
+    assert_eq!(a.attempts(), 2);
+    assert_eq!(a.retried[0].wait_ms, 10);
+    assert!(a.retried[0].error.contains("injected transient failure"));
+    let retrying: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::ResourceRetrying { .. }))
+        .collect();
+    assert_eq!(retrying.len(), 1, "{events:?}");
+    // The retry event comes before the resource's end.
+    let pos = |f: &dyn Fn(&Event) -> bool| events.iter().position(f).expect("event");
+    assert!(
+        pos(&|e| matches!(e, Event::ResourceRetrying { .. }))
+            < pos(&|e| matches!(e, Event::ResourceFinished(r) if r.id == "a"))
+    );
+    assert_eq!(report.counts().retried, 1);
+    assert_eq!(report.counts().attempts, 2);
+}
+
+#[tokio::test]
+async fn retries_stop_at_their_attempts_and_never_retry_what_is_not_transient() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = "  - {id: a, type: mock.item, properties: {name: a, value: 1}, retry: {attempts: 3, delay: 1ms}}
+  - {id: c, type: mock.item, properties: {name: c, value: 1}, retry: {attempts: 5, delay: 1ms}}
+";
+    let s = Setup::new(&dir, body, &["c"]).await;
+    s.mock
+        .transient_apply
+        .lock()
+        .expect("lock")
+        .insert("a".into(), 10);
+    let (report, _) = apply_collecting(&s).await;
+    let by_id: BTreeMap<&str, &ResourceResult> =
+        report.results.iter().map(|r| (r.id.as_str(), r)).collect();
+    assert_eq!(by_id["a"].attempts(), 3);
+    assert!(
+        matches!(&by_id["a"].outcome, Outcome::Failed { error } if error.contains("attempt 3 of 3")),
+        "{:?}",
+        by_id["a"].outcome
+    );
+    // An internal error is not transient: one attempt only.
+    assert_eq!(by_id["c"].attempts(), 1);
+    assert_eq!(
+        s.mock
+            .calls_of(Operation::Apply)
+            .iter()
+            .filter(|c| *c == "c")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_bounds_all_attempts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = "  - {id: a, type: mock.item, properties: {name: a, value: 1}, retry: {attempts: 50, delay: 40ms, backoff: 1}, timeout: 150ms}
+";
+    let s = Setup::new(&dir, body, &[]).await;
+    s.mock
+        .transient_apply
+        .lock()
+        .expect("lock")
+        .insert("a".into(), 100);
+    let (report, _) = apply_collecting(&s).await;
+    let a = &report.results[0];
+    assert!(
+        matches!(&a.outcome, Outcome::Failed { error } if error.contains("timeout of 150ms")),
+        "{:?}",
+        a.outcome
+    );
+    let applies = s.mock.calls_of(Operation::Apply).len();
+    assert!((2..=6).contains(&applies), "{applies} attempts in 150 ms");
+}
+
+#[tokio::test]
+async fn a_failure_handler_runs_only_when_what_it_handles_fails() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = "  - {id: a, type: mock.item, properties: {name: a, value: 1}}
+  - {id: b, type: mock.item, properties: {name: b, value: 2}}
+  - {id: restore-a, type: mock.item, properties: {name: ra, value: 0}, on_failure: [a]}
+  - {id: restore-b, type: mock.item, properties: {name: rb, value: 0}, on_failure: [b]}
+  - {id: after-a, type: mock.item, properties: {name: aa, value: 0}, depends_on: [a]}
+";
+    let s = Setup::new(&dir, body, &["a"]).await;
+    assert_eq!(s.plan.summary.conditional, 2, "{:?}", s.plan.summary);
+    let (report, _) = apply_collecting(&s).await;
+    let o = outcomes(&report);
+    assert!(matches!(o["a"], Outcome::Failed { .. }));
+    assert_eq!(o["restore-a"], Outcome::Created, "the handler ran");
+    assert!(
+        matches!(&o["restore-b"], Outcome::NotTriggered { reason } if reason.contains("`b`")),
+        "{:?}",
+        o["restore-b"]
+    );
+    assert!(matches!(o["after-a"], Outcome::Skipped { .. }));
+    let applies = s.mock.calls_of(Operation::Apply);
+    assert!(!applies.contains(&"restore-b".to_owned()), "{applies:?}");
+    let pos = |id: &str| applies.iter().position(|a| a == id).expect("applied");
+    assert!(pos("a") < pos("restore-a"));
+}
+
+#[tokio::test]
+async fn a_failing_failure_handler_is_reported_failed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = "  - {id: a, type: mock.item, properties: {name: a, value: 1}}
+  - {id: restore, type: mock.item, properties: {name: r, value: 0}, on_failure: [a]}
+";
+    let s = Setup::new(&dir, body, &["a", "restore"]).await;
+    let (report, _) = apply_collecting(&s).await;
+    let o = outcomes(&report);
+    assert!(matches!(o["restore"], Outcome::Failed { .. }), "{o:?}");
+}
+
+const ROLLING: &str = "  - id: conf
+    type: mock.item
+    for_each: [a, b, c, d]
+    serial: 1
+    properties: {name: \"conf-${each.value}\", value: 1}
+  - id: check
+    type: mock.item
+    for_each: [a, b, c, d]
+    properties: {name: \"check-${each.value}\", value: 1}
+    depends_on: [\"conf[${each.value}]\"]
+  - {id: last, type: mock.item, properties: {name: last, value: 1}, depends_on: [\"check[a]\", \"check[b]\", \"check[c]\", \"check[d]\"]}
+";
+
+#[tokio::test]
+async fn a_rolling_group_changes_one_member_at_a_time_after_its_checks() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Setup::new(&dir, ROLLING, &[]).await;
+    let (report, _) = apply_collecting(&s).await;
+    assert!(report.succeeded(), "{report:?}");
+    let applies = s.mock.calls_of(Operation::Apply);
+    let pos = |id: &str| applies.iter().position(|a| a == id).expect(id);
+    for (x, y) in [("a", "b"), ("b", "c"), ("c", "d")] {
+        assert!(
+            pos(&format!("check[{x}]")) < pos(&format!("conf[{y}]")),
+            "conf[{y}] started before check[{x}] finished: {applies:?}"
+        );
+    }
+    assert!(pos("check[d]") < pos("last"));
+}
+
+#[tokio::test]
+async fn a_rolling_group_stops_at_the_first_failed_batch() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = Setup::new(&dir, ROLLING, &["check[b]"]).await;
+    let (report, _) = apply_collecting(&s).await;
+    let o = outcomes(&report);
+    assert_eq!(o["conf[a]"], Outcome::Created);
+    assert_eq!(o["conf[b]"], Outcome::Created);
+    assert!(matches!(o["check[b]"], Outcome::Failed { .. }));
+    for id in ["conf[c]", "conf[d]"] {
+        assert!(
+            matches!(&o[id], Outcome::NotStarted { reason }
+                if reason.contains("rolling group `conf` stopped") && reason.contains("`conf[b]`")),
+            "{id}: {:?}",
+            o[id]
+        );
+    }
+    assert!(matches!(o["check[c]"], Outcome::Skipped { .. }));
+    let applies = s.mock.calls_of(Operation::Apply);
+    assert!(!applies.contains(&"conf[c]".to_owned()), "{applies:?}");
+}
+
+#[tokio::test]
+async fn max_failures_lets_a_rolling_group_go_on() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = ROLLING.replace("serial: 1", "serial: 1\n    max_failures: 1");
+    let s = Setup::new(&dir, &body, &["check[b]"]).await;
+    let (report, _) = apply_collecting(&s).await;
+    let o = outcomes(&report);
+    assert_eq!(o["conf[c]"], Outcome::Created, "{o:?}");
+    assert_eq!(o["conf[d]"], Outcome::Created, "{o:?}");
+    let s = Setup::new(
+        &tempfile::tempdir().expect("tmp"),
+        &body,
+        &["check[b]", "check[c]"],
+    )
+    .await;
+    let (report, _) = apply_collecting(&s).await;
+    let o = outcomes(&report);
+    assert!(matches!(o["conf[d]"], Outcome::NotStarted { .. }), "{o:?}");
+}
+
+#[tokio::test]
+async fn serial_two_runs_two_at_a_time() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = ROLLING.replace("serial: 1", "serial: 2");
+    let s = Setup::new(&dir, &body, &[]).await;
+    let (report, _) = apply_collecting(&s).await;
+    assert!(report.succeeded());
+    let applies = s.mock.calls_of(Operation::Apply);
+    let pos = |id: &str| applies.iter().position(|a| a == id).expect(id);
+    for first in ["check[a]", "check[b]"] {
+        for second in ["conf[c]", "conf[d]"] {
+            assert!(pos(first) < pos(second), "{applies:?}");
+        }
+    }
+}

@@ -293,6 +293,8 @@ mod tests {
             error: (o == "failed").then(|| "boom".into()),
             duration_ms: 0.0,
             change: change.map(Into::into),
+            attempts: None,
+            retried: Vec::new(),
         }
     }
 

@@ -26,6 +26,7 @@ fn edge_style(kind: EdgeKind) -> &'static str {
         EdgeKind::Notify => "bold",
         EdgeKind::Reference => "dashed",
         EdgeKind::Auto => "dotted",
+        EdgeKind::OnFailure => "dashed",
     }
 }
 

@@ -33,6 +33,9 @@ pub enum EdgeKind {
     Notify,
     Reference,
     Auto,
+    /// `on_failure`: the handler runs after the resource it watches, only if it failed.
+    #[serde(rename = "on_failure")]
+    OnFailure,
 }
 
 /// `to` depends on `from` (indices into the manifest's resources).
@@ -191,6 +194,27 @@ impl Builder<'_> {
                         });
                     }
                     None => self.missing(&r.id, "notifies", &n.id, Some(n.location.clone())),
+                }
+            }
+            for w in &r.on_failure {
+                match self.index.get(w.id.as_str()) {
+                    Some(&j) if j == i => self.diags.error(
+                        Some(w.location.clone()),
+                        format!("resource `{}` handles its own failure", r.id),
+                    ),
+                    Some(&j) => {
+                        self.edges.insert(Edge {
+                            from: j,
+                            to: i,
+                            kind: EdgeKind::OnFailure,
+                        });
+                    }
+                    None => self.missing(
+                        &r.id,
+                        "handles the failure of",
+                        &w.id,
+                        Some(w.location.clone()),
+                    ),
                 }
             }
         }
@@ -516,6 +540,10 @@ mod tests {
             base_dir: ".".into(),
             declared_in: ".".into(),
             labels: Default::default(),
+            retry: None,
+            timeout: None,
+            on_failure: Vec::new(),
+            rolling: None,
         }
     }
 

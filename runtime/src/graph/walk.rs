@@ -37,6 +37,10 @@ pub struct WalkSpec {
     /// most). Two nodes sharing a lock never run at once, whatever their groups. Empty
     /// (no entry for any node) means no locks.
     pub locks: Vec<Vec<usize>>,
+    /// `after[i]`: nodes node `i` waits for without depending on their success (a failure
+    /// handler waits for what it watches; a rolling batch for the one before). Empty (no
+    /// entry for any node) means none.
+    pub after: Vec<Vec<usize>>,
     /// Skip the dependents of a failed node.
     pub skip_after_failure: bool,
     /// Start nothing new after the first failure.
@@ -100,6 +104,14 @@ where
             dependents[d].push(i);
         }
     }
+    // Waiters: released when the node finishes, however it went.
+    let mut waiters = vec![Vec::new(); n];
+    for (i, ds) in spec.after.iter().enumerate() {
+        for &d in ds {
+            waiters[d].push(i);
+            waiting[i] += 1;
+        }
+    }
     let groups = spec.group_limits.len();
     let mut ready: Vec<BinaryHeap<Reverse<usize>>> = vec![BinaryHeap::new(); groups];
     let mut running_in: Vec<usize> = vec![0; groups];
@@ -139,6 +151,12 @@ where
                     // concurrent failures finish in.
                     blocked_by[j] = Some(blocked_by[j].map_or(root, |b| b.min(root)));
                 }
+                waiting[j] -= 1;
+                if waiting[j] == 0 {
+                    ready[spec.group[j]].push(Reverse(j));
+                }
+            }
+            for &j in &waiters[i] {
                 waiting[j] -= 1;
                 if waiting[j] == 0 {
                     ready[spec.group[j]].push(Reverse(j));
@@ -258,6 +276,7 @@ mod tests {
             group_limits: limits,
             parallelism,
             locks: Vec::new(),
+            after: Vec::new(),
             skip_after_failure: true,
             fail_fast: false,
         }
@@ -425,6 +444,19 @@ mod tests {
         assert_eq!(out[2], Visited::NotRun(NotRun::UpstreamFailed(0)));
         assert!(matches!(out[3], Visited::Ran { failed: false, .. }));
         assert_eq!(out[4], Visited::NotRun(NotRun::UpstreamFailed(0)));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_run_after_a_failure_and_in_order() {
+        // 1 waits for 0 (which fails) without depending on it; 2 depends on 1.
+        let mut s = spec(vec![vec![], vec![], vec![1]], vec![0; 3], vec![10], 10);
+        s.after = vec![vec![], vec![0], vec![]];
+        let (out, events, _, _) = run(&s, &[0], None).await;
+        assert!(matches!(out[0], Visited::Ran { failed: true, .. }));
+        assert!(matches!(out[1], Visited::Ran { failed: false, .. }));
+        assert!(matches!(out[2], Visited::Ran { failed: false, .. }));
+        let pos = |e: Ev| events.iter().position(|x| *x == e).expect("event");
+        assert!(pos(Ev::End(0)) < pos(Ev::Start(1)), "{events:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,7 @@
 //! resources. Every problem found is collected; nothing stops at the first one.
 
 use super::expr::Scope;
+use super::orchestrate;
 use super::vars::{self, VarDecl};
 use super::yaml::{self, Spans};
 use super::{
@@ -640,6 +641,7 @@ fn parse_providers(
                     "max_concurrency",
                     "consistency_check",
                     "unsigned",
+                    "retry",
                 ],
                 diags,
             )
@@ -693,6 +695,10 @@ fn parse_providers(
             true,
             diags,
         );
+        let retry = fields
+            .get("retry")
+            .filter(|v| !v.is_null())
+            .and_then(|v| orchestrate::retry(v, &format!("{pointer}/retry"), spans, &what, diags));
         out.insert(
             name.clone(),
             ProviderDecl {
@@ -703,6 +709,7 @@ fn parse_providers(
                 max_concurrency,
                 consistency_check,
                 unsigned,
+                retry,
                 location,
                 source_location,
             },
@@ -1242,6 +1249,11 @@ pub(super) fn parse_resources(
                 "for_each",
                 "count",
                 "labels",
+                "retry",
+                "timeout",
+                "on_failure",
+                "serial",
+                "max_failures",
             ],
             diags,
         ) else {
@@ -1317,6 +1329,13 @@ pub(super) fn parse_resources(
         };
         let depends_on = local(id_list(map, "depends_on", &pointer, spans, &what, diags));
         let notify = local(id_list(map, "notify", &pointer, spans, &what, diags));
+        let on_failure = local(id_list(map, "on_failure", &pointer, spans, &what, diags));
+        let retry = map
+            .get("retry")
+            .filter(|v| !v.is_null())
+            .and_then(|v| orchestrate::retry(v, &format!("{pointer}/retry"), spans, &what, diags));
+        let timeout = orchestrate::timeout(map, &pointer, spans, &what, diags);
+        let serial = orchestrate::serial(map, &pointer, spans, &what, entry.key.is_some(), diags);
         let mut prevent_destroy = false;
         if let Some(lifecycle) = map.get("lifecycle") {
             let lp = format!("{pointer}/lifecycle");
@@ -1415,6 +1434,17 @@ pub(super) fn parse_resources(
                 sensitive_from_vars,
                 locks,
                 labels,
+                retry,
+                timeout,
+                on_failure,
+                rolling: serial
+                    .zip(base)
+                    .map(|((serial, max_failures), b)| orchestrate::Rolling {
+                        group: format!("{prefix}{b}"),
+                        position: 0,
+                        serial,
+                        max_failures,
+                    }),
                 location,
                 type_location: Some(spans.value(&format!("{pointer}/type"))),
                 spans: spans.subtree(&format!("{pointer}/properties")),
@@ -1423,6 +1453,15 @@ pub(super) fn parse_resources(
             },
             excluded_at,
         ));
+    }
+    // A rolling group's members, numbered in instance order.
+    let mut next: BTreeMap<String, usize> = BTreeMap::new();
+    for (r, _) in &mut out {
+        if let Some(g) = &mut r.rolling {
+            let n = next.entry(g.group.clone()).or_default();
+            g.position = *n;
+            *n += 1;
+        }
     }
     (out, rejected)
 }

@@ -12,6 +12,7 @@ pub mod data;
 pub mod expr;
 pub(crate) mod load;
 mod module;
+pub mod orchestrate;
 pub mod policy;
 pub mod protect;
 pub mod refs;
@@ -358,6 +359,8 @@ pub struct ProviderDecl {
     pub consistency_check: bool,
     /// `unsigned: true`: run this provider without a signature (local paths only).
     pub unsigned: bool,
+    /// `retry:`: the default retry of its resources (a resource's own wins).
+    pub retry: Option<orchestrate::Retry>,
     pub location: Location,
     /// Where `source:` is written (none when it is left to the default built-in): an
     /// `oci://` reference's syntax is checked by the session, and reported here.
@@ -417,6 +420,15 @@ pub struct ResourceDecl {
     pub locks: Vec<String>,
     /// `labels: {owner: team-db}`: metadata for policies, never sent to providers.
     pub labels: BTreeMap<String, String>,
+    /// `retry:`: how a failure its provider marks transient is tried again.
+    pub retry: Option<orchestrate::Retry>,
+    /// `timeout:`: one deadline for all its attempts.
+    pub timeout: Option<Duration>,
+    /// `on_failure: [id, …]`: a failure handler — it runs only when one of these fails
+    /// in the same run, and is never run otherwise.
+    pub on_failure: Vec<Dependency>,
+    /// `serial:` on a `for_each`/`count`: its place in the rolling group.
+    pub rolling: Option<orchestrate::Rolling>,
     pub location: Location,
     /// Where `type` was written.
     pub type_location: Option<Location>,

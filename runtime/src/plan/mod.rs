@@ -103,6 +103,23 @@ pub struct PlannedResource {
     /// provider's own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locks: Vec<String>,
+    /// How a failure its provider marks transient is tried again (`retry:`, or its
+    /// provider's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::manifest::orchestrate::Retry>,
+    /// `timeout:`, in milliseconds: one deadline for all its attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// A failure handler: runs only if one of these fails in the run (`on_failure:`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure_of: Vec<String>,
+    /// Its place in a rolling group (`serial:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling: Option<crate::manifest::orchestrate::Rolling>,
+    /// A health gate (its kind's schema says `x-tenet-check`): checked again on every
+    /// apply, after what it depends on, and never a change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub check: bool,
 }
 
 /// What is shown (and saved in plan files) instead of a sensitive value.
@@ -172,6 +189,16 @@ pub struct Summary {
     #[serde(default)]
     pub refresh: usize,
     pub errors: usize,
+    /// Failure handlers (`on_failure:`): they run only if what they watch fails.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub conditional: usize,
+    /// Health gates not passing now: apply waits for them (not a change).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub wait: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Summary {
@@ -180,6 +207,18 @@ impl Summary {
         for r in resources {
             if r.error.is_some() {
                 s.errors += 1;
+                continue;
+            }
+            if !r.on_failure_of.is_empty() {
+                s.conditional += 1;
+                continue;
+            }
+            if r.check {
+                if r.action == Action::None {
+                    s.unchanged += 1;
+                } else {
+                    s.wait += 1;
+                }
                 continue;
             }
             match r.action {
@@ -397,6 +436,11 @@ mod tests {
             orphan: false,
             sensitive: vec!["content".into()],
             locks: Vec::new(),
+            retry: None,
+            timeout_ms: None,
+            on_failure_of: Vec::new(),
+            rolling: None,
+            check: false,
         }
     }
 

@@ -20,6 +20,8 @@ pub struct MockProvider {
     pub calls: Mutex<Vec<(Operation, String)>>,
     /// Resource ids whose apply fails.
     pub fail_apply: Mutex<BTreeSet<String>>,
+    /// Resource id → how many more of its applies fail with a transient error.
+    pub transient_apply: Mutex<BTreeMap<String, u32>>,
     /// Resource ids whose apply reports a field (`ghost`) the system does not keep.
     pub inconsistent: Mutex<BTreeSet<String>>,
     /// What it declares (batched kinds, locks, a concurrency limit).
@@ -213,6 +215,14 @@ impl Provider for MockProvider {
             .unwrap_or(false);
         if fails {
             return Err(self.fail(cx, Operation::Apply, "injected failure"));
+        }
+        if let Ok(mut left) = self.transient_apply.lock()
+            && let Some(n) = left.get_mut(cx.resource).filter(|n| **n > 0)
+        {
+            *n -= 1;
+            let mut e = self.fail(cx, Operation::Apply, "injected transient failure");
+            e.kind = ErrorKind::Transient;
+            return Err(e);
         }
         let mut state = self
             .state

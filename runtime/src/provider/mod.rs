@@ -43,7 +43,16 @@ pub struct KindInfo {
     pub path_properties: Vec<String>,
 }
 
+/// The annotation by which a kind's schema declares it a health gate: checked on every
+/// apply, never a change (`http.check`).
+pub const CHECK_ANNOTATION: &str = "x-tenet-check";
+
 impl KindInfo {
+    /// Whether the kind is a health gate (its schema says `"x-tenet-check": true`).
+    pub fn is_check(&self) -> bool {
+        self.schema.get(CHECK_ANNOTATION) == Some(&Value::Bool(true))
+    }
+
     /// Top-level properties the schema marks `"sensitive": true`.
     pub fn sensitive_fields(&self) -> Vec<String> {
         self.schema

@@ -103,7 +103,12 @@ pub async fn apply(
                 .await?;
         return Ok(ApplyOutcome::Denied { plan, run });
     }
-    if !plan.has_changes() && !plan.has_errors() && !cx.settings.walk_converged {
+    // Nothing to change and no health gate to wait for: nothing to walk.
+    if !plan.has_changes()
+        && !plan.has_errors()
+        && plan.summary.wait == 0
+        && !cx.settings.walk_converged
+    {
         let report = unchanged(&plan);
         let run = record_apply(
             lock.store(),
@@ -167,9 +172,17 @@ fn unchanged(plan: &Plan) -> ApplyReport {
             .map(|r| ResourceResult {
                 id: r.id.clone(),
                 type_name: r.type_name.clone(),
-                outcome: Outcome::Unchanged,
+                // Nothing failed, so no failure handler runs.
+                outcome: if r.on_failure_of.is_empty() {
+                    Outcome::Unchanged
+                } else {
+                    Outcome::NotTriggered {
+                        reason: "nothing it handles failed".into(),
+                    }
+                },
                 duration: Duration::ZERO,
                 state: r.current.clone(),
+                retried: Vec::new(),
             })
             .collect(),
     }
@@ -294,7 +307,7 @@ async fn walk(
                 }
                 _ => None,
             },
-            Event::ResourceStarted { .. } => None,
+            Event::ResourceStarted { .. } | Event::ResourceRetrying { .. } => None,
         };
         let _ = events.event(RunEvent::Resource { event: &e, change });
     };

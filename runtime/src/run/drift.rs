@@ -191,6 +191,8 @@ pub async fn drift(cx: &mut RunContext<'_>) -> Result<Drift, RunError> {
                 error: c.error.clone(),
                 duration_ms: c.duration_ms,
                 change: None,
+                attempts: None,
+                retried: Vec::new(),
             })
             .collect(),
         ..super::record::record_of("drift", m, &started_at)

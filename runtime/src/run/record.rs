@@ -365,8 +365,9 @@ fn bookkeeping(
         | Outcome::Updated
         | Outcome::Replaced
         | Outcome::Refreshed
+        | Outcome::Checked
         | Outcome::Unchanged => {
-            let changed = !matches!(r.outcome, Outcome::Unchanged);
+            let changed = !matches!(r.outcome, Outcome::Unchanged | Outcome::Checked);
             let remembered = |f: fn(&StoredResource) -> bool| previous.as_ref().is_some_and(f);
             Bookkeeping::Put(Box::new(StoredResource {
                 id: r.id.clone(),
@@ -394,9 +395,11 @@ fn bookkeeping(
                     .map_or_else(|| remembered(|p| p.forget_on_remove), |d| d.1),
             }))
         }
-        Outcome::Failed { .. } | Outcome::Skipped { .. } | Outcome::NotStarted { .. } => {
-            Bookkeeping::Nothing
-        }
+        // A failure handler that did not run has nothing to remember.
+        Outcome::Failed { .. }
+        | Outcome::Skipped { .. }
+        | Outcome::NotStarted { .. }
+        | Outcome::NotTriggered { .. } => Bookkeeping::Nothing,
     }
 }
 
@@ -467,6 +470,8 @@ pub fn remember(
                 }
                 _ => None,
             },
+            attempts: (!r.retried.is_empty()).then(|| r.attempts()),
+            retried: r.retried.iter().map(|a| a.error.clone()).collect(),
         });
         let Some(p) = p else { continue };
         let previous = known.remove(&r.id);
@@ -533,6 +538,8 @@ pub fn remember_plan(
                 error: r.error.clone(),
                 duration_ms: 0.0,
                 change: None,
+                attempts: None,
+                retried: Vec::new(),
             })
             .collect(),
         ..record_of("plan", manifest, started_at)
@@ -594,6 +601,8 @@ pub fn recover(
                 }),
                 duration_ms: 0.0,
                 change: None,
+                attempts: None,
+                retried: Vec::new(),
             })
             .collect(),
         ..record_of("apply", manifest, &first)

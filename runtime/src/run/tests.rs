@@ -33,6 +33,10 @@ impl RunEvents for Recorder {
                 event: Event::ResourceFinished(r),
                 change,
             } => format!("end {} {}", r.id, change.unwrap_or("-")),
+            RunEvent::Resource {
+                event: Event::ResourceRetrying { id, attempt, .. },
+                ..
+            } => format!("retry {id} {attempt}"),
             RunEvent::LockLost(_) => "lock lost".into(),
             RunEvent::Finished { report, .. } => format!("finished {}", report.results.len()),
         };

@@ -69,9 +69,13 @@ fn is_steady(o: &ResourceOutcome) -> bool {
         error,
         duration_ms: _,
         change,
+        attempts,
+        retried,
     } = o;
     matches!(outcome.as_str(), "unchanged" | "in_sync")
         && error.is_none()
+        && attempts.is_none()
+        && retried.is_empty()
         && change.is_none()
         && changed_fields.is_empty()
 }
@@ -242,6 +246,8 @@ pub fn expand(
                 error: None,
                 duration_ms: 0.0,
                 change: None,
+                attempts: None,
+                retried: Vec::new(),
             }));
     }
     Ok(record)
@@ -332,6 +338,8 @@ mod tests {
             error: None,
             duration_ms: 1.5,
             change: None,
+            attempts: None,
+            retried: Vec::new(),
         }
     }
 

@@ -42,6 +42,8 @@ fn converged(day: u32, unchanged: &[&str], files: &str, facts: i64) -> RunRecord
             error: None,
             duration_ms: 0.0,
             change: None,
+            attempts: None,
+            retried: Vec::new(),
         }));
     r.manifest_snapshot = json!({
         "files": {"tenet.yaml": files},
@@ -232,6 +234,8 @@ pub fn record(command: &str, outcome: &str) -> RunRecord {
             error: None,
             duration_ms: 1.25,
             change: Some("intentional".into()),
+            attempts: None,
+            retried: Vec::new(),
         }],
     }
 }

@@ -251,6 +251,13 @@ pub struct ResourceOutcome {
     /// manifest asked for something new).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<String>,
+    /// How many times its provider was asked, when a transient failure was tried again
+    /// (`retry:`); absent for one attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<usize>,
+    /// The errors of the attempts that were tried again, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retried: Vec<String>,
 }
 
 /// One run, as recorded in the history.

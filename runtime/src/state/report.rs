@@ -295,6 +295,8 @@ mod tests {
                     error: None,
                     duration_ms: *ms,
                     change: change.map(str::to_owned),
+                    attempts: None,
+                    retried: Vec::new(),
                 })
                 .collect(),
         }

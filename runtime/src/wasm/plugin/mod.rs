@@ -177,6 +177,7 @@ impl PluginHost {
             max_concurrency: None,
             consistency_check: true,
             unsigned: false,
+            retry: None,
             location: crate::diag::Location::new(source_desc, 1, 1),
             source_location: None,
         };
