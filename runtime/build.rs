@@ -19,6 +19,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("tenet-plugin-account", "TENET_PLUGIN_ACCOUNT_WASM"),
     ("tenet-plugin-apt", "TENET_PLUGIN_APT_WASM"),
     ("tenet-plugin-service", "TENET_PLUGIN_SERVICE_WASM"),
+    ("tenet-plugin-http", "TENET_PLUGIN_HTTP_WASM"),
     (
         "tenet-test-guest-misbehave",
         "TENET_TEST_GUEST_MISBEHAVE_WASM",

@@ -174,11 +174,16 @@ pub fn send(request: &Request) -> Result<Response, HttpError> {
     let (scheme, authority, path) = split_url(&request.url)?;
     let failed =
         |what: &str| HttpError::Failed(format!("{} {}: {what}", request.method, request.url));
-    let entries: Vec<(String, Vec<u8>)> = request
+    let mut entries: Vec<(String, Vec<u8>)> = request
         .headers
         .iter()
+        .filter(|(n, _)| !n.eq_ignore_ascii_case("content-length"))
         .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
         .collect();
+    // A body goes with its length (not chunked): every server reads that.
+    if let Some(body) = &request.body {
+        entries.push(("content-length".into(), body.len().to_string().into_bytes()));
+    }
     let headers =
         Fields::from_list(&entries).map_err(|e| failed(&format!("invalid header: {e:?}")))?;
     let req = OutgoingRequest::new(headers);

@@ -10,4 +10,5 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
     ("account", include_bytes!(env!("TENET_PLUGIN_ACCOUNT_WASM"))),
     ("apt", include_bytes!(env!("TENET_PLUGIN_APT_WASM"))),
     ("service", include_bytes!(env!("TENET_PLUGIN_SERVICE_WASM"))),
+    ("http", include_bytes!(env!("TENET_PLUGIN_HTTP_WASM"))),
 ];

@@ -1,6 +1,7 @@
 //! Reading manifest files into a [`Manifest`]: structure, variables, providers and
 //! resources. Every problem found is collected; nothing stops at the first one.
 
+use super::credentials;
 use super::expr::Scope;
 use super::orchestrate;
 use super::vars::{self, VarDecl};
@@ -851,6 +852,12 @@ fn parse_grants(
         .enumerate()
     {
         let p = format!("{pointer}/net/{i}");
+        if item.is_object() {
+            if let Some(g) = credentials::parse_grant(item, &p, spans, what, diags) {
+                grants.net.push(g);
+            }
+            continue;
+        }
         match item.as_str().map(NetGrant::parse) {
             Some(Ok(g)) => grants.net.push(g),
             Some(Err(message)) => diags.error(Some(spans.value(&p)), format!("net grant of {what}: {message}")),

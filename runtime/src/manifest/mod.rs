@@ -8,6 +8,7 @@
 //! collected and reported at once with `file:line:col`.
 
 pub mod check;
+pub(crate) mod credentials;
 pub mod data;
 pub mod expr;
 pub(crate) mod load;
@@ -211,6 +212,35 @@ pub struct NetGrant {
     pub host: String,
     /// `None`: any port.
     pub port: Option<u16>,
+    /// Credentials the host adds to every request to this (exact) origin; the provider
+    /// never sees them. Never serialised.
+    #[serde(skip)]
+    pub credentials: Option<Credentials>,
+}
+
+/// A header the host adds to a granted origin's requests (`credentials:` on a net grant).
+/// Its value never reaches the provider, a plan, the state or a log: `Debug` hides it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Lowercase header name (`authorization`, `x-api-key`, …).
+    pub header: String,
+    /// The header's value.
+    pub value: String,
+    /// Every form of the secret a server could echo back: the value, its token, a basic
+    /// password. The host removes them from responses before the provider reads them.
+    pub forms: Vec<String>,
+    /// Where the value comes from, for plans: `var api_token`, `env API_TOKEN`.
+    pub source: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Credentials({}: (sensitive) from {})",
+            self.header, self.source
+        )
+    }
 }
 
 impl NetGrant {
@@ -267,7 +297,13 @@ impl NetGrant {
             scheme,
             host: host.to_ascii_lowercase(),
             port,
+            credentials: None,
         })
+    }
+
+    /// Whether it names one origin exactly (no `*.` host, no `*` port).
+    pub fn is_exact(&self) -> bool {
+        self.port.is_some() && !self.host.starts_with("*.")
     }
 
     /// Whether a request to `scheme://host:port` is allowed by this grant.

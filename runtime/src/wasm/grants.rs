@@ -292,7 +292,7 @@ impl Capabilities {
         host: &str,
         port: u16,
         mode: Mode,
-    ) -> Result<(), Denied> {
+    ) -> Result<Option<&crate::manifest::Credentials>, Denied> {
         let origin = format!("{scheme}://{host}:{port}");
         // The method first: a POST during a plan is an attempt to change something,
         // wherever it was going.
@@ -309,7 +309,13 @@ impl Capabilities {
                 origin,
             });
         }
-        Ok(())
+        // Credentials belong to exact origins only (checked at load), so the first
+        // grant with credentials that allows the request names this very origin.
+        Ok(self
+            .net
+            .iter()
+            .filter(|g| g.allows(scheme, host, port))
+            .find_map(|g| g.credentials.as_ref()))
     }
 
     /// A WASI context for one instance: the fs grants as preopens with the access the
@@ -581,7 +587,13 @@ impl Capabilities {
                 if r.grant.probe { " (probe)" } else { "" }
             ));
         }
-        out.extend(self.net.iter().map(|g| format!("net {}", g.pattern)));
+        out.extend(self.net.iter().map(|g| match &g.credentials {
+            Some(c) => format!(
+                "net {} (the host adds `{}` from {})",
+                g.pattern, c.header, c.source
+            ),
+            None => format!("net {}", g.pattern),
+        }));
         out.extend(self.env.iter().map(|e| format!("env {e}")));
         out.extend(
             self.fixed_env

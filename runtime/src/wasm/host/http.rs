@@ -58,7 +58,8 @@ impl WasiHttpHooks for Hooks {
         fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> SendFuture {
         drop(fut);
-        let uri = request.uri();
+        let mut request = request;
+        let uri = request.uri().clone();
         let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
         let host = uri.host().unwrap_or_default().to_owned();
         let port = uri
@@ -77,6 +78,10 @@ impl WasiHttpHooks for Hooks {
             self.grants
                 .check_http(&method, &scheme, &host, port, self.mode)
         };
+        let credentials = match &checked {
+            Ok(c) => c.cloned(),
+            Err(_) => None,
+        };
         if let Err(denied) = checked {
             let mutation = matches!(denied, Denied::Method { .. });
             let message = denial_text(&format!("{method} {uri}"), &denied, &self.call, "net");
@@ -91,6 +96,17 @@ impl WasiHttpHooks for Hooks {
                 },
             );
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
+        }
+        // Brokered credentials: whatever the guest put under that header is replaced.
+        if let Some(c) = &credentials
+            && let (Ok(name), Ok(mut value)) = (
+                http::HeaderName::from_bytes(c.header.as_bytes()),
+                http::HeaderValue::from_str(&c.value),
+            )
+        {
+            value.set_sensitive(true);
+            request.headers_mut().remove(&name);
+            request.headers_mut().insert(name, value);
         }
         // Nothing of the request outlives the call's deadline: connect, TLS, first byte
         // and the gaps between body chunks are all bounded by the time left, and the whole
@@ -117,10 +133,102 @@ impl WasiHttpHooks for Hooks {
                     .await
                     .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)?
             };
+            let Some(c) = credentials else {
+                return Ok((
+                    response.map(BodyExt::boxed_unsync),
+                    Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                ));
+            };
+            // A server may echo what it was sent (a debug endpoint, an error page): the
+            // secret is taken out of the response before the guest can read it.
+            let io = tokio::spawn(io);
+            let (parts, body) = redact_response(response, &c.forms, deadline).await?;
+            let io = async move {
+                io.await
+                    .map_err(|_| wasmtime_wasi_http::Error::ConnectionTerminated)?
+            };
             Ok((
-                response.map(BodyExt::boxed_unsync),
+                http::Response::from_parts(parts, body),
                 Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
             ))
         })
+    }
+}
+
+/// Most bytes of a response from an origin with brokered credentials: such a response is
+/// read whole (to take the secret out of it) before the guest sees it.
+pub const MAX_BROKERED_RESPONSE: usize = 16 * 1024 * 1024;
+
+/// What replaces a secret in a response.
+const REDACTED: &[u8] = b"(redacted)";
+
+/// Replace every occurrence of `forms` (longest first) in `bytes`.
+fn redact(bytes: &[u8], forms: &[String]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    for form in forms.iter().map(String::as_bytes).filter(|f| !f.is_empty()) {
+        let mut next = Vec::with_capacity(out.len());
+        let mut i = 0;
+        while i < out.len() {
+            if out[i..].starts_with(form) {
+                next.extend_from_slice(REDACTED);
+                i += form.len();
+            } else {
+                next.push(out[i]);
+                i += 1;
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+/// The response with the secret taken out of its headers and its body (read whole, up to
+/// [`MAX_BROKERED_RESPONSE`], before the deadline).
+async fn redact_response<B>(
+    response: http::Response<B>,
+    forms: &[String],
+    deadline: Instant,
+) -> wasmtime_wasi_http::Result<(http::response::Parts, WasiBody)>
+where
+    B: hyper::body::Body<Data = bytes::Bytes, Error = wasmtime_wasi_http::Error> + Send + 'static,
+{
+    use http_body_util::{BodyExt, Full, Limited};
+    let (mut parts, body) = response.into_parts();
+    for value in parts.headers.values_mut() {
+        let redacted = redact(value.as_bytes(), forms);
+        if redacted != value.as_bytes()
+            && let Ok(v) = http::HeaderValue::from_bytes(&redacted)
+        {
+            *value = v;
+        }
+    }
+    let collected = tokio::time::timeout_at(
+        deadline.into(),
+        Limited::new(body, MAX_BROKERED_RESPONSE).collect(),
+    )
+    .await
+    .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)?
+    .map_err(|_| wasmtime_wasi_http::Error::HttpResponseBodySize(None))?;
+    let bytes = redact(&collected.to_bytes(), forms);
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.remove(http::header::TRANSFER_ENCODING);
+    let body = Full::new(bytes::Bytes::from(bytes))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    Ok((parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn every_form_of_the_secret_is_taken_out() {
+        let forms = vec!["Bearer s3cr3t-token".to_owned(), "s3cr3t-token".to_owned()];
+        assert_eq!(
+            redact(b"auth=Bearer s3cr3t-token; raw=s3cr3t-token.", &forms),
+            b"auth=(redacted); raw=(redacted).".to_vec()
+        );
+        assert_eq!(redact(b"nothing here", &forms), b"nothing here".to_vec());
     }
 }
