@@ -16,6 +16,7 @@ mod host;
 mod language;
 mod languages;
 mod modules;
+mod orchestration;
 mod packages;
 mod policy;
 mod reports;

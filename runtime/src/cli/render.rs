@@ -208,7 +208,13 @@ fn plan_actions_text(plan: &Plan) -> String {
     let changing: Vec<&PlannedResource> = plan
         .resources
         .iter()
-        .filter(|r| r.action != Action::None || r.error.is_some() || r.refresh)
+        .filter(|r| {
+            r.action != Action::None
+                || r.error.is_some()
+                || r.refresh
+                || !r.on_failure_of.is_empty()
+                || r.deferred.is_some()
+        })
         .collect();
     let forget_lines = |out: &mut String| {
         for id in &plan.forget {
@@ -246,6 +252,42 @@ fn plan_actions_text(plan: &Plan) -> String {
                 out,
                 "      {}\n",
                 crate::diag::terminal_text(e, crate::diag::CONTINUATION)
+            );
+            continue;
+        }
+        if !r.on_failure_of.is_empty() {
+            let watched: Vec<String> = r.on_failure_of.iter().map(|n| format!("`{n}`")).collect();
+            let _ = writeln!(
+                out,
+                "  ? {bold}{}{bold:#} ({}) runs only if {} fails\n",
+                r.id,
+                r.type_name,
+                watched.join(" or ")
+            );
+            continue;
+        }
+        if let Some(why) = &r.deferred {
+            let yellow = color(AnsiColor::Yellow);
+            let _ = writeln!(
+                out,
+                "  {yellow}…{yellow:#} {bold}{}{bold:#} ({}) will be {why}\n",
+                r.id, r.type_name
+            );
+            continue;
+        }
+        if r.check {
+            let yellow = color(AnsiColor::Yellow);
+            let seen = r
+                .current
+                .as_ref()
+                .and_then(|c| c.get("seen"))
+                .and_then(serde_json::Value::as_str)
+                .map(|s| format!(": not healthy now ({})", crate::diag::one_line(s)))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {yellow}…{yellow:#} {bold}{}{bold:#} ({}) will be waited for{seen}\n",
+                r.id, r.type_name
             );
             continue;
         }
@@ -288,6 +330,15 @@ fn plan_actions_text(plan: &Plan) -> String {
     );
     if s.refresh > 0 {
         let _ = write!(out, " {} to refresh.", s.refresh);
+    }
+    if s.wait > 0 {
+        let _ = write!(out, " {} health check(s) to wait for.", s.wait);
+    }
+    if s.deferred > 0 {
+        let _ = write!(out, " {} to plan once health checks pass.", s.deferred);
+    }
+    if s.conditional > 0 {
+        let _ = write!(out, " {} to run only on failure.", s.conditional);
     }
     if s.errors > 0 {
         let _ = write!(out, " {red}{} could not be planned.{red:#}", s.errors);
@@ -596,6 +647,7 @@ mod tests {
             on_failure_of: Vec::new(),
             rolling: None,
             check: false,
+            deferred: None,
         }];
         Plan {
             format_version: 1,

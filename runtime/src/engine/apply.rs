@@ -115,7 +115,8 @@ impl Engine {
                             if r.action != Action::None
                                 || r.error.is_some()
                                 || r.refresh
-                                || handler =>
+                                || handler
+                                || r.deferred.is_some() =>
                         {
                             j.begin(&r).await
                         }
@@ -210,6 +211,7 @@ impl Engine {
                             || r.error.is_some()
                             || r.refresh
                             || r.check
+                            || r.deferred.is_some()
                             || !r.on_failure_of.is_empty()
                         {
                             on_event(Event::ResourceStarted {
@@ -402,7 +404,7 @@ async fn apply_one(
         return Ok((Outcome::Checked, Some(state), desired));
     }
     let handler = !r.on_failure_of.is_empty();
-    if r.unknown.is_empty() && !fresh && !handler {
+    if r.unknown.is_empty() && !fresh && !handler && r.deferred.is_none() {
         if notified && r.action == Action::None {
             // Refresh: unchanged itself, but a resource it listens to changed in this run.
             let state = p.apply(cx, &r.kind, &desired, r.current.as_ref()).await?;
@@ -428,7 +430,7 @@ async fn apply_one(
         )
         .into());
     }
-    if fresh && diff.action == Action::None && !handler {
+    if fresh && diff.action == Action::None && !handler && r.deferred.is_none() {
         // A failed attempt did the work after all: report the change the plan promised.
         let outcome = match r.action {
             Action::Create => Outcome::Created,

@@ -259,6 +259,7 @@ impl Engine {
                         on_failure_of: Vec::new(),
                         rolling: None,
                         check: false,
+                        deferred: None,
                     },
                     None => {
                         let r = &rs[i];
@@ -297,6 +298,7 @@ impl Engine {
                                 .get(&r.provider)
                                 .and_then(|p| p.info().kinds.get(&r.kind))
                                 .is_some_and(KindInfo::is_check),
+                            deferred: None,
                         }
                     }
                 };
@@ -335,6 +337,29 @@ impl Engine {
                 Some(planned)
             })
             .collect();
+        // A resource that cannot be read while a health check it depends on is waiting
+        // (the service it lives in is not up yet) is planned when the check passed,
+        // during the apply — in execution order, so what depends on it waits too.
+        let mut waiting: BTreeSet<usize> = BTreeSet::new();
+        for &i in graph.order() {
+            let Some(r) = by_index[i].as_mut() else {
+                continue;
+            };
+            if r.check && r.error.is_none() && r.action != Action::None {
+                waiting.insert(i);
+                continue;
+            }
+            let behind = graph.dependencies(i).iter().find(|d| waiting.contains(d));
+            if let (Some(&d), Some(e)) = (behind, &r.error) {
+                r.deferred = Some(format!(
+                    "planned once `{}` passes (now: {})",
+                    rs[d].id,
+                    crate::diag::one_line(e)
+                ));
+                r.error = None;
+                waiting.insert(i);
+            }
+        }
         // An unchanged resource whose notifier changes (or is itself refreshed) will be
         // refreshed; in execution order, so chains of notifications carry through.
         let mut changing: BTreeSet<String> = BTreeSet::new();

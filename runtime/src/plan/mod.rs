@@ -120,6 +120,10 @@ pub struct PlannedResource {
     /// apply, after what it depends on, and never a change.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub check: bool,
+    /// Could not be read while a health check it depends on is waiting (its service is
+    /// not up yet): read and diffed during the apply, once the check passed. Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<String>,
 }
 
 /// What is shown (and saved in plan files) instead of a sensitive value.
@@ -195,6 +199,9 @@ pub struct Summary {
     /// Health gates not passing now: apply waits for them (not a change).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub wait: usize,
+    /// Resources planned during the apply, once the checks they depend on pass.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deferred: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -211,6 +218,10 @@ impl Summary {
             }
             if !r.on_failure_of.is_empty() {
                 s.conditional += 1;
+                continue;
+            }
+            if r.deferred.is_some() {
+                s.deferred += 1;
                 continue;
             }
             if r.check {
@@ -234,7 +245,7 @@ impl Summary {
     }
 
     pub fn changes(&self) -> usize {
-        self.create + self.update + self.replace + self.delete + self.refresh
+        self.create + self.update + self.replace + self.delete + self.refresh + self.deferred
     }
 }
 
@@ -441,6 +452,7 @@ mod tests {
             on_failure_of: Vec::new(),
             rolling: None,
             check: false,
+            deferred: None,
         }
     }
 
