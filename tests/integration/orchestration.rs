@@ -513,3 +513,126 @@ fn a_rolling_change_stops_at_the_failing_member_and_its_failure_handler_restores
         .count();
     assert_eq!(writes_to_c, 1, "only the test's own setup wrote svc-c");
 }
+
+#[test]
+fn orchestration_mistakes_are_reported_together_with_their_places() {
+    let d = tempfile::tempdir().expect("tmp");
+    write_manifest(
+        d.path(),
+        "providers:
+  http:
+    retry: {attempts: 0}
+resources:
+  - id: a
+    type: http.check
+    retry: {attempts: 3, delay: soon, backoff: 50}
+    timeout: 0s
+    serial: 2
+    properties: {url: \"http://127.0.0.1:1/\"}
+  - id: b
+    type: http.check
+    max_failures: 1
+    on_failure: [missing]
+    properties: {url: \"http://127.0.0.1:1/\"}
+",
+    );
+    let out = tenet(d.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for needle in [
+        "tenet.yaml:3:",
+        "attempts of retry of provider",
+        "tenet.yaml:7:",
+        "invalid delay `soon`",
+        "backoff of retry of resource `a` must be a number from 1 to 10",
+        "timeout of resource `a` must be longer than zero",
+        "serial of resource `a` rolls the instances of a `for_each` or `count` out",
+        "max_failures of resource `b` needs `serial:`",
+        "`missing`",
+    ] {
+        has(&err, needle);
+    }
+}
+
+/// `examples/rolling` for real: three services under a real `runsvdir`, a release rolled
+/// through them one at a time behind health checks, then a broken release stopped at its
+/// second service, which its failure handler puts back.
+#[test]
+fn the_rolling_example_rolls_a_release_and_puts_a_broken_one_back() {
+    if !as_root("start runit services") {
+        return;
+    }
+    if tool("runsvdir").is_none() || tool("sv").is_none() || tool("python3").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("rolling");
+    let copy = Command::new("cp")
+        .arg("-r")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/rolling"))
+        .arg(&dir)
+        .status()
+        .expect("cp");
+    assert!(copy.success());
+    for d in ["service", "conf", ".tenet"] {
+        let _ = std::fs::remove_dir_all(dir.join(d));
+    }
+    std::fs::create_dir_all(dir.join("service")).expect("service dir");
+    let mut runsvdir = Command::new("runsvdir")
+        .arg("-P")
+        .arg(dir.join("service"))
+        .spawn()
+        .expect("runsvdir");
+    let health = |port: u16| http_request(&format!("127.0.0.1:{port}"), "GET", "/health", &[], "");
+    let result = std::panic::catch_unwind(|| {
+        ok(&tenet(&dir, &["apply", "--yes", "--var", "release=1"]));
+        let two = tenet(&dir, &["apply", "--yes", "--var", "release=2", "--json"]);
+        ok(&two);
+        // One at a time: each service's config is written after the previous one's
+        // check passed.
+        let order: Vec<String> = json_lines(&stdout(&two))
+            .iter()
+            .filter(|e| e["event"] == "resource_finished")
+            .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        let at = |id: &str| order.iter().position(|x| x == id).expect(id);
+        assert!(at("healthy[web-a]") < at("config[web-b]"), "{order:?}");
+        assert!(at("healthy[web-b]") < at("config[web-c]"), "{order:?}");
+        for port in [18081, 18082, 18083] {
+            has(&health(port).1, "\"release\": 2");
+        }
+        let three = tenet(
+            &dir,
+            &[
+                "apply",
+                "--yes",
+                "--var",
+                "release=3",
+                "--var",
+                "previous=2",
+                "--var",
+                "broken=web-b",
+            ],
+        );
+        assert_eq!(three.status.code(), Some(1), "{}", stdout(&three));
+        let text = stdout(&three);
+        has(&text, "healthy[web-b] (http.check) failed");
+        has(&text, "restore[web-b] (exec.command) created");
+        has(
+            &text,
+            "config[web-c] (file.file) not started: the rolling group `config` stopped",
+        );
+        has(&health(18081).1, "\"release\": 3");
+        let b = health(18082);
+        assert_eq!(b.0, 200, "web-b was put back: {b:?}");
+        has(&b.1, "\"release\": 2");
+        has(&health(18083).1, "\"release\": 2");
+    });
+    let _ = Command::new("kill")
+        .args(["-HUP", &runsvdir.id().to_string()])
+        .status();
+    let _ = runsvdir.wait();
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
