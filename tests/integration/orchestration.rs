@@ -636,3 +636,144 @@ fn the_rolling_example_rolls_a_release_and_puts_a_broken_one_back() {
         std::panic::resume_unwind(e);
     }
 }
+
+/// A private CA and a certificate for 127.0.0.1 it signed, made with `openssl` in `dir`:
+/// (ca.pem, server.pem, server.key).
+fn private_ca(dir: &Path) -> Option<()> {
+    tool("openssl")?;
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=tenet test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext",
+    ]);
+    Some(())
+}
+
+#[test]
+fn a_private_ca_on_a_grant_is_the_only_trust_for_that_origin() {
+    let d = tempfile::tempdir().expect("tmp");
+    if private_ca(d.path()).is_none() {
+        return;
+    }
+    let cert = d.path().join("server.pem");
+    let key = d.path().join("server.key");
+    let rest = Rest::start(&[
+        "--tls",
+        cert.to_str().expect("utf-8"),
+        key.to_str().expect("utf-8"),
+    ]);
+    let origin = format!("https://127.0.0.1:{}", rest.port);
+    let check = format!(
+        "  - {{id: up, type: http.check, properties: {{url: \"{origin}/health\", timeout: 5s, interval: 100ms}}}}\n"
+    );
+    // Trusted through the grant's CA bundle.
+    manifest(
+        d.path(),
+        &format!("{{origin: \"{origin}\", ca: ./ca.pem}}"),
+        &check,
+    );
+    // (Healthy already at plan time: a read over TLS that succeeded.)
+    let out = tenet(d.path(), &["apply", "--yes"]);
+    ok(&out);
+    has(&stdout(&out), "No changes");
+    has(
+        &stdout(&out),
+        &format!(
+            "net {origin} (TLS roots: {})",
+            d.path().join("ca.pem").display()
+        ),
+    );
+    // Without it the public roots do not know this CA: a TLS failure, at once (no
+    // waiting out the timeout).
+    manifest(d.path(), &format!("\"{origin}\""), &check);
+    let started = std::time::Instant::now();
+    let out = tenet(d.path(), &["apply", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    has(&stdout(&out), "TLS failed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+    // Another CA's bundle is no trust either.
+    let other = tempfile::tempdir().expect("tmp");
+    private_ca(other.path()).expect("openssl");
+    std::fs::copy(other.path().join("ca.pem"), d.path().join("other.pem")).expect("copy");
+    manifest(
+        d.path(),
+        &format!("{{origin: \"{origin}\", ca: ./other.pem}}"),
+        &check,
+    );
+    let out = tenet(d.path(), &["apply", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    has(&stdout(&out), "TLS failed");
+    // A bundle that is not PEM, and a CA on a plain-HTTP origin, are refused at load.
+    std::fs::write(d.path().join("bad.pem"), "not a certificate\n").expect("bad");
+    manifest(
+        d.path(),
+        &format!(
+            "{{origin: \"{origin}\", ca: ./bad.pem}}, {{origin: \"http://127.0.0.1:1\", ca: ./ca.pem}}"
+        ),
+        "  []\n",
+    );
+    let out = tenet(d.path(), &["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    has(&stderr(&out), "bad.pem holds no PEM certificate");
+    has(&stderr(&out), "a CA bundle is for https origins");
+}

@@ -212,8 +212,8 @@ fn plan_actions_text(plan: &Plan) -> String {
             r.action != Action::None
                 || r.error.is_some()
                 || r.refresh
-                || !r.on_failure_of.is_empty()
-                || r.deferred.is_some()
+                || !r.orchestration.on_failure_of.is_empty()
+                || r.orchestration.deferred.is_some()
         })
         .collect();
     let forget_lines = |out: &mut String| {
@@ -255,8 +255,13 @@ fn plan_actions_text(plan: &Plan) -> String {
             );
             continue;
         }
-        if !r.on_failure_of.is_empty() {
-            let watched: Vec<String> = r.on_failure_of.iter().map(|n| format!("`{n}`")).collect();
+        if !r.orchestration.on_failure_of.is_empty() {
+            let watched: Vec<String> = r
+                .orchestration
+                .on_failure_of
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect();
             let _ = writeln!(
                 out,
                 "  ? {bold}{}{bold:#} ({}) runs only if {} fails\n",
@@ -266,7 +271,7 @@ fn plan_actions_text(plan: &Plan) -> String {
             );
             continue;
         }
-        if let Some(why) = &r.deferred {
+        if let Some(why) = &r.orchestration.deferred {
             let yellow = color(AnsiColor::Yellow);
             let _ = writeln!(
                 out,
@@ -275,7 +280,7 @@ fn plan_actions_text(plan: &Plan) -> String {
             );
             continue;
         }
-        if r.check {
+        if r.orchestration.check {
             let yellow = color(AnsiColor::Yellow);
             let seen = r
                 .current
@@ -642,12 +647,7 @@ mod tests {
             orphan: false,
             sensitive: vec![],
             locks: Vec::new(),
-            retry: None,
-            timeout_ms: None,
-            on_failure_of: Vec::new(),
-            rolling: None,
-            check: false,
-            deferred: None,
+            orchestration: Default::default(),
         }];
         Plan {
             format_version: 1,

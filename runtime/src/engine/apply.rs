@@ -7,7 +7,7 @@
 //! watches fails; a rolling group changes a batch at a time.
 
 use super::known::{Known, Shared, lookup};
-use super::orchestrate::{Failure, Orchestration};
+use super::orchestrate::{Conductor, Failure};
 use super::report::{ApplyReport, Event, Outcome, ResourceResult, Retried};
 use super::{Engine, Journal, RunOptions};
 use crate::graph::walk::{self, NotRun, Progress, StopReason, Visited, WalkSpec};
@@ -47,10 +47,10 @@ impl Engine {
             rs.iter().map(|r| (r.provider.as_str(), r.locks.as_slice())),
             options,
         );
-        let orchestration = Orchestration::of(rs);
+        let conductor = Conductor::of(rs);
         let spec = WalkSpec {
-            deps: orchestration.deps.clone(),
-            after: orchestration.after.clone(),
+            deps: conductor.deps.clone(),
+            after: conductor.after.clone(),
             group: schedule.group,
             group_limits: schedule.group_limits,
             locks: schedule.locks,
@@ -94,7 +94,7 @@ impl Engine {
                 let check = !options.unchecked_providers.contains(&r.provider);
                 let changed = changed.clone();
                 let journal = journal.clone();
-                let orchestration = orchestration.clone();
+                let conductor = conductor.clone();
                 let plan_rs = plan_rs.clone();
                 let retry_tx = retry_tx.clone();
                 let cancel = options.cancel.clone();
@@ -103,20 +103,20 @@ impl Engine {
                     let began = Instant::now();
                     // A rolling batch whose group already failed too often, and a failure
                     // handler whose watched resources did not fail, do not run.
-                    if let Some(reason) = orchestration.held_back(i, &plan_rs) {
+                    if let Some(reason) = conductor.held_back(i, &plan_rs) {
                         return ((Ok((Outcome::NotStarted { reason }, None)), Vec::new()), true);
                     }
-                    if let Err(outcome) = orchestration.triggered(i, &plan_rs) {
+                    if let Err(outcome) = conductor.triggered(i, &plan_rs) {
                         return ((Ok((outcome, None)), Vec::new()), false);
                     }
-                    let handler = !r.on_failure_of.is_empty();
+                    let handler = !r.orchestration.on_failure_of.is_empty();
                     let intent = match &journal {
                         Some(j)
                             if r.action != Action::None
                                 || r.error.is_some()
                                 || r.refresh
                                 || handler
-                                || r.deferred.is_some() =>
+                                || r.orchestration.deferred.is_some() =>
                         {
                             j.begin(&r).await
                         }
@@ -142,7 +142,7 @@ impl Engine {
                                 &cancel,
                                 &mut retried,
                             );
-                            match r.timeout_ms {
+                            match r.orchestration.timeout_ms {
                                 None => attempts.await,
                                 Some(ms) => {
                                     let limit = Duration::from_millis(ms);
@@ -210,9 +210,9 @@ impl Engine {
                         if r.action != Action::None
                             || r.error.is_some()
                             || r.refresh
-                            || r.check
-                            || r.deferred.is_some()
-                            || !r.on_failure_of.is_empty()
+                            || r.orchestration.check
+                            || r.orchestration.deferred.is_some()
+                            || !r.orchestration.on_failure_of.is_empty()
                         {
                             on_event(Event::ResourceStarted {
                                 id: r.id.clone(),
@@ -252,7 +252,7 @@ impl Engine {
                                 Vec::new(),
                             ),
                         };
-                        orchestration.finished(
+                        conductor.finished(
                             i,
                             matches!(outcome, Outcome::Failed { .. }),
                             !outcome.is_success(),
@@ -300,7 +300,7 @@ async fn attempts(
             Ok(done) => return Ok(done),
             Err(f) => f,
         };
-        let limit = r.retry.map_or(1, |x| x.attempts as usize);
+        let limit = r.orchestration.retry.map_or(1, |x| x.attempts as usize);
         if !failure.transient || attempt >= limit || cancel.load(Ordering::Relaxed) {
             return Err(if attempt > 1 {
                 format!("{} (attempt {attempt} of {limit})", failure.message)
@@ -309,6 +309,7 @@ async fn attempts(
             });
         }
         let wait = r
+            .orchestration
             .retry
             .map(|x| x.delay_after(u32::try_from(attempt).unwrap_or(u32::MAX)))
             .unwrap_or_default();
@@ -397,14 +398,14 @@ async fn apply_one(
         }
         resolved.value
     };
-    if r.check {
+    if r.orchestration.check {
         // A health gate: waits (in its provider) until healthy, on every run, after what
         // it depends on changed. Never a change.
         let state = p.apply(cx, &r.kind, &desired, r.current.as_ref()).await?;
         return Ok((Outcome::Checked, Some(state), desired));
     }
-    let handler = !r.on_failure_of.is_empty();
-    if r.unknown.is_empty() && !fresh && !handler && r.deferred.is_none() {
+    let handler = !r.orchestration.on_failure_of.is_empty();
+    if r.unknown.is_empty() && !fresh && !handler && r.orchestration.deferred.is_none() {
         if notified && r.action == Action::None {
             // Refresh: unchanged itself, but a resource it listens to changed in this run.
             let state = p.apply(cx, &r.kind, &desired, r.current.as_ref()).await?;
@@ -430,7 +431,7 @@ async fn apply_one(
         )
         .into());
     }
-    if fresh && diff.action == Action::None && !handler && r.deferred.is_none() {
+    if fresh && diff.action == Action::None && !handler && r.orchestration.deferred.is_none() {
         // A failed attempt did the work after all: report the change the plan promised.
         let outcome = match r.action {
             Action::Create => Outcome::Created,

@@ -50,7 +50,7 @@ struct Member {
 
 /// The ordering an apply adds to the plan's dependencies, and the bookkeeping to decide
 /// at run time whether a handler or a batch runs.
-pub(super) struct Orchestration {
+pub(super) struct Conductor {
     /// `deps[i]`: what node `i` depends on (its failure skips `i`).
     pub deps: Vec<Vec<usize>>,
     /// `after[i]`: what node `i` waits for without depending on its success.
@@ -66,8 +66,8 @@ pub(super) struct Orchestration {
     watches: Vec<Vec<usize>>,
 }
 
-impl Orchestration {
-    pub(super) fn of(rs: &[PlannedResource]) -> Arc<Orchestration> {
+impl Conductor {
+    pub(super) fn of(rs: &[PlannedResource]) -> Arc<Conductor> {
         let index: BTreeMap<&str, usize> = rs
             .iter()
             .enumerate()
@@ -78,7 +78,10 @@ impl Orchestration {
                 .filter_map(|d| index.get(d.as_str()).copied())
                 .collect()
         };
-        let watches: Vec<Vec<usize>> = rs.iter().map(|r| lookup(&r.on_failure_of)).collect();
+        let watches: Vec<Vec<usize>> = rs
+            .iter()
+            .map(|r| lookup(&r.orchestration.on_failure_of))
+            .collect();
         let all_deps: Vec<Vec<usize>> = rs.iter().map(|r| lookup(&r.depends_on)).collect();
         let deps: Vec<Vec<usize>> = all_deps
             .iter()
@@ -89,7 +92,7 @@ impl Orchestration {
         let members: Vec<Option<Member>> = rs
             .iter()
             .map(|r| {
-                r.rolling.as_ref().map(|g| Member {
+                r.orchestration.rolling.as_ref().map(|g| Member {
                     group: g.group.clone(),
                     batch: g.batch(),
                     max_failures: g.max_failures,
@@ -152,7 +155,7 @@ impl Orchestration {
                 }
             }
         }
-        Arc::new(Orchestration {
+        Arc::new(Conductor {
             deps,
             after,
             members,
@@ -217,7 +220,7 @@ impl Orchestration {
     /// this run, otherwise the outcome that says why it did not run. `Ok(())` for any
     /// other resource.
     pub(super) fn triggered(&self, i: usize, rs: &[PlannedResource]) -> Result<(), Outcome> {
-        if rs[i].on_failure_of.is_empty() {
+        if rs[i].orchestration.on_failure_of.is_empty() {
             return Ok(());
         }
         let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
@@ -228,6 +231,7 @@ impl Orchestration {
             reason: format!(
                 "runs only if {} fails",
                 rs[i]
+                    .orchestration
                     .on_failure_of
                     .iter()
                     .map(|id| format!("`{id}`"))

@@ -7,7 +7,7 @@ use super::{Engine, Orphan, RunOptions};
 use crate::graph::Graph;
 use crate::graph::walk::{self, Visited, WalkSpec};
 use crate::manifest::{Manifest, refs};
-use crate::plan::{self, ManifestRef, Plan, PlannedResource, ProviderPin, Summary};
+use crate::plan::{self, ManifestRef, Orchestration, Plan, PlannedResource, ProviderPin, Summary};
 use crate::provider::{Action, CallContext, Diff, FieldChange, KindInfo, Provider};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -254,12 +254,7 @@ impl Engine {
                         orphan: true,
                         sensitive: o.sensitive.clone(),
                         locks: Vec::new(),
-                        retry: None,
-                        timeout_ms: None,
-                        on_failure_of: Vec::new(),
-                        rolling: None,
-                        check: false,
-                        deferred: None,
+                        orchestration: Default::default(),
                     },
                     None => {
                         let r = &rs[i];
@@ -285,20 +280,22 @@ impl Engine {
                             orphan: false,
                             sensitive: self.sensitive_fields(r, manifest),
                             locks: r.locks.clone(),
-                            retry: r.retry.or_else(|| {
-                                manifest.providers.get(&r.provider).and_then(|p| p.retry)
-                            }),
-                            timeout_ms: r
-                                .timeout
-                                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-                            on_failure_of: r.on_failure.iter().map(|d| d.id.clone()).collect(),
-                            rolling: r.rolling.clone(),
-                            check: self
-                                .providers
-                                .get(&r.provider)
-                                .and_then(|p| p.info().kinds.get(&r.kind))
-                                .is_some_and(KindInfo::is_check),
-                            deferred: None,
+                            orchestration: Orchestration {
+                                retry: r.retry.or_else(|| {
+                                    manifest.providers.get(&r.provider).and_then(|p| p.retry)
+                                }),
+                                timeout_ms: r
+                                    .timeout
+                                    .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                                on_failure_of: r.on_failure.iter().map(|d| d.id.clone()).collect(),
+                                rolling: r.rolling.clone(),
+                                check: self
+                                    .providers
+                                    .get(&r.provider)
+                                    .and_then(|p| p.info().kinds.get(&r.kind))
+                                    .is_some_and(KindInfo::is_check),
+                                deferred: None,
+                            },
                         }
                     }
                 };
@@ -345,13 +342,13 @@ impl Engine {
             let Some(r) = by_index[i].as_mut() else {
                 continue;
             };
-            if r.check && r.error.is_none() && r.action != Action::None {
+            if r.orchestration.check && r.error.is_none() && r.action != Action::None {
                 waiting.insert(i);
                 continue;
             }
             let behind = graph.dependencies(i).iter().find(|d| waiting.contains(d));
             if let (Some(&d), Some(e)) = (behind, &r.error) {
-                r.deferred = Some(format!(
+                r.orchestration.deferred = Some(format!(
                     "planned once `{}` passes (now: {})",
                     rs[d].id,
                     crate::diag::one_line(e)

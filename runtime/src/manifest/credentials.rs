@@ -2,8 +2,13 @@
 //! origin, so the provider — and so any log, plan, state or error it produces — never
 //! sees the secret.
 //!
+//! `ca:` on the same mapping names a PEM bundle (relative to the manifest) whose
+//! certificates are the only roots trusted for that origin's TLS: a private CA.
+//!
 //! ```yaml
 //! net:
+//!   - origin: https://registry.internal:8443
+//!     ca: certs/internal-ca.pem
 //!   - origin: https://api.example.com
 //!     credentials: {bearer: "${var.api_token}"}       # authorization: Bearer …
 //!   - origin: http://127.0.0.1:9000
@@ -14,10 +19,11 @@
 
 use super::load::{object, type_name};
 use super::yaml::Spans;
-use super::{Credentials, NetGrant};
+use super::{CaBundle, Credentials, NetGrant};
 use crate::diag::Diagnostics;
 use base64::Engine as _;
 use serde_json::{Map, Value};
+use std::path::Path;
 
 /// Fewest bytes of a secret: the host removes it from responses wherever it appears,
 /// which a very short one would make useless (and guessable).
@@ -54,6 +60,7 @@ pub(super) fn parse_grant(
     at: &str,
     spans: &Spans,
     what: &str,
+    dir: &Path,
     diags: &mut Diagnostics,
 ) -> Option<NetGrant> {
     let grant_what = format!("a net grant of {what}");
@@ -62,7 +69,7 @@ pub(super) fn parse_grant(
         at,
         spans,
         &grant_what,
-        &["origin", "credentials"],
+        &["origin", "credentials", "ca"],
         diags,
     )?;
     let Some(origin) = text(map, "origin", at, spans, &grant_what, diags) else {
@@ -84,6 +91,17 @@ pub(super) fn parse_grant(
             return None;
         }
     };
+    if let Some(ca) = text(map, "ca", at, spans, &grant_what, diags) {
+        grant.ca = Some(ca_bundle(
+            ca,
+            origin,
+            &grant,
+            &format!("{at}/ca"),
+            spans,
+            dir,
+            diags,
+        )?);
+    }
     let Some(c) = map.get("credentials").filter(|v| !v.is_null()) else {
         return Some(grant);
     };
@@ -219,4 +237,70 @@ pub(super) fn parse_grant(
         source,
     });
     Some(grant)
+}
+
+/// Most bytes of a `ca:` bundle.
+pub const MAX_CA_BUNDLE: u64 = 1024 * 1024;
+
+/// The certificates of the PEM bundle at `file` (relative to `dir`).
+fn ca_bundle(
+    file: &str,
+    origin: &str,
+    grant: &NetGrant,
+    at: &str,
+    spans: &Spans,
+    dir: &Path,
+    diags: &mut Diagnostics,
+) -> Option<CaBundle> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let path = super::load::absolute(dir, Path::new(file));
+    let mut problem = |m: String| {
+        diags.error(
+            Some(spans.value(at)),
+            format!("the ca of the net grant {origin}: {m}"),
+        );
+    };
+    if grant.scheme != "https" {
+        problem("a CA bundle is for https origins".into());
+        return None;
+    }
+    let bytes = match std::fs::metadata(&path) {
+        Ok(m) if m.len() > MAX_CA_BUNDLE => {
+            problem(format!(
+                "{} is larger than {MAX_CA_BUNDLE} bytes",
+                path.display()
+            ));
+            return None;
+        }
+        Ok(_) => std::fs::read(&path),
+        Err(e) => Err(e),
+    };
+    let bytes = match bytes {
+        Ok(b) => b,
+        Err(e) => {
+            problem(format!("cannot read {}: {e}", path.display()));
+            return None;
+        }
+    };
+    let certificates: Result<Vec<Vec<u8>>, _> = CertificateDer::pem_slice_iter(&bytes)
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect();
+    match certificates {
+        Ok(c) if !c.is_empty() => Some(CaBundle {
+            path,
+            certificates: c,
+        }),
+        Ok(_) => {
+            problem(format!("{} holds no PEM certificate", path.display()));
+            None
+        }
+        Err(e) => {
+            problem(format!(
+                "{} is not a PEM certificate bundle: {e:?}",
+                path.display()
+            ));
+            None
+        }
+    }
 }

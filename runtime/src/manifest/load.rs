@@ -853,7 +853,7 @@ fn parse_grants(
     {
         let p = format!("{pointer}/net/{i}");
         if item.is_object() {
-            if let Some(g) = credentials::parse_grant(item, &p, spans, what, diags) {
+            if let Some(g) = credentials::parse_grant(item, &p, spans, what, dir, diags) {
                 grants.net.push(g);
             }
             continue;

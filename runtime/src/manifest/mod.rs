@@ -216,6 +216,30 @@ pub struct NetGrant {
     /// never sees them. Never serialised.
     #[serde(skip)]
     pub credentials: Option<Credentials>,
+    /// `ca:`: the only roots trusted for this origin's TLS (a private CA), instead of
+    /// the public web's.
+    #[serde(skip)]
+    pub ca: Option<CaBundle>,
+}
+
+/// The certificates of a `ca:` bundle (PEM on disk, DER here), read when the manifest
+/// loads.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    /// Absolute.
+    pub path: PathBuf,
+    pub certificates: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CaBundle({}, {} certificates)",
+            self.path.display(),
+            self.certificates.len()
+        )
+    }
 }
 
 /// A header the host adds to a granted origin's requests (`credentials:` on a net grant).
@@ -298,6 +322,7 @@ impl NetGrant {
             host: host.to_ascii_lowercase(),
             port,
             credentials: None,
+            ca: None,
         })
     }
 

@@ -103,6 +103,16 @@ pub struct PlannedResource {
     /// provider's own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locks: Vec<String>,
+    /// How the run orchestrates it beyond its dependencies (empty for most).
+    #[serde(flatten)]
+    pub orchestration: Orchestration,
+}
+
+/// What a run does with a resource beyond "after what it depends on": `retry:`,
+/// `timeout:`, `on_failure:`, `serial:`, health gates and deferred planning. Empty (the
+/// default) for most resources; flattened into the resource in plan files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Orchestration {
     /// How a failure its provider marks transient is tried again (`retry:`, or its
     /// provider's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -216,15 +226,15 @@ impl Summary {
                 s.errors += 1;
                 continue;
             }
-            if !r.on_failure_of.is_empty() {
+            if !r.orchestration.on_failure_of.is_empty() {
                 s.conditional += 1;
                 continue;
             }
-            if r.deferred.is_some() {
+            if r.orchestration.deferred.is_some() {
                 s.deferred += 1;
                 continue;
             }
-            if r.check {
+            if r.orchestration.check {
                 if r.action == Action::None {
                     s.unchanged += 1;
                 } else {
@@ -363,7 +373,7 @@ pub fn check_saved(saved: &Plan, fresh: &Plan) -> Vec<Mismatch> {
             continue;
         }
         let (s, f) = (s.redacted(), f.redacted());
-        let fields: [(&str, bool); 13] = [
+        let fields: [(&str, bool); 19] = [
             ("type", s.type_name == f.type_name),
             ("provider", s.provider == f.provider),
             ("kind", s.kind == f.kind),
@@ -377,6 +387,27 @@ pub fn check_saved(saved: &Plan, fresh: &Plan) -> Vec<Mismatch> {
             ("deletion as an orphan", s.orphan == f.orphan),
             ("sensitive fields", s.sensitive == f.sensitive),
             ("error", s.error == f.error),
+            ("retries", s.orchestration.retry == f.orchestration.retry),
+            (
+                "timeout",
+                s.orchestration.timeout_ms == f.orchestration.timeout_ms,
+            ),
+            (
+                "failure handling",
+                s.orchestration.on_failure_of == f.orchestration.on_failure_of,
+            ),
+            (
+                "rolling group",
+                s.orchestration.rolling == f.orchestration.rolling,
+            ),
+            (
+                "health check",
+                s.orchestration.check == f.orchestration.check,
+            ),
+            (
+                "deferral",
+                s.orchestration.deferred.is_some() == f.orchestration.deferred.is_some(),
+            ),
         ];
         if let Some((what, _)) = fields.iter().find(|(_, same)| !same) {
             out.push(Mismatch::Altered {
@@ -447,12 +478,7 @@ mod tests {
             orphan: false,
             sensitive: vec!["content".into()],
             locks: Vec::new(),
-            retry: None,
-            timeout_ms: None,
-            on_failure_of: Vec::new(),
-            rolling: None,
-            check: false,
-            deferred: None,
+            orchestration: Default::default(),
         }
     }
 

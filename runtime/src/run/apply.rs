@@ -173,7 +173,7 @@ fn unchanged(plan: &Plan) -> ApplyReport {
                 id: r.id.clone(),
                 type_name: r.type_name.clone(),
                 // Nothing failed, so no failure handler runs.
-                outcome: if r.on_failure_of.is_empty() {
+                outcome: if r.orchestration.on_failure_of.is_empty() {
                     Outcome::Unchanged
                 } else {
                     Outcome::NotTriggered {

@@ -122,6 +122,14 @@ impl ExecRule {
     }
 }
 
+/// What the host adds to a request its grants allow: the grant's credentials, and the
+/// CA bundle its TLS trusts instead of the public roots.
+#[derive(Debug, Clone, Default)]
+pub struct Brokered {
+    pub credentials: Option<crate::manifest::Credentials>,
+    pub ca: Option<crate::manifest::CaBundle>,
+}
+
 /// Everything granted to one provider, ready to check host calls against.
 #[derive(Debug)]
 pub struct Capabilities {
@@ -292,7 +300,7 @@ impl Capabilities {
         host: &str,
         port: u16,
         mode: Mode,
-    ) -> Result<Option<&crate::manifest::Credentials>, Denied> {
+    ) -> Result<Brokered, Denied> {
         let origin = format!("{scheme}://{host}:{port}");
         // The method first: a POST during a plan is an attempt to change something,
         // wherever it was going.
@@ -311,11 +319,11 @@ impl Capabilities {
         }
         // Credentials belong to exact origins only (checked at load), so the first
         // grant with credentials that allows the request names this very origin.
-        Ok(self
-            .net
-            .iter()
-            .filter(|g| g.allows(scheme, host, port))
-            .find_map(|g| g.credentials.as_ref()))
+        let allowing = || self.net.iter().filter(|g| g.allows(scheme, host, port));
+        Ok(Brokered {
+            credentials: allowing().find_map(|g| g.credentials.clone()),
+            ca: allowing().find_map(|g| g.ca.clone()),
+        })
     }
 
     /// A WASI context for one instance: the fs grants as preopens with the access the
@@ -594,6 +602,16 @@ impl Capabilities {
             ),
             None => format!("net {}", g.pattern),
         }));
+        for g in self.net.iter().filter(|g| g.ca.is_some()) {
+            if let (Some(line), Some(ca)) = (
+                out.iter_mut()
+                    .rev()
+                    .find(|l| l.starts_with(&format!("net {}", g.pattern))),
+                &g.ca,
+            ) {
+                line.push_str(&format!(" (TLS roots: {})", ca.path.display()));
+            }
+        }
         out.extend(self.env.iter().map(|e| format!("env {e}")));
         out.extend(
             self.fixed_env

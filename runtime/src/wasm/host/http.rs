@@ -13,6 +13,9 @@ use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 /// Default connect timeout for outgoing requests; the call's deadline bounds the rest.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What drives a sent request's connection.
+type SendIo = Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>;
+
 type SendFuture = Box<
     dyn Future<
             Output = wasmtime_wasi_http::Result<(
@@ -78,9 +81,9 @@ impl WasiHttpHooks for Hooks {
             self.grants
                 .check_http(&method, &scheme, &host, port, self.mode)
         };
-        let credentials = match &checked {
-            Ok(c) => c.cloned(),
-            Err(_) => None,
+        let (credentials, ca) = match &checked {
+            Ok(b) => (b.credentials.clone(), b.ca.clone()),
+            Err(_) => (None, None),
         };
         if let Err(denied) = checked {
             let mutation = matches!(denied, Denied::Method { .. });
@@ -121,35 +124,41 @@ impl WasiHttpHooks for Hooks {
             Some(options.between_bytes_timeout.unwrap_or(left).min(left));
         Box::new(async move {
             use http_body_util::BodyExt;
-            let sent = tokio::time::timeout_at(
-                deadline.into(),
-                wasmtime_wasi_http::default_send_request(request, Some(options)),
-            )
-            .await
-            .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)?;
-            let (response, io) = sent?;
+            let (response, io): (http::Response<WasiBody>, SendIo) = match ca {
+                None => {
+                    let sent = tokio::time::timeout_at(
+                        deadline.into(),
+                        wasmtime_wasi_http::default_send_request(request, Some(options)),
+                    )
+                    .await
+                    .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??;
+                    (
+                        sent.0.map(BodyExt::boxed_unsync),
+                        Box::new(sent.1) as SendIo,
+                    )
+                }
+                Some(ca) => {
+                    tokio::time::timeout_at(deadline.into(), send_with_roots(request, &ca, options))
+                        .await
+                        .map_err(|_| wasmtime_wasi_http::Error::ConnectionTimeout)??
+                }
+            };
+            let io = Box::into_pin(io);
             let io = async move {
                 tokio::time::timeout_at(deadline.into(), io)
                     .await
                     .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)?
             };
             let Some(c) = credentials else {
-                return Ok((
-                    response.map(BodyExt::boxed_unsync),
-                    Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
-                ));
+                return Ok((response, Box::new(io) as SendIo));
             };
             // A server may echo what it was sent (a debug endpoint, an error page): the
             // secret is taken out of the response before the guest can read it.
-            let io = tokio::spawn(io);
+            let io = Driver(tokio::spawn(io));
             let (parts, body) = redact_response(response, &c.forms, deadline).await?;
-            let io = async move {
-                io.await
-                    .map_err(|_| wasmtime_wasi_http::Error::ConnectionTerminated)?
-            };
             Ok((
                 http::Response::from_parts(parts, body),
-                Box::new(io) as Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+                Box::new(io.finish()) as SendIo,
             ))
         })
     }
@@ -230,5 +239,92 @@ mod tests {
             b"auth=(redacted); raw=(redacted).".to_vec()
         );
         assert_eq!(redact(b"nothing here", &forms), b"nothing here".to_vec());
+    }
+}
+
+/// Send `request` over HTTPS trusting only the certificates of `ca` (a net grant's
+/// `ca:`): wasmtime-wasi-http's own client trusts the public web's roots, which a
+/// private CA is not among. The same steps: connect, TLS, an HTTP/1 handshake, the
+/// request with its path only; the caller bounds it all by the call's deadline.
+async fn send_with_roots(
+    mut request: http::Request<WasiBody>,
+    ca: &crate::manifest::CaBundle,
+    options: RequestOptions,
+) -> wasmtime_wasi_http::Result<(http::Response<WasiBody>, SendIo)> {
+    use http_body_util::BodyExt;
+    use wasmtime_wasi_http::Error;
+    let uri = request.uri().clone();
+    let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    if uri.scheme_str() != Some("https") {
+        return Err(Error::HttpRequestUriInvalid);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for der in &ca.certificates {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|_| Error::TlsCertificateError)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| Error::TlsProtocolError)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connect = options.connect_timeout.unwrap_or(CONNECT_TIMEOUT);
+    let host_only = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let tcp = tokio::time::timeout(
+        connect,
+        tokio::net::TcpStream::connect((host_only.as_str(), port)),
+    )
+    .await
+    .map_err(|_| Error::ConnectionTimeout)?
+    .map_err(|_| Error::ConnectionRefused)?;
+    let name = rustls::pki_types::ServerName::try_from(host_only)
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|_| Error::TlsCertificateError)?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, WasiBody>(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|_| Error::ConnectionTerminated)?;
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .build()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+    // The connection is driven by a task of its own (so the response can arrive while
+    // this waits for it), stopped when the guest lets go of the exchange.
+    let io = Driver(tokio::spawn(async move {
+        conn.await.map_err(|_| Error::ConnectionTerminated)
+    }));
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|_| Error::HttpResponseIncomplete)?;
+    Ok((
+        response.map(|b| b.map_err(|_| Error::HttpResponseIncomplete).boxed_unsync()),
+        Box::new(io.finish()),
+    ))
+}
+
+/// A connection's task, aborted when dropped (the guest let go of the exchange).
+struct Driver(tokio::task::JoinHandle<wasmtime_wasi_http::Result<()>>);
+
+impl Driver {
+    async fn finish(mut self) -> wasmtime_wasi_http::Result<()> {
+        (&mut self.0)
+            .await
+            .map_err(|_| wasmtime_wasi_http::Error::ConnectionTerminated)?
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
