@@ -39,6 +39,10 @@ mkdir -p "$work/m"
   done
 } > "$work/m/tenet.yaml"
 "$tenet" apply "$work/m" --yes > /dev/null
+# The same with one object: what a plan costs before it has work to do.
+mkdir -p "$work/one"
+head -5 "$work/m/tenet.yaml" > "$work/one/tenet.yaml"
+"$tenet" apply "$work/one" --yes > /dev/null
 : > "$work/urls"
 for i in $(seq 1 "$n"); do echo "url = \"$origin/api/objects/o$i\"" >> "$work/urls"; echo "output = /dev/null" >> "$work/urls"; done
 
@@ -54,11 +58,12 @@ median_ms() {
 
 measure() {
   local label=$1
-  local floor plan
+  local floor plan one
   floor=$(median_ms curl -s --parallel --parallel-max "$par" --config "$work/urls")
   plan=$(median_ms "$tenet" plan "$work/m" --detailed-exitcode)
-  printf '%-28s floor (curl, %d at a time) %8s ms   tenet plan %8s ms   ratio %s\n' \
-    "$label" "$par" "$floor" "$plan" "$(awk -v a="$plan" -v b="$floor" 'BEGIN {printf "%.2f", a/b}')"
+  one=$(median_ms "$tenet" plan "$work/one" --detailed-exitcode)
+  printf '%-26s floor (curl, %d at a time) %7s ms   tenet plan %7s ms (ratio %s; of one object %s ms)\n' \
+    "$label" "$par" "$floor" "$plan" "$(awk -v a="$plan" -v b="$floor" 'BEGIN {printf "%.2f", a/b}')" "$one"
 }
 
 echo "Converged plan of $n http.resource objects ($(nproc) cores, medians of $runs runs)"
