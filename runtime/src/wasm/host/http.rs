@@ -227,21 +227,6 @@ where
     Ok((parts, body))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn every_form_of_the_secret_is_taken_out() {
-        let forms = vec!["Bearer s3cr3t-token".to_owned(), "s3cr3t-token".to_owned()];
-        assert_eq!(
-            redact(b"auth=Bearer s3cr3t-token; raw=s3cr3t-token.", &forms),
-            b"auth=(redacted); raw=(redacted).".to_vec()
-        );
-        assert_eq!(redact(b"nothing here", &forms), b"nothing here".to_vec());
-    }
-}
-
 /// Send `request` over HTTPS trusting only the certificates of `ca` (a net grant's
 /// `ca:`): wasmtime-wasi-http's own client trusts the public web's roots, which a
 /// private CA is not among. The same steps: connect, TLS, an HTTP/1 handshake, the
@@ -326,5 +311,20 @@ impl Driver {
 impl Drop for Driver {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn every_form_of_the_secret_is_taken_out() {
+        let forms = vec!["Bearer s3cr3t-token".to_owned(), "s3cr3t-token".to_owned()];
+        assert_eq!(
+            redact(b"auth=Bearer s3cr3t-token; raw=s3cr3t-token.", &forms),
+            b"auth=(redacted); raw=(redacted).".to_vec()
+        );
+        assert_eq!(redact(b"nothing here", &forms), b"nothing here".to_vec());
     }
 }
