@@ -227,6 +227,24 @@ fn rest_objects_are_created_kept_corrected_and_deleted_on_declared_fields_only()
     assert!(rest.object("/api/objects/web").is_none());
     let (_, items) = rest.request("GET", "/api/items", "");
     assert_eq!(items.trim(), "{\"items\": []}");
+    // A paginated collection cannot be searched page by page: refused, never a duplicate.
+    write_manifest(
+        d.path(),
+        &format!(
+            "providers:\n  http:\n    grants:\n      net: [\"{o}\"]\nresources:\n  - {{id: p, type: http.resource, properties: {{url: \"{o}/api/paged\", find: {{key: /name, list: /items}}, body: {{name: x}}}}}}\n"
+        ),
+    );
+    let paged = tenet(d.path(), &["apply", "--yes"]);
+    assert_eq!(paged.status.code(), Some(1));
+    has(
+        &stdout(&paged),
+        "one page of a paginated collection (`next` in the body)",
+    );
+    assert!(
+        rest.log()
+            .iter()
+            .all(|(m, p, _)| !(m == "POST" && p == "/api/paged"))
+    );
 }
 
 #[test]
@@ -367,12 +385,13 @@ resources:
   - {{id: echo, type: http.resource, properties: {{url: \"{o}/echo\", body: {{}}}}}}
   # Another origin: never gets it.
   - {{id: elsewhere, type: http.check, properties: {{url: \"{x}/health\"}}}}
+  # Compressed, the secret would slip past the search: refused.
+  - {{id: gzip, type: http.check, properties: {{url: \"{o}/gzip-echo\", timeout: 1s}}}}
 "
         ),
     );
     let var = format!("token={secret}");
     let plan = tenet(d.path(), &["plan", "--var", &var, "--json"]);
-    ok(&plan);
     let apply = tenet(d.path(), &["apply", "--yes", "--var", &var]);
     let all = format!(
         "{}{}{}{}",
@@ -381,12 +400,22 @@ resources:
         stdout(&apply),
         stderr(&apply)
     );
-    ok(&apply);
+    assert_eq!(apply.status.code(), Some(1), "{all}");
+    has(&all, "HttpResponseContentCoding(Some(\"gzip\"))");
+    for id in ["secure", "echo", "elsewhere"] {
+        assert!(
+            !all.contains(&format!("{id} (http.check) failed"))
+                && !all.contains(&format!("{id} (http.resource) failed")),
+            "{id} did not converge:\n{all}"
+        );
+    }
     has(&all, "the host adds `authorization` from bearer");
     assert!(!all.contains(secret), "the secret was printed:\n{all}");
     // The echoed headers reached the provider with the secret taken out.
     let plan = tenet(d.path(), &["plan", "--var", &var, "--json"]);
     has(&stdout(&plan), "(redacted)");
+    // … and asked for an uncompressed answer.
+    has(&stdout(&plan), "\"accept-encoding\": \"identity\"");
     // The other origin never saw an authorization header; the granted one always did.
     assert!(
         other.log().iter().all(|(_, _, auth)| !auth),

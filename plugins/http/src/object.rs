@@ -220,6 +220,27 @@ fn locate(o: &Object) -> Result<Option<(String, Value)>, Error> {
         return Err(wire::status_error("GET", &o.url, &listing));
     }
     let doc = wire::json("GET", &o.url, &listing)?;
+    // One page is all `find` searches: on a paginated collection "not on this page"
+    // would look like "absent" and create a duplicate every run.
+    let linked = listing
+        .header("link")
+        .is_some_and(|l| l.to_ascii_lowercase().contains("rel=\"next\""));
+    let cursor = ["next", "next_page", "nextPageToken", "next_cursor"]
+        .iter()
+        .find(|k| {
+            doc.get(**k)
+                .is_some_and(|v| !(v.is_null() || v == "" || v == false))
+        });
+    if linked || cursor.is_some() {
+        return Err(Error::Conflict(format!(
+            "GET {} answered one page of a paginated collection ({}): `find` searches a single page, so an object on another would look absent; use a query in `url` that selects it (e.g. `?name=…`), or a natural-key URL",
+            o.url,
+            cursor.map_or_else(
+                || "a Link: rel=\"next\" header".to_owned(),
+                |k| format!("`{k}` in the body")
+            )
+        )));
+    }
     let Some(items) = doc.pointer(&find.list).and_then(Value::as_array) else {
         return Err(Error::Conflict(format!(
             "GET {} did not answer with a list at `{}` (set `find.list` to where the list is)",

@@ -53,6 +53,13 @@ pub fn send(
     }
     if let Some(body) = body {
         request = request.json(body);
+        if method == "PATCH" {
+            // A JSON merge patch (RFC 7396): what PATCH with the declared fields is.
+            request
+                .headers
+                .retain(|(n, _)| !n.eq_ignore_ascii_case("content-type"));
+            request = request.header("content-type", "application/merge-patch+json");
+        }
     }
     http::send(&request)
 }

@@ -16,7 +16,7 @@ use crate::plan::{self, Plan, PlannedResource};
 use crate::provider::{Action, CallContext, Provider, ProviderError};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 use tracing::{Instrument, info_span};
@@ -48,6 +48,10 @@ impl Engine {
             options,
         );
         let conductor = Conductor::of(rs);
+        // Retries are reported as they happen, from inside the resources' tasks: sent
+        // here, and the walk woken to pass them on.
+        let (retry_tx, retry_rx) = mpsc::channel::<Event>();
+        let wake = Arc::new(tokio::sync::Notify::new());
         let spec = WalkSpec {
             deps: conductor.deps.clone(),
             after: conductor.after.clone(),
@@ -57,6 +61,7 @@ impl Engine {
             parallelism: options.parallelism,
             skip_after_failure: true,
             fail_fast: options.fail_fast,
+            wake: Some(wake.clone()),
         };
         // Desired documents are known from the plan; states become known as resources
         // are applied (unchanged ones: their current state).
@@ -80,8 +85,6 @@ impl Engine {
         let plan_rs: Arc<Vec<PlannedResource>> = Arc::new(rs.clone());
         // Which resources changed in this run, for `notify`.
         let changed: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(BTreeSet::new()));
-        // Retries are reported as they happen, from inside the resources' tasks.
-        let (retry_tx, retry_rx) = mpsc::channel::<Event>();
         let mut started: Vec<Option<Instant>> = vec![None; rs.len()];
         let mut results: Vec<Option<ResourceResult>> = (0..rs.len()).map(|_| None).collect();
         walk::walk(
@@ -96,7 +99,7 @@ impl Engine {
                 let journal = journal.clone();
                 let conductor = conductor.clone();
                 let plan_rs = plan_rs.clone();
-                let retry_tx = retry_tx.clone();
+                let retry_tx = (retry_tx.clone(), wake.clone());
                 let cancel = options.cancel.clone();
                 let span = info_span!("apply", resource = %r.id, r#type = %r.type_name, action = %r.action);
                 async move {
@@ -131,6 +134,7 @@ impl Engine {
                     let mut retried = Vec::new();
                     let result = match provider {
                         Ok(p) => {
+                            let started = AtomicUsize::new(0);
                             let attempts = attempts(
                                 p.as_ref(),
                                 &r,
@@ -140,6 +144,7 @@ impl Engine {
                                 check,
                                 &retry_tx,
                                 &cancel,
+                                &started,
                                 &mut retried,
                             );
                             match r.orchestration.timeout_ms {
@@ -151,12 +156,22 @@ impl Engine {
                                         Ok(done) => done,
                                         // The attempt in flight is abandoned: the sandbox
                                         // drops its instance, which can run no more.
-                                        Err(_) => Err(format!(
-                                            "did not finish within its timeout of {} ({} attempt{})",
-                                            humantime::format_duration(limit),
-                                            retried.len() + 1,
-                                            if retried.is_empty() { "" } else { "s" }
-                                        )),
+                                        Err(_) => {
+                                            // Out of time while waiting to try again:
+                                            // the last attempt is the one that failed.
+                                            let n = started.load(Ordering::Relaxed);
+                                            let last = if n == retried.len() {
+                                                retried.pop().map(|a| format!(": {}", a.error))
+                                            } else {
+                                                None
+                                            };
+                                            Err(format!(
+                                                "did not finish within its timeout of {} ({n} attempt{}){}",
+                                                humantime::format_duration(limit),
+                                                if n == 1 { "" } else { "s" },
+                                                last.unwrap_or_default()
+                                            ))
+                                        }
                                     }
                                 }
                             }
@@ -221,6 +236,7 @@ impl Engine {
                             });
                         }
                     }
+                    Progress::Woken => {}
                     Progress::Finished(i, visited) => {
                         let r = &rs[i];
                         let (outcome, state, retried) = match visited {
@@ -272,6 +288,25 @@ impl Engine {
             },
         )
         .await;
+        // Every resource is reported: one the walk could not order (which validation and
+        // the conductor rule out) is not started, never silently missing.
+        for (i, slot) in results.iter_mut().enumerate() {
+            if slot.is_none() {
+                let r = &rs[i];
+                let result = ResourceResult {
+                    id: r.id.clone(),
+                    type_name: r.type_name.clone(),
+                    outcome: Outcome::NotStarted {
+                        reason: "it could not be ordered among the others".into(),
+                    },
+                    duration: Duration::ZERO,
+                    state: None,
+                    retried: Vec::new(),
+                };
+                on_event(Event::ResourceFinished(result.clone()));
+                *slot = Some(result);
+            }
+        }
         ApplyReport {
             results: results.into_iter().flatten().collect(),
         }
@@ -289,12 +324,14 @@ async fn attempts(
     index: &BTreeMap<String, usize>,
     notified: bool,
     check: bool,
-    events: &mpsc::Sender<Event>,
+    events: &(mpsc::Sender<Event>, Arc<tokio::sync::Notify>),
     cancel: &AtomicBool,
+    started: &AtomicUsize,
     retried: &mut Vec<Retried>,
 ) -> Result<(Outcome, Option<Value>), String> {
     loop {
         let attempt = retried.len() + 1;
+        started.store(attempt, Ordering::Relaxed);
         let once = apply_checked(p, r, known, index, notified, check, attempt > 1).await;
         let failure = match once {
             Ok(done) => return Ok(done),
@@ -314,12 +351,13 @@ async fn attempts(
             .map(|x| x.delay_after(u32::try_from(attempt).unwrap_or(u32::MAX)))
             .unwrap_or_default();
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-        let _ = events.send(Event::ResourceRetrying {
+        let _ = events.0.send(Event::ResourceRetrying {
             id: r.id.clone(),
             attempt,
             error: failure.message.clone(),
             wait_ms,
         });
+        events.1.notify_one();
         tracing::info!(resource = %r.id, attempt, wait_ms, error = %failure.message, "transient failure: trying again");
         retried.push(Retried {
             attempt,

@@ -56,6 +56,8 @@ pub(super) struct Conductor {
     /// `after[i]`: what node `i` waits for without depending on its success.
     pub after: Vec<Vec<usize>>,
     members: Vec<Option<Member>>,
+    /// Rolling groups that cannot run (they gate each other in a circle), and why.
+    tangled: BTreeMap<String, String>,
     /// `blame[i]`: the members whose unit node `i` belongs to (one per group).
     blame: Vec<Vec<usize>>,
     /// Members (node indices) whose unit failed so far.
@@ -155,10 +157,35 @@ impl Conductor {
                 }
             }
         }
+        // Two rolling groups whose instances depend on each other in opposite orders
+        // gate each other in a circle: nothing of them could ever start. Such groups do
+        // not run (their members say why) instead of hanging the walk.
+        let mut tangled = BTreeMap::new();
+        let stuck = unorderable(&deps, &after);
+        if !stuck.is_empty() {
+            let groups: BTreeSet<String> = stuck
+                .iter()
+                .filter_map(|&i| members[i].as_ref().map(|m| m.group.clone()))
+                .collect();
+            let names: Vec<String> = groups.iter().map(|g| format!("`{g}`")).collect();
+            for (i, m) in members.iter().enumerate() {
+                if let Some(m) = m.as_ref().filter(|m| groups.contains(&m.group)) {
+                    after[i].retain(|a| watches[i].contains(a));
+                    tangled.insert(
+                        m.group.clone(),
+                        format!(
+                            "the rolling groups {} wait for each other's batches in a circle (their instances depend on each other in different orders); give them one order, or drop `serial:` from one",
+                            names.join(" and ")
+                        ),
+                    );
+                }
+            }
+        }
         Arc::new(Conductor {
             deps,
             after,
             members,
+            tangled,
             blame,
             failed_members: Mutex::new(BTreeSet::new()),
             failed: Mutex::new(BTreeSet::new()),
@@ -187,6 +214,9 @@ impl Conductor {
     /// members of earlier batches failed than the group's `max_failures`.
     pub(super) fn held_back(&self, i: usize, rs: &[PlannedResource]) -> Option<String> {
         let m = self.members[i].as_ref()?;
+        if let Some(why) = self.tangled.get(&m.group) {
+            return Some(why.clone());
+        }
         let failed = self
             .failed_members
             .lock()
@@ -240,4 +270,29 @@ impl Conductor {
             ),
         })
     }
+}
+
+/// The nodes that no order can reach when `deps` and `after` both order them (the
+/// nodes on or behind a cycle); empty when everything can run.
+fn unorderable(deps: &[Vec<usize>], after: &[Vec<usize>]) -> Vec<usize> {
+    let n = deps.len();
+    let mut waiting: Vec<usize> = (0..n).map(|i| deps[i].len() + after[i].len()).collect();
+    let mut next: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for i in 0..n {
+        for &d in deps[i].iter().chain(&after[i]) {
+            next[d].push(i);
+        }
+    }
+    let mut ready: Vec<usize> = (0..n).filter(|&i| waiting[i] == 0).collect();
+    let mut done = vec![false; n];
+    while let Some(i) = ready.pop() {
+        done[i] = true;
+        for &j in &next[i] {
+            waiting[j] -= 1;
+            if waiting[j] == 0 {
+                ready.push(j);
+            }
+        }
+    }
+    (0..n).filter(|&i| !done[i]).collect()
 }

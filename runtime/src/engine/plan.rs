@@ -121,6 +121,7 @@ impl Engine {
             after: Vec::new(),
             skip_after_failure: false,
             fail_fast: false,
+            wake: None,
         };
         // Batched reads first: one call per provider and kind for every resource the
         // walk would read one by one.
@@ -346,16 +347,28 @@ impl Engine {
                 waiting.insert(i);
                 continue;
             }
+            // Only a failed read or diff (its action is still none): a refusal such as
+            // prevent_destroy's (a replace or delete) stays an error.
+            let Some(e) = r.error.as_ref().filter(|_| r.action == Action::None) else {
+                continue;
+            };
             let behind = graph.dependencies(i).iter().find(|d| waiting.contains(d));
-            if let (Some(&d), Some(e)) = (behind, &r.error) {
-                r.orchestration.deferred = Some(format!(
+            let why = if !r.orchestration.on_failure_of.is_empty() {
+                // A failure handler is needed exactly when things are broken: planned
+                // when it runs, whatever its plan-time read said.
+                format!("planned if it runs (now: {})", crate::diag::one_line(e))
+            } else if let Some(&d) = behind {
+                waiting.insert(i);
+                format!(
                     "planned once `{}` passes (now: {})",
                     rs[d].id,
                     crate::diag::one_line(e)
-                ));
-                r.error = None;
-                waiting.insert(i);
-            }
+                )
+            } else {
+                continue;
+            };
+            r.orchestration.deferred = Some(why);
+            r.error = None;
         }
         // An unchanged resource whose notifier changes (or is itself refreshed) will be
         // refreshed; in execution order, so chains of notifications carry through.

@@ -773,3 +773,68 @@ async fn serial_two_runs_two_at_a_time() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_reported_when_it_happens_not_when_the_resource_ends() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let body = "  - {id: a, type: mock.item, properties: {name: a, value: 1}, retry: {attempts: 2, delay: 400ms}}
+";
+    let s = Setup::new(&dir, body, &[]).await;
+    s.mock
+        .transient_apply
+        .lock()
+        .expect("lock")
+        .insert("a".into(), 1);
+    let mut seen: Vec<(std::time::Instant, &'static str)> = Vec::new();
+    let report = s
+        .engine
+        .apply(&s.plan, &RunOptions::default(), &mut |e| {
+            let what = match e {
+                Event::ResourceRetrying { .. } => "retrying",
+                Event::ResourceFinished(_) => "finished",
+                Event::ResourceStarted { .. } => "started",
+            };
+            seen.push((std::time::Instant::now(), what));
+        })
+        .await;
+    assert!(report.succeeded());
+    let at = |w: &str| seen.iter().find(|(_, x)| *x == w).expect(w).0;
+    let early = at("finished").duration_since(at("retrying"));
+    assert!(
+        early >= std::time::Duration::from_millis(300),
+        "the retry was reported only {early:?} before the end"
+    );
+}
+
+#[tokio::test]
+async fn rolling_groups_that_gate_each_other_in_a_circle_do_not_run_and_say_why() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // web rolls x then y; cache rolls y then x, each cache[k] after web[k]: web[y] would
+    // wait for cache[x] (in web's first batch), which waits for cache[y], after web[y].
+    let body = "  - {id: web, type: mock.item, for_each: [x, y], serial: 1, properties: {name: \"web-${each.value}\", value: 1}}
+  - {id: cache, type: mock.item, for_each: [y, x], serial: 1, properties: {name: \"cache-${each.value}\", value: 1}, depends_on: [\"web[${each.value}]\"]}
+  - {id: other, type: mock.item, properties: {name: other, value: 1}}
+";
+    let s = Setup::new(&dir, body, &[]).await;
+    let (report, events) = apply_collecting(&s).await;
+    assert_eq!(
+        report.results.len(),
+        5,
+        "every resource is reported: {report:?}"
+    );
+    let finished = events
+        .iter()
+        .filter(|e| matches!(e, Event::ResourceFinished(_)))
+        .count();
+    assert_eq!(finished, 5);
+    let o = outcomes(&report);
+    for id in ["web[x]", "web[y]"] {
+        assert!(
+            matches!(&o[id], Outcome::NotStarted { reason } if reason.contains("wait for each other's batches in a circle")),
+            "{id}: {:?}",
+            o[id]
+        );
+    }
+    assert!(!report.succeeded());
+    assert_eq!(o["other"], Outcome::Created);
+}

@@ -45,6 +45,9 @@ pub struct WalkSpec {
     pub skip_after_failure: bool,
     /// Start nothing new after the first failure.
     pub fail_fast: bool,
+    /// Notified by a visit with something to report before it ends (a retry): the walk
+    /// calls `on_progress` with [`Progress::Woken`] at once.
+    pub wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// Why a node did not run.
@@ -81,6 +84,8 @@ pub enum Visited<T> {
 pub enum Progress<'a, T> {
     Started(usize),
     Finished(usize, &'a Visited<T>),
+    /// A visit in flight has news ([`WalkSpec::wake`]).
+    Woken,
 }
 
 /// Walk the graph. `visit(i)` returns the future for node `i` and whether it failed;
@@ -214,7 +219,17 @@ where
         if done >= n {
             break;
         }
-        let Some(joined) = set.join_next().await else {
+        let next = match &spec.wake {
+            Some(wake) if !set.is_empty() => tokio::select! {
+                joined = set.join_next() => joined,
+                () = wake.notified() => {
+                    on_progress(Progress::Woken);
+                    continue;
+                }
+            },
+            _ => set.join_next().await,
+        };
+        let Some(joined) = next else {
             // Nothing in flight and nothing startable: only possible with a cycle,
             // which graph validation rules out. The rest is reported as not run below.
             break;
@@ -279,6 +294,7 @@ mod tests {
             after: Vec::new(),
             skip_after_failure: true,
             fail_fast: false,
+            wake: None,
         }
     }
 

@@ -108,8 +108,16 @@ impl WasiHttpHooks for Hooks {
             )
         {
             value.set_sensitive(true);
-            request.headers_mut().remove(&name);
-            request.headers_mut().insert(name, value);
+            let headers = request.headers_mut();
+            headers.remove(&name);
+            headers.insert(name, value);
+            // The response is searched for the secret byte for byte: it must come back
+            // whole and as sent — not compressed, not a slice of it.
+            headers.insert(
+                http::header::ACCEPT_ENCODING,
+                http::HeaderValue::from_static("identity"),
+            );
+            headers.remove(http::header::RANGE);
         }
         // Nothing of the request outlives the call's deadline: connect, TLS, first byte
         // and the gaps between body chunks are all bounded by the time left, and the whole
@@ -203,6 +211,16 @@ where
 {
     use http_body_util::{BodyExt, Full, Limited};
     let (mut parts, body) = response.into_parts();
+    // Asked for `identity`: anything else could hide the secret from the search.
+    if let Some(coding) = parts
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .filter(|c| !c.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        return Err(wasmtime_wasi_http::Error::HttpResponseContentCoding(Some(
+            String::from_utf8_lossy(coding.as_bytes()).into_owned(),
+        )));
+    }
     for value in parts.headers.values_mut() {
         let redacted = redact(value.as_bytes(), forms);
         if redacted != value.as_bytes()
@@ -287,9 +305,10 @@ async fn send_with_roots(
     let io = Driver(tokio::spawn(async move {
         conn.await.map_err(|_| Error::ConnectionTerminated)
     }));
-    let response = sender
-        .send_request(request)
+    let first_byte = options.first_byte_timeout.unwrap_or(CONNECT_TIMEOUT);
+    let response = tokio::time::timeout(first_byte, sender.send_request(request))
         .await
+        .map_err(|_| Error::ConnectionReadTimeout)?
         .map_err(|_| Error::HttpResponseIncomplete)?;
     Ok((
         response.map(|b| b.map_err(|_| Error::HttpResponseIncomplete).boxed_unsync()),
