@@ -79,7 +79,7 @@ impl Owned {
     /// lock file, and — for the default location — the whole `.tenet` directory.
     pub fn state(db: &Path) -> Vec<Owned> {
         let db = abs(db);
-        let mut owned: Vec<Owned> = ["", "-wal", "-shm", "-journal", ".lock"]
+        let mut owned: Vec<Owned> = ["", "-wal", "-shm", "-journal", ".lock", ".migrate.lock"]
             .iter()
             .map(|suffix| {
                 let mut name = db.as_os_str().to_owned();

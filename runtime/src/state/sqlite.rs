@@ -93,6 +93,24 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| err(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // Two processes opening a new (or older) state at once must not both set it up:
+        // switching a new database to WAL can fail at once with "database is locked"
+        // (SQLite does not wait for that), and in WAL two deferred transactions that both
+        // read the old schema version cannot both write. Setting up happens under a lock
+        // file of its own, one opener at a time; the others then find it done.
+        let lock_path = {
+            let mut name = path.as_os_str().to_owned();
+            name.push(".migrate.lock");
+            PathBuf::from(name)
+        };
+        let setup_lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| err(format!("cannot open {}: {e}", lock_path.display())))?;
+        rustix::fs::flock(&setup_lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| err(format!("cannot lock {}: {e}", lock_path.display())))?;
         let mut conn = Connection::open(path).map_err(|e| err(e.to_string()))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| err(e.to_string()))?;
@@ -114,27 +132,11 @@ impl SqliteStore {
             });
         }
         if found < SCHEMA_VERSION {
-            // Two processes opening a new (or older) state at once must not both create
-            // its tables: in WAL, two deferred transactions that both read the old version
-            // cannot both write. One migrates at a time, under a lock file of its own; the
-            // other then finds the schema current.
-            let lock_path = {
-                let mut name = path.as_os_str().to_owned();
-                name.push(".migrate.lock");
-                PathBuf::from(name)
-            };
-            let lock = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&lock_path)
-                .map_err(|e| err(format!("cannot open {}: {e}", lock_path.display())))?;
-            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
-                .map_err(|e| err(format!("cannot lock {}: {e}", lock_path.display())))?;
             migrations()
                 .to_latest(&mut conn)
                 .map_err(|e| err(format!("cannot migrate the schema: {e}")))?;
         }
+        drop(setup_lock);
         Ok(SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
