@@ -605,7 +605,7 @@ async fn non_providers_are_refused_with_what_was_expected_and_found() {
     };
     assert_eq!(
         err.to_string(),
-        "provider `nope`: no built-in provider `nope` (built-in: file, exec, cron, account, apt, service)"
+        "provider `nope`: no built-in provider `nope` (built-in: file, exec, cron, account, apt, service, http)"
     );
 }
 
