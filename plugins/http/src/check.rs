@@ -100,29 +100,17 @@ pub fn kind() -> KindInfo {
             json!({"type": "string", "readOnly": true, "description": "observed: what was not as expected"}),
         );
     }
-    if let Some(h) = k
-        .schema
-        .pointer_mut("/properties/headers")
-        .and_then(Value::as_object_mut)
-    {
-        h.insert("sensitive".into(), Value::Bool(true));
-    }
+    wire::hide_headers(&mut k);
     k
 }
 
 impl Check {
     fn timeout(&self) -> Duration {
-        self.timeout
-            .as_deref()
-            .and_then(|t| wire::duration(t).ok())
-            .unwrap_or(DEFAULT_TIMEOUT)
+        wire::duration_or(self.timeout.as_deref(), DEFAULT_TIMEOUT)
     }
 
     fn interval(&self) -> Duration {
-        self.interval
-            .as_deref()
-            .and_then(|t| wire::duration(t).ok())
-            .unwrap_or(DEFAULT_INTERVAL)
+        wire::duration_or(self.interval.as_deref(), DEFAULT_INTERVAL)
     }
 
     fn method(&self) -> &'static str {
@@ -183,7 +171,11 @@ pub fn validate(properties: &Value) -> Vec<Diagnostic> {
 
 /// One request: `Ok(None)` healthy, `Ok(Some(what))` not yet (what it saw), `Err` a
 /// failure that waiting cannot mend.
-fn probe(c: &Check, timeout: Duration) -> Result<(Option<u16>, Option<String>), Error> {
+fn probe(
+    c: &Check,
+    pattern: Option<&regex_lite::Regex>,
+    timeout: Duration,
+) -> Result<(Option<u16>, Option<String>), Error> {
     let response = match wire::send(c.method(), &c.url, &c.headers, None, timeout) {
         Ok(r) => r,
         Err(HttpError::Unavailable(m)) => return Ok((None, Some(m))),
@@ -220,21 +212,27 @@ fn probe(c: &Check, timeout: Duration) -> Result<(Option<u16>, Option<String>), 
             ));
         }
     }
-    if let Some(pattern) = &c.body_matches {
-        let re = regex_lite::Regex::new(pattern)
-            .map_err(|e| Error::InvalidInput(format!("body_matches: {e}")))?;
-        if !re.is_match(&response.text()) {
-            return Ok((
-                status,
-                Some(format!(
-                    "status {} but the body does not match `{pattern}`: {}",
-                    response.status,
-                    wire::quote(&response.body)
-                )),
-            ));
-        }
+    if let Some(re) = pattern.filter(|re| !re.is_match(&response.text())) {
+        return Ok((
+            status,
+            Some(format!(
+                "status {} but the body does not match `{}`: {}",
+                response.status,
+                re.as_str(),
+                wire::quote(&response.body)
+            )),
+        ));
     }
     Ok((status, None))
+}
+
+/// The check's `body_matches`, compiled once for all its requests.
+fn pattern(c: &Check) -> Result<Option<regex_lite::Regex>, Error> {
+    c.body_matches
+        .as_deref()
+        .map(regex_lite::Regex::new)
+        .transpose()
+        .map_err(|e| Error::InvalidInput(format!("body_matches: {e}")))
 }
 
 fn state(c: &Check, status: Option<u16>, detail: Option<String>) -> Value {
@@ -247,7 +245,7 @@ fn state(c: &Check, status: Option<u16>, detail: Option<String>) -> Value {
 
 pub fn read(properties: &Value) -> Result<Value, Error> {
     let c: Check = from_value(properties)?;
-    let (status, detail) = probe(&c, MAX_REQUEST_TIME.min(c.timeout()))?;
+    let (status, detail) = probe(&c, pattern(&c)?.as_ref(), MAX_REQUEST_TIME.min(c.timeout()))?;
     Ok(state(&c, status, detail))
 }
 
@@ -270,12 +268,14 @@ pub fn diff(current: Option<&Value>) -> Diff {
 pub fn wait(properties: &Value) -> Result<Value, Error> {
     let c: Check = from_value(properties)?;
     let (timeout, interval) = (c.timeout(), c.interval());
+    let pattern = pattern(&c)?;
     let start = Instant::now();
     let mut requests = 0u32;
     loop {
         let left = timeout.saturating_sub(start.elapsed());
         let (status, detail) = probe(
             &c,
+            pattern.as_ref(),
             MAX_REQUEST_TIME.min(left).max(Duration::from_millis(100)),
         )?;
         requests += 1;

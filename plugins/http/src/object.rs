@@ -118,22 +118,13 @@ pub fn kind() -> KindInfo {
         "a JSON object behind a REST API, compared on the fields the manifest declares",
         "url",
     );
-    if let Some(h) = k
-        .schema
-        .pointer_mut("/properties/headers")
-        .and_then(Value::as_object_mut)
-    {
-        h.insert("sensitive".into(), Value::Bool(true));
-    }
+    wire::hide_headers(&mut k);
     k
 }
 
 impl Object {
     fn timeout(&self) -> Duration {
-        self.timeout
-            .as_deref()
-            .and_then(|t| wire::duration(t).ok())
-            .unwrap_or(DEFAULT_TIMEOUT)
+        wire::duration_or(self.timeout.as_deref(), DEFAULT_TIMEOUT)
     }
 
     fn send(

@@ -36,6 +36,22 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// A duration property (already validated), or `default` when not given.
+pub fn duration_or(text: Option<&str>, default: Duration) -> Duration {
+    text.and_then(|t| duration(t).ok()).unwrap_or(default)
+}
+
+/// Mark the kind's `headers` property sensitive: never shown or stored in clear.
+pub fn hide_headers(kind: &mut tenet_sdk::KindInfo) {
+    if let Some(h) = kind
+        .schema
+        .pointer_mut("/properties/headers")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        h.insert("sensitive".into(), serde_json::Value::Bool(true));
+    }
+}
+
 /// Send `method url` with `headers` and an optional JSON body.
 pub fn send(
     method: &str,

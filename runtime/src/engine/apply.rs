@@ -135,13 +135,16 @@ impl Engine {
                     let result = match provider {
                         Ok(p) => {
                             let started = AtomicUsize::new(0);
-                            let attempts = attempts(
-                                p.as_ref(),
-                                &r,
-                                &known,
-                                &index,
+                            let job = Job {
+                                p: p.as_ref(),
+                                r: &r,
+                                known: &known,
+                                index: &index,
                                 notified,
                                 check,
+                            };
+                            let attempts = attempts(
+                                job,
                                 &retry_tx,
                                 &cancel,
                                 &started,
@@ -316,23 +319,18 @@ impl Engine {
 /// Apply one resource, trying a transient failure again as its `retry:` allows; each
 /// retry is reported on `events` and recorded in `retried`. A retry plans the resource
 /// afresh (a failed attempt may have done part of the work).
-#[allow(clippy::too_many_arguments)]
 async fn attempts(
-    p: &dyn Provider,
-    r: &PlannedResource,
-    known: &Shared,
-    index: &BTreeMap<String, usize>,
-    notified: bool,
-    check: bool,
+    job: Job<'_>,
     events: &(mpsc::Sender<Event>, Arc<tokio::sync::Notify>),
     cancel: &AtomicBool,
     started: &AtomicUsize,
     retried: &mut Vec<Retried>,
 ) -> Result<(Outcome, Option<Value>), String> {
+    let r = job.r;
     loop {
         let attempt = retried.len() + 1;
         started.store(attempt, Ordering::Relaxed);
-        let once = apply_checked(p, r, known, index, notified, check, attempt > 1).await;
+        let once = apply_checked(job, attempt > 1).await;
         let failure = match once {
             Ok(done) => return Ok(done),
             Err(f) => f,
@@ -378,19 +376,24 @@ async fn attempts(
     }
 }
 
-/// One attempt: apply, then (for changes) the contract check.
-async fn apply_checked(
-    p: &dyn Provider,
-    r: &PlannedResource,
-    known: &Shared,
-    index: &BTreeMap<String, usize>,
+/// What applying one resource needs: its provider, its plan, what others offer its
+/// references, whether a notifier changed, whether to check the provider's result.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    p: &'a dyn Provider,
+    r: &'a PlannedResource,
+    known: &'a Shared,
+    index: &'a BTreeMap<String, usize>,
     notified: bool,
     check: bool,
-    fresh: bool,
-) -> Result<(Outcome, Option<Value>), Failure> {
-    match apply_one(p, r, known, index, notified, fresh).await? {
+}
+
+/// One attempt: apply, then (for changes) the contract check.
+async fn apply_checked(job: Job<'_>, fresh: bool) -> Result<(Outcome, Option<Value>), Failure> {
+    let (p, r) = (job.p, job.r);
+    match apply_one(job, fresh).await? {
         (outcome, Some(state), desired)
-            if check
+            if job.check
                 && matches!(
                     outcome,
                     Outcome::Created | Outcome::Updated | Outcome::Replaced | Outcome::Refreshed
@@ -406,14 +409,15 @@ async fn apply_checked(
 /// Apply one planned resource; returns the outcome, the new state and the desired
 /// properties it was applied with (references resolved). `fresh`: plan it again first
 /// (a retry, or a failure handler: the system moved since the plan).
-async fn apply_one(
-    p: &dyn Provider,
-    r: &PlannedResource,
-    known: &Shared,
-    index: &BTreeMap<String, usize>,
-    notified: bool,
-    fresh: bool,
-) -> Result<(Outcome, Option<Value>, Value), Failure> {
+async fn apply_one(job: Job<'_>, fresh: bool) -> Result<(Outcome, Option<Value>, Value), Failure> {
+    let Job {
+        p,
+        r,
+        known,
+        index,
+        notified,
+        ..
+    } = job;
     if let Some(e) = &r.error {
         // Could not be planned: it fails, its dependents are skipped, the rest runs.
         return Err(format!("could not be planned: {e}").into());

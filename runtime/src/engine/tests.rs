@@ -72,6 +72,15 @@ impl Setup {
         }
     }
 
+    /// Make the next `n` applies of `id` fail with a transient error.
+    fn transient(&self, id: &str, n: u32) {
+        self.mock
+            .transient_apply
+            .lock()
+            .expect("lock")
+            .insert(id.into(), n);
+    }
+
     async fn replan(&self) -> Plan {
         self.engine
             .plan(
@@ -565,11 +574,7 @@ async fn transient_failures_are_tried_again_and_each_attempt_is_reported() {
   - {id: b, type: mock.item, properties: {name: b, value: 2}, depends_on: [a]}
 ";
     let s = Setup::new(&dir, body, &[]).await;
-    s.mock
-        .transient_apply
-        .lock()
-        .expect("lock")
-        .insert("a".into(), 1);
+    s.transient("a", 1);
     let (report, events) = apply_collecting(&s).await;
     assert!(report.succeeded(), "{report:?}");
     let a = report.results.iter().find(|r| r.id == "a").expect("a");
@@ -599,11 +604,7 @@ async fn retries_stop_at_their_attempts_and_never_retry_what_is_not_transient() 
   - {id: c, type: mock.item, properties: {name: c, value: 1}, retry: {attempts: 5, delay: 1ms}}
 ";
     let s = Setup::new(&dir, body, &["c"]).await;
-    s.mock
-        .transient_apply
-        .lock()
-        .expect("lock")
-        .insert("a".into(), 10);
+    s.transient("a", 10);
     let (report, _) = apply_collecting(&s).await;
     let by_id: BTreeMap<&str, &ResourceResult> =
         report.results.iter().map(|r| (r.id.as_str(), r)).collect();
@@ -631,11 +632,7 @@ async fn a_timeout_bounds_all_attempts() {
     let body = "  - {id: a, type: mock.item, properties: {name: a, value: 1}, retry: {attempts: 50, delay: 40ms, backoff: 1}, timeout: 150ms}
 ";
     let s = Setup::new(&dir, body, &[]).await;
-    s.mock
-        .transient_apply
-        .lock()
-        .expect("lock")
-        .insert("a".into(), 100);
+    s.transient("a", 100);
     let (report, _) = apply_collecting(&s).await;
     let a = &report.results[0];
     assert!(
@@ -780,11 +777,7 @@ async fn a_retry_is_reported_when_it_happens_not_when_the_resource_ends() {
     let body = "  - {id: a, type: mock.item, properties: {name: a, value: 1}, retry: {attempts: 2, delay: 400ms}}
 ";
     let s = Setup::new(&dir, body, &[]).await;
-    s.mock
-        .transient_apply
-        .lock()
-        .expect("lock")
-        .insert("a".into(), 1);
+    s.transient("a", 1);
     let mut seen: Vec<(std::time::Instant, &'static str)> = Vec::new();
     let report = s
         .engine
